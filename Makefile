@@ -1,0 +1,20 @@
+# deeprestore: set-up, demo, tests and benchmarks. `make demo` and `make test` are the README's two commands.
+PYTHON ?= python3
+PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: install demo test test-slow bench clean
+
+install:
+	$(PIP_INSTALL) -e ".[test,jax]"
+
+demo: install
+	deeprestore dream
+
+test: install
+	$(PYTHON) -m pytest
+
+test-slow: install
+	$(PYTHON) -m pytest -m slow
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache

@@ -1,0 +1,242 @@
+"""An HDF5 cache of the activations of fixed images, reused only when nothing that shaped them changed.
+
+An `ActivationCache` is one HDF5 file with a group per image key and a dataset per layer inside it
+(`<group>/block1_conv1`, without the batch dimension). Each group's attributes record what produced
+it: the network, the sha256 of its weights, the preprocessing, the image size and the sha256 of the
+image itself. A lookup whose metadata differs in any way discards the group and recomputes it, so a
+cache is never silently wrong. A group is marked `complete` only after its datasets are written and
+incomplete groups count as missing, so a run killed mid-write costs a recomputation, not a wrong
+answer. The file is open only during each operation, so there is nothing to close.
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import pathlib
+
+import h5py
+import numpy as np
+
+from deeprestore.errors import DeepRestoreError
+
+_METADATA_NAMES = ("network", "weights_sha256", "preprocessing", "image_size", "image_sha256")
+# Group names keep letters, digits, `_` and `-`; every other byte (including `/` and `.`, which HDF5
+# reads as path syntax) is written as `%XX`, so any key maps to one flat group name and back.
+_SAFE_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+@dataclasses.dataclass
+class CacheStats:
+    """Counts of layer activations served from the cache (hits) and computed (misses)."""
+
+    hits: int = 0
+    misses: int = 0
+    compute_calls: int = 0
+
+
+def group_name(key):
+    """The HDF5 group name for an image key: `%XX` escapes for every byte outside `[A-Za-z0-9_-]`."""
+    if not key:
+        raise ValueError("An activation cache key must be a non-empty string")
+    return "".join(chr(byte) if byte in _SAFE_BYTES else f"%{byte:02X}" for byte in key.encode("utf-8"))
+
+
+def image_metadata(image, *, network, weights_sha256, preprocessing):
+    """The attributes that must match for cached activations of `image` to be reused."""
+    return {"network": str(network), "weights_sha256": str(weights_sha256),
+            "preprocessing": str(preprocessing), **_fingerprint(image)}
+
+
+def _fingerprint(image):
+    image = np.ascontiguousarray(image, dtype=np.float32)  # the same pixels always hash the same
+    return {"image_size": tuple(int(size) for size in image.shape[:2]),
+            "image_sha256": hashlib.sha256(image.tobytes()).hexdigest()}
+
+
+class ActivationCache:
+    """Activations of fixed images per key and layer, stored in one HDF5 file.
+
+    Args:
+        path: the HDF5 file; created on the first write if missing.
+
+    Raises:
+        DeepRestoreError: if `path` exists and is not an HDF5 file.
+    """
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path)
+        self.stats = CacheStats()
+        self._check_is_hdf5()
+
+    def get_or_compute(self, key, image, layers, compute, *, network, weights_sha256, preprocessing):
+        """Returns the activations of one image, computing only what the cache lacks.
+
+        Args:
+            key: names the image, e.g. its path; any string.
+            image: float32 array `(height, width, 3)`.
+            layers: tuple of layer names.
+            compute: `compute(images, missing_layers) -> {layer: array (batch, ...)}`, called with a
+                batch of one image and the layers to compute, only when some are missing or stale.
+            network: the network's name.
+            weights_sha256: the sha256 of the network's weights.
+            preprocessing: a description of the network's preprocessing.
+
+        Returns:
+            Dict mapping each layer to its activation array, without the batch dimension.
+        """
+        return self.get_or_compute_many([key], [image], layers, compute, network=network,
+                                        weights_sha256=weights_sha256, preprocessing=preprocessing)[key]
+
+    def get_or_compute_many(self, keys, images, layers, compute, *, network, weights_sha256,
+                            preprocessing):
+        """Returns the activations of several images, computing what is missing in one call per size.
+
+        All images that need computing and share a size go to `compute` as one batch, with the union
+        of their missing layers; each image then stores only the layers it lacked.
+
+        Args:
+            keys: distinct image keys.
+            images: a batch `(batch, height, width, 3)` or a sequence of `(height, width, 3)` arrays.
+            layers, compute, network, weights_sha256, preprocessing: as in `get_or_compute`.
+
+        Returns:
+            Dict mapping each key to `{layer: activation array without the batch dimension}`.
+        """
+        layers = (layers,) if isinstance(layers, str) else tuple(layers)
+        keys, images = list(keys), [_checked_image(image) for image in images]
+        if len(keys) != len(images) or len(set(keys)) != len(keys):
+            raise ValueError(f"Expected one distinct key per image; got {keys} for {len(images)} images")
+        metadata = [image_metadata(image, network=network, weights_sha256=weights_sha256,
+                                   preprocessing=preprocessing) for image in images]
+        results, missing = {}, {}
+        with self._open("r") as file:
+            for key, expected in zip(keys, metadata):
+                results[key] = self._read(file, key, layers, expected)
+                missing[key] = tuple(layer for layer in layers if layer not in results[key])
+        indices_by_size = {}
+        for index, key in enumerate(keys):
+            self.stats.hits += len(layers) - len(missing[key])
+            self.stats.misses += len(missing[key])
+            if missing[key]:
+                indices_by_size.setdefault(images[index].shape, []).append(index)
+        for indices in indices_by_size.values():
+            computed_layers = tuple(layer for layer in layers
+                                    if any(layer in missing[keys[index]] for index in indices))
+            outputs = compute(np.stack([images[index] for index in indices]), computed_layers)
+            self.stats.compute_calls += 1
+            outputs = _checked_outputs(outputs, computed_layers, len(indices))
+            with self._open("a") as file:
+                for position, index in enumerate(indices):
+                    key = keys[index]
+                    new = {layer: outputs[layer][position] for layer in missing[key]}
+                    self._write(file, key, new, metadata[index])
+                    results[key].update(new)
+        return {key: {layer: results[key][layer] for layer in layers} for key in keys}
+
+    def contains(self, key, layer, *, image=None, **metadata):
+        """Whether a complete entry for `key` holds `layer` and matches the given metadata.
+
+        Args:
+            key: the image key.
+            layer: a layer name.
+            image: if given, its size and content must match too.
+            **metadata: any of `network`, `weights_sha256`, `preprocessing`, `image_size`,
+                `image_sha256`; only the given ones are compared.
+        """
+        unknown = set(metadata) - set(_METADATA_NAMES)
+        if unknown:
+            raise ValueError(f"Unknown cache metadata {sorted(unknown)}; expected {_METADATA_NAMES}")
+        if image is not None:
+            metadata.update(_fingerprint(_checked_image(image)))
+        with self._open("r") as file:
+            group = self._complete_group(file, key)
+            if group is None or layer not in group:
+                return False
+            stored = _stored_metadata(group)
+            return all(stored.get(name) == _normalised(name, value) for name, value in metadata.items())
+
+    def keys(self):
+        """The keys of every complete entry, sorted."""
+        with self._open("r") as file:
+            return sorted(group.attrs["key"] for group in file.values()
+                          if group.attrs.get("complete", False))
+
+    @contextlib.contextmanager
+    def _open(self, mode):
+        """Opens the file for one operation; reading a file that does not exist yet yields `{}`."""
+        if mode == "r" and not self.path.exists():
+            yield {}
+            return
+        self._check_is_hdf5()
+        if mode != "r":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            file = h5py.File(self.path, mode)
+        except OSError as error:
+            raise DeepRestoreError(f"Activation cache '{self.path}' could not be opened ({error}); "
+                                   "expected an HDF5 file no other process is writing.") from None
+        with file:
+            yield file
+
+    def _check_is_hdf5(self):
+        if self.path.exists() and not (self.path.is_file() and h5py.is_hdf5(self.path)):
+            raise DeepRestoreError(f"Activation cache '{self.path}' is not an HDF5 file; expected an "
+                                   "HDF5 activation cache or no file (delete it or pass another --cache).")
+
+    def _complete_group(self, file, key):
+        group = file.get(group_name(key))
+        return group if group is not None and group.attrs.get("complete", False) else None
+
+    def _read(self, file, key, layers, expected):
+        """The cached layers of `key` whose metadata matches `expected`, as `{layer: array}`."""
+        group = self._complete_group(file, key)
+        if group is None or _stored_metadata(group) != expected:
+            return {}
+        return {layer: group[layer][()] for layer in layers if layer in group}
+
+    def _write(self, file, key, activations, metadata):
+        """Adds `activations` to the group of `key`, replacing the group if its metadata is stale."""
+        name = group_name(key)
+        group = file.get(name)
+        if group is not None and (not group.attrs.get("complete", False)
+                                  or _stored_metadata(group) != metadata):
+            del file[name]
+            group = None
+        if group is None:
+            group = file.create_group(name)
+            group.attrs["key"] = key
+            for attribute, value in metadata.items():
+                group.attrs[attribute] = np.array(value) if attribute == "image_size" else value
+        # Cleared while datasets are written and set last: a write cut short leaves the group missing.
+        group.attrs["complete"] = False
+        for layer, activation in activations.items():
+            if layer in group:
+                del group[layer]
+            group.create_dataset(layer, data=activation)
+        file.flush()
+        group.attrs["complete"] = True
+
+
+def _checked_image(image):
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise DeepRestoreError(f"Image of shape {image.shape} cannot be cached; expected (height, width, 3)")
+    return image
+
+
+def _checked_outputs(outputs, layers, batch_size):
+    """`compute`'s outputs as numpy arrays, checked to hold every layer for the whole batch."""
+    checked = {layer: np.asarray(outputs[layer]) for layer in layers if layer in outputs}
+    shapes = {layer: checked[layer].shape if layer in checked else None for layer in layers}
+    if any(shape is None or shape[:1] != (batch_size,) for shape in shapes.values()):
+        raise ValueError(f"compute returned shapes {shapes}; expected each layer with batch {batch_size}")
+    return checked
+
+
+def _normalised(name, value):
+    return tuple(int(size) for size in value) if name == "image_size" else str(value)
+
+
+def _stored_metadata(group):
+    return {name: _normalised(name, group.attrs[name])
+            for name in _METADATA_NAMES if name in group.attrs}

@@ -1,0 +1,208 @@
+"""A network is a registered Keras model with its preprocessing, its named layers and its weights.
+
+Every network takes the project's one image convention, a float32 `(batch, height, width, 3)` RGB
+batch in [0, 1], and converts it inside the model (the `preprocess` layer) to what its weights were
+trained on, for example 0-255 BGR minus the ImageNet mean. Every layer that computes something is
+addressable by name, pre- and post-activation; Caffe-style names (`conv4_2`, `pool1`) are aliases.
+A `NetworkSpec` describes how to build one; a `Network` is one built, with its weights loaded.
+"""
+
+import dataclasses
+from typing import Callable, Mapping
+
+import keras
+import numpy as np
+
+from deeprestore.errors import DeepRestoreError
+
+POOLINGS = ("max", "average")
+
+
+@keras.saving.register_keras_serializable(package="deeprestore")
+class CaffePreprocessing(keras.layers.Layer):
+    """RGB in [0, 1] to a network's input: scaled (255 for Caffe models), channels reversed to BGR,
+    mean subtracted.
+
+    Args:
+        mean: Per-channel mean in the network's channel order, on the network's scale.
+        scale: Multiplier applied to [0, 1] values first.
+        bgr: Whether the network expects BGR channel order.
+    """
+
+    def __init__(self, mean=(0.0, 0.0, 0.0), scale=255.0, bgr=True, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = tuple(float(value) for value in mean)
+        self.scale = float(scale)
+        self.bgr = bool(bgr)
+
+    def call(self, images):
+        images = images * self.scale
+        if self.bgr:
+            images = keras.ops.flip(images, axis=-1)
+        return images - keras.ops.convert_to_tensor(self.mean, dtype=images.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "scale": self.scale, "bgr": self.bgr}
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSets:
+    """A network's default layers for each experiment (canonical names)."""
+
+    content: str
+    style: tuple
+    texture: tuple
+    dream: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSpec:
+    """How to build a registered network.
+
+    Attributes:
+        name: Registry name, e.g. `"vgg16"`.
+        summary: One line for `deeprestore nets`.
+        build: `(pooling, include_top) -> keras.Model` taking RGB [0, 1] batches of any size.
+        input_size: The (height, width) the network was trained on.
+        mean: Per-channel mean subtracted by `preprocess`, in the network's channel order.
+        scale: Multiplier from [0, 1] to the network's scale.
+        bgr: Whether the network's channels are BGR.
+        layer_sets: Default layers for content, style, texture and dream objectives.
+        aliases: Other names for layers, e.g. Caffe's `conv1_1` for `block1_conv1`.
+        head: Layers present only with the classifier head.
+        imagenet: `(include_top) -> path` of the keras.applications weights file, downloading it when
+            needed; None where Keras has no such file.
+        offline: `() -> (path, table, notice)` with weights that load without a network connection;
+            None where there are none.
+        num_classes: Number of classifier outputs.
+        trained: False for networks that exist only with random weights (`tiny`).
+    """
+
+    name: str
+    summary: str
+    build: Callable
+    input_size: tuple
+    mean: tuple
+    scale: float
+    bgr: bool
+    layer_sets: LayerSets
+    aliases: Mapping = dataclasses.field(default_factory=dict)
+    head: tuple = ()
+    imagenet: Callable | None = None
+    offline: Callable | None = None
+    num_classes: int = 1000
+    trained: bool = True
+
+    def preprocess(self, images):
+        """Numpy version of the `preprocess` layer: RGB [0, 1] to the network's input."""
+        images = np.asarray(images, np.float32) * self.scale
+        if self.bgr:
+            images = images[..., ::-1]
+        return images - np.asarray(self.mean, np.float32)
+
+    def deprocess(self, inputs):
+        """Inverse of `preprocess`: the network's input back to RGB [0, 1] (not clipped)."""
+        inputs = np.asarray(inputs, np.float32) + np.asarray(self.mean, np.float32)
+        if self.bgr:
+            inputs = inputs[..., ::-1]
+        return inputs / self.scale
+
+    def describe_preprocessing(self):
+        """A one-line description, stored with cached activations."""
+        order = "BGR" if self.bgr else "RGB"
+        mean = ", ".join(f"{value:g}" for value in self.mean)
+        return f"{order} x{self.scale:g} minus mean ({mean})"
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsInfo:
+    """Where a network's weights came from.
+
+    Attributes:
+        source: `imagenet`, `offline`, `random` or `file`.
+        path: The file read, or None for random weights.
+        sha256: The file's sha256 (for random weights, a hash of the seed), recorded in run configs.
+        notice: One line for the user saying what these weights are.
+    """
+
+    source: str
+    path: str | None
+    sha256: str
+    notice: str
+
+    def as_config(self):
+        return dataclasses.asdict(self)
+
+
+class Network:
+    """A built network: its Keras model, its spec, and the weights it carries.
+
+    Args:
+        spec: The registry entry.
+        model: The Keras model, RGB [0, 1] in, every layer named.
+        weights: Where the weights came from.
+        pooling: `max` or `average`.
+        include_top: Whether the classifier head (fc6, fc7, fc8) is built.
+    """
+
+    def __init__(self, spec, model, weights, pooling="max", include_top=False):
+        self.spec = spec
+        self.model = model
+        self.weights = weights
+        self.pooling = pooling
+        self.include_top = include_top
+
+    @property
+    def name(self):
+        return self.spec.name
+
+    @property
+    def layers(self):
+        """The addressable layer names, input to output."""
+        return tuple(layer.name for layer in self.model.layers if not isinstance(layer, keras.layers.InputLayer))
+
+    def aliases_of(self, layer):
+        """Returns the other names of a canonical layer name."""
+        return tuple(alias for alias, target in self.spec.aliases.items() if target == layer)
+
+    def resolve(self, layer):
+        """Returns the canonical name of a layer name or alias.
+
+        Raises:
+            DeepRestoreError: The network has no such layer.
+        """
+        layer = self.spec.aliases.get(layer, layer)
+        if layer in self.layers:
+            return layer
+        if layer in self.spec.head:
+            raise DeepRestoreError(
+                f"Layer '{layer}' of network '{self.name}' belongs to the classifier head; "
+                "build the network with the head (--top) to use it."
+            )
+        raise DeepRestoreError(
+            f"Unknown layer '{layer}' for network '{self.name}'. Known layers: {', '.join(self.layers)}. "
+            f"Run `deeprestore nets {self.name}` to list them with their shapes."
+        )
+
+    def output_shapes(self, height, width, layers=None):
+        """Returns `{layer: shape}` for an input of `height` x `width`, batch dimension 1.
+
+        Raises:
+            DeepRestoreError: The input is too small for some layer.
+        """
+        layers = self.layers if layers is None else tuple(self.resolve(layer) for layer in layers)
+        outputs = [self.model.get_layer(layer).output for layer in layers]
+        probe = keras.Model(self.model.input, outputs)
+        try:
+            specs = probe.compute_output_spec(keras.KerasTensor((1, height, width, 3)))
+        except (ValueError, TypeError) as error:
+            raise DeepRestoreError(
+                f"An input of {height}x{width} is too small for network '{self.name}'; "
+                f"expected at least its native size {self.spec.input_size[0]}x{self.spec.input_size[1]} "
+                f"for the layers asked for ({error.__class__.__name__})."
+            ) from None
+        return {layer: tuple(spec.shape) for layer, spec in zip(layers, specs)}
+
+    def variables(self):
+        """The model's weights as Keras variables (for compiled functions)."""
+        return self.model.variables

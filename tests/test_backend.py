@@ -1,0 +1,89 @@
+"""The backend-specific module: input gradients against closed forms, on TensorFlow and on JAX."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from deeprestore import backend
+
+
+def test_value_and_gradient_matches_the_closed_form(rng):
+    images = rng.uniform(size=(2, 5, 4, 3)).astype(np.float32)
+
+    def function(x):
+        value = keras.ops.sum(keras.ops.square(x)) + 3.0 * keras.ops.sum(x)
+        return value, {"mean": keras.ops.mean(x)}
+
+    loss, aux, gradient = backend.value_and_gradient(function)(images)
+    np.testing.assert_allclose(loss, np.sum(images**2) + 3 * np.sum(images), rtol=1e-5)
+    np.testing.assert_allclose(aux["mean"], images.mean(), rtol=1e-5)
+    np.testing.assert_allclose(gradient, 2 * images + 3, rtol=1e-5)
+
+
+def test_gradient_through_a_network_matches_finite_differences(tiny, rng):
+    images = rng.uniform(size=(1, 8, 8, 3)).astype(np.float32)
+    model = tiny.model
+
+    def function(x):
+        return keras.ops.sum(keras.ops.square(model(x))), {}
+
+    step = backend.value_and_gradient(function, model.variables)
+    loss, _, gradient = step(images)
+    direction = rng.normal(size=images.shape).astype(np.float32)
+    epsilon = 1e-2
+    plus, _, _ = step(images + epsilon * direction)
+    minus, _, _ = step(images - epsilon * direction)
+    numeric = (plus - minus) / (2 * epsilon)
+    np.testing.assert_allclose(np.sum(gradient * direction), numeric, rtol=2e-2)
+
+
+def test_compiled_forward_returns_numpy_dicts(tiny, rng):
+    images = rng.uniform(size=(2, 8, 8, 3)).astype(np.float32)
+    forward = backend.compiled(lambda x: {"out": tiny.model(x)}, tiny.model.variables)
+    result = forward(images)
+    assert isinstance(result["out"], np.ndarray)
+    np.testing.assert_allclose(result["out"], keras.ops.convert_to_numpy(tiny.model(images)), rtol=1e-5)
+
+
+def test_device_and_versions_describe_the_backend():
+    assert backend.device()
+    assert backend.versions()["backend"] == backend.name()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+def test_jax_backend_gives_the_same_gradients_as_tensorflow(tiny, rng, tmp_path):
+    images = rng.uniform(size=(1, 8, 8, 3)).astype(np.float32)
+    weights_file = str(tmp_path / "tiny.weights.h5")
+    tiny.model.save_weights(weights_file)
+    np.save(weights_file + ".images.npy", images)
+
+    def function(x):
+        return keras.ops.sum(keras.ops.square(tiny.model(x))), {}
+
+    expected = backend.value_and_gradient(function, tiny.model.variables)(images)[2]
+    script = textwrap.dedent(f"""
+        import json, keras, numpy as np
+        from deeprestore import backend
+        from deeprestore.networks import create_network
+        assert keras.backend.backend() == "jax"
+        network = create_network("tiny", weights={weights_file!r})
+        images = np.load({weights_file + '.images.npy'!r})
+        def function(x):
+            return keras.ops.sum(keras.ops.square(network.model(x))), {{"mean": keras.ops.mean(x)}}
+        loss, aux, gradient = backend.value_and_gradient(function, network.model.variables)(images)
+        print(json.dumps({{"gradient": gradient.tolist(), "device": backend.device()}}))
+    """)
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=240
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(np.array(result["gradient"]), expected, rtol=1e-4, atol=1e-6)

@@ -1,0 +1,150 @@
+"""Tests for the activation cache: hits, misses, invalidation, batching, odd keys, damaged files."""
+
+import h5py
+import numpy as np
+import pytest
+
+from deeprestore.cache import ActivationCache, group_name
+from deeprestore.errors import DeepRestoreError
+
+LAYERS = ("block1_conv1", "block2_conv1")
+METADATA = {"network": "tiny", "weights_sha256": "abc123", "preprocessing": "caffe-bgr"}
+
+
+class RecordingCompute:
+    """A stand-in network: each layer's activation is the image times a layer-specific factor."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, images, missing_layers):
+        self.calls.append((images.shape, tuple(missing_layers)))
+        return {layer: images * (index + 1.0) for index, layer in enumerate(LAYERS)}
+
+
+def random_image(seed, height=4, width=5):
+    return np.random.default_rng(seed).random((height, width, 3), dtype=np.float32)
+
+
+def test_the_second_lookup_is_served_from_the_cache(tmp_path):
+    cache, compute, image = ActivationCache(tmp_path / "cache.h5"), RecordingCompute(), random_image(0)
+
+    first = cache.get_or_compute("start", image, LAYERS, compute, **METADATA)
+    second = cache.get_or_compute("start", image, LAYERS, compute, **METADATA)
+
+    assert len(compute.calls) == 1
+    assert (cache.stats.hits, cache.stats.misses, cache.stats.compute_calls) == (2, 2, 1)
+    for layer, factor in zip(LAYERS, (1.0, 2.0)):
+        assert second[layer].shape == (4, 5, 3)
+        np.testing.assert_array_equal(first[layer], image * factor)
+        np.testing.assert_array_equal(second[layer], image * factor)
+
+
+def test_a_fresh_cache_object_reads_what_another_one_wrote(tmp_path):
+    writer = ActivationCache(tmp_path / "nested" / "cache.h5")
+    writer.get_or_compute("start", random_image(0), LAYERS, RecordingCompute(), **METADATA)
+    compute = RecordingCompute()
+
+    cache = ActivationCache(tmp_path / "nested" / "cache.h5")
+    cache.get_or_compute("start", random_image(0), LAYERS, compute, **METADATA)
+
+    assert compute.calls == []
+    assert cache.stats.hits == 2
+
+
+@pytest.mark.parametrize("change", [
+    {"network": "vgg16"}, {"weights_sha256": "def456"}, {"preprocessing": "torch"},
+    {"image": random_image(0).reshape(5, 4, 3)}, {"image": random_image(1)},
+], ids=["network", "weights", "preprocessing", "image_size", "image_content"])
+def test_any_changed_metadata_discards_the_entry_and_recomputes_it(tmp_path, change):
+    cache, compute = ActivationCache(tmp_path / "cache.h5"), RecordingCompute()
+    cache.get_or_compute("start", random_image(0), LAYERS, compute, **METADATA)
+    changed = {**METADATA, **change}
+    image = changed.pop("image", random_image(0))
+
+    result = cache.get_or_compute("start", image, LAYERS, compute, **changed)
+
+    assert [missing for _, missing in compute.calls] == [LAYERS, LAYERS]
+    np.testing.assert_array_equal(result["block2_conv1"], image * 2.0)
+    assert cache.contains("start", "block1_conv1", image=image, **changed)
+    assert not cache.contains("start", "block1_conv1", image=random_image(0), **METADATA)
+
+
+def test_only_missing_layers_are_computed_for_a_cached_image(tmp_path):
+    cache, compute, image = ActivationCache(tmp_path / "cache.h5"), RecordingCompute(), random_image(0)
+    cache.get_or_compute("start", image, ("block1_conv1",), compute, **METADATA)
+
+    result = cache.get_or_compute("start", image, LAYERS, compute, **METADATA)
+
+    assert [missing for _, missing in compute.calls] == [("block1_conv1",), ("block2_conv1",)]
+    assert sorted(result) == sorted(LAYERS)
+    assert (cache.stats.hits, cache.stats.misses) == (1, 2)
+    assert cache.contains("start", "block2_conv1", **METADATA)
+
+
+def test_get_or_compute_many_calls_compute_once_per_image_size(tmp_path):
+    cache, compute = ActivationCache(tmp_path / "cache.h5"), RecordingCompute()
+    images = [random_image(0), random_image(1), random_image(2, height=8, width=8), random_image(3)]
+    keys = ["a", "b", "c", "d"]
+    cache.get_or_compute("b", images[1], LAYERS, compute, **METADATA)
+    compute.calls.clear()
+
+    results = cache.get_or_compute_many(keys, images, LAYERS, compute, **METADATA)
+
+    assert sorted(compute.calls) == [((1, 8, 8, 3), LAYERS), ((2, 4, 5, 3), LAYERS)]
+    assert list(results) == keys
+    for key, image in zip(keys, images):
+        np.testing.assert_array_equal(results[key]["block2_conv1"], image * 2.0)
+
+
+def test_keys_with_slashes_and_dots_are_stored_under_one_flat_group(tmp_path):
+    cache, compute = ActivationCache(tmp_path / "cache.h5"), RecordingCompute()
+    keys = ["images/cat.png", "../dog.jpg", "images_cat.png"]
+
+    cache.get_or_compute_many(keys, [random_image(seed) for seed in range(3)], LAYERS, compute, **METADATA)
+
+    assert cache.keys() == sorted(keys)
+    with h5py.File(tmp_path / "cache.h5", "r") as file:
+        assert sorted(file) == sorted(group_name(key) for key in keys)
+        assert all("/" not in name and "." not in name for name in file)
+        assert file[group_name("images/cat.png")].attrs["key"] == "images/cat.png"
+        assert tuple(file[group_name("../dog.jpg")].attrs["image_size"]) == (4, 5)
+
+
+def test_a_file_that_is_not_hdf5_is_reported_with_what_to_do(tmp_path):
+    path = tmp_path / "cache.h5"
+    path.write_text("not an HDF5 file")
+
+    with pytest.raises(DeepRestoreError, match=r"is not an HDF5 file.*delete it or pass another --cache"):
+        ActivationCache(path)
+
+
+def test_an_incomplete_group_is_treated_as_missing(tmp_path):
+    cache, compute, image = ActivationCache(tmp_path / "cache.h5"), RecordingCompute(), random_image(0)
+    cache.get_or_compute("start", image, LAYERS, compute, **METADATA)
+    # Simulate a write cut short: the datasets exist but the group was never marked complete.
+    with h5py.File(tmp_path / "cache.h5", "a") as file:
+        file[group_name("start")].attrs["complete"] = False
+
+    assert not cache.contains("start", "block1_conv1", **METADATA)
+    assert cache.keys() == []
+    cache.get_or_compute("start", image, LAYERS, compute, **METADATA)
+
+    assert len(compute.calls) == 2
+    assert cache.contains("start", "block1_conv1", image=image, **METADATA)
+
+
+def test_compute_that_omits_a_requested_layer_is_reported(tmp_path):
+    cache = ActivationCache(tmp_path / "cache.h5")
+
+    with pytest.raises(ValueError, match="compute returned shapes"):
+        cache.get_or_compute("start", random_image(0), LAYERS, lambda images, missing: {}, **METADATA)
+
+    assert cache.keys() == []
+
+
+def test_an_image_that_is_not_rgb_is_refused(tmp_path):
+    cache = ActivationCache(tmp_path / "cache.h5")
+
+    with pytest.raises(DeepRestoreError, match=r"expected \(height, width, 3\)"):
+        cache.get_or_compute("gray", np.zeros((4, 4), np.float32), LAYERS, RecordingCompute(), **METADATA)

@@ -1,0 +1,75 @@
+"""The optimisation loop: a few steps lower the objective; jitter, clamping and NaN handling."""
+
+import numpy as np
+import pytest
+
+from deeprestore import objectives
+from deeprestore.errors import DeepRestoreError
+from deeprestore.optimise import Engine, Progress, clamp, every, gradient_descent, normalised_descent, optimise
+from deeprestore.probes import FeatureProbe
+
+
+@pytest.fixture
+def engine(tiny):
+    return Engine(-objectives.l2("relu2"), FeatureProbe(tiny, ["relu2"]))
+
+
+def test_a_few_normalised_steps_raise_the_l2_norm(engine, rng):
+    images = rng.uniform(size=(2, 16, 16, 3)).astype(np.float32)
+    before, _, _ = engine(images)
+    after_images, values = optimise(engine, images, 5, normalised_descent(0.02), rng=rng, progress=Progress(show=False))
+    after, _, _ = engine(after_images)
+    assert after < before
+    assert set(values) == {"l2.relu2", "total"}
+
+
+def test_normalised_step_moves_each_image_by_the_step_size_on_average(rng):
+    images = np.zeros((2, 4, 4, 3), np.float32)
+    gradient = rng.normal(size=images.shape).astype(np.float32) * np.array([1.0, 100.0])[:, None, None, None]
+    moved = normalised_descent(0.1)(images, gradient, 0)
+    np.testing.assert_allclose(np.abs(moved).mean(axis=(1, 2, 3)), [0.1, 0.1], rtol=1e-4)
+
+
+def test_jitter_is_undone_on_the_gradient(tiny, rng):
+    # A pixel-wise objective commutes with rolling, so a jittered step must equal an unjittered one.
+    engine = Engine(objectives.l2("preprocess"), FeatureProbe(tiny, ["preprocess"]))
+    images = rng.uniform(size=(1, 16, 16, 3)).astype(np.float32)
+    rule = gradient_descent(0.1)
+    plain, _ = optimise(engine, images, 1, rule, progress=Progress(show=False))
+    jittered, _ = optimise(engine, images, 1, rule, jitter=5, rng=np.random.default_rng(3), progress=Progress(show=False))
+    np.testing.assert_allclose(jittered, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_callbacks_run_on_their_interval():
+    calls = []
+    callback = every(3, lambda images, step: calls.append(step) or images)
+    for step in range(9):
+        callback(None, step)
+    assert calls == [2, 5, 8]
+
+
+def test_clamp_keeps_pixels_in_range(engine, rng):
+    images = rng.uniform(size=(1, 16, 16, 3)).astype(np.float32)
+    result, _ = optimise(engine, images, 3, gradient_descent(100.0), callbacks=[clamp()], progress=Progress(show=False))
+    assert result.min() >= 0.0 and result.max() <= 1.0
+
+
+def test_a_non_finite_loss_stops_with_a_clear_error(engine):
+    images = np.full((1, 16, 16, 3), 1e30, np.float32)  # squares overflow to inf
+    with pytest.raises(DeepRestoreError, match="step 1"):
+        optimise(engine, images, 3, normalised_descent(0.01), progress=Progress(show=False))
+
+
+def test_the_engine_refuses_a_probe_without_the_objective_layers(tiny):
+    with pytest.raises(ValueError, match="relu2"):
+        Engine(-objectives.l2("relu2"), FeatureProbe(tiny, ["relu1"]))
+
+
+def test_the_loop_logs_every_step(engine, rng, tmp_path):
+    from deeprestore.losslog import LossLog
+
+    log = LossLog(tmp_path)
+    images = rng.uniform(size=(1, 16, 16, 3)).astype(np.float32)
+    optimise(engine, images, 4, normalised_descent(0.01), progress=Progress(show=False, log=log, first_step=10))
+    log.close()
+    assert [step for step, _ in log.values("total")] == [11, 12, 13, 14]
