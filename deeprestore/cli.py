@@ -7,12 +7,14 @@ after the global options are read, so `--backend` can choose the backend.
 """
 
 import contextlib
+import importlib
 import os
+import pkgutil
 import sys
 
 import click
 
-from deeprestore.commands import dream, nets
+from deeprestore import commands
 from deeprestore.commands.common import State
 from deeprestore.errors import DeepRestoreError
 
@@ -91,8 +93,10 @@ def cli(ctx, runs, seed, quiet, backend):
     ctx.obj = State(runs=runs, seed=seed, quiet=quiet)
 
 
-for command in (nets.nets, dream.dream):
-    cli.add_command(command)
+# Each module of `deeprestore.commands` (but `common`) defines one subcommand as `command`.
+for module in pkgutil.iter_modules(commands.__path__):
+    if module.name != "common":
+        cli.add_command(importlib.import_module(f"deeprestore.commands.{module.name}").command)
 
 
 def main():

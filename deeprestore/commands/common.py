@@ -4,7 +4,6 @@ import dataclasses
 
 import click
 
-from deeprestore.errors import DeepRestoreError
 
 
 @dataclasses.dataclass

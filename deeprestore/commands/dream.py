@@ -6,7 +6,7 @@ from deeprestore import settings as defaults
 from deeprestore.commands.common import run_recipe
 
 
-@click.command()
+@click.command("dream")
 @click.option("--image", default=defaults.DREAM.image,
               help="Start image: a file or a bundled sample (astronaut, brick, chelsea, coffee, grass, ...).")
 @click.option("--network", default=defaults.DREAM.network, help="Network name (see `deeprestore nets`).")
@@ -27,7 +27,7 @@ from deeprestore.commands.common import run_recipe
 @click.option("--cache", default=defaults.DREAM.cache, type=click.Path(dir_okay=False),
               help="HDF5 activation cache shared across runs (default: the run's activations.h5).")
 @click.pass_obj
-def dream(state, **options):
+def command(state, **options):
     """DeepDream: raise the L2 norm of layers by normalised gradient ascent over octaves."""
     from deeprestore.images import load_image
     from deeprestore.recipes.dream import dream as run_dream
@@ -37,5 +37,3 @@ def dream(state, **options):
     load_image(settings.image)  # fail on a bad image before building anything
     run_recipe(state, "dream", settings, lambda run: run_dream(
         settings, run, seed=state.seed, show_progress=not state.quiet, echo=state.echo))
-
-

@@ -5,13 +5,13 @@ import click
 from deeprestore.commands.common import parse_size
 
 
-@click.command()
+@click.command("nets")
 @click.argument("name", required=False)
 @click.option("--size", default=None, help="Input size for the shapes, e.g. 224 or 256x320 (default: native).")
 @click.option("--top", is_flag=True, help="Include the classifier head (fc6, fc7, fc8, prob).")
 @click.option("--pooling", type=click.Choice(["max", "average"]), default="max")
 @click.pass_obj
-def nets(state, name, size, top, pooling):
+def command(state, name, size, top, pooling):
     """List the networks, or every addressable layer of NAME with its output shape."""
     from deeprestore.networks import create_network, get_spec, list_networks
 
@@ -40,5 +40,3 @@ def layer_kind(layer):
         "Softmax": "softmax", "CaffePreprocessing": "preprocessing",
     }
     return kinds.get(type(layer).__name__, type(layer).__name__)
-
-
