@@ -5,12 +5,19 @@ combine with `+`, `-` and scalar `*`, so ascent is a minus sign in the recipe:
 `-l2("block4_conv3") - 0.5 * l2("block5_conv1")`. Evaluating an objective gives the total to minimise
 (summed over the batch, so each image gets its own gradient) and each term's unweighted value, averaged
 over the batch, under its dotted name (`l2.block4_conv3`): the columns of the loss log.
+
+Terms read the probe's features by layer name; the key `images` holds the RGB [0, 1] input itself and
+the layer `preprocess` the network's input (0-255, BGR, mean subtracted), where Mahendran & Vedaldi's
+priors are defined. Fixed targets (content activations, style Grams, an inversion target, a guide)
+are not baked into the terms: a term reads `features["targets"][its name]`, and the caller passes the
+arrays with every evaluation. One compiled function then serves every image and every scale.
 """
 
 import dataclasses
 from typing import Callable
 
 import keras
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,3 +107,195 @@ def channel(layer, index):
     """
     return Objective([Term(f"channel.{layer}.{index}", (layer,), lambda features: keras.ops.mean(
         _per_image(features[layer][..., index]), axis=1))])
+
+
+def neuron(layer, index, position=None):
+    """Activation of one unit: channel `index` at `position` (row, column), default the centre.
+
+    Args:
+        layer: Canonical layer name.
+        index: Channel index.
+        position: `(row, column)` in the layer's grid, or None for the centre.
+    """
+
+    def function(features):
+        activation = features[layer]
+        row, column = position if position is not None else (activation.shape[1] // 2, activation.shape[2] // 2)
+        return activation[:, row, column, index]
+
+    return Objective([Term(f"neuron.{layer}.{index}", (layer,), function)])
+
+
+def class_logit(layer, index):
+    """A class score before the softmax, averaged over positions: with the fully-convolutional head a
+    large input gives a map of scores, and the mean raises the class everywhere (seed 003, 2.4).
+
+    Args:
+        layer: The logits layer (`fc8`).
+        index: Class index.
+    """
+    return Objective([Term(f"class.{index}", (layer,), lambda features: keras.ops.mean(
+        _per_image(features[layer][..., index]), axis=1))])
+
+
+def guide(layer):
+    """Guided dreaming: at each position, the largest dot product between the image's activation
+    vector and any of the guide image's activation vectors, averaged over positions.
+
+    The gradient pulls each position towards the guide features it already resembles most, so the
+    guide need not have the dreamed image's size (Mordvintsev et al., 2015, DeepDream notebook).
+    Target `guide.<layer>`: the guide's activations as `(positions, channels)`.
+
+    Args:
+        layer: Canonical layer name.
+    """
+    name = f"guide.{layer}"
+
+    def function(features):
+        activation = features[layer]
+        flat = keras.ops.reshape(activation, (keras.ops.shape(activation)[0], -1, activation.shape[-1]))
+        products = keras.ops.einsum("bpc,gc->bpg", flat, features["targets"][name])
+        return keras.ops.mean(keras.ops.max(products, axis=2), axis=1)
+
+    return Objective([Term(name, (layer,), function)])
+
+
+def gram(activation):
+    """Gram matrices of a batch of activations, normalised by the number of positions.
+
+    `G[b, k, l] = sum_ij a[b, i, j, k] a[b, i, j, l] / (height * width)`. Dividing by the positions
+    makes Grams of images of different sizes comparable (texture synthesis at any output size).
+    """
+    flat = keras.ops.reshape(activation, (keras.ops.shape(activation)[0], -1, activation.shape[-1]))
+    positions = keras.ops.cast(keras.ops.shape(flat)[1], activation.dtype)
+    return keras.ops.einsum("bpk,bpl->bkl", flat, flat) / positions
+
+
+def gram_numpy(activation):
+    """Numpy `gram` of one activation `(height, width, channels)`."""
+    flat = np.asarray(activation, np.float64).reshape(-1, activation.shape[-1])
+    return (flat.T @ flat / flat.shape[0]).astype(np.float32)
+
+
+def gram_distance(layer, normalise=False):
+    """Gatys et al.'s style (texture) loss at one layer.
+
+    `E = sum_kl (G_kl - A_kl)^2 / (4 N^2)` with `N` channels and `G`, `A` the generated and target
+    Grams normalised by the number of positions `M`. With unnormalised Grams this is the paper's
+    `1 / (4 N^2 M^2) sum (G - A)^2`, the same value when both images have `M` positions.
+
+    Reference:
+        Gatys, Ecker & Bethge, 2015. Texture synthesis using convolutional neural networks;
+        A neural algorithm of artistic style.
+
+    Target `gram.<layer>`: `(batch or 1, channels, channels)` Grams (blend several styles by averaging
+    their Grams with the blend weights).
+
+    With `normalise`, the distance is divided by the target's own `sum A^2 / (4 N^2)`, so every layer
+    starts on the same scale whatever its activations' magnitude. Gatys et al. got the same balance by
+    rescaling VGG's weights to a mean activation of one per filter; networks here are not rescaled.
+
+    Args:
+        layer: Canonical layer name.
+        normalise: Divide by the target's squared norm (scale-free per layer).
+    """
+    name = f"gram.{layer}"
+
+    def function(features):
+        activation = features[layer]
+        target = features["targets"][name]
+        distance = keras.ops.sum(keras.ops.square(gram(activation) - target), axis=(1, 2))
+        if normalise:
+            return distance / (keras.ops.sum(keras.ops.square(target), axis=(1, 2)) + 1e-12)
+        return distance / (4.0 * activation.shape[-1] ** 2)
+
+    return Objective([Term(name, (layer,), function)])
+
+
+def content_distance(layer):
+    """Gatys et al.'s content loss: `1/2 sum (F - P)^2` between the activations and a target.
+
+    Target `content.<layer>`: `(batch, height, width, channels)` activations of the content images.
+
+    Args:
+        layer: Canonical layer name.
+    """
+    name = f"content.{layer}"
+
+    def function(features):
+        return 0.5 * keras.ops.sum(_per_image(keras.ops.square(features[layer] - features["targets"][name])), axis=1)
+
+    return Objective([Term(name, (layer,), function)])
+
+
+def normalised_distance(layer):
+    """Mahendran & Vedaldi's feature loss `||phi(x) - phi0||^2 / ||phi0||^2`, per image.
+
+    Reference:
+        Mahendran & Vedaldi, 2015. Understanding deep image representations by inverting them.
+
+    Target `feature.<layer>`: `(batch, height, width, channels)` activations `phi0`.
+
+    Args:
+        layer: Canonical layer name.
+    """
+    name = f"feature.{layer}"
+
+    def function(features):
+        target = features["targets"][name]
+        norms = keras.ops.sum(_per_image(keras.ops.square(target)), axis=1) + 1e-12
+        return keras.ops.sum(_per_image(keras.ops.square(features[layer] - target)), axis=1) / norms
+
+    return Objective([Term(name, (layer,), function)])
+
+
+def alpha_norm(alpha, layer="preprocess", scale=1.0, pixel_norm=False):
+    """The alpha-norm prior `sum |x / scale|^alpha` of an image, per image.
+
+    Mahendran & Vedaldi use it on the network's input (`preprocess`, mean subtracted), with alpha = 6
+    (2015) and, in 2016, on each pixel's colour vector norm, with `scale` = B = 80 and weight `1 / (H W)`.
+
+    Args:
+        alpha: The exponent.
+        layer: The image representation: `preprocess` (network input) or `images` (RGB [0, 1]).
+        scale: Divides the image first, keeping the value in a sane range for large alpha.
+        pixel_norm: Sum `||x_ij / scale||^alpha` over pixels (the norm over channels) instead of over
+            every value.
+    """
+
+    def function(features):
+        scaled = features[layer] / scale
+        if pixel_norm:
+            value = keras.ops.power(keras.ops.sum(keras.ops.square(scaled), axis=-1) + 1e-12, alpha / 2.0)
+        else:
+            value = keras.ops.power(keras.ops.abs(scaled), alpha)
+        return keras.ops.sum(_per_image(value), axis=1)
+
+    return Objective([Term(f"alpha_norm.{layer}", (layer,), function)])
+
+
+def total_variation(beta=2.0, layer="images", scale=1.0):
+    """The total-variation prior `TV_beta = sum ((dx^2 + dy^2) / scale^2) ^ (beta / 2)`, per image.
+
+    Differences are taken to the right and below each pixel (the last row and column are dropped).
+    beta = 2 is the squared-gradient smoothness of style transfer; Mahendran & Vedaldi use beta = 2
+    (2015) and, in 2016, `scale` = V = B / 6.5.
+
+    Args:
+        beta: The exponent.
+        layer: `images` (RGB [0, 1]) or `preprocess` (network input).
+        scale: Divides the differences first.
+    """
+
+    def function(features):
+        image = features[layer]
+        dx = (image[:, :-1, 1:, :] - image[:, :-1, :-1, :]) / scale
+        dy = (image[:, 1:, :-1, :] - image[:, :-1, :-1, :]) / scale
+        squared = keras.ops.square(dx) + keras.ops.square(dy)
+        if beta == 2.0:
+            value = squared
+        else:
+            value = keras.ops.power(squared + 1e-8, beta / 2.0)
+        return keras.ops.sum(_per_image(value), axis=1)
+
+    return Objective([Term(f"tv.{layer}", (layer,), function)])

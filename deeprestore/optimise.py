@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from deeprestore import backend
 from deeprestore.errors import DeepRestoreError
+from deeprestore.probes import FeatureProbe
 
 
 class Engine:
@@ -25,19 +26,25 @@ class Engine:
     """
 
     def __init__(self, objective, probe):
-        missing = [layer for layer in objective.layers if layer not in probe.layers]
+        missing = [layer for layer in objective.layers if layer != "images" and layer not in probe.layers]
         if missing:
             raise ValueError(f"The probe lacks layers {missing} that the objective reads.")
         self.objective = objective
         self.probe = probe
         self._compiled = backend.value_and_gradient(self._loss, probe.variables)
 
-    def _loss(self, images):
-        return self.objective(self.probe(images))
+    @classmethod
+    def for_objective(cls, objective, network):
+        """An engine with a probe of exactly the layers the objective reads."""
+        return cls(objective, FeatureProbe(network, [layer for layer in objective.layers if layer != "images"]))
 
-    def __call__(self, images):
-        """Returns `(total, {term: value}, gradient)` for a numpy batch."""
-        total, values, gradient = self._compiled(np.asarray(images, np.float32))
+    def _loss(self, images, targets):
+        return self.objective({**self.probe(images), "images": images, "targets": targets})
+
+    def __call__(self, images, targets=None):
+        """Returns `(total, {term: value}, gradient)` for a numpy batch and the terms' target arrays."""
+        targets = {name: np.asarray(value, np.float32) for name, value in (targets or {}).items()}
+        total, values, gradient = self._compiled(np.asarray(images, np.float32), targets)
         return total, {name: float(value) for name, value in values.items()}, gradient
 
 
@@ -64,6 +71,94 @@ def gradient_descent(step_size):
         return images - step_size * gradient
 
     return rule
+
+
+def step_schedule(boundaries=(), factors=()):
+    """A piecewise-constant multiplier of the learning rate: `factors[i]` from step `boundaries[i]` on.
+
+    Example: `step_schedule((300, 600), (0.1, 0.01))` divides the rate by 10 at step 300 and 600.
+    """
+    boundaries, factors = tuple(boundaries), tuple(factors)
+    if len(boundaries) != len(factors):
+        raise ValueError("A step schedule needs one factor per boundary.")
+
+    def multiplier(step):
+        value = 1.0
+        for boundary, factor in zip(boundaries, factors):
+            if step >= boundary:
+                value = factor
+        return value
+
+    return multiplier
+
+
+class Momentum:
+    """SGD with momentum: `v = momentum * v - rate(t) * g; x += v` (Mahendran & Vedaldi 2015).
+
+    Args:
+        learning_rate: The base rate.
+        momentum: The momentum coefficient.
+        schedule: `step -> multiplier` of the rate (e.g. `step_schedule`).
+    """
+
+    def __init__(self, learning_rate, momentum=0.9, schedule=None):
+        self.learning_rate = learning_rate
+        self.momentum = momentum
+        self.schedule = schedule or (lambda step: 1.0)
+        self.velocity = None
+
+    def __call__(self, images, gradient, step):
+        if self.velocity is None or self.velocity.shape != images.shape:
+            self.velocity = np.zeros_like(images)
+        self.velocity = self.momentum * self.velocity - self.learning_rate * self.schedule(step) * gradient
+        return images + self.velocity
+
+
+class Adam:
+    """Adam on the pixels (Kingma & Ba, 2015), with an optional step schedule (Mahendran & Vedaldi 2016).
+
+    Args:
+        learning_rate: The base rate.
+        beta_1: Decay of the first moment.
+        beta_2: Decay of the second moment.
+        epsilon: Added to the root of the second moment.
+        schedule: `step -> multiplier` of the rate.
+    """
+
+    def __init__(self, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8, schedule=None):
+        self.learning_rate = learning_rate
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.schedule = schedule or (lambda step: 1.0)
+        self.moments = None
+        self.count = 0
+
+    def __call__(self, images, gradient, step):
+        if self.moments is None or self.moments[0].shape != images.shape:
+            self.moments = (np.zeros_like(images), np.zeros_like(images))
+            self.count = 0
+        self.count += 1
+        first = self.beta_1 * self.moments[0] + (1 - self.beta_1) * gradient
+        second = self.beta_2 * self.moments[1] + (1 - self.beta_2) * gradient**2
+        self.moments = (first, second)
+        corrected = first / (1 - self.beta_1**self.count)
+        scale = np.sqrt(second / (1 - self.beta_2**self.count)) + self.epsilon
+        return images - self.learning_rate * self.schedule(step) * corrected / scale
+
+
+@dataclasses.dataclass
+class LBFGS:
+    """L-BFGS-B from scipy driven by the compiled value-and-gradient: the usual optimiser of Gatys-style
+    transfer. Pixels stay within `bounds`. No jitter: L-BFGS needs the same function at every step.
+
+    Attributes:
+        bounds: `(low, high)` for every pixel, or None.
+        history: Number of correction pairs kept (scipy's `maxcor`).
+    """
+
+    bounds: tuple | None = (0.0, 1.0)
+    history: int = 10
 
 
 def roll(images, shift):
@@ -96,7 +191,7 @@ class Progress:
     context: dict = dataclasses.field(default_factory=dict)
 
 
-def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None, progress=None):
+def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None, progress=None, targets=None):
     """Optimises a batch of images to minimise the engine's objective.
 
     Args:
@@ -108,6 +203,7 @@ def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None,
         callbacks: `(images, step) -> images`, run after each step in order.
         rng: A `numpy.random.Generator` for the jitter.
         progress: A `Progress` (bar and loss log).
+        targets: `{term name: array}` the objective's targets (see `objectives`).
 
     Returns:
         The optimised images, and the last `{term: value}` with `total`.
@@ -118,11 +214,15 @@ def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None,
     progress = progress or Progress()
     rng = rng or np.random.default_rng(0)
     images = np.array(images, np.float32)
+    if isinstance(step_rule, LBFGS):
+        if jitter:
+            raise DeepRestoreError("L-BFGS cannot be combined with jitter; expected --jitter 0 or another optimiser.")
+        return _optimise_lbfgs(engine, images, steps, step_rule, progress, targets)
     values = {}
     bar = tqdm(range(steps), desc=progress.description, disable=not progress.show, leave=False)
     for step in bar:
         shift = tuple(rng.integers(-jitter, jitter + 1, size=2)) if jitter else (0, 0)
-        total, values, gradient = engine(roll(images, shift))
+        total, values, gradient = engine(roll(images, shift), targets)
         if not np.isfinite(total) or not np.all(np.isfinite(gradient)):
             raise DeepRestoreError(
                 f"The loss became {total} at step {progress.first_step + step + 1} ({progress.description}); "
@@ -136,3 +236,37 @@ def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None,
             progress.log.log(progress.first_step + step + 1, values, **progress.context)
         bar.set_postfix(loss=f"{total:.4g}", refresh=False)
     return images, values
+
+
+def _optimise_lbfgs(engine, images, steps, rule, progress, targets):
+    """`optimise` for L-BFGS: scipy's minimiser calls the compiled function; each iteration is a step."""
+    import scipy.optimize
+
+    shape = images.shape
+    last = {}
+
+    def function(flat):
+        total, values, gradient = engine(flat.reshape(shape).astype(np.float32), targets)
+        if not np.isfinite(total):
+            raise DeepRestoreError(f"The loss became {total} ({progress.description}); expected finite values.")
+        last.update(values=values, total=total)
+        return float(total), gradient.astype(np.float64).ravel()
+
+    bar = tqdm(total=steps, desc=progress.description, disable=not progress.show, leave=False)
+    counter = {"step": 0}
+
+    def after_iteration(flat):
+        counter["step"] += 1
+        if progress.log is not None:
+            progress.log.log(progress.first_step + counter["step"], {**last["values"], "total": last["total"]},
+                             **progress.context)
+        bar.update(1)
+        bar.set_postfix(loss=f"{last['total']:.4g}", refresh=False)
+
+    bounds = None if rule.bounds is None else [rule.bounds] * images.size
+    result = scipy.optimize.minimize(
+        function, images.astype(np.float64).ravel(), jac=True, method="L-BFGS-B", bounds=bounds,
+        callback=after_iteration, options={"maxiter": steps, "maxcor": rule.history, "maxfun": steps * 4},
+    )
+    bar.close()
+    return result.x.reshape(shape).astype(np.float32), {**last.get("values", {}), "total": last.get("total")}

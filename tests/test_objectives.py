@@ -44,3 +44,74 @@ def test_subtraction_is_addition_of_the_negative(features):
 def test_duplicate_term_names_are_refused():
     with pytest.raises(ValueError, match="unique"):
         objectives.l2("a") + objectives.l2("a")
+
+
+def numpy_gram(activation):
+    flat = activation.reshape(activation.shape[0], -1, activation.shape[-1]).astype(np.float64)
+    return np.einsum("bpk,bpl->bkl", flat, flat) / flat.shape[1]
+
+
+def test_gram_matrix_matches_numpy(features):
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(objectives.gram(features["a"])), numpy_gram(features["a"]),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(objectives.gram_numpy(features["a"][0]), numpy_gram(features["a"])[0], rtol=1e-5)
+
+
+def test_gram_distance_is_the_papers_normalisation(features, rng):
+    target = rng.normal(size=(1, 6, 6)).astype(np.float32)
+    total, _ = objectives.gram_distance("a")({**features, "targets": {"gram.a": target}})
+    expected = np.sum((numpy_gram(features["a"]) - target) ** 2, axis=(1, 2)) / (4 * 6**2)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(total), expected.sum(), rtol=1e-4)
+    # With unnormalised Grams G = F^T F and M positions: 1 / (4 N^2 M^2) sum (G - A)^2.
+    positions = 4 * 5
+    flat = features["a"].reshape(2, -1, 6).astype(np.float64)
+    paper = np.sum((np.einsum("bpk,bpl->bkl", flat, flat) - target * positions) ** 2, axis=(1, 2)) / (4 * 36 * positions**2)
+    np.testing.assert_allclose(expected, paper, rtol=1e-6)
+
+
+def test_normalised_gram_distance_is_scale_free(features, rng):
+    target = numpy_gram(features["a"][:1]).astype(np.float32) * 2
+    value = objectives.gram_distance("a", normalise=True)({**features, "targets": {"gram.a": target}})[0]
+    scaled = {**features, "a": features["a"] * 10, "targets": {"gram.a": target * 100}}
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(value),
+                               keras.ops.convert_to_numpy(objectives.gram_distance("a", normalise=True)(scaled)[0]), rtol=1e-4)
+
+
+def test_content_distance_is_half_the_squared_error(features, rng):
+    target = rng.normal(size=features["a"].shape).astype(np.float32)
+    total, _ = objectives.content_distance("a")({**features, "targets": {"content.a": target}})
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(total), 0.5 * np.sum((features["a"] - target) ** 2), rtol=1e-5)
+
+
+def test_normalised_feature_distance_matches_mahendran_vedaldi(features, rng):
+    target = rng.normal(size=features["a"].shape).astype(np.float32)
+    _, values = objectives.normalised_distance("a")({**features, "targets": {"feature.a": target}})
+    per_image = np.sum((features["a"] - target).reshape(2, -1) ** 2, 1) / np.sum(target.reshape(2, -1) ** 2, 1)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(values["feature.a"]), per_image.mean(), rtol=1e-5)
+
+
+def test_total_variation_matches_numpy(rng):
+    images = rng.uniform(size=(2, 5, 6, 3)).astype(np.float32)
+    dx = images[:, :-1, 1:] - images[:, :-1, :-1]
+    dy = images[:, 1:, :-1] - images[:, :-1, :-1]
+    for beta in (1.0, 2.0, 3.0):
+        total, _ = objectives.total_variation(beta, scale=0.5)({"images": images})
+        expected = np.sum(((dx**2 + dy**2) / 0.25 + (1e-8 if beta != 2 else 0)) ** (beta / 2))
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(total), expected, rtol=1e-4)
+
+
+def test_alpha_norm_matches_numpy_per_value_and_per_pixel(rng):
+    inputs = rng.normal(size=(2, 4, 4, 3)).astype(np.float32) * 50
+    total, _ = objectives.alpha_norm(6, "preprocess", scale=80.0)({"preprocess": inputs})
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(total), np.sum(np.abs(inputs / 80.0) ** 6), rtol=1e-4)
+    total, _ = objectives.alpha_norm(6, "preprocess", scale=80.0, pixel_norm=True)({"preprocess": inputs})
+    norms = np.linalg.norm(inputs / 80.0, axis=-1)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(total), np.sum(norms**6), rtol=1e-4)
+
+
+def test_guide_takes_the_best_matching_guide_vector(rng):
+    activation = rng.normal(size=(1, 2, 2, 3)).astype(np.float32)
+    guide = rng.normal(size=(5, 3)).astype(np.float32)
+    total, _ = objectives.guide("a")({"a": activation, "targets": {"guide.a": guide}})
+    expected = np.mean(np.max(activation.reshape(-1, 3) @ guide.T, axis=1))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(total), expected, rtol=1e-5)

@@ -1,0 +1,87 @@
+"""Pieces the image-optimisation recipes share: the network of a run, cached target features, the
+optimiser named on the command line, and the inputs of a run."""
+
+import numpy as np
+
+from deeprestore import images as image_io
+from deeprestore.cache import ActivationCache
+from deeprestore.errors import DeepRestoreError
+from deeprestore.networks import create_network
+from deeprestore.optimise import LBFGS, Adam
+from deeprestore.probes import FeatureProbe
+
+
+def open_network(settings, run, seed, echo, include_top=False):
+    """Builds the settings' network, says which weights it uses, and records them in the run."""
+    network = create_network(settings.network, settings.weights, settings.pooling, include_top=include_top, seed=seed)
+    echo(network.weights.notice)
+    run.update_config(weights=network.weights.as_config())
+    return network
+
+
+def resolve_layers(network, layers, default):
+    """Canonical names of the given layers, or of the default ones when none are given."""
+    return tuple(network.resolve(layer) for layer in (layers or default))
+
+
+def weights_for(values, count, what):
+    """Normalised blend or layer weights: equal when none are given, else one per item, summing to 1.
+
+    Raises:
+        DeepRestoreError: The number of weights does not match the number of items.
+    """
+    if not values:
+        return np.full(count, 1.0 / count)
+    if len(values) != count:
+        raise DeepRestoreError(f"Got {len(values)} {what} weights for {count} {what}s; expected one per {what}.")
+    values = np.asarray(values, np.float64)
+    if values.sum() <= 0 or (values < 0).any():
+        raise DeepRestoreError(f"{what.capitalize()} weights {tuple(values)} must be non-negative with a positive sum.")
+    return values / values.sum()
+
+
+class TargetFeatures:
+    """Activations of fixed images (content, style, guide, inversion target), computed once.
+
+    They are stored in the run's activation cache (or a shared `--cache`), keyed by role, source and
+    size, with the network, weights hash and preprocessing as attributes, so a later run with the same
+    cache reuses them and a run with different weights never does.
+
+    Args:
+        network: The `Network`.
+        layers: Every layer a target may be needed at.
+        path: The HDF5 cache file.
+    """
+
+    def __init__(self, network, layers, path):
+        self.network = network
+        self.probe = FeatureProbe(network, layers)
+        self.cache = ActivationCache(path)
+
+    def __call__(self, role, source, image, layers=None):
+        """Returns `{layer: activation}` (no batch axis) of one image."""
+        layers = tuple(layers or self.probe.layers)
+        key = f"{role}:{source}@{image.shape[0]}x{image.shape[1]}"
+        return self.cache.get_or_compute(
+            key, image, layers, lambda batch, missing: self.probe.features(batch),
+            network=self.network.name, weights_sha256=self.network.weights.sha256,
+            preprocessing=self.network.spec.describe_preprocessing(),
+        )
+
+
+def step_rule(optimiser, learning_rate):
+    """The step rule for `--optimiser`: L-BFGS-B in [0, 1], or Adam."""
+    if optimiser == "lbfgs":
+        return LBFGS(bounds=(0.0, 1.0))
+    return Adam(learning_rate)
+
+
+def sources(spec):
+    """The image sources of a run: a file or sample, a folder, or a list file."""
+    return image_io.list_images(spec)
+
+
+def output_name(source, index):
+    """A file-name stem for an input, unique within a run."""
+    stem = str(source).replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return f"{index:03d}_{stem}"

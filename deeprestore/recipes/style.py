@@ -1,0 +1,137 @@
+"""Neural style transfer: match one image's content activations and other images' Gram matrices.
+
+Reference:
+    Gatys, Ecker & Bethge, 2015. A neural algorithm of artistic style. Gatys et al., 2016.
+    Preserving color in neural artistic style transfer (luminance-only transfer).
+
+The loss is `content_weight * content + style_weight * sum_l w_l * gram_l (+ tv_weight * TV)`, with
+the content and Gram losses of `deeprestore.objectives`. Target features are computed once per image
+and scale and kept in the activation cache; one compiled function serves every image and scale.
+"""
+
+import functools
+import operator
+
+import numpy as np
+import skimage.color
+
+from deeprestore import images as image_io
+from deeprestore import objectives
+from deeprestore.losslog import LossLog
+from deeprestore.optimise import Engine, Progress, optimise
+from deeprestore.recipes.common import (
+    TargetFeatures, open_network, output_name, resolve_layers, sources, step_rule, weights_for,
+)
+
+
+def style_objective(content_layer, style_layers, layer_weights, settings):
+    """The weighted sum of content, Gram and total-variation terms."""
+    style = functools.reduce(
+        operator.add, (float(weight) * objectives.gram_distance(layer) for layer, weight in zip(style_layers, layer_weights))
+    )
+    objective = settings.content_weight * objectives.content_distance(content_layer) + settings.style_weight * style
+    if settings.tv_weight:
+        objective = objective + settings.tv_weight * objectives.total_variation(2.0)
+    return objective
+
+
+def luminance(image):
+    """The YIQ luminance of an RGB image, as a grey RGB image."""
+    return np.repeat(skimage.color.rgb2yiq(image)[..., :1], 3, axis=-1).astype(np.float32)
+
+
+def match_luminance(style, content):
+    """A style image's luminance shifted and scaled to the content's mean and spread (Gatys et al. 2016)."""
+    style_y, content_y = luminance(style), luminance(content)
+    matched = (style_y - style_y.mean()) * (content_y.std() / (style_y.std() + 1e-8)) + content_y.mean()
+    return np.clip(matched, 0.0, 1.0)
+
+
+def with_content_colour(result, content):
+    """The result's luminance with the content's chrominance (YIQ)."""
+    yiq = skimage.color.rgb2yiq(content)
+    yiq[..., 0] = skimage.color.rgb2yiq(result)[..., 0]
+    return np.clip(skimage.color.yiq2rgb(yiq), 0.0, 1.0).astype(np.float32)
+
+
+def scale_sizes(shape, scales):
+    """`(height, width)` of each coarse-to-fine scale, each twice the previous, the last the full size."""
+    return [(max(8, round(shape[0] / 2**k)), max(8, round(shape[1] / 2**k))) for k in reversed(range(scales))]
+
+
+def initial_image(init, content, style, rng):
+    """The start of the optimisation: the content, seeded noise, or the style resized to the content."""
+    if init == "content":
+        return content
+    if init == "style":
+        return image_io.resize(style, content.shape[:2])
+    return rng.uniform(0.0, 1.0, content.shape).astype(np.float32)
+
+
+def style(settings, run, seed=0, show_progress=True, echo=print):
+    """Runs style transfer on every content image and writes the results into the run.
+
+    Args:
+        settings: A `StyleSettings`.
+        run: The `RunDir`.
+        seed: Seed of the noise start.
+        show_progress: Whether to show progress bars.
+        echo: Where notices go.
+
+    Returns:
+        The stylised images, one per content image.
+    """
+    rng = np.random.default_rng(seed)
+    network = open_network(settings, run, seed, echo)
+    spec = network.spec
+    content_layer = resolve_layers(network, (settings.content_layer,) if settings.content_layer else (), (spec.layer_sets.content,))[0]
+    style_layers = resolve_layers(network, settings.style_layers, spec.layer_sets.style)
+    layer_weights = weights_for(settings.style_layer_weights, len(style_layers), "style layer")
+    blend = weights_for(settings.style_blend, len(settings.styles), "style image")
+    run.update_config(content_layer=content_layer, style_layers=list(style_layers),
+                      style_layer_weights=layer_weights.tolist(), style_blend=blend.tolist())
+
+    engine = Engine.for_objective(style_objective(content_layer, style_layers, layer_weights, settings), network)
+    targets = TargetFeatures(network, (content_layer, *style_layers), settings.cache or run.activations_path)
+    style_images = [image_io.load_image(source) for source in settings.styles]
+    log = LossLog(run.losses_dir)
+    results = []
+    first_step = 0
+    for index, source in enumerate(sources(settings.content)):
+        name = output_name(source, index)
+        content = image_io.load_image(source, settings.size)
+        styles = [match_luminance(image, content) for image in style_images] if settings.preserve_colour else style_images
+        working = luminance(content) if settings.preserve_colour else content
+        image = None
+        for scale, size in enumerate(scale_sizes(content.shape, settings.scales), start=1):
+            content_scaled = image_io.resize(working, size)
+            image = initial_image(settings.init, content_scaled, styles[0], rng) if image is None else image_io.resize(image, size)
+            style_side = max(8, round(max(size) * settings.style_scale))
+            grams = {
+                f"gram.{layer}": sum(
+                    weight * objectives.gram_numpy(
+                        targets("style", settings.styles[number], image_io.resize(style_image, style_side), style_layers)[layer]
+                    )
+                    for number, (style_image, weight) in enumerate(zip(styles, blend))
+                )[None]
+                for layer in style_layers
+            }
+            content_features = targets("content", source, content_scaled, (content_layer,))[content_layer]
+            progress = Progress(
+                description=f"{name} scale {scale} {size[0]}x{size[1]}", show=show_progress, log=log,
+                first_step=first_step, context={"image": index, "scale": scale},
+            )
+            result, _ = optimise(
+                engine, image[None], settings.steps, step_rule(settings.optimiser, settings.learning_rate),
+                progress=progress, targets={f"content.{content_layer}": content_features[None], **grams},
+            )
+            first_step += settings.steps
+            image = np.clip(result[0], 0.0, 1.0)
+            image_io.save_image(run.images_dir / f"{name}_scale{scale}.png", image)
+        if settings.preserve_colour:
+            image = with_content_colour(image, content)
+        image_io.save_image(run.path / "outputs" / f"{name}.png", image)
+        results.append(image)
+    log.close()
+    log.plot()
+    return results

@@ -1,0 +1,75 @@
+"""Texture synthesis: match the Gram matrices of a source texture at several layers, from noise.
+
+Reference:
+    Gatys, Ecker & Bethge, 2015. Texture synthesis using convolutional neural networks.
+
+Grams are normalised by the number of positions (see `objectives.gram`), so the output can be larger
+or smaller than the source. Several sources blend by a weighted mean of their Grams; several textures
+(`count`) are synthesised as one batch from different seeded noise.
+"""
+
+import functools
+import operator
+import pathlib
+
+import numpy as np
+
+from deeprestore import images as image_io
+from deeprestore import objectives
+from deeprestore.losslog import LossLog
+from deeprestore.optimise import Engine, Progress, optimise
+from deeprestore.recipes.common import TargetFeatures, open_network, resolve_layers, step_rule, weights_for
+
+
+def texture_objective(layers, layer_weights):
+    """The weighted sum of Gram distances, each normalised by its target's norm so that deep layers,
+    whose Gram entries are orders of magnitude smaller, still shape the texture."""
+    return functools.reduce(operator.add, (
+        float(weight) * objectives.gram_distance(layer, normalise=True) for layer, weight in zip(layers, layer_weights)
+    ))
+
+
+def texture(settings, run, seed=0, show_progress=True, echo=print):
+    """Synthesises `settings.count` textures and writes them into the run.
+
+    Args:
+        settings: A `TextureSettings`.
+        run: The `RunDir`.
+        seed: Seed of the noise starts.
+        show_progress: Whether to show a progress bar.
+        echo: Where notices go.
+
+    Returns:
+        The textures, `(count, height, width, 3)`.
+    """
+    rng = np.random.default_rng(seed)
+    network = open_network(settings, run, seed, echo)
+    layers = resolve_layers(network, settings.layers, network.spec.layer_sets.texture)
+    layer_weights = weights_for(settings.layer_weights, len(layers), "layer")
+    blend = weights_for(settings.blend, len(settings.sources), "source")
+    run.update_config(layers=list(layers), layer_weights=layer_weights.tolist(), blend=blend.tolist())
+
+    targets = TargetFeatures(network, layers, settings.cache or run.activations_path)
+    grams = {f"gram.{layer}": 0.0 for layer in layers}
+    for source, weight in zip(settings.sources, blend):
+        image = image_io.load_image(source, settings.source_size)
+        image_io.save_image(run.images_dir / f"source_{pathlib.Path(str(source)).stem}.png", image)
+        features = targets("texture", source, image)
+        for layer in layers:
+            grams[f"gram.{layer}"] = grams[f"gram.{layer}"] + weight * objectives.gram_numpy(features[layer])
+    grams = {name: value[None] for name, value in grams.items()}
+
+    engine = Engine.for_objective(texture_objective(layers, layer_weights), network)
+    start = rng.uniform(0.0, 1.0, (settings.count, *settings.size, 3)).astype(np.float32)
+    log = LossLog(run.losses_dir)
+    result, _ = optimise(
+        engine, start, settings.steps, step_rule(settings.optimiser, settings.learning_rate),
+        progress=Progress(description=f"texture {settings.size[0]}x{settings.size[1]}", show=show_progress, log=log),
+        targets=grams,
+    )
+    log.close()
+    log.plot()
+    result = np.clip(result, 0.0, 1.0)
+    for index, image in enumerate(result):
+        image_io.save_image(run.path / "outputs" / f"texture_{index:03d}.png", image)
+    return result
