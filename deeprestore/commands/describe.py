@@ -1,0 +1,119 @@
+"""`deeprestore describe`: train patch descriptors and score them with the HPatches protocol."""
+
+import dataclasses
+
+import click
+
+from deeprestore import settings as defaults
+from deeprestore.commands.common import run_recipe
+
+TRAIN = defaults.DESCRIBE
+EVALUATE = defaults.DESCRIBE_EVALUATE
+
+
+def data_options(function):
+    """The options shared by `train` and `evaluate`: dataset, split, inputs and task files."""
+    options = [
+        click.option("--data", type=click.Path(exists=True, file_okay=False), default=TRAIN.data,
+                     help="HPatches-format dataset folder (default: a synthetic one made from the bundled photos)."),
+        click.option("--split", type=click.Choice(defaults.DESCRIBE_SPLITS), default=TRAIN.split,
+                     help="Benchmark split (a dataset's splits.json defines its own)."),
+        click.option("--inputs", type=click.Choice(defaults.DESCRIBE_INPUTS), default=TRAIN.inputs,
+                     help="Patches the descriptor sees: clean, the _noise twins, or those through --denoiser."),
+        click.option("--denoiser", type=click.Path(exists=True, dir_okay=False), default=TRAIN.denoiser,
+                     help="Saved Keras model (.keras) mapping (N,32,32,1) to (N,32,32,1), for --inputs denoised."),
+        click.option("--tasks", type=click.Path(exists=True, file_okay=False), default=TRAIN.tasks,
+                     help="Folder of benchmark task files (default: <data>/tasks, else generated, seeded)."),
+        click.option("--patches", type=click.IntRange(min=8), default=TRAIN.patches,
+                     help="Tracks per sequence of the synthetic dataset."),
+        click.option("--pairs", type=click.IntRange(min=10), default=TRAIN.pairs,
+                     help="Verification pairs to generate when there are no task files (benchmark: 1000000)."),
+        click.option("--queries", type=click.IntRange(min=1), default=TRAIN.queries,
+                     help="Retrieval queries to generate (benchmark: 5000)."),
+        click.option("--distractors", type=click.IntRange(min=1), default=TRAIN.distractors,
+                     help="Retrieval distractors to generate (benchmark: 20000)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@click.group("describe")
+def command():
+    """Patch descriptors (seed 004): train on triplets, evaluate with the HPatches benchmark protocol."""
+
+
+@command.command("train")
+@data_options
+@click.option("--train-inputs", type=click.Choice(defaults.DESCRIBE_INPUTS), default=TRAIN.train_inputs,
+              help="Patches to train on (default: --inputs).")
+@click.option("--loss", type=click.Choice(defaults.DESCRIBE_LOSSES), default=TRAIN.loss,
+              help="triplet: seed 004's margin on mean squared distances; hardest: HardNet's hardest in batch.")
+@click.option("--margin", type=click.FloatRange(min=0.0), default=TRAIN.margin)
+@click.option("--optimizer", type=click.Choice(defaults.DESCRIBE_OPTIMIZERS), default=TRAIN.optimizer)
+@click.option("--learning-rate", type=click.FloatRange(min=0.0, min_open=True), default=TRAIN.learning_rate,
+              help="Default 0.1 for SGD (seed 004), 0.001 for Adam.")
+@click.option("--epochs", type=click.IntRange(min=1), default=TRAIN.epochs, help="Epochs in all (also when resuming).")
+@click.option("--triplets", type=click.IntRange(min=1), default=TRAIN.triplets, help="Fresh triplets per epoch.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=TRAIN.batch_size)
+@click.option("--l2-normalise", is_flag=True, default=TRAIN.l2_normalise, help="L2-normalise descriptors (HardNet).")
+@click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=TRAIN.dropout)
+@click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Continue this `describe train` run from its last epoch checkpoint (other options but --epochs are ignored).")
+@click.pass_obj
+def train_command(state, resume, **options):
+    """Train seed 004's descriptor; mAP after every epoch, checkpoints, results.json/txt/png."""
+    from deeprestore.recipes import describe as recipe
+
+    if resume is not None:
+        run, settings = recipe.resumable_settings(resume, options["epochs"])
+        run.update_config(settings=dataclasses.asdict(settings))
+        run.mark("running")
+        with run:
+            recipe.train(settings, run, seed=run.config["seed"], echo=state.echo, show_progress=not state.quiet)
+        click.echo(str(run.path))
+        return
+    settings = defaults.DescribeSettings(**options)
+    _check_inputs(settings)
+    run_recipe(state, "describe-train", settings, lambda run: recipe.train(
+        settings, run, seed=state.seed, echo=state.echo, show_progress=not state.quiet))
+
+
+@command.command("evaluate")
+@data_options
+@click.option("--model", type=click.Path(exists=True), default=EVALUATE.model,
+              help="A `describe train` run directory or a descriptor .keras file.")
+@click.option("--descriptors", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Descriptor CSV folder in the benchmark layout (<root>/<name>); repeat to compare several.")
+@click.option("--export", is_flag=True, default=EVALUATE.export,
+              help="Also write the model's descriptors as CSV into the run's descriptors/.")
+@click.pass_obj
+def evaluate_command(state, **options):
+    """Score a trained descriptor and/or descriptor CSV folders with the HPatches protocol, side by side."""
+    from deeprestore.recipes import describe as recipe
+
+    options["descriptors"] = tuple(options["descriptors"])
+    settings = defaults.DescribeEvaluateSettings(**options)
+    _check_inputs(settings)
+    run_recipe(state, "describe-evaluate", settings, lambda run: recipe.evaluate(settings, run, seed=state.seed,
+                                                                                 echo=state.echo))
+
+
+@command.command("synth")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write the dataset into.")
+@click.option("--patches", type=click.IntRange(min=8), default=TRAIN.patches, help="Tracks per sequence.")
+@click.option("--patch-size", type=click.IntRange(min=8), default=32, help="32 (N-HPatches) or 65 (hpatches-release).")
+@click.pass_obj
+def synth_command(state, out, patches, patch_size):
+    """Write the synthetic HPatches-format dataset (bundled photos, known warps, _noise twins) to a folder."""
+    from deeprestore.descriptors import synthetic
+
+    spec = synthetic.SyntheticSpec(count=patches, patch_size=patch_size, region=max(32, patch_size), seed=state.seed)
+    click.echo(str(synthetic.synthesize(out, spec)))
+
+
+def _check_inputs(settings):
+    """Fails before any work when denoised inputs lack a denoiser."""
+    wanted = {settings.inputs, getattr(settings, "train_inputs", None)}
+    if "denoised" in wanted and settings.denoiser is None:
+        raise click.BadParameter("--inputs/--train-inputs denoised need --denoiser PATH.", param_hint="--denoiser")

@@ -1,0 +1,222 @@
+"""The HPatches task files: which pairs to verify and which patches to retrieve, read, checked or generated.
+
+`Tasks` holds the verification pairs (`positives`, `intra`, `inter`, each a `Pairs` of sequence names,
+image ids and patch indices; image id 0 is `ref`, k is image k of the level being scored) and the
+retrieval `queries` and `distractors` (sequence names and `ref` patch indices). The files follow the
+benchmark's names and columns: `verif_pos_split-<split>.csv`, `verif_neg_intra_split-<split>.csv`,
+`verif_neg_inter_split-<split>.csv` (`s1,t1,idx1,s2,t2,idx2`) and `retr_queries_split-<split>.csv`,
+`retr_distractors_split-<split>.csv` (`s,idx`). `generate_tasks` follows hpatches-benchmark's rules
+(`utils/tasks.py`, `gen_verif` and `gen_retrieval`) with a seeded numpy generator.
+"""
+
+import csv
+import dataclasses
+import pathlib
+
+import numpy as np
+
+from deeprestore.errors import DeepRestoreError
+
+VERIFICATION_FILES = {"positives": "verif_pos", "intra": "verif_neg_intra", "inter": "verif_neg_inter"}
+RETRIEVAL_FILES = {"queries": "retr_queries", "distractors": "retr_distractors"}
+PAIR_COLUMNS = ("s1", "t1", "idx1", "s2", "t2", "idx2")
+PATCH_COLUMNS = ("s", "idx")
+# The benchmark keeps only retrieval patches whose 0-255 grey values vary: std above 10.
+RETRIEVAL_MIN_STD = 10.0
+
+
+@dataclasses.dataclass
+class Pairs:
+    """Verification pairs: `sequences1`, `sequences2` (str arrays), `images1`, `images2` (ids 0..5),
+    `indices1`, `indices2` (patch rows)."""
+
+    sequences1: np.ndarray
+    images1: np.ndarray
+    indices1: np.ndarray
+    sequences2: np.ndarray
+    images2: np.ndarray
+    indices2: np.ndarray
+
+    def __len__(self):
+        return len(self.indices1)
+
+
+@dataclasses.dataclass
+class Patches:
+    """Retrieval patches of `ref`: `sequences` (str array) and `indices` (patch rows)."""
+
+    sequences: np.ndarray
+    indices: np.ndarray
+
+    def __len__(self):
+        return len(self.indices)
+
+
+@dataclasses.dataclass
+class Tasks:
+    """Every task of one split."""
+
+    split: str
+    positives: Pairs
+    intra: Pairs
+    inter: Pairs
+    queries: Patches
+    distractors: Patches
+
+
+def _pairs(*columns):
+    return Pairs(*(np.asarray(column, dtype=object if i in (0, 3) else np.int64) for i, column in enumerate(columns)))
+
+
+def generate_tasks(split, counts, patch_std, seed=42, pairs=1_000_000, queries=5_000, distractors=20_000):
+    """Task lists drawn with the benchmark's rules.
+
+    Verification: `pairs` positives, each a random test sequence, two different patch rows and two
+    different image ids from 0..4; a positive pairs row 1 with itself in the two images, its
+    intra-sequence negative pairs row 1 with row 2, its inter-sequence negative pairs row 1 with a
+    random row of a random test sequence (which may be the same one), keeping the two image ids.
+    Retrieval: 4 x `queries` and 10 x `distractors` random (sequence, row) draws, keeping those whose
+    `ref` patch has a 0-255 standard deviation above 10, without duplicates; the first `queries`
+    queries, then the first `distractors` distractors that are not queries.
+
+    Args:
+        split: the `Split`.
+        counts: `{sequence: number of patches}` for the test sequences.
+        patch_std: `{sequence: float array}` standard deviation of each `ref` patch, 0-255 scale.
+        seed: the generator's seed (the benchmark uses 42).
+        pairs, queries, distractors: the numbers to draw (the benchmark's are the defaults).
+
+    Returns:
+        `Tasks`.
+    """
+    rng = np.random.default_rng(seed)
+    test = np.array(split.test, dtype=object)
+    lengths = np.array([counts[name] for name in split.test])
+    if lengths.min() < 2:
+        raise DeepRestoreError(f"Every test sequence needs at least 2 patches for verification; got "
+                               f"{dict(zip(split.test, lengths))}.")
+    chosen = rng.integers(0, len(test), pairs)
+    first = (rng.random(pairs) * lengths[chosen]).astype(np.int64)
+    second = (first + 1 + (rng.random(pairs) * (lengths[chosen] - 1)).astype(np.int64)) % lengths[chosen]
+    image1 = rng.integers(0, 5, pairs)
+    image2 = (image1 + rng.integers(1, 5, pairs)) % 5
+    other = rng.integers(0, len(test), pairs)
+    other_index = (rng.random(pairs) * lengths[other]).astype(np.int64)
+    sequences = test[chosen]
+    positives = _pairs(sequences, image1, first, sequences, image2, first)
+    intra = _pairs(sequences, image1, first, sequences, image2, second)
+    inter = _pairs(sequences, image1, first, test[other], image2, other_index)
+
+    def draws(number):
+        which = rng.integers(0, len(test), number)
+        rows = (rng.random(number) * lengths[which]).astype(np.int64)
+        keep = np.array([patch_std[test[w]][r] > RETRIEVAL_MIN_STD for w, r in zip(which, rows)], bool)
+        seen, unique = set(), []
+        for w, r in zip(which[keep], rows[keep]):
+            if (w, r) not in seen:
+                seen.add((w, r))
+                unique.append((w, r))
+        return unique
+
+    query_list = draws(4 * queries)[:queries]
+    taken = set(query_list)
+    distractor_list = [item for item in draws(10 * distractors) if item not in taken][:distractors]
+
+    def patches(items):
+        items = np.array(items, dtype=np.int64).reshape(-1, 2)
+        return Patches(test[items[:, 0]], items[:, 1])
+
+    return Tasks(split.name, positives, intra, inter, patches(query_list), patches(distractor_list))
+
+
+def write_tasks(folder, tasks):
+    """Writes the five task files of `tasks` into `folder` (created), with the benchmark's headers."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for attribute, stem in VERIFICATION_FILES.items():
+        pairs = getattr(tasks, attribute)
+        rows = zip(pairs.sequences1, pairs.images1, pairs.indices1, pairs.sequences2, pairs.images2, pairs.indices2)
+        _write_csv(folder / f"{stem}_split-{tasks.split}.csv", PAIR_COLUMNS, rows)
+    for attribute, stem in RETRIEVAL_FILES.items():
+        patches = getattr(tasks, attribute)
+        _write_csv(folder / f"{stem}_split-{tasks.split}.csv", PATCH_COLUMNS, zip(patches.sequences, patches.indices))
+
+
+def _write_csv(path, header, rows):
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def has_tasks(folder, split):
+    """Whether `folder` holds all five task files of `split`."""
+    folder = pathlib.Path(folder)
+    return all((folder / f"{stem}_split-{split}.csv").is_file()
+               for stem in (*VERIFICATION_FILES.values(), *RETRIEVAL_FILES.values()))
+
+
+def read_tasks(folder, split, counts):
+    """Reads and checks the five task files of `split` from `folder`.
+
+    Args:
+        folder: the folder holding the files.
+        split: the split's name.
+        counts: `{sequence: number of patches}` of the sequences the tasks may name.
+
+    Raises:
+        DeepRestoreError: a file is missing or malformed, or names an unknown sequence, an image id
+            outside 0..5 or a patch row past the end of its sequence.
+    """
+    folder = pathlib.Path(folder)
+    pairs = {}
+    for attribute, stem in VERIFICATION_FILES.items():
+        path = folder / f"{stem}_split-{split}.csv"
+        columns = _read_csv(path, PAIR_COLUMNS)
+        for sequence_column, image_column, index_column in ((0, 1, 2), (3, 4, 5)):
+            _check(path, columns[sequence_column], columns[index_column], counts, columns[image_column])
+        pairs[attribute] = _pairs(*columns)
+    patches = {}
+    for attribute, stem in RETRIEVAL_FILES.items():
+        path = folder / f"{stem}_split-{split}.csv"
+        sequences, indices = _read_csv(path, PATCH_COLUMNS)
+        _check(path, sequences, indices, counts)
+        patches[attribute] = Patches(np.asarray(sequences, dtype=object), np.asarray(indices, dtype=np.int64))
+    return Tasks(split, pairs["positives"], pairs["intra"], pairs["inter"], patches["queries"], patches["distractors"])
+
+
+def _read_csv(path, header):
+    """The columns of a task file (str for `s*` columns, int otherwise)."""
+    if not path.is_file():
+        raise DeepRestoreError(f"Task file '{path}' is missing; expected the benchmark's task files or none "
+                               "(then they are generated).")
+    with open(path, newline="", encoding="utf-8") as file:
+        rows = list(csv.reader(file))
+    if not rows or tuple(cell.strip() for cell in rows[0]) != header:
+        raise DeepRestoreError(f"Task file '{path}' starts with {rows[0] if rows else 'nothing'}; expected "
+                               f"the header {','.join(header)}.")
+    columns = [[] for _ in header]
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise DeepRestoreError(f"Task file '{path}' line {number} has {len(row)} fields; expected {len(header)}.")
+        for column, (name, cell) in enumerate(zip(header, row)):
+            try:
+                columns[column].append(cell.strip() if name.startswith("s") else int(cell))
+            except ValueError:
+                raise DeepRestoreError(f"Task file '{path}' line {number}: '{cell}' in column {name} is not an "
+                                       "integer.") from None
+    return columns
+
+
+def _check(path, sequences, indices, counts, images=None):
+    for line, (sequence, index) in enumerate(zip(sequences, indices), start=2):
+        if sequence not in counts:
+            raise DeepRestoreError(f"Task file '{path}' line {line} names unknown sequence '{sequence}'; expected "
+                                   f"one of the split's test sequences ({', '.join(sorted(counts)[:6])}, ...).")
+        if not 0 <= index < counts[sequence]:
+            raise DeepRestoreError(f"Task file '{path}' line {line} asks for patch {index} of '{sequence}', which "
+                                   f"has {counts[sequence]}; expected 0..{counts[sequence] - 1}.")
+    if images is not None:
+        bad = [image for image in images if not 0 <= image <= 5]
+        if bad:
+            raise DeepRestoreError(f"Task file '{path}' has image id {bad[0]}; expected 0 (ref) to 5.")

@@ -1,0 +1,260 @@
+"""Patch descriptors: train seed 004's descriptor on triplets and score descriptors with HPatches.
+
+Reference:
+    Hassan, 2019 (seed 004): a HardNet-like descriptor trained with a triplet loss on (denoised)
+    N-HPatches, scored by verification, matching and retrieval mAP. Balntas et al., 2017 (HPatches).
+
+`train` draws fresh triplets of tracks from the split's train sequences each epoch, fits the
+descriptor with Keras `fit`, evaluates the three mAPs on the test sequences after every epoch (seed
+004's figure 6), and checkpoints the whole training model (weights and optimiser state) so that
+`--resume` continues a run. `evaluate` scores a trained descriptor and/or descriptor CSV folders side
+by side. Both write `results.json`, `results.txt` and `results.png` into the run.
+"""
+
+import dataclasses
+import json
+import pathlib
+
+import keras
+import numpy as np
+
+from deeprestore.descriptors import evaluation, export, hpatches, model, synthetic, tasks
+from deeprestore.errors import DeepRestoreError
+from deeprestore.losslog import LossLog, plot_curves
+
+CHECKPOINT_STATE = "state.json"
+DESCRIPTOR_FILE = "descriptor.keras"
+
+
+def prepare_dataset(settings, run, seed):
+    """The dataset folder: `settings.data`, or the synthetic dataset generated into `<run>/data`."""
+    if settings.data is not None:
+        return pathlib.Path(settings.data)
+    spec = synthetic.SyntheticSpec(count=settings.patches, seed=seed)
+    return synthetic.synthesize(run.path / "data", spec)
+
+
+def prepare_tasks(settings, root, split, dataset, run, seed):
+    """The split's tasks: from `settings.tasks` or `<data>/tasks`, else generated into `<run>/tasks`."""
+    counts = {name: dataset[name].count for name in split.test}
+    for folder in ([settings.tasks] if settings.tasks else []) + [root / "tasks"]:
+        if tasks.has_tasks(folder, split.name) or folder == settings.tasks:
+            return tasks.read_tasks(folder, split.name, counts)
+    patch_std = {name: dataset[name].images["ref"].reshape(dataset[name].count, -1).std(axis=1) for name in split.test}
+    generated = tasks.generate_tasks(split, counts, patch_std, seed=seed, pairs=settings.pairs,
+                                     queries=settings.queries, distractors=settings.distractors)
+    tasks.write_tasks(run.path / "tasks", generated)
+    return generated
+
+
+class PatchSource:
+    """The patches a descriptor sees: clean, noisy, or noisy through a denoiser, as float32 32x32."""
+
+    def __init__(self, inputs, denoiser=None):
+        if inputs == "denoised" and denoiser is None:
+            raise DeepRestoreError("Inputs 'denoised' need a denoiser; expected --denoiser PATH to a saved Keras model.")
+        self.inputs = inputs
+        self.denoiser = load_denoiser(denoiser) if inputs == "denoised" else None
+
+    def patches(self, sequence, image):
+        """`(count, 32, 32)` float32 patches of one image of a sequence."""
+        stacks = sequence.images if self.inputs == "clean" else sequence.noisy
+        if stacks is None:
+            raise DeepRestoreError(f"Sequence '{sequence.name}' has no '_noise' twins; expected them for "
+                                   f"inputs '{self.inputs}', or --inputs clean.")
+        patches = hpatches.resize_patches(stacks[image], model.PATCH_SIZE)
+        if self.denoiser is not None:
+            patches = np.clip(np.asarray(self.denoiser.predict(patches[..., None], batch_size=256, verbose=0)),
+                              0.0, 1.0).reshape(patches.shape).astype(np.float32)
+        return patches
+
+
+def load_denoiser(path):
+    """Loads a saved Keras denoiser and checks that it maps (N, 32, 32, 1) to the same shape."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise DeepRestoreError(f"Denoiser '{path}' not found; expected a saved Keras model (.keras).")
+    try:
+        denoiser = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a foreign file
+        raise DeepRestoreError(f"Denoiser '{path}' could not be loaded ({error}); expected a .keras model.") from None
+    shape = tuple(denoiser.output_shape)
+    if shape[1:] != (model.PATCH_SIZE, model.PATCH_SIZE, 1):
+        raise DeepRestoreError(f"Denoiser '{path}' outputs {shape}; expected (None, 32, 32, 1).")
+    return denoiser
+
+
+def describe_dataset(descriptor, dataset, names, source):
+    """`{sequence: {image: (count, 128) float32}}` for the named sequences."""
+    return {name: {image: model.describe_patches(descriptor, source.patches(dataset[name], image))
+                   for image in hpatches.IMAGES} for name in names}
+
+
+def patch_bank(dataset, names, source):
+    """All patches of the named sequences `(patches, 32, 32, 1)` and their tracks `(tracks, 16)`."""
+    patches, tracks, start = [], [], 0
+    for name in names:
+        stacks = [source.patches(dataset[name], image) for image in hpatches.IMAGES]
+        count = dataset[name].count
+        patches.extend(stacks)
+        tracks.append(start + np.arange(len(stacks))[None, :] * count + np.arange(count)[:, None])
+        start += count * len(stacks)
+    return np.concatenate(patches)[..., None], np.concatenate(tracks)
+
+
+def save_results(run, results_by_name):
+    """Writes `results.json` (every entry), `results.txt` (the tables) and `results.png`."""
+    run.save_json("results.json", results_by_name)
+    text = "".join(evaluation.format_table(results, name) + "\n" for name, results in results_by_name.items())
+    (run.path / "results.txt").write_text(text, encoding="utf-8")
+    evaluation.plot_results(run.path / "results.png", results_by_name)
+    return text
+
+
+def _optimizer(settings):
+    learning_rate = settings.learning_rate or (0.1 if settings.optimizer == "sgd" else 1e-3)
+    if settings.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate)
+    return keras.optimizers.Adam(learning_rate)
+
+
+def _last_checkpoint(run):
+    state = run.path / "checkpoints" / CHECKPOINT_STATE
+    return json.loads(state.read_text()) if state.is_file() else None
+
+
+def train(settings, run, seed=0, echo=print, show_progress=True):
+    """Trains the descriptor, evaluating it after every epoch, and writes results into the run.
+
+    A run that already holds a checkpoint (opened with `--resume`) continues from its last epoch.
+
+    Returns:
+        The final results dict (see `evaluation.summarise`).
+    """
+    root = prepare_dataset(settings, run, seed)
+    split = hpatches.resolve_split(root, settings.split)
+    train_inputs = settings.train_inputs or settings.inputs
+    noisy = "clean" not in (settings.inputs, train_inputs)
+    dataset = hpatches.load_dataset(root, split.test + split.train, noisy=noisy)
+    if not split.train:
+        raise DeepRestoreError(f"Split '{split.name}' has no train sequences; expected a split such as a, b, c, "
+                               "illum or view.")
+    task_lists = prepare_tasks(settings, root, split, dataset, run, seed)
+    evaluation_source = PatchSource(settings.inputs, settings.denoiser)
+    training_source = evaluation_source if train_inputs == settings.inputs else PatchSource(train_inputs, settings.denoiser)
+    bank, tracks = patch_bank(dataset, split.train, training_source)
+    sampler = model.TripletSampler(tracks, seed=seed)
+
+    state = _last_checkpoint(run)
+    if state is None:
+        keras.utils.set_random_seed(seed)
+        descriptor = model.descriptor_network(settings.l2_normalise, settings.dropout, seed=seed)
+        trainer = model.triplet_model(descriptor)
+        trainer.compile(optimizer=_optimizer(settings), loss=model.create_loss(settings.loss, settings.margin))
+        first_epoch = 0
+    else:
+        trainer = keras.saving.load_model(run.path / "checkpoints" / state["file"])
+        descriptor = trainer.get_layer("shared_descriptor").layer
+        first_epoch = state["epoch"]
+        echo(f"Resuming {run.path} after epoch {first_epoch}.")
+    log = LossLog(run.losses_dir)
+    results = None
+    for epoch in range(first_epoch, settings.epochs):
+        keras.utils.set_random_seed(seed * 1000 + epoch)  # dropout and shuffling of this epoch
+        indices = sampler.sample(settings.triplets, epoch, distinct_tracks=settings.loss == "hardest",
+                                 batch_size=settings.batch_size)
+        history = trainer.fit(bank[indices], np.zeros(len(indices), np.float32), batch_size=settings.batch_size,
+                              epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=int(show_progress) * 2)
+        results = evaluation.evaluate(describe_dataset(descriptor, dataset, split.test, evaluation_source),
+                                      task_lists, split.test)
+        log.log(epoch + 1, {"train.loss": history.history["loss"][-1],
+                            **{f"map.{task}": value for task, value in results["summary"].items()}})
+        echo(f"epoch {epoch + 1}/{settings.epochs}: loss {history.history['loss'][-1]:.4f}, "
+             + ", ".join(f"{task} {value:.3f}" for task, value in results["summary"].items()))
+        _save_checkpoint(run, trainer, epoch + 1)
+    log.close()
+    log.plot()
+    _plot_map(run, log)
+    descriptor.save(run.path / DESCRIPTOR_FILE)
+    if results is None:  # resumed a finished run: evaluate once more for the results files
+        results = evaluation.evaluate(describe_dataset(descriptor, dataset, split.test, evaluation_source),
+                                      task_lists, split.test)
+    echo(save_results(run, {"descriptor": results}).rstrip())
+    return results
+
+
+def _save_checkpoint(run, trainer, epoch):
+    """Saves the training model (weights and optimiser state) and records it as the last checkpoint."""
+    from deeprestore.rundir import atomic_write
+
+    folder = run.checkpoints_dir
+    name = f"epoch-{epoch:04d}.keras"
+    partial = folder / f".{name}.partial.keras"
+    trainer.save(partial)
+    partial.replace(folder / name)
+    previous = _last_checkpoint(run)
+    atomic_write(folder / CHECKPOINT_STATE, json.dumps({"epoch": epoch, "file": name}) + "\n")
+    if previous and previous["file"] != name:
+        (folder / previous["file"]).unlink(missing_ok=True)
+
+
+def _plot_map(run, log):
+    """Seed 004's figure 6: the three mAPs against the epoch."""
+    curves = {}
+    for task in ("verification", "matching", "retrieval"):
+        values = log.values(f"map.{task}")
+        curves[task] = ([step for step, _ in values], [value for _, value in values])
+    plot_curves(run.images_dir / "map.png", curves, "mAP on the test sequences", "epoch", "mAP", logy=False)
+
+
+def load_descriptor(path):
+    """A trained descriptor from a `describe train` run directory or a `.keras` file."""
+    path = pathlib.Path(path)
+    file = path / DESCRIPTOR_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise DeepRestoreError(f"Descriptor '{path}' not found; expected a `describe train` run directory "
+                               f"(holding {DESCRIPTOR_FILE}) or a .keras file.")
+    return keras.saving.load_model(file, compile=False)
+
+
+def evaluate(settings, run, seed=0, echo=print):
+    """Scores a trained descriptor and/or CSV descriptor folders on the split, side by side.
+
+    Returns:
+        `{name: results}`.
+    """
+    if settings.model is None and not settings.descriptors:
+        raise DeepRestoreError("Nothing to evaluate; expected --model RUN_OR_FILE and/or --descriptors FOLDER.")
+    root = prepare_dataset(settings, run, seed)
+    split = hpatches.resolve_split(root, settings.split)
+    names = hpatches.sequence_names(root) if settings.export and settings.model else list(split.test)
+    dataset = hpatches.load_dataset(root, names, noisy=settings.inputs != "clean")
+    task_lists = prepare_tasks(settings, root, split, dataset, run, seed)
+    results_by_name = {}
+    if settings.model is not None:
+        descriptor = load_descriptor(settings.model)
+        described = describe_dataset(descriptor, dataset, names, PatchSource(settings.inputs, settings.denoiser))
+        if settings.export:
+            export.save_descriptors(run.path / "descriptors" / "descriptor", described)
+        results_by_name["descriptor"] = evaluation.evaluate(described, task_lists, split.test)
+    for folder in settings.descriptors:
+        name = pathlib.Path(folder).name
+        if name in results_by_name:
+            name = f"{name}-{len(results_by_name)}"
+        loaded = export.load_descriptors(folder, split.test)
+        results_by_name[name] = evaluation.evaluate(loaded, task_lists, split.test)
+    echo(save_results(run, results_by_name).rstrip())
+    return results_by_name
+
+
+def resumable_settings(run_path, epochs):
+    """The settings stored in a run's config, with `epochs` replaced, for `--resume`."""
+    from deeprestore.rundir import RunDir
+    from deeprestore.settings import DescribeSettings
+
+    run = RunDir.open(run_path)
+    stored = run.config.get("settings", {})
+    known = {field.name for field in dataclasses.fields(DescribeSettings)}
+    if run.config.get("command") != "describe-train" or not set(stored) <= known:
+        raise DeepRestoreError(f"'{run_path}' is not a `describe train` run; expected a run directory made by it.")
+    return run, DescribeSettings(**{**stored, "epochs": epochs})

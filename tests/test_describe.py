@@ -1,0 +1,174 @@
+"""Descriptor data, network, losses, sampling and the `describe` command."""
+
+import json
+import pathlib
+
+import imageio.v3 as imageio
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from deeprestore.cli import cli
+from deeprestore.descriptors import hpatches, model, synthetic
+from deeprestore.errors import DeepRestoreError
+
+SMALL = synthetic.SyntheticSpec(photos=("camera", "coffee"), count=12, size=160, seed=0)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return synthetic.synthesize(tmp_path_factory.mktemp("data") / "synthetic", SMALL)
+
+
+def test_descriptor_has_seed_004_parameter_counts():
+    descriptor = model.descriptor_network()
+    trainable = sum(int(np.prod(weight.shape)) for weight in descriptor.trainable_weights)
+    assert descriptor.count_params() == 1_336_928 and trainable == 1_336_032
+    assert descriptor.output_shape == (None, 128)
+
+
+def test_l2_normalised_descriptors_have_unit_norm():
+    descriptor = model.descriptor_network(l2_normalise=True)
+    outputs = model.describe_patches(descriptor, np.random.default_rng(0).random((4, 32, 32)))
+    np.testing.assert_allclose(np.linalg.norm(outputs, axis=1), 1.0, rtol=1e-5)
+
+
+def test_triplet_loss_is_the_hinge_on_mean_squared_distances():
+    anchor, positive, negative = np.zeros(4), np.full(4, 1.0), np.full(4, 0.5)
+    loss = model.TripletLoss(margin=1.0)(np.zeros(1), np.stack([anchor, positive, negative])[None].astype("float32"))
+    assert float(loss) == pytest.approx(max(0.0, 1.0 - 0.25 + 1.0))
+
+
+def test_hardest_loss_uses_the_closest_non_matching_descriptor():
+    anchors = np.array([[0.0, 0.0], [10.0, 0.0]])
+    positives = np.array([[1.0, 0.0], [10.0, 1.0]])
+    stacked = np.stack([anchors, positives, positives], axis=1).astype("float32")
+    loss = float(model.HardestTripletLoss(margin=1.0)(np.zeros(2), stacked))
+    # pair 0: d(a0,p0)=1, hardest negative min(d(a0,p1), d(a1,p0)) = 9; pair 1 likewise: both below the margin
+    assert loss == pytest.approx(0.0, abs=1e-3)
+
+
+def test_triplets_pair_two_members_of_a_track_with_another_track():
+    tracks = np.arange(40).reshape(10, 4)  # patch index -> track = index // 4
+    sampler = model.TripletSampler(tracks, seed=3)
+    triplets = sampler.sample(500, epoch=0)
+    track = triplets // 4
+    assert (track[:, 0] == track[:, 1]).all() and (triplets[:, 0] != triplets[:, 1]).all()
+    assert (track[:, 2] != track[:, 0]).all()
+    np.testing.assert_array_equal(triplets, model.TripletSampler(tracks, seed=3).sample(500, epoch=0))
+    assert not np.array_equal(triplets, sampler.sample(500, epoch=1))  # a fresh set each epoch
+    batch = sampler.sample(20, epoch=0, distinct_tracks=True, batch_size=10)
+    assert len(set(batch[:10, 0] // 4)) == 10
+
+
+@pytest.mark.parametrize("loss", ["triplet", "hardest"])
+def test_a_few_training_steps_lower_the_triplet_loss(loss):
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    prototypes = rng.random((8, 32, 32)).astype("float32")
+    patches = np.concatenate([prototypes + 0.05 * rng.normal(size=prototypes.shape) for _ in range(4)])[..., None]
+    tracks = np.arange(32).reshape(4, 8).T
+    indices = model.TripletSampler(tracks, seed=0).sample(24, distinct_tracks=loss == "hardest", batch_size=8)
+    trainer = model.triplet_model(model.descriptor_network(l2_normalise=loss == "hardest", dropout=0.0))
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3), loss=model.create_loss(loss))
+    history = trainer.fit(patches[indices], np.zeros(24), batch_size=8, epochs=3, shuffle=False, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_synthetic_dataset_has_real_correspondences(dataset):
+    sequences = hpatches.load_dataset(dataset, noisy=True)
+    assert set(sequences) == {"i_camera", "i_coffee", "v_camera", "v_coffee"}
+    sequence = sequences["v_camera"]
+    assert sequence.patch_size == 32 and sequence.count == 12 and sequence.noisy is not None
+    ref, easy, tough = (sequence.images[image].astype(float) for image in ("ref", "e1", "t5"))
+    same_row = np.abs(easy - ref).mean()
+    assert same_row < np.abs(easy[1:] - ref[:-1]).mean() and same_row < np.abs(tough - ref).mean()
+    split = hpatches.resolve_split(dataset, "a")
+    assert set(split.test).isdisjoint(split.train) and len(split.test) == 2
+
+
+def test_synthetic_dataset_is_deterministic(dataset, tmp_path):
+    again = synthetic.synthesize(tmp_path / "again", SMALL)
+    for image in ("ref", "h3", "t5_noise"):
+        np.testing.assert_array_equal(imageio.imread(again / "i_coffee" / f"{image}.png"),
+                                      imageio.imread(dataset / "i_coffee" / f"{image}.png"))
+
+
+def test_official_split_a_tests_on_40_sequences_and_trains_on_76():
+    split = hpatches.official_splits()["a"]
+    assert len(split.test) == 40 and len(split.train) == 76 and "v_yuri" in split.test
+
+
+def _write_sequence(folder, count=2, size=65, height=None, skip=()):
+    folder.mkdir(parents=True)
+    for image in hpatches.IMAGES:
+        if image not in skip:
+            imageio.imwrite(folder / f"{image}.png", np.zeros((height or count * size, size), np.uint8))
+
+
+def test_hpatches_release_stacks_are_read_as_65_pixel_patches(tmp_path):
+    _write_sequence(tmp_path / "i_x", count=3)
+    sequence = hpatches.load_dataset(tmp_path)["i_x"]
+    assert sequence.images["t5"].shape == (3, 65, 65)
+    assert hpatches.resize_patches(sequence.images["ref"], 32).shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("skip, height, message", [
+    (("e3",), None, "e3.png' is missing"),
+    ((), 100, "height a multiple of 65"),
+])
+def test_malformed_datasets_raise_clear_errors(tmp_path, skip, height, message):
+    _write_sequence(tmp_path / "v_bad", skip=skip, height=height)
+    with pytest.raises(DeepRestoreError, match=message):
+        hpatches.load_dataset(tmp_path)
+
+
+def test_a_split_naming_missing_sequences_is_an_error(tmp_path):
+    _write_sequence(tmp_path / "v_only")
+    with pytest.raises(DeepRestoreError, match="missing from"):
+        hpatches.resolve_split(tmp_path, "a")
+
+
+def _invoke(tmp_path, *arguments):
+    result = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), "--quiet", "describe", *arguments],
+                                catch_exceptions=False)
+    return result, pathlib.Path(result.output.strip().splitlines()[-1]) if result.output.strip() else None
+
+
+TRAIN = ("train", "--epochs", "1", "--triplets", "32", "--batch-size", "16", "--pairs", "200", "--queries", "10")
+
+
+def test_describe_train_evaluate_and_resume_write_complete_runs(dataset, tmp_path):
+    result, run = _invoke(tmp_path, *TRAIN, "--data", str(dataset), "--inputs", "noisy")
+    assert result.exit_code == 0, result.output
+    assert run.parent == tmp_path / "runs" / "describe-train" and (run / "status").read_text().strip() == "complete"
+    assert {"results.json", "results.txt", "results.png", "descriptor.keras", "config.json", "argv.txt"} <= \
+        {path.name for path in run.iterdir()}
+    assert (run / "images" / "map.png").exists() and (run / "checkpoints" / "epoch-0001.keras").exists()
+    assert len(list((run / "tasks").glob("*.csv"))) == 5
+    results = json.loads((run / "results.json").read_text())["descriptor"]
+    assert set(results["summary"]) == {"verification", "matching", "retrieval"}
+    assert set(results["retrieval"]["t"]) == {"100", "500", "1000", "5000", "10000", "15000", "20000"}
+
+    result, resumed = _invoke(tmp_path, "train", "--resume", str(run), "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert resumed == run and (run / "checkpoints" / "epoch-0002.keras").exists()
+    assert (run / "losses" / "map.matching.csv").read_text().count("\n") == 3  # header + epochs 1 and 2
+
+    result, evaluated = _invoke(tmp_path, "evaluate", "--data", str(dataset), "--inputs", "noisy", "--model", str(run),
+                                "--export", "--tasks", str(run / "tasks"))
+    assert result.exit_code == 0, result.output
+    exported = evaluated / "descriptors" / "descriptor"
+    assert (exported / "v_coffee" / "t5.csv").exists()
+    result, compared = _invoke(tmp_path, "evaluate", "--data", str(dataset), "--tasks", str(run / "tasks"),
+                               "--descriptors", str(exported))
+    assert result.exit_code == 0, result.output
+    assert set(json.loads((compared / "results.json").read_text())) == {"descriptor"}
+
+
+def test_describe_errors_are_one_line(dataset, tmp_path):
+    result, _ = _invoke(tmp_path, "evaluate", "--data", str(dataset))
+    assert result.exit_code == 1 and "Nothing to evaluate" in result.output and "Traceback" not in result.output
+    result, _ = _invoke(tmp_path, *TRAIN, "--data", str(dataset), "--inputs", "denoised")
+    assert result.exit_code == 2 and "--denoiser" in result.output

@@ -1,0 +1,199 @@
+"""The HPatches protocol: reference AP/AUC values, hand-checked tasks, and vectorised == per-pair reference."""
+
+import json
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+from deeprestore.descriptors import evaluation, export, hpatches, tasks
+from deeprestore.errors import DeepRestoreError
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+import hpatches_reference as reference  # noqa: E402
+
+
+@pytest.mark.parametrize("scores, labels, numpos, expected", [
+    ([.9, .8, .7, .6], [1, 0, 1, 0], None, 0.791667),
+    ([.9, .8, .7], [1, 0, 1], 4, 0.395833),
+    ([.5, .5], [0, 1], None, 0.25),
+    ([.5, .5], [1, 0], None, 1.0),
+])
+def test_average_precision_matches_the_benchmark_reference_values(scores, labels, numpos, expected):
+    assert evaluation.average_precision(scores, labels, numpos) == pytest.approx(expected, abs=5e-7)
+
+
+def test_roc_auc_matches_the_benchmark_reference_value():
+    assert evaluation.roc_auc([.9, .8, .7, .6], [1, 0, 1, 0]) == pytest.approx(0.75)
+
+
+def test_precision_recall_starts_at_recall_zero_precision_one():
+    precision, recall, _ = evaluation.precision_recall([.9, .8], [0, 1])
+    assert recall[0] == 0.0 and precision[0] == 1.0 and len(recall) == 3
+
+
+def _descriptors(sequences=4, patches=12, dimension=6, seed=0, integer=False):
+    """Level-dependent noise around each ref descriptor, with duplicated rows (exact ties)."""
+    rng = np.random.default_rng(seed)
+    result = {}
+    for number in range(sequences):
+        base = rng.normal(size=(patches, dimension))
+        images = {}
+        for image in hpatches.IMAGES:
+            values = base if image == "ref" else base + {"e": .3, "h": .6, "t": 1.}[image[0]] * rng.normal(size=base.shape)
+            values = np.round(values) if integer else values
+            values = values.astype(np.float32)
+            values[1:3] = values[0]
+            images[image] = values
+        result[f"{'iv'[number % 2]}_{number}"] = images
+    return result
+
+
+def _tasks(descriptors, seed=0, pairs=300, queries=20, distractors=40):
+    split = hpatches.Split("x", tuple(descriptors), ())
+    counts = {name: len(images["ref"]) for name, images in descriptors.items()}
+    return split, tasks.generate_tasks(split, counts, {name: np.full(count, 50.0) for name, count in counts.items()},
+                                       seed=seed, pairs=pairs, queries=queries, distractors=distractors)
+
+
+@pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_vectorised_evaluation_equals_the_per_pair_reference(integer, seed):
+    descriptors = _descriptors(seed=seed, integer=integer)
+    split, task_lists = _tasks(descriptors, seed)
+    pools = (8, 20, 30, 100)
+    fast = json.loads(json.dumps(evaluation.evaluate(descriptors, task_lists, split.test, pools)))
+    slow = json.loads(json.dumps(reference.evaluate(descriptors, task_lists, split.test, pools)))
+
+    def compare(first, second):
+        if isinstance(first, dict):
+            assert first.keys() == second.keys()
+            for key in first:
+                compare(first[key], second[key])
+        elif isinstance(first, list):
+            for a, b in zip(first, second, strict=True):
+                compare(a, b)
+        else:
+            assert first == pytest.approx(second, abs=1e-12)
+
+    compare(fast, slow)
+
+
+def test_distance_rows_equal_one_pair_at_a_time():
+    rng = np.random.default_rng(3)
+    first, second = rng.normal(size=(50, 128)).astype(np.float32), rng.normal(size=(50, 128)).astype(np.float32)
+    rows = evaluation.distances(first, second)
+    one_by_one = [np.sqrt(np.sum((a.astype(np.float64) - b.astype(np.float64)) ** 2)) for a, b in zip(first, second)]
+    np.testing.assert_array_equal(rows, one_by_one)
+
+
+def test_nearest_neighbours_take_the_first_of_tied_minima():
+    first = np.array([[0.0, 0.0], [5.0, 5.0]])
+    second = np.array([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0], [5.0, 5.0]])
+    nearest, distance = evaluation.nearest_neighbours(first, second)
+    assert nearest.tolist() == [0, 2] and distance.tolist() == [1.0, 0.0]
+
+
+def _toy():
+    """Two sequences of three 1-D patches; image k of every level is ref shifted by 0.1 * k."""
+    descriptors = {}
+    for name, offset in (("i_a", 0.0), ("v_b", 100.0)):
+        reference = np.array([[0.0], [10.0], [20.0]], np.float32) + offset
+        descriptors[name] = {image: reference + (0 if image == "ref" else 0.1 * int(image[1])) for image in hpatches.IMAGES}
+    return descriptors
+
+
+def test_matching_is_perfect_when_each_patch_is_nearest_to_itself():
+    results = evaluation.evaluate_matching(_toy(), ["i_a", "v_b"])
+    assert results["e"]["i_a"] == [1.0] * 5
+
+
+def test_matching_counts_wrong_nearest_neighbours_as_misses():
+    descriptors = _toy()
+    descriptors["i_a"]["e1"] = descriptors["i_a"]["e1"][[1, 0, 2]]  # rows 0 and 1 now match the wrong row
+    ap = evaluation.evaluate_matching(descriptors, ["i_a"])["e"]["i_a"][0]
+    # All three matches are 0.1 away: the tie keeps input order, so the one correct match (row 2) comes
+    # third: recall 0 -> 1/3 while precision goes from ~0 (1e-10 / 2) to 1/3.
+    assert ap == pytest.approx((1 / 3) * (1e-10 / 2 + 1 / 3) / 2, abs=1e-15)
+
+
+def test_verification_separates_near_positives_from_far_negatives():
+    descriptors = _toy()
+    # Five positive pairs, so that the imbalanced protocol keeps int(0.2 * 5) = 1 positive after the negatives.
+    columns = (["i_a", "v_b"] * 3, [0, 1] * 3, [0, 1] * 3, ["i_a", "v_b"] * 3, [1, 2] * 3, [0, 1] * 3)
+    pairs = tasks.Pairs(*(np.array(column[:5], dtype=object if n in (0, 3) else np.int64)
+                          for n, column in enumerate(columns)))
+    intra = tasks.Pairs(pairs.sequences1, pairs.images1, pairs.indices1, pairs.sequences2, pairs.images2,
+                        np.array([1, 2, 1, 2, 1]))
+    inter = tasks.Pairs(pairs.sequences1, pairs.images1, pairs.indices1,
+                        np.array(["v_b", "i_a"] * 2 + ["v_b"], dtype=object), pairs.images2, np.array([0, 1, 0, 1, 0]))
+    empty = tasks.Patches(np.array(["i_a"], dtype=object), np.array([0]))
+    results = evaluation.evaluate_verification(descriptors, tasks.Tasks("x", pairs, intra, inter, empty, empty))
+    assert results["t"]["intra"] == {"balanced": 1.0, "imbalanced": 1.0}
+    assert results["e"]["inter"]["balanced"] == 1.0
+
+
+def test_retrieval_ranks_positives_first_and_skips_the_query_sequence():
+    descriptors = _toy()
+    queries = tasks.Patches(np.array(["i_a"], dtype=object), np.array([0]))
+    # distractors from the query's own sequence (which would be closer) are left out
+    distractors = tasks.Patches(np.array(["i_a", "v_b", "v_b"], dtype=object), np.array([0, 0, 1]))
+    task_lists = tasks.Tasks("x", None, None, None, queries, distractors)
+    results = evaluation.evaluate_retrieval(descriptors, task_lists, pool_sizes=(6, 100))
+    assert results["e"][6].tolist() == [1.0] and results["t"][100].tolist() == [1.0]
+
+
+def test_summary_numbers_follow_seed_004():
+    descriptors = _descriptors()
+    split, task_lists = _tasks(descriptors)
+    results = evaluation.evaluate(descriptors, task_lists, split.test)
+    imbalanced = [results["verification"][level][kind]["imbalanced"] for level in "eht" for kind in ("intra", "inter")]
+    assert results["summary"]["verification"] == pytest.approx(np.mean(imbalanced))
+    assert results["summary"]["matching"] == pytest.approx(np.mean(list(results["matching"].values())))
+    level_means = [np.mean([results["retrieval"][level][pool] for level in "eht"]) for pool in results["retrieval"]["e"]]
+    assert results["summary"]["retrieval"] == pytest.approx(np.mean(level_means))
+    assert set(results["retrieval"]["e"]) == {str(size) for size in evaluation.POOL_SIZES}
+    assert "summary" in evaluation.format_table(results)
+
+
+def test_generated_tasks_follow_the_benchmark_rules():
+    descriptors = _descriptors(sequences=3, patches=10)
+    split, task_lists = _tasks(descriptors, pairs=500, queries=15, distractors=20)
+    positives, intra = task_lists.positives, task_lists.intra
+    assert (positives.indices1 == positives.indices2).all() and (positives.sequences1 == positives.sequences2).all()
+    assert (intra.indices1 != intra.indices2).all() and (positives.images1 != positives.images2).all()
+    assert positives.images1.max() <= 4 and positives.images2.max() <= 4
+    queries = set(zip(task_lists.queries.sequences, task_lists.queries.indices))
+    distractors = list(zip(task_lists.distractors.sequences, task_lists.distractors.indices))
+    assert len(queries) == 15 and not queries & set(distractors) and len(set(distractors)) == len(distractors)
+    again = _tasks(descriptors, pairs=500, queries=15, distractors=20)[1]
+    np.testing.assert_array_equal(again.inter.indices2, task_lists.inter.indices2)
+
+
+def test_task_files_round_trip_and_unknown_sequences_are_named(tmp_path):
+    descriptors = _descriptors(sequences=2, patches=8)
+    split, task_lists = _tasks(descriptors, pairs=50, queries=4, distractors=4)
+    tasks.write_tasks(tmp_path, task_lists)
+    counts = {name: 8 for name in descriptors}
+    read = tasks.read_tasks(tmp_path, "x", counts)
+    np.testing.assert_array_equal(read.intra.indices2, task_lists.intra.indices2)
+    with pytest.raises(DeepRestoreError, match="unknown sequence 'i_0'"):
+        tasks.read_tasks(tmp_path, "x", {"v_1": 8})
+
+
+def test_descriptor_csv_export_round_trips_exactly(tmp_path):
+    descriptors = _descriptors(sequences=2, patches=5, dimension=7)
+    export.save_descriptors(tmp_path / "mine", descriptors)
+    assert (tmp_path / "mine" / "i_0" / "t5.csv").read_text().count("\n") == 5
+    loaded = export.load_descriptors(tmp_path / "mine")
+    for sequence in descriptors:
+        for image in hpatches.IMAGES:
+            np.testing.assert_array_equal(loaded[sequence][image], descriptors[sequence][image])
+
+
+def test_missing_descriptor_files_are_named(tmp_path):
+    export.save_descriptors(tmp_path / "mine", _descriptors(sequences=1, patches=3))
+    (tmp_path / "mine" / "i_0" / "h2.csv").unlink()
+    with pytest.raises(DeepRestoreError, match="h2.csv' is missing"):
+        export.load_descriptors(tmp_path / "mine")
