@@ -51,7 +51,6 @@ class DreamSettings:
         frames: Zoom loop: dream this many frames, each started from the previous one zoomed (1: off).
         zoom: Zoom factor between frames (crop the centre 1/zoom and resize back).
         save_every: Save the image every this many steps into `images/` (0: never).
-        parametrisation: `pixels`, or `fourier` (decorrelated colours in a scaled Fourier basis, lucid).
         cache: HDF5 activation cache shared across runs (default: the run's own activations.h5).
     """
 
@@ -84,7 +83,6 @@ class DreamSettings:
     frames: int = 1
     zoom: float = 1.05
     save_every: int = 0
-    parametrisation: str = "pixels"
     cache: str | None = None
 
 
@@ -134,12 +132,12 @@ class StackSettings:
     images: str = "bundled"
     size: int = 64
     validation: int = 10
-    steps: int = 300
+    steps: int = 200
     batch_size: int = 8
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
     init: str | None = None
-    validate_every: int = 100
+    validate_every: int = 50
     checkpoint_every: int = 50
     channel_losses: bool = False
     data_cache: str | None = None
@@ -196,6 +194,7 @@ INVERT_DECONVNET = DeconvnetSettings()
 
 DENOISE_LOSSES = ("mae", "mse", "bce")
 DENOISE_OPTIMIZERS = ("sgd", "adam")
+DENOISE_SCHEDULES = ("cosine", "constant")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +218,8 @@ class DenoiseSettings:
         optimizer: `sgd` (Nesterov momentum) or `adam`.
         learning_rate: Step size.
         momentum: Nesterov momentum of `sgd`.
+        schedule: `cosine` (the step size decays to 0 over `steps`, so the last weights are not caught
+            mid-swing) or `constant` (seed 004).
         validation_fraction: Share of each image (bottom rows) or stack (last patches) for validation.
         validation_batches: Fixed validation batches, each `batch_size` patches.
         validate_every: Steps between validations (and the end).
@@ -228,7 +229,7 @@ class DenoiseSettings:
         baselines: Also score scikit-image's classical methods.
     """
 
-    model: str = "dncnn"
+    model: str = "unet"
     data: str | None = None
     channels: int | None = None
     corruption: str | None = None
@@ -239,6 +240,7 @@ class DenoiseSettings:
     optimizer: str | None = None
     learning_rate: float | None = None
     momentum: float | None = None
+    schedule: str = "cosine"
     validation_fraction: float = 0.2
     validation_batches: int = 2
     validate_every: int = 50
@@ -308,6 +310,7 @@ class StyleSettings:
         scales: Coarse-to-fine: number of resolutions, each twice the previous.
         preserve_colour: Transfer on luminance only and keep the content's colours.
         cache: HDF5 activation cache shared across runs.
+        shard: `I/N`: process only the I-th of N shares of the content images (cluster array jobs).
     """
 
     content: str = "chelsea"
@@ -331,6 +334,7 @@ class StyleSettings:
     scales: int = 1
     preserve_colour: bool = False
     cache: str | None = None
+    shard: str | None = None
 
 
 STYLE = StyleSettings()
@@ -395,6 +399,7 @@ class InvertSettings:
         steps: Iterations; 0 means the preset's.
         learning_rate: 0 means the preset's.
         cache: HDF5 activation cache shared across runs.
+        shard: `I/N`: invert only the I-th of N shares of the images (cluster array jobs).
     """
 
     images: str = "astronaut"
@@ -407,6 +412,7 @@ class InvertSettings:
     steps: int = 0
     learning_rate: float = 0.0
     cache: str | None = None
+    shard: str | None = None
 
 
 INVERT = InvertSettings()

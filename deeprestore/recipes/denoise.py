@@ -1,0 +1,202 @@
+"""Restoration: train a denoiser or inpainter on corrupted patches, and apply it to whole images.
+
+Reference:
+    Hassan, 2019 (seed 004): the U-Net and DnCNN denoisers of N-HPatches. Mesana, 2017 (seed 001): a
+    convolutional autoencoder filling in a missing middle.
+
+`train_denoiser` trains a registered model through `deeprestore.training.train` (checkpoints, exact
+resume), saves `model.keras`, draws the loss curves and scores the model on held-out material against
+the corrupted input and scikit-image's classical methods. `apply_denoiser` restores one image of any
+size with a saved model, tile by tile, and scores it when the clean image is known.
+"""
+
+import dataclasses
+import pathlib
+
+import keras
+import numpy as np
+
+from deeprestore import images as image_io
+from deeprestore.errors import DeepRestoreError
+from deeprestore.losslog import LossLog, plot_curves
+from deeprestore.restoration import corruptions, data, models
+from deeprestore.restoration.report import Material, score
+from deeprestore.training import Schedule, train
+
+MODEL_FILE = "model.keras"
+# Patches scored when the held-out material is patches rather than a whole image.
+EVALUATION_PATCHES = 64
+
+
+def resolve(settings):
+    """The settings with every `None` replaced by the model's own training default, checked.
+
+    Raises:
+        DeepRestoreError: Unknown model or corruption, a patch size that is not a multiple of 4, or a
+            loss the model's output cannot take.
+    """
+    spec = models.get_spec(settings.model)
+    filled = {field: getattr(spec.defaults, field) for field in dataclasses.asdict(spec.defaults)
+              if hasattr(settings, field) and getattr(settings, field) is None}
+    resolved = dataclasses.replace(settings, **filled)
+    if resolved.patch_size % models.SIZE_MULTIPLE:
+        raise DeepRestoreError(f"--patch-size {resolved.patch_size} is not a multiple of {models.SIZE_MULTIPLE}; "
+                               "expected e.g. 32 or 40.")
+    models.check_loss(resolved.loss, spec.name, spec.output)
+    corruptions.parse(resolved.corruption)
+    return resolved
+
+
+def load_data(settings, seed):
+    """The training `PatchData` and, for image data, the corruption; pairs come corrupted already."""
+    common = {"batch_size": settings.batch_size, "seed": seed, "validation_fraction": settings.validation_fraction,
+              "validation_batches": settings.validation_batches}
+    if settings.data is not None and data.is_paired_folder(settings.data):
+        if settings.channels != 1:
+            raise DeepRestoreError(f"HPatches pairs in '{settings.data}' are grey; got --channels {settings.channels}, "
+                                   "expected 1.")
+        clean, noisy, names = data.read_pairs(settings.data)
+        return data.PatchData.from_pairs(clean, noisy, names=names, **common), None
+    sources = data.TRAINING_SAMPLES if settings.data is None else image_io.list_images(settings.data)
+    clean = [data.to_channels(image_io.load_image(source), settings.channels, source) for source in sources]
+    corruption = corruptions.parse(settings.corruption)
+    patches = data.PatchData.from_images(clean, settings.patch_size, corruption, names=sources, **common)
+    return patches, corruption
+
+
+def train_denoiser(settings, run, seed=0, resume=False, show_progress=True, echo=print):
+    """Trains a restoration model into a run: checkpoints, losses, `model.keras`, curves and a score table.
+
+    Args:
+        settings: A `DenoiseSettings` (`None` fields take the model's defaults).
+        run: The `RunDir`; with `resume`, one that holds checkpoints.
+        seed: Seed of the weights, the patches and the corruption.
+        resume: Continue from the run's last checkpoint.
+        show_progress: Whether to show a progress bar.
+        echo: Where the score table and notices go.
+
+    Returns:
+        The score rows (see `evaluation.compare`).
+    """
+    settings = resolve(settings)
+    spec = models.get_spec(settings.model)
+    patches, corruption = load_data(settings, seed)
+    model = models.create_model(settings.model, settings.channels, seed=seed)
+    models.compile_model(model, settings.loss, settings.optimizer, settings.learning_rate, settings.momentum,
+                         output=spec.output, decay_steps=settings.steps if settings.schedule == "cosine" else None)
+    run.update_config(resolved=dataclasses.asdict(settings), task=spec.task, data=patches.description,
+                      trainable_parameters=models.trainable_parameters(model))
+    schedule = Schedule(steps=settings.steps, checkpoint_every=settings.checkpoint_every,
+                        validate_every=settings.validate_every)
+    train(model, patches.batch, schedule, checkpoints=run.checkpoints_dir, log_directory=run.losses_dir,
+          validation=patches.validation, resume=resume, show_progress=show_progress,
+          description=f"denoise {settings.model}")
+    model.save(run.path / MODEL_FILE)
+    plot_training_curves(run, settings.loss)
+
+    if corruption is None:  # HPatches pairs: score the validation patches
+        inputs, targets = (np.concatenate(part)[:EVALUATION_PATCHES] for part in zip(*patches.validation()))
+        material = Material(inputs, targets, spec.task, whole=False)
+    elif corruption.task == "inpaint":  # holes only make sense at the scale of the training patches
+        targets = held_out_patches(settings, EVALUATION_PATCHES)
+        inputs = np.stack([corruption(target, rng=(seed, index)) for index, target in enumerate(targets)])
+        material = Material(inputs, targets, corruption.task, whole=False, corruption=corruption)
+    else:
+        clean = data.to_channels(image_io.load_image(settings.test_image, settings.test_size or None),
+                                 settings.channels, settings.test_image)
+        material = Material(corruption(clean, rng=seed)[None], clean[None], corruption.task, whole=True,
+                            corruption=corruption)
+    return score(model, run, material, settings.baselines, echo)
+
+
+def held_out_patches(settings, count):
+    """Up to `count` non-overlapping patches of the test image, row by row."""
+    image = data.to_channels(image_io.load_image(settings.test_image, settings.test_size or None),
+                             settings.channels, settings.test_image)
+    side = settings.patch_size
+    found = [image[top:top + side, left:left + side] for top in range(0, image.shape[0] - side + 1, side)
+             for left in range(0, image.shape[1] - side + 1, side)]
+    if not found:
+        raise DeepRestoreError(f"Test image '{settings.test_image}' is smaller than a {side}x{side} patch; "
+                               "expected a larger --test-image or --test-size.")
+    return np.stack(found[:: max(1, len(found) // count)][:count])
+
+
+def plot_training_curves(run, loss):
+    """Draws every logged term (`losses/losses.png`) and training against validation loss (`curves.png`)."""
+    LossLog(run.losses_dir).plot()
+    log = LossLog(run.losses_dir)
+    curves = {part: tuple(zip(*log.values(f"{part}.loss"))) for part in ("train", "validation")}
+    plot_curves(run.path / "curves.png", {part: curve for part, curve in curves.items() if curve},
+                title=f"{loss} loss", xlabel="step", ylabel=loss)
+
+
+def load_model(source):
+    """A saved restoration model and its run's config (empty for a bare `.keras` file).
+
+    Raises:
+        DeepRestoreError: Neither a run directory with `model.keras` nor a readable `.keras` file.
+    """
+    path = pathlib.Path(source)
+    config = {}
+    if path.is_dir():
+        from deeprestore.rundir import RunDir
+
+        config = RunDir.open(path).config
+        if not (path / MODEL_FILE).is_file():
+            raise DeepRestoreError(f"Run '{path}' has no {MODEL_FILE}; expected a finished `denoise train` run "
+                                   f"(its status is '{(path / 'status').read_text().strip()}').")
+        path = path / MODEL_FILE
+    elif not path.is_file():
+        raise DeepRestoreError(
+            f"Model '{source}' not found; expected a `denoise train` run directory or a .keras file.")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a file that is not a model
+        raise DeepRestoreError(f"Model '{path}' could not be loaded ({' '.join(str(error).split())[:160]}); "
+                               "expected a Keras .keras file.") from None
+    return model, config
+
+
+def input_image(source, channels, grey, size):
+    """Loads an image with the channels a model takes; a colour image becomes grey only when asked.
+
+    Raises:
+        DeepRestoreError: A colour image for a one-channel model without `grey`.
+    """
+    image = image_io.load_image(source, size or None)
+    if channels == 1 and not grey and not data.is_grey(image):
+        raise DeepRestoreError(f"Image '{source}' is in colour (3 channels); the model takes 1 (grey). Expected a "
+                               "grey image, or pass --grey to convert it.")
+    return data.to_channels(image, channels, source)
+
+
+def apply_denoiser(settings, run, seed=0, echo=print):
+    """Restores one image with a saved model and writes the result, the figure and, with a clean image, scores.
+
+    Args:
+        settings: A `DenoiseApplySettings`.
+        run: The `RunDir` to write into.
+        seed: Seed of `settings.corruption`.
+        echo: Where the score table goes.
+
+    Returns:
+        The score rows (empty without a clean image).
+    """
+    model, config = load_model(settings.model)
+    channels = int(model.inputs[0].shape[-1])
+    image = input_image(settings.image, channels, settings.grey, settings.size)
+    corruption = corruptions.parse(settings.corruption) if settings.corruption else None
+    clean = None
+    if corruption is not None:
+        clean, image = image, corruption(image, rng=seed)
+    elif settings.clean:
+        clean = input_image(settings.clean, channels, settings.grey, settings.size)
+        if clean.shape != image.shape:
+            raise DeepRestoreError(f"Clean image '{settings.clean}' is {clean.shape[1]}x{clean.shape[0]}; expected the "
+                                   f"size of '{settings.image}', {image.shape[1]}x{image.shape[0]}.")
+    task = corruption.task if corruption is not None else config.get("task", "denoise")
+    run.update_config(model_config=config.get("resolved"), channels=channels, task=task)
+    material = Material(image[None], None if clean is None else clean[None], task, whole=True, corruption=corruption)
+    return score(model, run, material, settings.baselines, echo,
+                 tiling={"tile": settings.tile, "overlap": settings.overlap})
