@@ -13,6 +13,12 @@ demo: install
 test: install
 	$(PYTHON) -m pytest
 
+bench: install
+	$(PYTHON) benchmarks/bench_dream.py
+	$(PYTHON) benchmarks/bench_style.py
+	$(PYTHON) benchmarks/bench_hpatches.py
+	$(PYTHON) benchmarks/bench_denoise.py
+
 test-slow: install
 	$(PYTHON) -m pytest -m slow
 

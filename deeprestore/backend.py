@@ -85,6 +85,10 @@ def value_and_gradient(function, variables=()):
 def _tensorflow_value_and_gradient(function):
     import tensorflow as tf
 
+    # Octaves, scales and tiles change the input shape on purpose; TensorFlow's retracing warnings
+    # about it say nothing a user can act on.
+    tf.get_logger().setLevel("ERROR")
+
     @tf.function(reduce_retracing=True)
     def step(images, *args):
         with tf.GradientTape() as tape:

@@ -120,7 +120,8 @@ def neuron(layer, index, position=None):
 
     def function(features):
         activation = features[layer]
-        row, column = position if position is not None else (activation.shape[1] // 2, activation.shape[2] // 2)
+        shape = keras.ops.shape(activation)  # dynamic under a shape-relaxed tf.function
+        row, column = position if position is not None else (shape[1] // 2, shape[2] // 2)
         return activation[:, row, column, index]
 
     return Objective([Term(f"neuron.{layer}.{index}", (layer,), function)])

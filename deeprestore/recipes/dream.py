@@ -1,23 +1,219 @@
-"""DeepDream: raise the L2 norm of chosen layers by normalised gradient ascent, octave by octave.
+"""DeepDream: normalised gradient ascent on layer objectives, octave by octave, tile by tile.
 
 Reference:
     Mordvintsev, Olah & Tyka, 2015. Inceptionism: going deeper into neural networks. The seed-003
-    report (Hasson, 2017) for the L2 objective, the normalised step and the start from noise.
+    report (Hasson, 2017) for the L2 objective, the normalised step, bigger inputs, tiles with overlap,
+    multi-layer cycles, the start from noise, clamping, scaling and blur, class neurons and guides.
 
-The image is processed from the smallest octave up; after each octave the detail it gained (result
-minus the octave's base image) is resized and added to the next, larger base ("detail re-injection").
+A dream is a schedule of stages, each an objective with a step size and a number of steps: one stage
+per octave by default, or `cycles` passes over the `cycle` stages (seed 003, 2.5). The image is
+processed from the smallest octave up; after each octave the detail it gained (result minus the
+octave's base image) is resized and added to the next, larger base ("detail re-injection"). The zoom
+loop dreams several frames, each from the previous one zoomed in.
 """
 
+import dataclasses
+import functools
+import math
+import operator
+
+import imageio.v3 as imageio
+import keras
 import numpy as np
 
 from deeprestore import images as image_io
-from deeprestore import objectives
+from deeprestore import objectives, transforms
 from deeprestore.cache import ActivationCache
 from deeprestore.errors import DeepRestoreError
-from deeprestore.losslog import LossLog
+from deeprestore.losslog import LossLog, plot_curves
 from deeprestore.networks import create_network
-from deeprestore.optimise import Engine, Progress, clamp, normalised_descent, optimise
+from deeprestore.optimise import Engine, Progress, normalised_descent, optimise
 from deeprestore.probes import FeatureProbe
+from deeprestore.recipes.common import TargetFeatures
+
+# How each objective option is written: field names with a type and a default (None: required).
+_SYNTAX = {
+    "layers": ("--layer", "LAYER[:WEIGHT]", "block4_relu3:0.5", (("layer", str, None), ("weight", float, 1.0))),
+    "channels": ("--channel", "LAYER:INDEX[:WEIGHT]", "block4_relu3:12",
+                 (("layer", str, None), ("index", int, None), ("weight", float, 1.0))),
+    "neurons": ("--neuron", "LAYER:INDEX[:WEIGHT]", "block5_relu1:7",
+                (("layer", str, None), ("index", int, None), ("weight", float, 1.0))),
+    "classes": ("--class", "INDEX[:WEIGHT]", "281:1.0", (("index", int, None), ("weight", float, 1.0))),
+    "cycle": ("--cycle", "LAYER:STEP_SIZE:STEPS", "block3_relu3:0.01:3",
+              (("layer", str, None), ("step_size", float, None), ("steps", int, None))),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Terms:
+    """The parsed objective options: tuples of `(layer, weight)`, `(layer, index, weight)`, `(index,
+    weight)` and, for cycles, `(layer, step_size, steps)`."""
+
+    layers: tuple = ()
+    channels: tuple = ()
+    neurons: tuple = ()
+    classes: tuple = ()
+    cycle: tuple = ()
+
+    @property
+    def needs_head(self):
+        return bool(self.classes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One part of the schedule: an objective to minimise, its step size and number of steps."""
+
+    objective: objectives.Objective
+    step_size: float
+    steps: int
+    cycle: int = 1
+
+
+def parse_spec(text, option):
+    """Parses one objective option (`block4_relu3:0.5`) into a tuple of typed fields.
+
+    Raises:
+        DeepRestoreError: Too many or too few fields, or one of the wrong type.
+    """
+    flag, pattern, example, fields = _SYNTAX[option]
+    parts = str(text).split(":")
+    required = sum(default is None for _, _, default in fields)
+    if not required <= len(parts) <= len(fields) or any(not part for part in parts):
+        raise DeepRestoreError(f"{flag} got '{text}'; expected {pattern}, e.g. {example}.")
+    values = []
+    for (name, kind, default), part in zip(fields, parts + [None] * (len(fields) - len(parts))):
+        try:
+            values.append(default if part is None else kind(part))
+        except ValueError:
+            raise DeepRestoreError(f"{flag} got '{text}': {name} '{part}' is not {kind.__name__}; expected {pattern}, "
+                                   f"e.g. {example}.") from None
+    return tuple(values)
+
+
+def parse_terms(settings):
+    """The objective options of a `DreamSettings`, parsed and checked for combinations that do not mix.
+
+    Raises:
+        DeepRestoreError: A malformed option, or `--cycle` with other objective options.
+    """
+    terms = Terms(**{option: tuple(parse_spec(text, option) for text in getattr(settings, option)) for option in _SYNTAX})
+    if terms.cycle and (terms.layers or terms.channels or terms.neurons or terms.classes):
+        raise DeepRestoreError(
+            "--cycle names its own layers; expected it without --layer, --channel, --neuron or --class."
+        )
+    if settings.guide and (terms.channels or terms.neurons or terms.classes):
+        raise DeepRestoreError("--guide works at the L2 layers; expected it without --channel, --neuron or --class.")
+    if any(step_size <= 0 or steps < 1 for _, step_size, steps in terms.cycle):
+        raise DeepRestoreError("--cycle needs a positive step size and at least one step, e.g. block3_relu3:0.01:3.")
+    return terms
+
+
+def logits_layer(network):
+    """The pre-softmax class-score layer of a network's head (the one before `prob`)."""
+    head = network.spec.head
+    return head[-2] if len(head) >= 2 and head[-1] == "prob" else head[-1]
+
+
+def resolve_terms(network, terms):
+    """The terms with canonical layer names and their indices checked against the network.
+
+    Raises:
+        DeepRestoreError: An unknown layer, a channel or class index out of range, a layer given twice.
+    """
+    shapes = network.output_shapes(*network.spec.input_size)
+
+    def channel_of(layer, index, what):
+        channels = shapes[layer][-1]
+        if not 0 <= index < channels:
+            raise DeepRestoreError(
+                f"{what} index {index} is out of range for layer '{layer}' of '{network.name}' ({channels} "
+                f"channels); expected 0..{channels - 1}."
+            )
+        return index
+
+    for index, _ in terms.classes:
+        if not 0 <= index < network.spec.num_classes:
+            raise DeepRestoreError(
+                f"Class index {index} is out of range for network '{network.name}'; expected 0.."
+                f"{network.spec.num_classes - 1}."
+            )
+    resolved = Terms(
+        layers=tuple((network.resolve(layer), weight) for layer, weight in terms.layers),
+        channels=tuple((network.resolve(layer), channel_of(network.resolve(layer), index, "Channel"), weight)
+                       for layer, index, weight in terms.channels),
+        neurons=tuple((network.resolve(layer), channel_of(network.resolve(layer), index, "Neuron channel"), weight)
+                      for layer, index, weight in terms.neurons),
+        classes=terms.classes,
+        cycle=tuple((network.resolve(layer), step_size, steps) for layer, step_size, steps in terms.cycle),
+    )
+    for name, items in (("--layer", resolved.layers), ("--channel", resolved.channels), ("--neuron", resolved.neurons),
+                        ("--class", resolved.classes)):
+        keys = [item[:-1] for item in items]
+        if len(set(keys)) != len(keys):
+            raise DeepRestoreError(f"{name} names the same target twice; expected each once (use a weight instead).")
+    return resolved
+
+
+def image_decay():
+    """An L2 penalty on the image, `mean((x - 0.5)^2)`, pulling every pixel towards grey."""
+
+    def function(features):
+        images = features["images"]
+        return keras.ops.mean(keras.ops.reshape(keras.ops.square(images - 0.5), (keras.ops.shape(images)[0], -1)), axis=1)
+
+    return objectives.Objective([objectives.Term("l2_decay.images", ("images",), function)])
+
+
+def dream_objective(network, layers=(), channels=(), neurons=(), classes=(), guided=False, l2_decay=0.0):
+    """The objective to minimise: minus the weighted sum of the dream terms, plus an optional L2 decay.
+
+    Args:
+        network: The `Network` (for the class-score layer).
+        layers: `(layer, weight)`: L2 norms, or guide dot products when `guided`.
+        channels: `(layer, index, weight)`: mean activation of a channel.
+        neurons: `(layer, index, weight)`: one unit at the centre of the layer's grid.
+        classes: `(index, weight)`: class logits averaged over the head's positions.
+        guided: Whether the layers' terms are guide terms (targets `guide.<layer>`).
+        l2_decay: Weight of `image_decay`.
+    """
+    parts = [weight * (objectives.guide(layer) if guided else objectives.l2(layer)) for layer, weight in layers]
+    parts += [weight * objectives.channel(layer, index) for layer, index, weight in channels]
+    parts += [weight * objectives.neuron(layer, index) for layer, index, weight in neurons]
+    parts += [weight * objectives.class_logit(logits_layer(network), index) for index, weight in classes]
+    objective = -functools.reduce(operator.add, parts)
+    return objective + l2_decay * image_decay() if l2_decay else objective
+
+
+def with_monitors(objective):
+    """The objective plus, for each layer it reads, a weight-0 `mean_square.<layer>` term: the logged
+    mean squared response from which the layer's L2 norm is plotted (seed 003, figures 2 and 4)."""
+    monitors = [
+        dataclasses.replace(objectives.l2(layer).terms[0], name=f"mean_square.{layer}", weight=0.0)
+        for layer in objective.layers if layer != "images"
+    ]
+    return objective + objectives.Objective(monitors)
+
+
+def dream_stages(network, terms, settings):
+    """The schedule run at each octave: one stage, or `cycles` passes over the cycle stages."""
+    guided = bool(settings.guide)
+    if terms.cycle:
+        return [
+            Stage(dream_objective(network, ((layer, 1.0),), guided=guided, l2_decay=settings.l2_decay), step_size, steps, cycle)
+            for cycle in range(1, settings.cycles + 1)
+            for layer, step_size, steps in terms.cycle
+        ]
+    layers = terms.layers
+    if not (layers or terms.channels or terms.neurons or terms.classes):
+        layers = tuple((layer, 1.0) for layer in network.spec.layer_sets.dream)
+    objective = dream_objective(network, layers, terms.channels, terms.neurons, terms.classes, guided, settings.l2_decay)
+    return [Stage(objective, settings.step_size, settings.steps)]
+
+
+def network_layers(stages):
+    """Every network layer the stages read, in order of first use."""
+    return tuple(dict.fromkeys(layer for stage in stages for layer in stage.objective.layers if layer != "images"))
 
 
 def octave_sizes(height, width, octaves, octave_scale):
@@ -37,16 +233,12 @@ def start_image(source, start, rng):
     return np.full_like(source, 0.5)
 
 
-def dream_objective(layers):
-    """Minus the sum of the layers' mean squared activations: minimising it is ascent on the L2 norms."""
-    objective = -objectives.l2(layers[0])
-    for layer in layers[1:]:
-        objective = objective - objectives.l2(layer)
-    return objective
+def usable_octaves(network, layers, sizes, tile=0):
+    """Drops octaves too small for the objective's layers (each must keep at least one pixel).
 
-
-def usable_octaves(network, layers, sizes):
-    """Drops octaves too small for the objective's layers (each must keep at least one pixel)."""
+    Raises:
+        DeepRestoreError: No octave is large enough, or the tile is too small for the layers.
+    """
     usable = []
     for size in sizes:
         try:
@@ -60,59 +252,208 @@ def usable_octaves(network, layers, sizes):
             f"The image is too small for layers {', '.join(layers)} of '{network.name}' at every octave; "
             "expected a larger --size or fewer --octaves."
         )
+    if tile:
+        try:
+            network.output_shapes(min(tile, usable[-1][0]), min(tile, usable[-1][1]), layers=layers)
+        except DeepRestoreError:
+            raise DeepRestoreError(
+                f"Tiles of {tile} px are too small for layers {', '.join(layers)} of '{network.name}'; expected "
+                f"--tile of at least {max(network.spec.input_size)}."
+            ) from None
     return usable
 
 
+def open_dream_network(settings, terms, seed, weights=None):
+    """Builds the settings' network, with its classifier head when a class term needs it."""
+    return create_network(settings.network, weights or settings.weights, settings.pooling,
+                          include_top=terms.needs_head, seed=seed)
+
+
+def guide_targets(network, layers, settings, cache_path):
+    """`{guide.<layer>: (positions, channels)}` of the guide image, computed once and cached."""
+    if not settings.guide:
+        return {}
+    guide = image_io.load_image(settings.guide, settings.size or None)
+    features = TargetFeatures(network, layers, cache_path)("guide", settings.guide, guide)
+    return {f"guide.{layer}": features[layer].reshape(-1, features[layer].shape[-1]) for layer in layers}
+
+
+def dream_estimates(settings, seed=0):
+    """`[(label, Estimate)]` per octave for `--dry-run`, built without loading weights or running a step."""
+    from deeprestore.estimate import estimate
+
+    terms = parse_terms(settings)
+    network = open_dream_network(settings, terms, seed, weights="random")
+    stages = dream_stages(network, resolve_terms(network, terms), settings)
+    layers = network_layers(stages)
+    height, width = image_io.load_image(settings.image, settings.size or None).shape[:2]
+    transforms.check_tile(settings.tile, height, width)
+    sizes = usable_octaves(network, layers, octave_sizes(height, width, settings.octaves, settings.octave_scale), settings.tile)
+    steps = sum(stage.steps for stage in stages) * settings.frames
+    return [
+        (f"octave {octave} {size[0]}x{size[1]}", estimate(network, layers, *size, tile=settings.tile or None), steps)
+        for octave, size in enumerate(sizes, start=1)
+    ]
+
+
+class _Schedule:
+    """Runs the stages over octaves and frames, keeping one engine per stage and a global step count."""
+
+    def __init__(self, settings, network, stages, targets, log, run, rng, show_progress):
+        self.settings = settings
+        self.stages = stages
+        self.targets = targets
+        self.log = log
+        self.run = run
+        self.rng = rng
+        self.show_progress = show_progress
+        self.engines = [Engine.for_objective(with_monitors(stage.objective), network) for stage in stages]
+        self.step = 0
+        self.steps_at = []  # (first step, last step, frame, octave size)
+
+    def context(self, frame, octave, stage):
+        context = {"octave": octave}
+        if len(self.stages) > 1:
+            context["cycle"] = stage.cycle
+        if self.settings.frames > 1:
+            context["frame"] = frame
+        return context
+
+    def callbacks(self, first_step):
+        settings = self.settings
+        blur = transforms.gaussian_blur(settings.blur_sigma)
+        scale = transforms.scale_towards(settings.scaling)
+
+        def regularise(images, step):
+            number = first_step + step + 1
+            if settings.blur_every and number % settings.blur_every == 0:
+                images = blur(images)
+            if settings.scaling != 1.0:
+                images = scale(images)
+            if settings.clamp:
+                images = np.clip(images, 0.0, 1.0)
+            if settings.save_every and number % settings.save_every == 0:
+                image_io.save_image(self.run.images_dir / f"step_{number:06d}.png", images[0])
+            return images
+
+        return [regularise]
+
+    def octave(self, images, frame, octave, label):
+        """Runs every stage once on a batch at one octave's size."""
+        settings = self.settings
+        for stage, engine in zip(self.stages, self.engines):
+            if settings.tile:
+                engine = transforms.TiledEngine(engine, settings.tile, settings.tile_mode, settings.tile_overlap, self.rng)
+            targets = {name: value for name, value in self.targets.items() if name in stage.objective.names}
+            progress = Progress(
+                description=f"{label} {images.shape[1]}x{images.shape[2]}" + (f" cycle {stage.cycle}" if stage.cycle > 1 else ""),
+                show=self.show_progress, log=self.log, first_step=self.step, context=self.context(frame, octave, stage),
+            )
+            images, _ = optimise(
+                engine, images, stage.steps, normalised_descent(stage.step_size), jitter=settings.jitter,
+                callbacks=self.callbacks(self.step), rng=self.rng, progress=progress, targets=targets,
+            )
+            self.steps_at.append((self.step + 1, self.step + stage.steps, frame, octave, images.shape[1:3]))
+            self.step += stage.steps
+        return images
+
+    def frame(self, image, frame, sizes):
+        """Dreams one image over the octaves with detail re-injection; returns the result."""
+        detail = np.zeros_like(image)
+        result = image
+        prefix = f"frame_{frame:03d}_" if self.settings.frames > 1 else ""
+        for octave, size in enumerate(sizes, start=1):
+            base = image_io.resize(image, size)
+            detail = image_io.resize(detail, size)
+            label = (f"frame {frame} " if self.settings.frames > 1 else "") + f"octave {octave}/{len(sizes)}"
+            result = self.octave((base + detail)[None], frame, octave, label)[0]
+            detail = result - base
+            image_io.save_image(self.run.images_dir / f"{prefix}octave_{octave}.png", result)
+        return np.clip(result, 0.0, 1.0)
+
+
+def write_norms(run, log, network, layers, steps_at):
+    """Writes `norms.csv` (step, frame, octave, layer, L2 norm of the layer's response) and `norms.png`."""
+    counts = {}
+    rows = []
+    for layer in layers:
+        values = dict(log.values(f"mean_square.{layer}"))
+        for first, last, frame, octave, size in steps_at:
+            if size not in counts:
+                counts[size] = {name: math.prod(shape[1:]) for name, shape in network.output_shapes(*size, layers=layers).items()}
+            for step in range(first, last + 1):
+                if step in values:
+                    rows.append((step, frame, octave, layer, math.sqrt(max(values[step], 0.0) * counts[size][layer])))
+    rows.sort(key=lambda row: (row[3], row[0]))
+    lines = ["step,frame,octave,layer,norm"] + [f"{step},{frame},{octave},{layer},{norm:.6g}" for step, frame, octave, layer, norm in rows]
+    (run.path / "norms.csv").write_text("\n".join(lines) + "\n")
+    curves = {}
+    for step, _, _, layer, norm in rows:
+        curves.setdefault(layer, ([], []))
+        curves[layer][0].append(step)
+        curves[layer][1].append(norm)
+    plot_curves(run.path / "norms.png", curves, "L2 norm of each objective layer's response", "step", "L2 norm")
+
+
 def dream(settings, run, seed=0, show_progress=True, echo=print):
-    """Runs DeepDream and writes the dream, per-octave images, the loss log and plot into a run.
+    """Runs DeepDream and writes the dream, intermediate images, the loss log and the norm plot into a run.
 
     Args:
         settings: A `DreamSettings`.
         run: The `RunDir` to write into.
-        seed: Seed of the noise start and the jitter.
+        seed: Seed of the noise start, the jitter and the random tiles.
         show_progress: Whether to show progress bars.
         echo: Where one-line notices go.
 
     Returns:
-        The dream image, `(height, width, 3)` float32.
+        The dream image (the last frame), `(height, width, 3)` float32.
+
+    Raises:
+        DeepRestoreError: Malformed or inconsistent options, or a tile larger than the image.
     """
     rng = np.random.default_rng(seed)
-    network = create_network(settings.network, settings.weights, settings.pooling, seed=seed)
-    echo(network.weights.notice)
-    layers = tuple(network.resolve(layer) for layer in (settings.layers or network.spec.layer_sets.dream))
-    run.update_config(weights=network.weights.as_config(), layers=list(layers))
-
+    terms = parse_terms(settings)
     source = image_io.load_image(settings.image, settings.size or None)
-    image = start_image(source, settings.start, rng)
-    probe = FeatureProbe(network, layers)
-    engine = Engine(dream_objective(layers), probe)
-    cache = ActivationCache(settings.cache or run.activations_path)
-    metadata = dict(
-        network=network.name, weights_sha256=network.weights.sha256,
-        preprocessing=network.spec.describe_preprocessing(),
-    )
-    cache.get_or_compute("start", image, layers, lambda batch, missing: probe.features(batch), **metadata)
+    transforms.check_tile(settings.tile, *source.shape[:2])
+    network = open_dream_network(settings, terms, seed)
+    echo(network.weights.notice)
+    stages = dream_stages(network, resolve_terms(network, terms), settings)
+    layers = network_layers(stages)
+    sizes = usable_octaves(network, layers, octave_sizes(*source.shape[:2], settings.octaves, settings.octave_scale), settings.tile)
+    run.update_config(weights=network.weights.as_config(), layers=list(layers),
+                      stages=[{"objective": repr(stage.objective), "step_size": stage.step_size, "steps": stage.steps,
+                               "cycle": stage.cycle} for stage in stages],
+                      octave_sizes=[list(size) for size in sizes])
 
-    sizes = usable_octaves(network, layers, octave_sizes(*image.shape[:2], settings.octaves, settings.octave_scale))
+    image = start_image(source, settings.start, rng)
+    image_io.save_image(run.images_dir / "start.png", image)
+    # Whole-image activations are cached only untiled: tiling exists because they may not fit in memory.
+    probe = None if settings.tile else FeatureProbe(network, layers)
+    cache = ActivationCache(settings.cache or run.activations_path)
+    metadata = dict(network=network.name, weights_sha256=network.weights.sha256,
+                    preprocessing=network.spec.describe_preprocessing())
+    if probe is not None:
+        cache.get_or_compute("start", image, layers, lambda batch, missing: probe.features(batch), **metadata)
+    targets = guide_targets(network, layers, settings, settings.cache or run.activations_path)
+
     log = LossLog(run.losses_dir)
-    detail = np.zeros_like(image)
-    for octave, size in enumerate(sizes, start=1):
-        base = image_io.resize(image, size)
-        detail = image_io.resize(detail, size)
-        progress = Progress(
-            description=f"octave {octave}/{len(sizes)} {size[0]}x{size[1]}", show=show_progress, log=log,
-            first_step=(octave - 1) * settings.steps, context={"octave": octave},
-        )
-        result, _ = optimise(
-            engine, (base + detail)[None], settings.steps, normalised_descent(settings.step_size),
-            jitter=settings.jitter, callbacks=[clamp()], rng=rng, progress=progress,
-        )
-        detail = result[0] - base
-        image_io.save_image(run.images_dir / f"octave_{octave}.png", result[0])
+    schedule = _Schedule(settings, network, stages, targets, log, run, rng, show_progress)
+    zoom = transforms.zoom(settings.zoom)
+    frames = []
+    for frame in range(1, settings.frames + 1):
+        if frames:
+            image = zoom(frames[-1][None])[0]
+        frames.append(schedule.frame(image, frame, sizes))
+        if settings.frames > 1:
+            image_io.save_image(run.path / "frames" / f"frame_{frame:03d}.png", frames[-1])
     log.close()
     log.plot()
-    dreamed = np.clip(result[0], 0.0, 1.0)
-    cache.get_or_compute("dream", dreamed, layers, lambda batch, missing: probe.features(batch), **metadata)
-    image_io.save_image(run.images_dir / "start.png", image)
+    write_norms(run, log, network, layers, schedule.steps_at)
+    dreamed = frames[-1]
+    if settings.frames > 1:
+        imageio.imwrite(run.path / "dream.gif", np.stack([image_io.to_uint8(frame) for frame in frames]),
+                        extension=".gif", duration=100, loop=0)
+    if probe is not None:
+        cache.get_or_compute("dream", dreamed, layers, lambda batch, missing: probe.features(batch), **metadata)
     image_io.save_image(run.path / "dream.png", dreamed)
     return dreamed

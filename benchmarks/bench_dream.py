@@ -1,0 +1,199 @@
+"""Times our dream step against the TensorFlow DeepDream tutorial's, and measures dream's peak memory.
+
+Usage: `python benchmarks/bench_dream.py [--size 256 --tiled-size 512 --tile 256 --steps 4
+--memory-size 4096 --untiled-memory-size 2048 --skip-memory]`.
+
+Speed: one script, one network (VGG16 with the offline weights), the same layers, objective (mean
+squared activation), image size and backend for both sides:
+- ours: `Engine` + `optimise` (a compiled value-and-gradient, the normalised step in numpy), and for
+  tiles `TiledEngine` in random mode;
+- the tutorial (tensorflow.org/tutorials/generative/deepdream): a `tf.function` running the gradient
+  steps in-graph on one whole image, and for tiles its `TiledGradients` (random roll, a gradient of the
+  whole rolled image per tile, in one `tf.function`), the step taken in Python.
+Both sides run interleaved, the best of several rounds counted, because the machine may be shared.
+
+Memory: peak RSS (`ru_maxrss` of each child process) of `deeprestore dream` for one step at a low layer
+(so that a 4096x4096 step takes about a minute on a CPU), tiled at `--memory-size` against untiled at
+`--untiled-memory-size` (4096x4096 untiled needs far more memory than a 24 GB machine has: the dry-run
+estimate for it is printed beside), and tiled at that same size for a like-for-like ratio.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from deeprestore import objectives  # noqa: E402
+from deeprestore.estimate import estimate, format_bytes  # noqa: E402
+from deeprestore.networks import create_network  # noqa: E402
+from deeprestore.optimise import Engine, Progress, normalised_descent, optimise  # noqa: E402
+from deeprestore.transforms import TiledEngine  # noqa: E402
+
+LAYERS = ("block4_relu3", "block5_relu1")  # deeprestore's default dream layers for VGG16
+STEP_SIZE = 0.01  # the tutorial's step size; ours is in units of the mean absolute gradient
+ROUNDS = 2  # interleaved rounds of each side; the best is reported
+MEMORY_LAYER = "block1_relu2"  # low, so that one 4096x4096 step stays near a minute on 2 CPU cores
+
+
+def tutorial_loss(model, images):
+    """The tutorial's `calc_loss`, with our objective: the sum over layers of the mean squared activation."""
+    activations = model(images)
+    activations = activations if isinstance(activations, (list, tuple)) else [activations]
+    return tf.add_n([tf.reduce_mean(tf.square(activation)) for activation in activations])
+
+
+def tutorial_untiled(model):
+    """The tutorial's `DeepDream` module: `steps` gradient steps on one whole image inside a tf.function."""
+
+    @tf.function(input_signature=(tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([], tf.int32),
+                                  tf.TensorSpec([], tf.float32)))
+    def deepdream(image, steps, step_size):
+        loss = tf.constant(0.0)
+        for _ in tf.range(steps):
+            with tf.GradientTape() as tape:
+                tape.watch(image)
+                loss = tutorial_loss(model, image[None])
+            gradients = tape.gradient(loss, image)
+            gradients /= tf.math.reduce_std(gradients) + 1e-8
+            image = tf.clip_by_value(image + gradients * step_size, 0.0, 1.0)
+        return loss, image
+
+    return deepdream
+
+
+def tutorial_tiled(model):
+    """The tutorial's `TiledGradients`: roll the image at random, sum each tile's gradient of the whole
+    rolled image, roll back, normalise."""
+
+    @tf.function(input_signature=(tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([2], tf.int32),
+                                  tf.TensorSpec([], tf.int32)))
+    def gradients_of(image, image_size, tile_size):
+        shift = tf.random.uniform([2], -tile_size, tile_size, dtype=tf.int32)
+        rolled = tf.roll(image, shift=shift, axis=[0, 1])
+        gradients = tf.zeros_like(rolled)
+        # The tutorial drops the last row and column of tiles (`[:-1]`, against partial tiles); on an image
+        # that is a multiple of the tile that would skip full tiles, so every full tile is kept here.
+        xs = tf.range(0, image_size[1] - tile_size + 1, tile_size)
+        ys = tf.range(0, image_size[0] - tile_size + 1, tile_size)
+        for x in xs:
+            for y in ys:
+                with tf.GradientTape() as tape:
+                    tape.watch(rolled)
+                    loss = tutorial_loss(model, rolled[y : y + tile_size, x : x + tile_size][None])
+                gradients = gradients + tape.gradient(loss, rolled)
+        gradients = tf.roll(gradients, shift=-shift, axis=[0, 1])
+        return gradients / (tf.math.reduce_std(gradients) + 1e-8)
+
+    def step(image, tile_size):
+        gradients = gradients_of(image, tf.shape(image)[:2], tf.constant(tile_size))
+        return tf.clip_by_value(image + gradients * STEP_SIZE, 0.0, 1.0)
+
+    return step
+
+
+def best_seconds_per_step(function, steps, rounds=ROUNDS):
+    """Runs `function(steps)` once to warm up, then `rounds` times; the best seconds per step."""
+    function(1)
+    best = np.inf
+    for _ in range(rounds):
+        start = time.perf_counter()
+        function(steps)
+        best = min(best, (time.perf_counter() - start) / steps)
+    return best
+
+
+def speed(network, size, tiled_size, tile, steps):
+    """`[(label, ours s/step, tutorial s/step)]` untiled and tiled."""
+    model = keras.Model(network.model.input, [network.model.get_layer(layer).output for layer in LAYERS])
+    engine = Engine.for_objective(-(objectives.l2(LAYERS[0]) + objectives.l2(LAYERS[1])), network)
+    rng = np.random.default_rng(0)
+    rows = []
+
+    image = rng.uniform(size=(size, size, 3)).astype(np.float32)
+    deepdream = tutorial_untiled(model)
+
+    def ours(count):
+        optimise(engine, image[None], count, normalised_descent(STEP_SIZE), progress=Progress(show=False))
+
+    def theirs(count):
+        deepdream(tf.constant(image), tf.constant(count), tf.constant(STEP_SIZE))[1].numpy()
+
+    rows.append((f"untiled {size}x{size}", best_seconds_per_step(ours, steps), best_seconds_per_step(theirs, steps)))
+
+    image = rng.uniform(size=(tiled_size, tiled_size, 3)).astype(np.float32)
+    tiled_engine = TiledEngine(engine, tile, "random", rng=np.random.default_rng(0))
+    tiled_step = tutorial_tiled(model)
+
+    def ours_tiled(count):
+        optimise(tiled_engine, image[None], count, normalised_descent(STEP_SIZE), progress=Progress(show=False))
+
+    def theirs_tiled(count):
+        current = tf.constant(image)
+        for _ in range(count):
+            current = tiled_step(current, tile)
+        current.numpy()
+
+    tiled_steps = max(1, steps // 2)
+    rows.append((f"tiled {tiled_size}x{tiled_size}, tile {tile}", best_seconds_per_step(ours_tiled, tiled_steps),
+                 best_seconds_per_step(theirs_tiled, tiled_steps)))
+    return rows
+
+
+def peak_rss(arguments):
+    """Runs `deeprestore dream` with `arguments` in a child process; returns (peak RSS bytes, seconds)."""
+    with tempfile.TemporaryDirectory() as runs:
+        command = [sys.executable, "-m", "deeprestore", "--runs", runs, "--quiet", "dream", "--weights", "offline",
+                   "--layer", MEMORY_LAYER, "--octaves", "1", "--steps", "1", "--jitter", "0", *arguments]
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {process.stderr.read().decode()[-2000:]}")
+        return usage.ru_maxrss * 1024, seconds  # ru_maxrss is in KiB on Linux
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=256, help="untiled image side")
+    parser.add_argument("--tiled-size", type=int, default=512, help="tiled image side")
+    parser.add_argument("--tile", type=int, default=256, help="tile side")
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per round (half for tiles)")
+    parser.add_argument("--memory-size", type=int, default=4096, help="image side of the tiled memory run")
+    parser.add_argument("--untiled-memory-size", type=int, default=2048, help="largest untiled side that fits")
+    parser.add_argument("--memory-tile", type=int, default=512, help="tile side of the memory runs")
+    parser.add_argument("--skip-memory", action="store_true", help="time the steps only")
+    arguments = parser.parse_args()
+
+    network = create_network("vgg16", "offline")
+    print(f"backend {keras.backend.backend()}, VGG16 offline weights, layers {', '.join(LAYERS)}")
+    print(f"{'':34} {'ours s/step':>12} {'tutorial s/step':>16} {'speed ratio':>12}")
+    for label, ours, theirs in speed(network, arguments.size, arguments.tiled_size, arguments.tile, arguments.steps):
+        print(f"{label:34} {ours:12.3f} {theirs:16.3f} {theirs / ours:11.2f}x")
+    if arguments.skip_memory:
+        return
+    print(f"\npeak RSS of `deeprestore dream`, one step at {MEMORY_LAYER}:")
+    big, small, tile = arguments.memory_size, arguments.untiled_memory_size, arguments.memory_tile
+    runs = [
+        (f"{big}x{big} tiled ({tile})", ["--size", str(big), "--tile", str(tile)]),
+        (f"{small}x{small} tiled ({tile})", ["--size", str(small), "--tile", str(tile)]),
+        (f"{small}x{small} untiled", ["--size", str(small)]),
+    ]
+    for label, options in runs:
+        rss, seconds = peak_rss(options)
+        print(f"{label:34} {format_bytes(rss):>12} {seconds:8.1f} s")
+    untiled = estimate(network, [MEMORY_LAYER], big, big)
+    print(f"{big}x{big} untiled: not run; dry-run estimate {format_bytes(untiled.peak_bytes)} plus the framework")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Estimates of one image-optimisation step's peak memory and time, from layer shapes, before any work.
+
+An `Estimate` comes from the output shapes of the layers a probe needs for an input size (no weights
+are read and nothing is run): FLOPs are those of the convolutions forward plus their input gradient
+backward (no weight gradients: the weights stay fixed); memory is the network's weights, the
+activations kept for the backward pass and a gradient buffer, and the full-size image buffers of the
+optimisation loop. With tiles, activations and FLOPs are those of one tile (times the tile count for
+FLOPs) while the image buffers stay full size. Time is FLOPs divided by a rate measured once per process
+with a float32 matrix product, scaled by `CONVOLUTION_EFFICIENCY`. `--dry-run` prints a table of these.
+"""
+
+import dataclasses
+import functools
+import math
+import time
+
+import keras
+import numpy as np
+
+from deeprestore.transforms import tile_boxes
+
+BYTES_PER_VALUE = 4  # float32 everywhere
+# The optimisation loop keeps about this many full-size copies of the image batch at once: the images,
+# a jittered copy, the gradient, the step's result, the octave's base and detail, a blurred copy.
+IMAGE_BUFFERS = 8
+# Fraction of the matrix-product rate that a whole dream step reaches: 0.8-1.1 measured for VGG16 at
+# 224 and 384 px (block3 to block5) with TensorFlow on a 2-core x86 CPU. An estimate, not a promise.
+CONVOLUTION_EFFICIENCY = 0.9
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """What one optimisation step is expected to cost.
+
+    Attributes:
+        peak_bytes: Weights + activations + gradient buffer + image buffers.
+        seconds_per_step: `flops_per_step / rate`.
+        flops_per_step: Forward and input-gradient FLOPs of every tile.
+        weight_bytes: The network's weights.
+        activation_bytes: Activations kept for the backward pass (one tile's) plus the gradient buffer.
+        image_bytes: The loop's full-size image buffers.
+        tiles: Tiles per step (1: whole image).
+        rate: FLOP/s assumed.
+    """
+
+    peak_bytes: int
+    seconds_per_step: float
+    flops_per_step: float
+    weight_bytes: int
+    activation_bytes: int
+    image_bytes: int
+    tiles: int
+    rate: float
+
+
+@functools.cache
+def matmul_rate(size=1024, repeats=5):
+    """The float32 matrix-product rate of the active backend's device, in FLOP/s, median of `repeats`
+    (the median, not the best: on a shared machine the best is a burst that steps do not sustain)."""
+    matrix = keras.ops.convert_to_tensor(np.random.default_rng(0).standard_normal((size, size), dtype=np.float32))
+    np.asarray(keras.ops.matmul(matrix, matrix))  # warm-up: kernels, thread pools, caches
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.asarray(keras.ops.matmul(matrix, matrix))  # the copy to numpy waits for the device
+        seconds.append(time.perf_counter() - start)
+    return 2.0 * size**3 / max(float(np.median(seconds)), 1e-9)
+
+
+def _needed_layers(network, layers):
+    """The network's layers a probe of `layers` computes, input to output."""
+    model = network.model
+    probe = keras.Model(model.input, [model.get_layer(network.resolve(layer)).output for layer in layers])
+    return [layer for layer in probe.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def _forward_flops(layer, output_shape):
+    """Multiply-add FLOPs (2 per multiply-add) of one layer's forward pass; elementwise layers count one
+    operation per output value."""
+    positions = math.prod(output_shape[1:-1])
+    if isinstance(layer, keras.layers.Conv2D):
+        kernel = layer.kernel.shape  # (kernel height, kernel width, in channels, out channels)
+        return 2.0 * positions * math.prod(kernel)
+    if isinstance(layer, keras.layers.Dense):
+        return 2.0 * positions * math.prod(layer.kernel.shape)
+    return float(math.prod(output_shape[1:]))
+
+
+def estimate(network, layers, height, width, batch=1, tile=None, rate=None):
+    """Estimates the peak memory and time of one optimisation step.
+
+    Args:
+        network: A `Network`.
+        layers: The layers the objective reads (names or aliases); the deepest decides the cost.
+        height: Image rows.
+        width: Image columns.
+        batch: Images optimised together.
+        tile: Tile side for tile-by-tile gradients, or None.
+        rate: FLOP/s to assume; default `matmul_rate() * CONVOLUTION_EFFICIENCY`.
+
+    Returns:
+        An `Estimate`.
+
+    Raises:
+        DeepRestoreError: An unknown layer, or an input too small for the layers.
+    """
+    rate = rate or matmul_rate() * CONVOLUTION_EFFICIENCY
+    boxes = tile_boxes(height, width, tile) if tile else []
+    size = (boxes[0].height, boxes[0].width) if boxes else (height, width)
+    needed = _needed_layers(network, layers)
+    shapes = network.output_shapes(*size, layers=[layer.name for layer in needed])
+    forward = sum(_forward_flops(layer, shapes[layer.name]) for layer in needed)
+    # The input gradient of a convolution costs what its forward pass does; elementwise layers about so.
+    flops = 2.0 * forward * batch * max(1, len(boxes))
+    values = [math.prod(shape[1:]) for shape in shapes.values()]
+    activation_bytes = BYTES_PER_VALUE * batch * (sum(values) + 2 * max(values))
+    weight_bytes = BYTES_PER_VALUE * sum(math.prod(variable.shape) for variable in network.model.weights)
+    image_bytes = BYTES_PER_VALUE * batch * height * width * 3 * IMAGE_BUFFERS
+    return Estimate(
+        peak_bytes=weight_bytes + activation_bytes + image_bytes, seconds_per_step=flops / rate, flops_per_step=flops,
+        weight_bytes=weight_bytes, activation_bytes=activation_bytes, image_bytes=image_bytes,
+        tiles=max(1, len(boxes)), rate=rate,
+    )
+
+
+def format_bytes(count):
+    """`1536` -> `1.5 KiB`."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024.0
+
+
+def format_estimates(rows, steps=None):
+    """A short table of estimates, one row each, and a footer saying how they were made.
+
+    Args:
+        rows: `(label, Estimate)` pairs, e.g. one per octave or scale.
+        steps: Steps per row, to add an estimated total time; None for no total.
+
+    Returns:
+        The table as a string.
+    """
+    header = ("", "tiles", "peak memory", "weights", "activations", "images", "GFLOP/step", "time/step")
+    lines = [header] + [
+        (label, str(item.tiles), format_bytes(item.peak_bytes), format_bytes(item.weight_bytes),
+         format_bytes(item.activation_bytes), format_bytes(item.image_bytes), f"{item.flops_per_step / 1e9:.1f}",
+         f"{item.seconds_per_step:.3g} s")
+        for label, item in rows
+    ]
+    widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
+    text = ["  ".join(cell.ljust(width) if column == 0 else cell.rjust(width)
+                      for column, (cell, width) in enumerate(zip(line, widths))).rstrip() for line in lines]
+    estimates = [item for _, item in rows]
+    if estimates:
+        peak = max(item.peak_bytes for item in estimates)
+        summary = f"Estimated peak memory {format_bytes(peak)}"
+        if steps:
+            summary += f", about {sum(item.seconds_per_step for item in estimates) * steps:.3g} s for {steps} steps per row"
+        text.append(summary + ".")
+        text.append(
+            f"From layer shapes: weights + activations kept for the backward pass + {IMAGE_BUFFERS} image buffers "
+            "(the framework's own memory not included); time = FLOPs / "
+            f"{estimates[0].rate / 1e9:.3g} GFLOP/s ({CONVOLUTION_EFFICIENCY:g} x this machine's measured matmul rate)."
+        )
+    return "\n".join(text)

@@ -1,0 +1,169 @@
+"""DeepDream: each objective rises over a few steps; option parsing; cycles, tiles, zoom, norms, dry run."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from deeprestore.cli import cli
+from deeprestore.errors import DeepRestoreError
+from deeprestore.losslog import LossLog
+from deeprestore.optimise import Engine, Progress, normalised_descent, optimise
+from deeprestore.recipes import dream as recipe
+from deeprestore.settings import DreamSettings
+
+TINY = ("dream", "--network", "tiny", "--size", "32", "--octaves", "1", "--steps", "3", "--jitter", "0")
+
+
+@pytest.fixture(scope="module")
+def tiny_with_head():
+    from deeprestore.networks import create_network
+
+    return create_network("tiny", weights="random", include_top=True, seed=0)
+
+
+def invoke(tmp_path, *arguments):
+    return CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), "--quiet", *arguments], catch_exceptions=False)
+
+
+def run_of(result):
+    assert result.exit_code == 0, result.output
+    return pathlib.Path(result.output.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    "terms, term",
+    [
+        (dict(layers=(("relu2", 1.0),)), "l2.relu2"),
+        (dict(layers=(("relu1", 0.5), ("relu2", 2.0))), "l2.relu1"),
+        (dict(channels=(("relu2", 3, 1.0),)), "channel.relu2.3"),
+        (dict(neurons=(("conv2", 5, 1.0),)), "neuron.conv2.5"),
+        (dict(classes=((4, 1.0),)), "class.4"),
+        (dict(layers=(("relu2", 1.0),), guided=True), "guide.relu2"),
+    ],
+)
+def test_each_objective_rises_over_a_few_steps(tiny_with_head, rng, terms, term):
+    network = tiny_with_head
+    objective = recipe.dream_objective(network, **terms)
+    engine = Engine.for_objective(objective, network)
+    images = rng.uniform(size=(1, 32, 32, 3)).astype(np.float32)
+    guide = np.random.default_rng(1).uniform(size=(1, 32, 32, 3)).astype(np.float32)
+    targets = {}
+    if terms.get("guided"):
+        features = engine.probe.features(guide)["relu2"]
+        targets = {"guide.relu2": features.reshape(-1, features.shape[-1])}
+    before = engine(images, targets)[1][term]
+    result, _ = optimise(engine, images, 4, normalised_descent(0.02), progress=Progress(show=False), targets=targets)
+    assert engine(result, targets)[1][term] > before
+
+
+def test_weights_scale_each_term(tiny):
+    objective = recipe.dream_objective(tiny, layers=(("relu1", 0.5), ("relu2", 2.0)), l2_decay=0.1)
+    assert {term.name: term.weight for term in objective.terms} == {"l2.relu1": -0.5, "l2.relu2": -2.0, "l2_decay.images": 0.1}
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(layers=("relu2:x",)), "--layer got 'relu2:x': weight 'x' is not float"),
+        (dict(channels=("relu2",)), "--channel got 'relu2'; expected LAYER:INDEX[:WEIGHT]"),
+        (dict(classes=("1:2:3",)), "--class got '1:2:3'; expected INDEX[:WEIGHT]"),
+        (dict(cycle=("relu1:0.1",)), "--cycle got 'relu1:0.1'"),
+        (dict(cycle=("relu1:0.1:2",), layers=("relu2",)), "--cycle names its own layers"),
+        (dict(guide="chelsea", classes=("1",)), "--guide works at the L2 layers"),
+    ],
+)
+def test_malformed_objective_options_are_refused(options, message):
+    with pytest.raises(DeepRestoreError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        recipe.parse_terms(DreamSettings(network="tiny", **options))
+
+
+def test_objective_options_parse_with_default_weights():
+    terms = recipe.parse_terms(DreamSettings(layers=("relu2", "relu1:0.5"), channels=("relu2:3",), classes=("7:2",)))
+    assert terms.layers == (("relu2", 1.0), ("relu1", 0.5))
+    assert terms.channels == (("relu2", 3, 1.0),) and terms.classes == ((7, 2.0),) and terms.needs_head
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (("--class", "10"), "Class index 10 is out of range for network 'tiny'; expected 0..9."),
+        (("--channel", "relu2:16"), "Channel index 16 is out of range for layer 'relu2'"),
+        (("--tile", "64"), "The tile (64 px) is larger than the image (32x32)"),
+        (("--layer", "relu2", "--layer", "relu2:2"), "--layer names the same target twice"),
+    ],
+)
+def test_invalid_combinations_get_clear_errors(tmp_path, arguments, message):
+    result = invoke(tmp_path, *TINY, *arguments)
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_a_malformed_option_is_refused_before_any_work(tmp_path):
+    result = invoke(tmp_path, *TINY, "--layer", "relu2:heavy")
+    assert result.exit_code == 2 and "weight 'heavy' is not float" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_weighted_sum_of_terms_logs_each_term_and_the_layer_norms(tmp_path):
+    run = run_of(invoke(tmp_path, *TINY, "--layer", "relu1:0.5", "--channel", "relu2:3", "--class", "4",
+                        "--save-every", "2", "--blur-every", "2", "--scaling", "0.99", "--l2-decay", "0.1"))
+    losses = LossLog.read(run / "losses")
+    for term in ("l2.relu1", "channel.relu2.3", "class.4", "l2_decay.images", "total"):
+        assert len(losses[term]) == 3
+    norms = (run / "norms.csv").read_text().splitlines()
+    assert norms[0] == "step,frame,octave,layer,norm"
+    assert {line.split(",")[3] for line in norms[1:]} == {"relu1", "relu2", "fc3"} and len(norms) == 1 + 3 * 3
+    assert (run / "norms.png").exists() and (run / "images" / "step_000002.png").exists()
+    stages = json.loads((run / "config.json").read_text())["stages"]
+    assert stages[0]["objective"].startswith("-0.5 * l2.relu1 + -1 * channel.relu2.3 + -1 * class.4")
+
+
+def test_cycles_run_their_stages_in_order(tmp_path):
+    run = run_of(invoke(tmp_path, *TINY, "--cycle", "relu1:0.01:2", "--cycle", "relu2:0.02:3", "--cycles", "2"))
+    log = LossLog(run / "losses")
+    assert [step for step, _ in log.values("l2.relu1")] == [1, 2, 6, 7]
+    assert [step for step, _ in log.values("l2.relu2")] == [3, 4, 5, 8, 9, 10]
+    assert len(log.values("total")) == 10
+    stages = json.loads((run / "config.json").read_text())["stages"]
+    assert [(stage["cycle"], stage["step_size"], stage["steps"]) for stage in stages] == [
+        (1, 0.01, 2), (1, 0.02, 3), (2, 0.01, 2), (2, 0.02, 3)]
+
+
+def test_guided_dreaming_caches_the_guide_features(tmp_path):
+    import h5py
+
+    run = run_of(invoke(tmp_path, *TINY, "--guide", "chelsea"))
+    assert "guide.relu2" in LossLog.read(run / "losses")
+    with h5py.File(run / "activations.h5") as file:
+        assert any(name.startswith("guide") for name in file)
+
+
+@pytest.mark.parametrize("mode", ["random", "contiguous", "overlap"])
+def test_tiled_dreams_run_in_every_mode(tmp_path, mode):
+    run = run_of(invoke(tmp_path, "dream", "--network", "tiny", "--size", "48", "--octaves", "2", "--steps", "2",
+                        "--tile", "24", "--tile-mode", mode, "--tile-overlap", "8"))
+    assert (run / "dream.png").exists() and (run / "status").read_text().strip() == "complete"
+
+
+def test_the_zoom_loop_writes_frames_and_a_gif(tmp_path):
+    import imageio.v3 as imageio
+
+    run = run_of(invoke(tmp_path, *TINY, "--frames", "3", "--zoom", "1.2"))
+    assert sorted(path.name for path in (run / "frames").iterdir()) == ["frame_001.png", "frame_002.png", "frame_003.png"]
+    gif = imageio.imread(run / "dream.gif", index=None)
+    assert gif.shape[:3] == (3, 32, 32)
+    np.testing.assert_array_equal(imageio.imread(run / "frames" / "frame_003.png"), imageio.imread(run / "dream.png"))
+
+
+def test_a_start_from_grey_without_clamping_runs(tmp_path):
+    run = run_of(invoke(tmp_path, *TINY, "--start", "grey", "--no-clamp"))
+    assert json.loads((run / "config.json").read_text())["settings"]["clamp"] is False
+
+
+def test_dry_run_prints_estimates_and_creates_no_run(tmp_path):
+    result = invoke(tmp_path, "dream", "--network", "tiny", "--size", "64", "--octaves", "2", "--tile", "32", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "Dry run" in result.output and "peak memory" in result.output and "octave 2 64x64" in result.output
+    assert not (tmp_path / "runs").exists()
