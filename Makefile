@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test bench experiments-stack clean
 
 install:
 	$(PIP_INSTALL) -e ".[test,jax]"
@@ -18,9 +18,10 @@ bench: install
 	$(PYTHON) benchmarks/bench_style.py
 	$(PYTHON) benchmarks/bench_hpatches.py
 	$(PYTHON) benchmarks/bench_denoise.py
+	$(PYTHON) benchmarks/bench_stack.py
 
-test-slow: install
-	$(PYTHON) -m pytest -m slow
+experiments-stack: install
+	$(PYTHON) experiments/stack_experiments.py all
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

@@ -26,7 +26,7 @@ def start_run(state, command, settings):
 
     backend.check_supported()
     config = {
-        "settings": dataclasses.asdict(settings),
+        "settings": dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings),
         "seed": state.seed,
         "backend": backend.name(),
         "device": backend.device(),
@@ -59,3 +59,11 @@ def run_recipe(state, command, settings, recipe):
         recipe(run)
     click.echo(str(run.path))
     return run
+
+
+def print_estimates(command, network, rows, steps):
+    """Prints `--dry-run` estimates: `rows` of `(label, Estimate)`, for `steps` steps each."""
+    from deeprestore.estimate import format_estimates
+
+    click.echo(f"Dry run: {command} on {network}, no run directory created.")
+    click.echo(format_estimates(rows, steps=steps))

@@ -3,7 +3,7 @@
 import click
 
 from deeprestore import settings as defaults
-from deeprestore.commands.common import run_recipe
+from deeprestore.commands.common import print_estimates, run_recipe
 
 
 @click.command("style")
@@ -33,16 +33,25 @@ from deeprestore.commands.common import run_recipe
 @click.option("--scales", default=defaults.STYLE.scales, type=click.IntRange(min=1), help="Coarse-to-fine resolutions.")
 @click.option("--preserve-colour", is_flag=True, help="Transfer on luminance only, keeping the content's colours.")
 @click.option("--cache", default=defaults.STYLE.cache, type=click.Path(dir_okay=False), help="Shared HDF5 activation cache.")
+@click.option("--shard", default=None, help="I/N: process only the I-th of N shares of the inputs (array jobs).")
+@click.option("--dry-run", is_flag=True,
+              help="Print the estimated peak memory and time per step, then exit without running or creating a run.")
 @click.pass_obj
-def command(state, **options):
+def command(state, dry_run, **options):
     """Neural style transfer (Gatys et al.): content of one image, Gram matrices of others."""
     from deeprestore.images import list_images, load_image
+    from deeprestore.sharding import shard
     from deeprestore.recipes.style import style
 
     for name in ("styles", "style_blend", "style_layers", "style_layer_weights"):
         options[name] = tuple(options[name])
     settings = defaults.StyleSettings(**options)
-    for source in (*list_images(settings.content), *settings.styles):
+    for source in (*shard(list_images(settings.content), settings.shard), *settings.styles):
         load_image(source)  # fail on a bad image before building anything
+    if dry_run:
+        from deeprestore.recipes.style import style_estimates
+
+        print_estimates("style", settings.network, style_estimates(settings, seed=state.seed), settings.steps or None)
+        return
     run_recipe(state, "style", settings, lambda run: style(
         settings, run, seed=state.seed, show_progress=not state.quiet, echo=state.echo))

@@ -3,7 +3,7 @@
 import click
 
 from deeprestore import settings as defaults
-from deeprestore.commands.common import parse_size, run_recipe
+from deeprestore.commands.common import print_estimates, parse_size, run_recipe
 
 
 @click.command("texture")
@@ -24,8 +24,10 @@ from deeprestore.commands.common import parse_size, run_recipe
 @click.option("--learning-rate", default=defaults.TEXTURE.learning_rate, type=click.FloatRange(min=0.0, min_open=True))
 @click.option("--steps", default=defaults.TEXTURE.steps, type=click.IntRange(min=1))
 @click.option("--cache", default=defaults.TEXTURE.cache, type=click.Path(dir_okay=False), help="Shared HDF5 activation cache.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the estimated peak memory and time per step, then exit without running or creating a run.")
 @click.pass_obj
-def command(state, **options):
+def command(state, dry_run, **options):
     """Texture synthesis (Gatys et al.): match Gram matrices of a source, at any output size."""
     from deeprestore.images import load_image
     from deeprestore.recipes.texture import texture
@@ -36,5 +38,10 @@ def command(state, **options):
     settings = defaults.TextureSettings(**options)
     for source in settings.sources:
         load_image(source)
+    if dry_run:
+        from deeprestore.recipes.texture import texture_estimates
+
+        print_estimates("texture", settings.network, texture_estimates(settings, seed=state.seed), settings.steps or None)
+        return
     run_recipe(state, "texture", settings, lambda run: texture(
         settings, run, seed=state.seed, show_progress=not state.quiet, echo=state.echo))

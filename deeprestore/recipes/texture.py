@@ -73,3 +73,14 @@ def texture(settings, run, seed=0, show_progress=True, echo=print):
     for index, image in enumerate(result):
         image_io.save_image(run.path / "outputs" / f"texture_{index:03d}.png", image)
     return result
+
+
+def texture_estimates(settings, seed=0):
+    """`[(label, Estimate)]` for `--dry-run`: the whole batch of textures at the output size."""
+    from deeprestore.estimate import estimate
+    from deeprestore.networks import create_network
+
+    network = create_network(settings.network, "random", settings.pooling, seed=seed)
+    layers = resolve_layers(network, settings.layers, network.spec.layer_sets.texture)
+    label = f"{settings.count} x {settings.size[0]}x{settings.size[1]}"
+    return [(label, estimate(network, layers, *settings.size, batch=settings.count))]

@@ -1,0 +1,200 @@
+"""Optimisation-based inversion: find an image whose activations at a layer match a given image's.
+
+Reference:
+    Mahendran & Vedaldi, 2015. Understanding deep image representations by inverting them.
+    Mahendran & Vedaldi, 2016. Visualizing deep convolutional neural networks using natural
+    pre-images.
+
+The loss is `C * ||phi(x) - phi0||^2 / ||phi0||^2 + R_alpha(x) + R_TV(x)` with the priors on the
+network's input (mean-subtracted, 0-255), normalised as in the 2016 paper:
+`R_alpha = sum_ij ||x_ij / B||^alpha / (H W)` and `R_TV = sum_ij ((dx^2 + dy^2) / V^2)^(beta/2) / (H W)`,
+`B = 80` and `V = B / 6.5`. The optimisation always starts from noise (starting from the target image
+would hide failures), and all images of a run are inverted as one batch.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from deeprestore import images as image_io
+from deeprestore import objectives
+from deeprestore.figures import difference_figure
+from deeprestore.inversion.metrics import summary
+from deeprestore.losslog import LossLog
+from deeprestore.sharding import shard
+from deeprestore.optimise import Adam, Engine, Momentum, Progress, optimise, step_schedule
+from deeprestore.recipes.common import TargetFeatures, open_network, output_name, sources
+
+# Mahendran & Vedaldi 2016: the typical pixel norm of a mean-subtracted 0-255 image, and the TV scale.
+B = 80.0
+V = B / 6.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """One paper's settings for a layer.
+
+    Attributes:
+        alpha: Exponent of the alpha-norm prior.
+        beta: Exponent of the total-variation prior.
+        feature_weight: `C`, the weight of the normalised feature loss.
+        alpha_weight: Weight of the alpha-norm prior.
+        tv_weight: Weight of the total-variation prior.
+        jitter: Largest random shift per step, in pixels.
+        optimiser: `momentum` or `adam`.
+        learning_rate: On [0, 1] pixels.
+        steps: Iterations.
+        constrain: Keep each pixel's norm within `2 B` (the 2016 range constraint).
+    """
+
+    alpha: float
+    beta: float
+    feature_weight: float
+    alpha_weight: float
+    tv_weight: float
+    jitter: int
+    optimiser: str
+    learning_rate: float
+    steps: int
+    constrain: bool
+
+
+def depth_band(network, layer):
+    """0 for the first two convolution blocks, 1 up to the fourth, 2 for the fifth, 3 from pool5 on.
+
+    AlexNet's bands follow Mahendran & Vedaldi 2016's table: up to norm1 / norm2, up to conv3, conv4,
+    conv5, then pool5 and the head. VGG's are the analogous blocks.
+    """
+    layers = network.layers
+    index = layers.index(layer)
+    if network.name == "alexnet":
+        marks = ["norm1", "norm2", "relu3", "relu4", "relu5"]
+        bands = [0, 1, 1, 2, 3]
+    else:
+        marks = [name for name in ("block1_relu2", "block2_relu2", "block3_pool", "block4_pool", "block5_relu3",
+                                   "block5_relu4") if name in layers]
+        bands = [0, 1, 1, 2, 3, 3][: len(marks)]
+    for mark, band in zip(marks, bands):
+        if mark in layers and index <= layers.index(mark):
+            return band
+    return 4
+
+
+def preset(name, network, layer):
+    """The settings of `mv2015` or `mv2016` for a layer of a network.
+
+    mv2015: alpha 6, beta 2, TV weight 0.5 for conv1-conv2, 5 up to conv4, 50 from conv5, SGD with
+    momentum 0.9 and a decaying step (and the 2016 feature weights C, see below). mv2016: C = 300 up to conv3, 100 at conv4, 20 at conv5, 1 from
+    pool5; jitter 1 up to norm1, 2 up to norm2, 4 up to conv5, 8 from pool5; Adam with a step schedule,
+    3500 iterations, the 2B range constraint.
+    """
+    band = depth_band(network, layer)
+    feature_weight = (300.0, 300.0, 100.0, 20.0, 1.0)[band]
+    if name == "mv2015":
+        # The 2015 TV weights on the 2016 normalisation of priors and data term (C by depth): the 2015
+        # paper's own scaling of the data term is not reproduced here.
+        tv_weight = (0.5, 5.0, 5.0, 50.0, 50.0)[band]
+        return Preset(6.0, 2.0, feature_weight, 1.0, tv_weight, 0, "momentum", 0.01, 600, False)
+    jitter = (1, 2, 4, 4, 8)[band]
+    return Preset(6.0, 2.0, feature_weight, 1.0, 1.0, jitter, "adam", 0.05, 3500, True)
+
+
+def inversion_objective(layer, settings, pixels):
+    """`C * feature + R_alpha + R_TV` for images of `pixels` = H W."""
+    return (
+        settings.feature_weight * objectives.normalised_distance(layer)
+        + (settings.alpha_weight / pixels) * objectives.alpha_norm(settings.alpha, "preprocess", scale=B, pixel_norm=True)
+        + (settings.tv_weight / pixels) * objectives.total_variation(settings.beta, "preprocess", scale=V)
+    )
+
+
+def range_constraint(spec):
+    """Projects each pixel of the network's input onto the ball of norm `2 B` (Mahendran & Vedaldi 2016)."""
+
+    def project(images, step):
+        inputs = spec.preprocess(images)
+        norms = np.linalg.norm(inputs, axis=-1, keepdims=True)
+        return spec.deprocess(inputs * np.minimum(1.0, 2 * B / np.maximum(norms, 1e-8)))
+
+    return project
+
+
+def step_rule_for(settings, steps):
+    """Momentum SGD or Adam, with the rate divided by 10 after 60% and again after 85% of the steps."""
+    schedule = step_schedule((int(0.6 * steps), int(0.85 * steps)), (0.1, 0.01))
+    if settings.optimiser == "momentum":
+        return Momentum(settings.learning_rate, 0.9, schedule)
+    return Adam(settings.learning_rate, schedule=schedule)
+
+
+def invert(settings, run, seed=0, show_progress=True, echo=print):
+    """Inverts the settings' images at a layer and writes reconstructions, the figure and metrics.
+
+    Args:
+        settings: An `InvertSettings` (method `optimise`).
+        run: The `RunDir`.
+        seed: Seed of the noise start and the jitter.
+        show_progress: Whether to show a progress bar.
+        echo: Where notices go.
+
+    Returns:
+        The reconstructions, `(batch, height, width, 3)`.
+    """
+    rng = np.random.default_rng(seed)
+    network = open_network(settings, run, seed, echo)
+    layer = network.resolve(settings.layer)
+    chosen = preset(settings.preset, network, layer)
+    chosen = dataclasses.replace(
+        chosen, steps=settings.steps or chosen.steps, learning_rate=settings.learning_rate or chosen.learning_rate
+    )
+    run.update_config(layer=layer, preset=dataclasses.asdict(chosen))
+
+    size = settings.size or network.spec.input_size
+    # Positions in the whole list name the outputs, so that shards of an array job never collide.
+    positions, inputs = zip(*shard(enumerate(sources(settings.images)), settings.shard))
+    images = np.stack([image_io.resize(image_io.load_image(source), _square(size)) for source in inputs])
+    targets = TargetFeatures(network, (layer,), settings.cache or run.activations_path)
+    features = np.stack([targets("invert", source, image)[layer] for source, image in zip(inputs, images)])
+
+    engine = Engine.for_objective(inversion_objective(layer, chosen, images.shape[1] * images.shape[2]), network)
+    callbacks = [range_constraint(network.spec)] if chosen.constrain else []
+    start = rng.uniform(0.0, 1.0, images.shape).astype(np.float32)
+    log = LossLog(run.losses_dir)
+    result, values = optimise(
+        engine, start, chosen.steps, step_rule_for(chosen, chosen.steps), jitter=chosen.jitter, callbacks=callbacks,
+        rng=rng, progress=Progress(description=f"invert {layer}", show=show_progress, log=log),
+        targets={f"feature.{layer}": features},
+    )
+    log.close()
+    log.plot()
+    reconstructions = np.clip(result, 0.0, 1.0)
+    _write_outputs(run, positions, inputs, images, reconstructions, layer, features, engine)
+    return reconstructions
+
+
+def _square(size):
+    return (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+
+
+def _write_outputs(run, positions, inputs, images, reconstructions, layer, features, engine):
+    """Reconstructions, the four-column figure and `metrics.json`."""
+    for index, source, reconstruction in zip(positions, inputs, reconstructions):
+        image_io.save_image(run.path / "outputs" / f"{output_name(source, index)}.png", reconstruction)
+    image_io.save_image(run.path / "figure.png", difference_figure(images, reconstructions))
+    total, values, _ = engine(reconstructions, {f"feature.{layer}": features})
+    metrics = summary(images, reconstructions)
+    metrics["feature_error"] = values[f"feature.{layer}"]
+    metrics["layer"] = layer
+    run.save_json("metrics.json", metrics)
+
+
+def invert_estimates(settings, seed=0):
+    """`[(label, Estimate)]` for `--dry-run`: the batch of this shard's images at the inversion size."""
+    from deeprestore.estimate import estimate
+    from deeprestore.networks import create_network
+
+    network = create_network(settings.network, "random", settings.pooling, seed=seed)
+    layer = network.resolve(settings.layer)
+    height, width = _square(settings.size or network.spec.input_size)
+    count = len(shard(sources(settings.images), settings.shard))
+    return [(f"{count} x {height}x{width}", estimate(network, ("preprocess", layer), height, width, batch=count))]

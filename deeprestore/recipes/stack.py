@@ -1,0 +1,197 @@
+"""Training a stack of inversion modules: data, activations, the training model, figures and metrics.
+
+The images are resized once into an HDF5 dataset and the frozen network's activations of the layers
+the modules read are cached beside it; each step then reads a seeded batch of cached activations
+(`batches(step)` depends only on the step, so a resumed run sees the batches an uninterrupted one
+would). Training goes through `deeprestore.training.train` in segments of `validate_every` steps;
+after each, the validation losses are logged, the modules saved to `modules/` and the chain's
+reconstructions of a few validation images drawn into `images/validation-<step>.png`.
+
+Reference:
+    Dosovitskiy & Brox, 2016. Inverting visual representations with convolutional networks.
+    Harder, 2017. Deep restoration (MSc thesis progress reports, seed 000).
+"""
+
+import pathlib
+
+import numpy as np
+
+from deeprestore import figures, training
+from deeprestore.datasets import ActivationStore, ImageDataset, source_fingerprint
+from deeprestore.errors import DeepRestoreError
+from deeprestore.inversion import metrics
+from deeprestore.inversion.specs import IMAGE_LAYER, check_specs, default_specs, load_specs
+from deeprestore.inversion.stack import Stack, layer_scales, modules_directory
+from deeprestore.losslog import LossLog, plot_curves
+from deeprestore.networks import create_network
+
+# Cached activations up to this size are read into memory; larger ones are read from HDF5 each step.
+IN_MEMORY_BYTES = 2 << 30
+# Above this many loss terms (per-channel losses) only the per-module and per-channel plots are drawn:
+# one subplot per term would take minutes to draw and be unreadable.
+MAX_PLOTTED_TERMS = 24
+# Training images whose activations set each layer's normalising scale.
+SCALE_IMAGES = 256
+
+
+def stack_specs(settings, network):
+    """The module specs of a run: the spec file, or the default chain from `source` to `target`."""
+    if settings.modules:
+        return load_specs(settings.modules)
+    return default_specs(network, settings.source, settings.target, settings.module_type)
+
+
+def prepare_data(settings, network, layers, directory, seed=0, show_progress=False):
+    """Builds (or reuses) the resized dataset and the cached activations of `layers`.
+
+    Returns:
+        `(dataset, store, train_indices, validation_indices)`.
+    """
+    size = (settings.size, settings.size)
+    fingerprint = source_fingerprint(settings.images, size)
+    dataset = ImageDataset.build(directory / f"images-{fingerprint[:16]}.h5", settings.images, size, show_progress)
+    store = ActivationStore(directory / f"activations-{fingerprint[:16]}-{network.name}-{network.weights.sha256[:12]}",
+                            dataset, network)
+    store.ensure(layers, batch_size=settings.batch_size, show_progress=show_progress)
+    train_indices, validation_indices = dataset.split(settings.validation, seed)
+    return dataset, store, train_indices, validation_indices
+
+
+def batch_source(stack, mode, store, layers, train_indices, batch_size, seed):
+    """`batches(step) -> (inputs, targets)`: a seeded batch of training images' cached activations."""
+    if store.nbytes(layers) <= IN_MEMORY_BYTES:
+        cached = store.load(layers)
+
+        def read(indices):
+            return {layer: cached[layer][indices] for layer in layers}
+    else:
+        def read(indices):
+            return store.read(layers, indices)
+
+    model_inputs = [stack.resolved.input_layer[name] for name in stack.names
+                    if mode == "separate" or not stack.resolved.takes_module(name)]
+
+    def batches(step):
+        rng = np.random.default_rng([seed, step])
+        chosen = np.sort(rng.choice(train_indices, size=min(batch_size, len(train_indices)), replace=False))
+        values = read(chosen)
+        return ({layer: values[layer] for layer in dict.fromkeys(model_inputs)},
+                {name: values[stack.resolved.target_layer[name]] for name in stack.names})
+
+    return batches, read, tuple(dict.fromkeys(model_inputs))
+
+
+def train_stack(settings, run, seed=0, resume=False, show_progress=True, echo=print):
+    """Trains the modules of a stack and writes modules, losses, figures and metrics into a run.
+
+    Args:
+        settings: A `StackSettings`.
+        run: The `RunDir`; with `resume`, a run of the same settings to continue.
+        seed: Seed of the initial weights, the validation split and the batches.
+        resume: Continue from the run's last checkpoint.
+        show_progress: Whether to show progress bars.
+        echo: Where one-line notices go.
+
+    Returns:
+        The last validation losses `{name: value}`.
+
+    Raises:
+        DeepRestoreError: Bad specs, data or settings; `training.Interrupted` on a signal.
+    """
+    network = create_network(settings.network, settings.weights, seed=seed)
+    echo(network.weights.notice)
+    size = (settings.size, settings.size)
+    resolved = check_specs(network, stack_specs(settings, network), size)
+    mode = "joint" if settings.mode == "fine-tune" else settings.mode
+    if settings.mode == "fine-tune" and not settings.init:
+        raise DeepRestoreError("Mode fine-tune needs --init RUN, a stack run whose modules to start from.")
+    layers = Stack(network, resolved, {}).layers_needed(mode)
+    data = pathlib.Path(settings.data_cache) if settings.data_cache else run.path / "data"
+    dataset, store, train_indices, validation_indices = prepare_data(settings, network, layers, data, seed,
+                                                                    show_progress)
+    stack = Stack.build(network, resolved, seed=seed,
+                        scales=layer_scales(store.read(layers, train_indices[:SCALE_IMAGES])))
+    if settings.init:
+        stack.load_weights(modules_directory(settings.init))
+    learning_rate = settings.fine_tune_learning_rate if settings.mode == "fine-tune" else settings.learning_rate
+    model = stack.compile(stack.training_model(mode), mode, learning_rate, settings.channel_losses)
+    batches, read, model_inputs = batch_source(stack, mode, store, layers, train_indices, settings.batch_size, seed)
+    validation_values = read(validation_indices)
+
+    def validation():
+        for start in range(0, len(validation_indices), settings.batch_size):
+            part = {layer: values[start:start + settings.batch_size] for layer, values in validation_values.items()}
+            yield ({layer: part[layer] for layer in model_inputs},
+                   {name: part[resolved.target_layer[name]] for name in stack.names})
+
+    run.update_config(
+        weights=network.weights.as_config(), modules=[spec.as_dict() for spec in resolved.specs], scales=stack.scales,
+        loss_weights=stack.loss_weights(mode), layers=list(layers),
+        dataset={"path": str(dataset.path), "images": len(dataset), "train": len(train_indices),
+                 "validation": len(validation_indices), "fingerprint": dataset.fingerprint},
+    )
+    state = training.read_state(run.checkpoints_dir) if resume else None
+    step = start = state["step"] if state else 0
+    if resume and state is None:
+        training.truncate_log(run.losses_dir, 0)  # killed before its first checkpoint: start over
+    every = settings.validate_every or settings.steps
+    ends = sorted({end for end in range(every, settings.steps, every)} | {settings.steps})
+    source = resolved.sources()[0]
+    figure_indices = validation_indices[:settings.figure_images]
+    results = {}
+    for end in (end for end in ends if end > step):
+        results = training.train(
+            model, batches, training.Schedule(end, settings.checkpoint_every), checkpoints=run.checkpoints_dir,
+            log_directory=run.losses_dir, validation=validation, resume=step > 0, show_progress=show_progress,
+            description=f"stack {settings.mode}",
+        )
+        step = end
+        stack.save(run.path / "modules", size, network.weights.sha256)
+        reconstructions = chain_images(stack, source, {source: validation_values[source][:len(figure_indices)]})
+        if reconstructions is not None:
+            figures.save_difference_figure(run.images_dir / f"validation-{step:06d}.png",
+                                           dataset.images(figure_indices), reconstructions)
+    if start >= settings.steps:  # resumed a finished run: nothing trained, the saved modules are final
+        stack.load_weights(run.path / "modules")
+    write_summary(run, stack, source, dataset, validation_indices, validation_values, settings.batch_size)
+    return results
+
+
+def chain_images(stack, layer, activations, batch_size=8):
+    """RGB [0, 1] reconstructions through the chain from `layer`, or None when it does not reach the image."""
+    chain = stack.resolved.chain_from(layer)
+    final = [name for name in chain if stack.resolved.target_layer[name] == IMAGE_LAYER]
+    if not final:
+        return None
+    outputs = stack.reconstruct(activations[layer], layer, batch_size)
+    return stack.network.spec.deprocess(outputs[final[-1]])
+
+
+def write_summary(run, stack, source, dataset, validation_indices, validation_values, batch_size):
+    """Writes the loss plots (every term, each module's train and validation loss, each channel's error
+    where logged) and, when the chain reaches the image, `metrics.json` of the validation
+    reconstructions (MSE, PSNR, SSIM) and the figure `reconstructions.png`."""
+    log = LossLog(run.losses_dir)
+    if len(list(run.losses_dir.glob("*.csv"))) <= MAX_PLOTTED_TERMS:
+        log.plot()
+    for name in stack.names:
+        channels = {path.stem.rsplit("_", 1)[-1]: tuple(zip(*log.values(path.stem)))
+                    for path in sorted(run.losses_dir.glob(f"train.{name}_channel_*.csv"))}
+        if channels:
+            plot_curves(run.losses_dir / f"channels-{name}.png", channels, f"{name}: error per channel (train)",
+                        "step", "mean squared error")
+    curves = {}
+    for name in stack.names:
+        for split in ("train", "validation"):
+            values = log.values(f"{split}.{name}_loss")
+            if values:
+                curves[f"{name} ({split})"] = tuple(zip(*values))
+    if curves:
+        plot_curves(run.losses_dir / "modules.png", curves, "module losses", "step", "mean squared error")
+    reconstructions = chain_images(stack, source, {source: validation_values[source]}, batch_size)
+    if reconstructions is None:
+        return
+    images = dataset.images(validation_indices)
+    summary = metrics.summary(images, reconstructions)
+    run.save_json("metrics.json", {"source": source, "validation_images": len(images), **summary})
+    figures.save_difference_figure(run.path / "reconstructions.png", images[:8], reconstructions[:8])

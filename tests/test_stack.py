@@ -1,0 +1,188 @@
+"""Stack training: each module learns, joint training optimises the weighted sum, runs resume after a
+kill, and the command writes a complete run directory."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from deeprestore import training
+from deeprestore.cli import cli
+from deeprestore.datasets import ActivationStore, ImageDataset
+from deeprestore.inversion.specs import check_specs, default_specs, parse_spec
+from deeprestore.inversion.stack import Stack
+from deeprestore.losslog import LossLog
+
+SIZE = (16, 16)
+TINY_STACK = ("stack", "--network", "tiny", "--weights", "random", "--from", "pool2", "--size", "16",
+              "--batch-size", "4", "--validation", "6")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, tiny):
+    """The bundled images at 16x16 and tiny's activations of them, shared by this file's tests."""
+    directory = tmp_path_factory.mktemp("data")
+    dataset = ImageDataset.build(directory / "images.h5", "bundled", SIZE)
+    store = ActivationStore(directory / "activations", dataset, tiny)
+    store.ensure(("preprocess", "conv1", "pool1", "conv2", "pool2"))
+    return directory, dataset, store.load(("preprocess", "conv1", "pool1", "conv2", "pool2"))
+
+
+def batches_for(stack, mode, values, batch_size=8):
+    inputs = [stack.resolved.input_layer[name] for name in stack.names
+              if mode == "separate" or not stack.resolved.takes_module(name)]
+
+    def batches(step):
+        chosen = np.sort(np.random.default_rng(step).choice(len(values["conv1"]), batch_size, replace=False))
+        return ({layer: values[layer][chosen] for layer in dict.fromkeys(inputs)},
+                {name: values[stack.resolved.target_layer[name]][chosen] for name in stack.names})
+
+    return batches
+
+
+def train_tiny(tiny, values, tmp_path, mode, chain, steps, learning_rate=3e-3):
+    stack = Stack.build(tiny, check_specs(tiny, chain, SIZE))
+    model = stack.compile(stack.training_model(mode), mode, learning_rate)
+    training.train(model, batches_for(stack, mode, values), training.Schedule(steps, checkpoint_every=steps),
+                   checkpoints=tmp_path / "checkpoints", log_directory=tmp_path / "losses", show_progress=False)
+    return stack, LossLog.read(tmp_path / "losses")
+
+
+def test_a_few_steps_lower_each_modules_loss(tiny, data, tmp_path):
+    _, losses = train_tiny(tiny, data[2], tmp_path, "separate", default_specs(tiny, "pool2"), steps=40)
+    for name in ("pool2_to_conv2", "conv2_to_pool1", "pool1_to_conv1", "conv1_to_image"):
+        values = losses[f"train.{name}_loss"]
+        assert values[-5:].mean() < 0.8 * values[:5].mean(), name
+
+
+def test_joint_training_optimises_the_weighted_sum_and_logs_each_term(tiny, data, tmp_path):
+    chain = default_specs(tiny, "pool1")  # pool1_to_conv1, conv1_to_image
+    chain = [parse_spec({**chain[0].as_dict(), "weight": 0.5}), parse_spec({**chain[1].as_dict(), "weight": 2.0})]
+    stack, losses = train_tiny(tiny, data[2], tmp_path, "joint", chain, steps=30)
+    first, second = losses["train.pool1_to_conv1_loss"], losses["train.conv1_to_image_loss"]
+    np.testing.assert_allclose(losses["train.loss"], 0.5 * first + 2.0 * second, rtol=1e-4)
+    assert losses["train.loss"][-5:].mean() < 0.8 * losses["train.loss"][:5].mean()
+    # The image module reads the first module's output, not the true conv1 activations.
+    assert [tensor.name for tensor in stack.training_model("joint").inputs] == ["pool1"]
+
+
+def test_modules_out_of_the_loss_are_logged_with_weight_zero(tiny):
+    chain = default_specs(tiny, "pool1")
+    chain[0] = parse_spec({**chain[0].as_dict(), "in_loss": False})
+    stack = Stack.build(tiny, check_specs(tiny, chain, SIZE))
+    assert stack.loss_weights("joint") == {"pool1_to_conv1": 0.0, "conv1_to_image": 1.0}
+    assert stack.loss_weights("end-to-end") == {"pool1_to_conv1": 0.0, "conv1_to_image": 1.0}
+    assert stack.loss_weights("separate") == {"pool1_to_conv1": 1.0, "conv1_to_image": 1.0}
+
+
+def invoke(tmp_path, *arguments):
+    result = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), "--quiet", *arguments], catch_exceptions=False)
+    return result, pathlib.Path(result.output.strip().splitlines()[-1]) if result.exit_code == 0 else None
+
+
+@pytest.fixture(scope="module")
+def stack_run(tmp_path_factory, data):
+    tmp_path = tmp_path_factory.mktemp("cli")
+    result, run = invoke(tmp_path, *TINY_STACK, "--steps", "6", "--validate-every", "3", "--checkpoint-every", "3",
+                         "--channel-losses", "--data-cache", str(data[0]))
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_stack_writes_a_complete_run_directory(stack_run):
+    assert (stack_run / "status").read_text().strip() == "complete"
+    config = json.loads((stack_run / "config.json").read_text())
+    assert config["settings"]["mode"] == "separate" and len(config["modules"]) == 4
+    assert config["dataset"]["validation"] == 6 and config["dataset"]["train"] == 94
+    names = {path.name for path in (stack_run / "modules").iterdir()}
+    assert names == {"specs.json"} | {f"{name}.weights.h5" for name in
+                                      ("pool2_to_conv2", "conv2_to_pool1", "pool1_to_conv1", "conv1_to_image")}
+    figures = {path.name for path in (stack_run / "images").iterdir()}
+    assert figures == {"validation-000003.png", "validation-000006.png"}
+    losses = LossLog.read(stack_run / "losses")
+    assert len(losses["train.conv1_to_image_loss"]) == 6 and len(losses["validation.conv1_to_image_loss"]) == 2
+    assert len(losses["train.conv1_to_image_channel_002"]) == 6 and "train.pool2_to_conv2_channel_015" in losses
+    assert (stack_run / "losses" / "modules.png").exists()
+    assert (stack_run / "losses" / "channels-conv1_to_image.png").exists()
+    measures = json.loads((stack_run / "metrics.json").read_text())
+    assert measures["validation_images"] == 6 and set(measures["mean"]) == {"mse", "psnr", "ssim"}
+    assert (stack_run / "reconstructions.png").exists()
+
+
+def test_fine_tuning_starts_from_a_runs_modules(stack_run, tmp_path, data):
+    result, run = invoke(tmp_path, *TINY_STACK, "--mode", "fine-tune", "--init", str(stack_run), "--steps", "1",
+                         "--data-cache", str(data[0]))
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["settings"]["fine_tune_learning_rate"] == 1e-4
+    result, _ = invoke(tmp_path, *TINY_STACK, "--mode", "fine-tune", "--steps", "1", "--data-cache", str(data[0]))
+    assert result.exit_code == 1 and "needs --init RUN" in result.output
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (("--from", "relu1"), "is not the output of an operation modules invert"),
+    (("--validation", "100"), "Cannot hold out 100 validation images from 100"),
+    (("--images", "nowhere"), "Image 'nowhere' not found"),
+])
+def test_stack_user_errors_are_one_line(tmp_path, arguments, message):
+    result = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), "--quiet", *TINY_STACK, "--steps", "1",
+                                      *arguments])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def module_weights(run):
+    weights = {}
+
+    def collect(prefix):
+        return lambda name, item: weights.__setitem__(f"{prefix}/{name}", item[()]) \
+            if isinstance(item, h5py.Dataset) else None
+
+    for path in sorted((run / "modules").glob("*.weights.h5")):
+        with h5py.File(path, "r") as file:
+            file.visititems(collect(path.name))
+    return weights
+
+
+def test_a_killed_stack_run_resumes_to_the_same_weights(tmp_path, data):
+    arguments = [sys.executable, "-m", "deeprestore", "--runs", str(tmp_path / "runs"), "--quiet"]
+    common = ["--checkpoint-every", "5", "--validate-every", "0", "--data-cache", str(data[0])]
+    process = subprocess.Popen([*arguments, *TINY_STACK, "--steps", "100000", *common], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 120
+    state = None
+    while time.monotonic() < deadline and process.poll() is None:
+        states = list((tmp_path / "runs" / "stack").glob("*/checkpoints/state.json"))
+        state = training.read_state(states[0].parent) if states else None
+        if state and state["step"] >= 10:
+            break
+        time.sleep(0.05)  # polling the checkpoint file; the process runs on its own
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert state and state["step"] >= 10, "the training process never reached step 10"
+    run = states[0].parent.parent
+    assert (run / "status").read_text().strip() == "running"  # killed: no chance to mark itself
+    stopped = training.read_state(run / "checkpoints")["step"]
+    target = stopped + 7
+    resumed = subprocess.run([*arguments, "stack", "--resume", str(run), "--steps", str(target)],
+                             capture_output=True, text=True, timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.stdout.strip().splitlines()[-1] == str(run)
+    assert (run / "status").read_text().strip() == "complete"
+    assert len(LossLog.read(run / "losses")["train.loss"]) == target  # rows past the checkpoint were dropped
+    _, straight = invoke(tmp_path / "straight", *TINY_STACK, "--steps", str(target), *common)
+    left, right = module_weights(straight), module_weights(run)
+    assert left.keys() == right.keys() and left
+    for name in left:
+        np.testing.assert_allclose(left[name], right[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_resume_refuses_changed_settings(stack_run, tmp_path):
+    result = CliRunner().invoke(cli, ["--runs", str(tmp_path), "stack", "--resume", str(stack_run), "--size", "32"])
+    assert result.exit_code == 1 and "drop --size" in result.output
