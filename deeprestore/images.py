@@ -65,6 +65,10 @@ def load_image(source, size=None):
     if not path.exists() and str(source) in SAMPLES:
         image = to_float_rgb(getattr(skimage.data, str(source))())
     else:
+        if path.is_dir():
+            raise DeepRestoreError(
+                f"Image '{source}' is a folder; expected one image file here (or a bundled sample)."
+            )
         if not path.is_file():
             raise DeepRestoreError(
                 f"Image '{source}' not found; expected an image file or a bundled sample "

@@ -66,3 +66,8 @@ def test_list_images_expands_folders_and_list_files(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DeepRestoreError, match="holds no images"):
         images.list_images(tmp_path / "empty")
+
+
+def test_a_folder_where_one_image_is_expected_is_a_clear_error(tmp_path):
+    with pytest.raises(DeepRestoreError, match="is a folder; expected one image file"):
+        images.load_image(tmp_path)
