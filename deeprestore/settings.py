@@ -359,6 +359,8 @@ class TextureSettings:
         learning_rate: Adam's learning rate.
         steps: Iterations.
         cache: HDF5 activation cache shared across runs.
+        parametrisation: `pixels`, or `fourier` (lucid's decorrelated-colour Fourier spectrum, see
+            `deeprestore.parametrisations`; with `lbfgs` the optimiser then runs without bounds).
     """
 
     sources: tuple = ("brick",)
@@ -375,6 +377,7 @@ class TextureSettings:
     learning_rate: float = 0.02
     steps: int = 100
     cache: str | None = None
+    parametrisation: str = "pixels"
 
 
 TEXTURE = TextureSettings()

@@ -4,6 +4,7 @@ import click
 
 from deeprestore import settings as defaults
 from deeprestore.commands.common import print_estimates, parse_size, run_recipe
+from deeprestore.parametrisations import PARAMETRISATIONS
 
 
 @click.command("texture")
@@ -23,6 +24,10 @@ from deeprestore.commands.common import print_estimates, parse_size, run_recipe
 @click.option("--optimiser", type=click.Choice(defaults.OPTIMISER_CHOICES), default=defaults.TEXTURE.optimiser)
 @click.option("--learning-rate", default=defaults.TEXTURE.learning_rate, type=click.FloatRange(min=0.0, min_open=True))
 @click.option("--steps", default=defaults.TEXTURE.steps, type=click.IntRange(min=1))
+@click.option("--parametrisation", type=click.Choice(PARAMETRISATIONS), default=defaults.TEXTURE.parametrisation,
+              show_default=True,
+              help="What is optimised: the pixels, or a decorrelated-colour Fourier spectrum (lucid's; smoother "
+                   "textures; L-BFGS then runs without bounds).")
 @click.option("--cache", default=defaults.TEXTURE.cache, type=click.Path(dir_okay=False), help="Shared HDF5 activation cache.")
 @click.option("--dry-run", is_flag=True,
               help="Print the estimated peak memory and time per step, then exit without running or creating a run.")

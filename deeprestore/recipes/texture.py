@@ -5,7 +5,9 @@ Reference:
 
 Grams are normalised by the number of positions (see `objectives.gram`), so the output can be larger
 or smaller than the source. Several sources blend by a weighted mean of their Grams; several textures
-(`count`) are synthesised as one batch from different seeded noise.
+(`count`) are synthesised as one batch from different seeded noise. With `parametrisation="fourier"`
+the optimiser works on a decorrelated-colour Fourier spectrum (`parametrisations.FourierImage`) instead of
+the pixels; L-BFGS then runs without bounds, since the parametrisation's sigmoid keeps pixels in [0, 1].
 """
 
 import functools
@@ -17,7 +19,8 @@ import numpy as np
 from deeprestore import images as image_io
 from deeprestore import objectives
 from deeprestore.losslog import LossLog
-from deeprestore.optimise import Engine, Progress, optimise
+from deeprestore.optimise import LBFGS, Engine, Progress, optimise
+from deeprestore.parametrisations import FourierImage, ParametrisedEngine
 from deeprestore.recipes.common import TargetFeatures, open_network, resolve_layers, step_rule, weights_for
 
 
@@ -60,15 +63,26 @@ def texture(settings, run, seed=0, show_progress=True, echo=print):
     grams = {name: value[None] for name, value in grams.items()}
 
     engine = Engine.for_objective(texture_objective(layers, layer_weights), network)
-    start = rng.uniform(0.0, 1.0, (settings.count, *settings.size, 3)).astype(np.float32)
+    rule = step_rule(settings.optimiser, settings.learning_rate)
+    if settings.parametrisation == "fourier":
+        parametrisation = FourierImage((settings.count, *settings.size), seed=seed)
+        engine = ParametrisedEngine(engine, parametrisation)
+        start = parametrisation.parameters
+        if isinstance(rule, LBFGS):
+            rule = LBFGS(bounds=None, history=rule.history)
+    else:
+        parametrisation = None
+        start = rng.uniform(0.0, 1.0, (settings.count, *settings.size, 3)).astype(np.float32)
     log = LossLog(run.losses_dir)
     result, _ = optimise(
-        engine, start, settings.steps, step_rule(settings.optimiser, settings.learning_rate),
+        engine, start, settings.steps, rule,
         progress=Progress(description=f"texture {settings.size[0]}x{settings.size[1]}", show=show_progress, log=log),
         targets=grams,
     )
     log.close()
     log.plot()
+    if parametrisation is not None:
+        result = parametrisation.images(result)
     result = np.clip(result, 0.0, 1.0)
     for index, image in enumerate(result):
         image_io.save_image(run.path / "outputs" / f"texture_{index:03d}.png", image)
