@@ -15,6 +15,9 @@ Reference:
 """
 
 
+import concurrent.futures
+import os
+
 import numpy as np
 
 from deeprestore.descriptors.hpatches import LEVELS
@@ -28,8 +31,11 @@ _RELATIVE_TOLERANCE = 1e-9
 _SMALL = 1e-10  # the benchmark's guard against division by zero, which also sets precision at rank 0
 
 
-def _ranking(scores, labels, numpos=None):
-    """The benchmark's `tpfp`: cumulative true and false positives down the stable ranking."""
+def _ranking(scores, labels, numpos=None, order=None):
+    """The benchmark's `tpfp`: cumulative true and false positives down the stable ranking.
+
+    `order` may pass `np.argsort(-scores, kind="stable")` already computed (only without `numpos`).
+    """
     scores = np.asarray(scores, dtype=np.float64).ravel()
     labels = np.asarray(labels).ravel()
     positives = int(np.sum(labels))
@@ -42,7 +48,8 @@ def _ranking(scores, labels, numpos=None):
         # Positives never retrieved get score -inf: they count in recall but are never reached.
         scores = np.concatenate([scores, np.full(extra, -np.inf)])
         labels = np.concatenate([labels, np.ones(extra, labels.dtype)])
-    order = np.argsort(-scores, kind="stable")
+    if order is None:
+        order = np.argsort(-scores, kind="stable")
     finite = np.flatnonzero(scores[order] > -np.inf)
     order = order[:finite.max() + 1] if finite.size else order[:0]
     labels = labels[order]
@@ -55,32 +62,34 @@ def _trapezoid(y, x):
     return float((np.diff(x) * (y[1:] + y[:-1]) / 2.0).sum())
 
 
-def precision_recall(scores, labels, numpos=None):
+def precision_recall(scores, labels, numpos=None, order=None):
     """Precision, recall and average precision of a ranking by descending score (the benchmark's `pr`).
 
     Args:
         scores: higher is more likely positive (negative distances).
         labels: 1 for a positive, 0 for a negative.
         numpos: the number of positives in all, when some were never retrieved.
+        order: the stable ranking `np.argsort(-scores, kind="stable")`, when already computed.
 
     Returns:
         `(precision, recall, ap)`: two arrays starting at the (recall 0, precision 1) point, and the
         trapezoidal area under precision over recall.
     """
-    true_positives, false_positives, positives, _ = _ranking(scores, labels, numpos)
+    true_positives, false_positives, positives, _ = _ranking(scores, labels, numpos, order)
     recall = true_positives / float(max(positives, _SMALL))
     precision = np.maximum(true_positives, _SMALL) / np.maximum(true_positives + false_positives, _SMALL)
     return precision, recall, _trapezoid(precision, recall)
 
 
-def average_precision(scores, labels, numpos=None):
+def average_precision(scores, labels, numpos=None, order=None):
     """The benchmark's AP: `pr(...)[2]`. For example `average_precision([.9, .8, .7, .6], [1, 0, 1, 0])` is 0.791667."""
-    return precision_recall(scores, labels, numpos)[2]
+    return precision_recall(scores, labels, numpos, order)[2]
 
 
-def roc_auc(scores, labels, numpos=None):
-    """Area under the ROC curve of a ranking by descending score (the benchmark's `roc`)."""
-    true_positives, false_positives, positives, negatives = _ranking(scores, labels, numpos)
+def roc_auc(scores, labels, numpos=None, order=None):
+    """Area under the ROC curve of a ranking by descending score (the benchmark's `roc`); `order` as
+    for `precision_recall`."""
+    true_positives, false_positives, positives, negatives = _ranking(scores, labels, numpos, order)
     true_rate = true_positives / float(max(positives, _SMALL))
     false_rate = false_positives / float(max(negatives, _SMALL))
     return _trapezoid(true_rate, false_rate)
@@ -120,40 +129,74 @@ def nearest_neighbours(first, second, squared_matrix=None):
 
 
 class _Table:
-    """Looks up descriptors by (sequence, image, row) without copying them into one array."""
+    """The descriptors of some sequences stacked once into one array, addressed by (sequence, image, row).
 
-    def __init__(self, descriptors):
-        self.descriptors = descriptors
+    Stacking costs one copy of the descriptors, after which any number of rows is a single `take`
+    instead of one gather per (sequence, image) group.
+    """
 
-    def rows(self, sequences, images, indices):
-        """float64 descriptors of the given (sequence, image, row) triples; `images` may be one name."""
-        sequences, indices = np.asarray(sequences), np.asarray(indices)
-        images = np.full(len(sequences), images, dtype=object) if isinstance(images, str) else np.asarray(images)
-        keys = np.char.add(np.char.add(sequences.astype(str), "/"), images.astype(str))
-        names, inverse = np.unique(keys, return_inverse=True)
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=len(names)))])
-        first = next(iter(next(iter(self.descriptors.values())).values()))
-        result = np.empty((len(sequences), np.shape(first)[1]), np.float64)
-        for number, name in enumerate(names):  # one gather per (sequence, image)
-            sequence, image = name.rsplit("/", 1)
-            rows = order[bounds[number]:bounds[number + 1]]
-            result[rows] = np.asarray(self.descriptors[sequence][image])[indices[rows]]
+    def __init__(self, descriptors, sequences):
+        from deeprestore.descriptors.hpatches import IMAGES
+
+        names = list(dict.fromkeys(sequences))  # distinct, in first-seen order
+        self.codes = {name: code for code, name in enumerate(names)}
+        self.image_numbers = {image: number for number, image in enumerate(IMAGES)}
+        blocks = [np.asarray(descriptors[name][image]) for name in names for image in IMAGES]
+        # Keep the descriptors' own dtype: rows are converted to float64 only when differenced.
+        self.stack = np.concatenate(blocks) if blocks else np.empty((0, 0), np.float32)
+        sizes = np.array([len(block) for block in blocks], np.int64)
+        self.offsets = (np.cumsum(sizes) - sizes).reshape(len(names), len(IMAGES))  # first row of each block
+
+    def distances(self, first, second, block=1024):
+        """`distances` between the stack rows at positions `first` and `second`.
+
+        Blocks of rows keep the float64 differences in cache; they run on a few threads, since the
+        random-access gathers dominate and numpy releases the GIL in them. Each row is still summed on
+        its own, in `distances`'s order, so the results are the same bits.
+        """
+        result = np.empty(len(first))
+
+        def fill(start):
+            part = slice(start, start + block)
+            difference = np.subtract(self.stack[first[part]], self.stack[second[part]], dtype=np.float64)
+            np.multiply(difference, difference, out=difference)
+            result[part] = np.sqrt(difference.sum(axis=-1))
+
+        with concurrent.futures.ThreadPoolExecutor(min(os.cpu_count() or 1, 8)) as pool:
+            list(pool.map(fill, range(0, len(first), block)))
         return result
 
 
-def _image_names(level, image_ids):
-    return np.array(["ref"] + [f"{level}{image_id}" for image_id in range(1, 6)])[np.asarray(image_ids)]
-
-
-def _pair_distances(table, pairs, level, chunk=200_000):
-    result = np.empty(len(pairs))
-    first_images, second_images = _image_names(level, pairs.images1), _image_names(level, pairs.images2)
-    for start in range(0, len(pairs), chunk):
-        part = slice(start, start + chunk)
-        result[part] = distances(table.rows(pairs.sequences1[part], first_images[part], pairs.indices1[part]),
-                                 table.rows(pairs.sequences2[part], second_images[part], pairs.indices2[part]))
+def _rows(descriptors, sequences, image, indices):
+    """float64 descriptors of one image at the given (sequence, row) pairs, one gather per sequence
+    (retrieval's few thousand rows are not worth stacking every descriptor for)."""
+    names, inverse = np.unique(np.asarray(sequences, dtype=str), return_inverse=True)
+    indices = np.asarray(indices, np.int64)
+    dimension = np.shape(next(iter(next(iter(descriptors.values())).values())))[1]
+    result = np.empty((len(indices), dimension), np.float64)
+    for number, name in enumerate(names):
+        rows = np.flatnonzero(inverse == number)
+        result[rows] = np.asarray(descriptors[name][image])[indices[rows]]
     return result
+
+
+def _pair_sequences(tasks):
+    return [sequences for kind in ("positives", "intra", "inter")
+            for sequences in (getattr(tasks, kind).sequences1, getattr(tasks, kind).sequences2)]
+
+
+def _pair_positions(table, pairs):
+    """Stack positions of both ends of every pair at each level: `{level: (first, second)}`."""
+    codes = [np.fromiter(map(table.codes.__getitem__, sequences), np.int64, len(sequences))
+             for sequences in (pairs.sequences1, pairs.sequences2)]
+    positions = {}
+    for level in LEVELS:
+        # Image ids 0..5 are `ref` and images 1..5 of the level.
+        numbers = np.array([table.image_numbers[image] for image in ["ref"] + [f"{level}{k}" for k in range(1, 6)]])
+        positions[level] = tuple(table.offsets[code, numbers[np.asarray(images)]] + np.asarray(indices, np.int64)
+                                 for code, images, indices in zip(codes, (pairs.images1, pairs.images2),
+                                                                  (pairs.indices1, pairs.indices2)))
+    return positions
 
 
 def evaluate_verification(descriptors, tasks):
@@ -163,17 +206,21 @@ def evaluate_verification(descriptors, tasks):
     on the first `positives + int(0.2 * positives)` (all negatives and a fifth as many positives when
     there are as many negatives as positives).
     """
-    table = _Table(descriptors)
+    table = _Table(descriptors, (name for sequences in _pair_sequences(tasks) for name in set(sequences)))
+    positions = {kind: _pair_positions(table, getattr(tasks, kind)) for kind in ("positives", "intra", "inter")}
     results = {}
     for level in LEVELS:
-        positive = _pair_distances(table, tasks.positives, level)
+        positive = table.distances(*positions["positives"][level])
         labels = np.concatenate([np.zeros(len(positive)), np.ones(len(positive))])
         imbalanced = len(positive) + int(len(positive) * 0.2)
         results[level] = {}
         for kind in ("intra", "inter"):
-            stacked = np.concatenate([_pair_distances(table, getattr(tasks, kind), level), positive])
-            results[level][kind] = {"balanced": roc_auc(-stacked, labels),
-                                    "imbalanced": average_precision(-stacked[:imbalanced], labels[:imbalanced])}
+            stacked = np.concatenate([table.distances(*positions[kind][level]), positive])
+            # One stable ranking serves both: a stable sort of a prefix is the full one restricted to it.
+            order = np.argsort(stacked, kind="stable")  # the same as sorting the scores -stacked descending
+            results[level][kind] = {"balanced": roc_auc(-stacked, labels, order=order),
+                                    "imbalanced": average_precision(-stacked[:imbalanced], labels[:imbalanced],
+                                                                    order=order[order < imbalanced])}
     return results
 
 
@@ -214,12 +261,11 @@ def evaluate_retrieval(descriptors, tasks, pool_sizes=POOL_SIZES, chunk=32):
     level) followed by the distractors in file order without those from the query's own sequence,
     truncated to the pool size; AP with the 5 positives.
     """
-    table = _Table(descriptors)
-    queries = table.rows(tasks.queries.sequences, "ref", tasks.queries.indices)
-    distractors = table.rows(tasks.distractors.sequences, "ref", tasks.distractors.indices)
+    queries = _rows(descriptors, tasks.queries.sequences, "ref", tasks.queries.indices)
+    distractors = _rows(descriptors, tasks.distractors.sequences, "ref", tasks.distractors.indices)
     distractor_sequences = np.asarray(tasks.distractors.sequences)
     positive_distances = np.stack([np.stack([
-        distances(queries, table.rows(tasks.queries.sequences, f"{level}{k}", tasks.queries.indices))
+        distances(queries, _rows(descriptors, tasks.queries.sequences, f"{level}{k}", tasks.queries.indices))
         for k in range(1, 6)], axis=-1) for level in LEVELS], axis=1)  # (queries, levels, 5)
     positive_distances = np.sort(positive_distances, axis=-1)
     counts = np.zeros(positive_distances.shape[:2] + (RETRIEVAL_POSITIVES, len(pool_sizes)), np.int64)
