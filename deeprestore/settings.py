@@ -52,6 +52,7 @@ class DreamSettings:
         zoom: Zoom factor between frames (crop the centre 1/zoom and resize back).
         save_every: Save the image every this many steps into `images/` (0: never).
         cache: HDF5 activation cache shared across runs (default: the run's own activations.h5).
+        shard: `I/N`: dream only the I-th of N shares of a folder or list of images (array jobs).
     """
 
     image: str = "astronaut"
@@ -84,6 +85,7 @@ class DreamSettings:
     zoom: float = 1.05
     save_every: int = 0
     cache: str | None = None
+    shard: str | None = None
 
 
 DREAM = DreamSettings()

@@ -122,3 +122,23 @@ def test_python_m_deeprestore_behaves_like_the_command():
 
     completed = subprocess.run([sys.executable, "-m", "deeprestore", "--help"], capture_output=True, text=True)
     assert completed.returncode == 0 and "dream" in completed.stdout and "nets" in completed.stdout
+
+
+def test_dream_over_a_folder_writes_one_item_per_image_and_shards_cover_it(runner, tmp_path):
+    from deeprestore.images import save_image
+
+    folder = tmp_path / "inputs"
+    for index in range(3):
+        save_image(folder / f"photo{index}.png", np.full((32, 32, 3), (index + 1) / 4, np.float32))
+    result = invoke(runner, tmp_path, *TINY_DREAM, "--image", str(folder))
+    run = pathlib.Path(result.output.strip().splitlines()[-1])
+    items = sorted(path.name for path in (run / "items").iterdir())
+    assert items == ["000_photo0", "001_photo1", "002_photo2"]
+    assert all((run / "items" / item / "dream.png").exists() for item in items)
+    assert (run / "items" / items[0] / "losses" / "total.csv").exists()
+    assert set(json.loads((run / "config.json").read_text())["octave_sizes"]) == set(items)
+    names = []
+    for index in range(2):
+        result = invoke(runner, tmp_path, *TINY_DREAM, "--image", str(folder), "--shard", f"{index}/2")
+        names += [path.name for path in (pathlib.Path(result.output.strip().splitlines()[-1]) / "items").iterdir()]
+    assert sorted(names) == items

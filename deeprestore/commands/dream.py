@@ -11,7 +11,8 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)
 
 @click.command("dream")
 @click.option("--image", default=defaults.DREAM.image,
-              help="Start image: a file or a bundled sample (astronaut, brick, chelsea, coffee, grass, ...).")
+              help="Start image: a file, a bundled sample (astronaut, brick, chelsea, coffee, grass, ...), "
+                   "or a folder or list file of images (dreamed one by one with the network loaded once).")
 @click.option("--network", default=defaults.DREAM.network, help="Network name (see `deeprestore nets`).")
 @click.option("--weights", default=defaults.DREAM.weights, help="auto, imagenet, offline, random, or a weights file.")
 @click.option("--pooling", type=click.Choice(["max", "average"]), default=defaults.DREAM.pooling)
@@ -65,14 +66,16 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)
               help="Save the image every this many steps into images/ (0: never).")
 @click.option("--cache", default=defaults.DREAM.cache, type=click.Path(dir_okay=False),
               help="HDF5 activation cache shared across runs (default: the run's activations.h5).")
+@click.option("--shard", default=None, help="I/N: dream only the I-th of N shares of a folder or list (array jobs).")
 @click.option("--dry-run", is_flag=True,
               help="Print the estimated peak memory and time per step, then exit without running or creating a run.")
 @click.pass_obj
 def command(state, dry_run, **options):
     """DeepDream: normalised gradient ascent on layers, channels, neurons, classes or a guide, over octaves."""
     from deeprestore.errors import DeepRestoreError
-    from deeprestore.images import load_image
+    from deeprestore.images import list_images, load_image
     from deeprestore.recipes import dream as recipe
+    from deeprestore.sharding import shard
 
     for name in ("layers", "channels", "neurons", "classes", "cycle"):
         options[name] = tuple(options[name])
@@ -81,7 +84,8 @@ def command(state, dry_run, **options):
         recipe.parse_terms(settings)  # malformed objective options fail before any work
     except DeepRestoreError as error:
         raise click.UsageError(str(error)) from None
-    load_image(settings.image)  # fail on a bad image before building anything
+    for source in shard(list_images(settings.image), settings.shard):
+        load_image(source)  # fail on a bad image before building anything
     if settings.guide:
         load_image(settings.guide)
     if dry_run:

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import math
 import operator
+import pathlib
 
 import imageio.v3 as imageio
 import keras
@@ -29,7 +30,8 @@ from deeprestore.losslog import LossLog, plot_curves
 from deeprestore.networks import create_network
 from deeprestore.optimise import Engine, Progress, normalised_descent, optimise
 from deeprestore.probes import FeatureProbe
-from deeprestore.recipes.common import TargetFeatures
+from deeprestore.recipes.common import TargetFeatures, output_name
+from deeprestore.sharding import shard
 
 # How each objective option is written: field names with a type and a default (None: required).
 _SYNTAX = {
@@ -286,7 +288,8 @@ def dream_estimates(settings, seed=0):
     network = open_dream_network(settings, terms, seed, weights="random")
     stages = dream_stages(network, resolve_terms(network, terms), settings)
     layers = network_layers(stages)
-    height, width = image_io.load_image(settings.image, settings.size or None).shape[:2]
+    first = shard(image_io.list_images(settings.image), settings.shard)[0]
+    height, width = image_io.load_image(first, settings.size or None).shape[:2]
     transforms.check_tile(settings.tile, height, width)
     sizes = usable_octaves(network, layers, octave_sizes(height, width, settings.octaves, settings.octave_scale), settings.tile)
     steps = sum(stage.steps for stage in stages) * settings.frames
@@ -395,8 +398,30 @@ def write_norms(run, log, network, layers, steps_at):
     plot_curves(run.path / "norms.png", curves, "L2 norm of each objective layer's response", "step", "L2 norm")
 
 
+@dataclasses.dataclass(frozen=True)
+class Outputs:
+    """Where one image's dream goes: the run directory itself for a single image, or
+    `items/<NNN_name>/` of the run for each image of a folder or list."""
+
+    path: pathlib.Path
+
+    @property
+    def images_dir(self):
+        (self.path / "images").mkdir(parents=True, exist_ok=True)
+        return self.path / "images"
+
+    @property
+    def losses_dir(self):
+        (self.path / "losses").mkdir(parents=True, exist_ok=True)
+        return self.path / "losses"
+
+
 def dream(settings, run, seed=0, show_progress=True, echo=print):
-    """Runs DeepDream and writes the dream, intermediate images, the loss log and the norm plot into a run.
+    """Runs DeepDream on every input and writes the dreams, intermediate images, loss logs and norm plots.
+
+    The network is built once for all inputs. A single image writes into the run directory itself; the
+    images of a folder or list file (or of a `--shard` of one) each write into `items/<NNN_name>/`,
+    named by their position in the whole list so that the shards of an array job never collide.
 
     Args:
         settings: A `DreamSettings`.
@@ -406,38 +431,54 @@ def dream(settings, run, seed=0, show_progress=True, echo=print):
         echo: Where one-line notices go.
 
     Returns:
-        The dream image (the last frame), `(height, width, 3)` float32.
+        The dream image (the last frame), `(height, width, 3)` float32, or a list of them for several inputs.
 
     Raises:
         DeepRestoreError: Malformed or inconsistent options, or a tile larger than the image.
     """
     rng = np.random.default_rng(seed)
     terms = parse_terms(settings)
-    source = image_io.load_image(settings.image, settings.size or None)
-    transforms.check_tile(settings.tile, *source.shape[:2])
+    inputs = image_io.list_images(settings.image)
+    selected = shard(enumerate(inputs), settings.shard)
     network = open_dream_network(settings, terms, seed)
     echo(network.weights.notice)
     stages = dream_stages(network, resolve_terms(network, terms), settings)
     layers = network_layers(stages)
-    sizes = usable_octaves(network, layers, octave_sizes(*source.shape[:2], settings.octaves, settings.octave_scale), settings.tile)
     run.update_config(weights=network.weights.as_config(), layers=list(layers),
                       stages=[{"objective": repr(stage.objective), "step_size": stage.step_size, "steps": stage.steps,
-                               "cycle": stage.cycle} for stage in stages],
-                      octave_sizes=[list(size) for size in sizes])
+                               "cycle": stage.cycle} for stage in stages])
+    cache_path = settings.cache or run.activations_path
+    targets = guide_targets(network, layers, settings, cache_path)
+    single = len(inputs) == 1 and settings.shard is None
+    dreams, sizes = [], {}
+    for index, source in selected:
+        name = output_name(source, index)
+        outputs = Outputs(run.path) if single else Outputs(run.path / "items" / name)
+        dreamed, octaves = _dream_image(settings, source, name, outputs, network, stages, layers, targets,
+                                        cache_path, rng, show_progress)
+        dreams.append(dreamed)
+        sizes[name] = [list(size) for size in octaves]
+    run.update_config(octave_sizes=next(iter(sizes.values())) if single else sizes)
+    return dreams[0] if single else dreams
 
-    image = start_image(source, settings.start, rng)
-    image_io.save_image(run.images_dir / "start.png", image)
+
+def _dream_image(settings, source, name, outputs, network, stages, layers, targets, cache_path, rng, show_progress):
+    """Dreams one input into `outputs`; returns the dream and its octave sizes."""
+    image = image_io.load_image(source, settings.size or None)
+    transforms.check_tile(settings.tile, *image.shape[:2])
+    sizes = usable_octaves(network, layers, octave_sizes(*image.shape[:2], settings.octaves, settings.octave_scale), settings.tile)
+    image = start_image(image, settings.start, rng)
+    image_io.save_image(outputs.images_dir / "start.png", image)
     # Whole-image activations are cached only untiled: tiling exists because they may not fit in memory.
     probe = None if settings.tile else FeatureProbe(network, layers)
-    cache = ActivationCache(settings.cache or run.activations_path)
+    cache = ActivationCache(cache_path)
     metadata = dict(network=network.name, weights_sha256=network.weights.sha256,
                     preprocessing=network.spec.describe_preprocessing())
     if probe is not None:
-        cache.get_or_compute("start", image, layers, lambda batch, missing: probe.features(batch), **metadata)
-    targets = guide_targets(network, layers, settings, settings.cache or run.activations_path)
+        cache.get_or_compute(f"start:{name}", image, layers, lambda batch, missing: probe.features(batch), **metadata)
 
-    log = LossLog(run.losses_dir)
-    schedule = _Schedule(settings, network, stages, targets, log, run, rng, show_progress)
+    log = LossLog(outputs.losses_dir)
+    schedule = _Schedule(settings, network, stages, targets, log, outputs, rng, show_progress)
     zoom = transforms.zoom(settings.zoom)
     frames = []
     for frame in range(1, settings.frames + 1):
@@ -445,15 +486,15 @@ def dream(settings, run, seed=0, show_progress=True, echo=print):
             image = zoom(frames[-1][None])[0]
         frames.append(schedule.frame(image, frame, sizes))
         if settings.frames > 1:
-            image_io.save_image(run.path / "frames" / f"frame_{frame:03d}.png", frames[-1])
+            image_io.save_image(outputs.path / "frames" / f"frame_{frame:03d}.png", frames[-1])
     log.close()
     log.plot()
-    write_norms(run, log, network, layers, schedule.steps_at)
+    write_norms(outputs, log, network, layers, schedule.steps_at)
     dreamed = frames[-1]
     if settings.frames > 1:
-        imageio.imwrite(run.path / "dream.gif", np.stack([image_io.to_uint8(frame) for frame in frames]),
+        imageio.imwrite(outputs.path / "dream.gif", np.stack([image_io.to_uint8(frame) for frame in frames]),
                         extension=".gif", duration=100, loop=0)
     if probe is not None:
-        cache.get_or_compute("dream", dreamed, layers, lambda batch, missing: probe.features(batch), **metadata)
-    image_io.save_image(run.path / "dream.png", dreamed)
-    return dreamed
+        cache.get_or_compute(f"dream:{name}", dreamed, layers, lambda batch, missing: probe.features(batch), **metadata)
+    image_io.save_image(outputs.path / "dream.png", dreamed)
+    return dreamed, sizes
