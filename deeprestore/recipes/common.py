@@ -3,7 +3,6 @@ optimiser named on the command line, and the inputs of a run."""
 
 import numpy as np
 
-from deeprestore import images as image_io
 from deeprestore.cache import ActivationCache
 from deeprestore.errors import DeepRestoreError
 from deeprestore.networks import create_network
@@ -74,11 +73,6 @@ def step_rule(optimiser, learning_rate):
     if optimiser == "lbfgs":
         return LBFGS(bounds=(0.0, 1.0))
     return Adam(learning_rate)
-
-
-def sources(spec):
-    """The image sources of a run: a file or sample, a folder, or a list file."""
-    return image_io.list_images(spec)
 
 
 def output_name(source, index):

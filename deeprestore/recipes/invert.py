@@ -23,7 +23,7 @@ from deeprestore.inversion.metrics import summary
 from deeprestore.losslog import LossLog
 from deeprestore.sharding import shard
 from deeprestore.optimise import Adam, Engine, Momentum, Progress, optimise, step_schedule
-from deeprestore.recipes.common import TargetFeatures, open_network, output_name, sources
+from deeprestore.recipes.common import TargetFeatures, open_network, output_name
 
 # Mahendran & Vedaldi 2016: the typical pixel norm of a mean-subtracted 0-255 image, and the TV scale.
 B = 80.0
@@ -151,7 +151,7 @@ def invert(settings, run, seed=0, show_progress=True, echo=print):
 
     size = settings.size or network.spec.input_size
     # Positions in the whole list name the outputs, so that shards of an array job never collide.
-    positions, inputs = zip(*shard(enumerate(sources(settings.images)), settings.shard))
+    positions, inputs = zip(*shard(enumerate(image_io.list_images(settings.images)), settings.shard))
     images = np.stack([image_io.resize(image_io.load_image(source), _square(size)) for source in inputs])
     targets = TargetFeatures(network, (layer,), settings.cache or run.activations_path)
     features = np.stack([targets("invert", source, image)[layer] for source, image in zip(inputs, images)])
@@ -196,5 +196,5 @@ def invert_estimates(settings, seed=0):
     network = create_network(settings.network, "random", settings.pooling, seed=seed)
     layer = network.resolve(settings.layer)
     height, width = _square(settings.size or network.spec.input_size)
-    count = len(shard(sources(settings.images), settings.shard))
+    count = len(shard(image_io.list_images(settings.images), settings.shard))
     return [(f"{count} x {height}x{width}", estimate(network, ("preprocess", layer), height, width, batch=count))]

@@ -21,7 +21,7 @@ from deeprestore.losslog import LossLog
 from deeprestore.sharding import shard
 from deeprestore.optimise import Engine, Progress, optimise
 from deeprestore.recipes.common import (
-    TargetFeatures, open_network, output_name, resolve_layers, sources, step_rule, weights_for,
+    TargetFeatures, open_network, output_name, resolve_layers, step_rule, weights_for,
 )
 
 
@@ -99,7 +99,7 @@ def style(settings, run, seed=0, show_progress=True, echo=print):
     results = []
     first_step = 0
     # Positions in the whole list name the outputs, so that shards of an array job never collide.
-    for index, source in shard(enumerate(sources(settings.content)), settings.shard):
+    for index, source in shard(enumerate(image_io.list_images(settings.content)), settings.shard):
         name = output_name(source, index)
         content = image_io.load_image(source, settings.size)
         styles = [match_luminance(image, content) for image in style_images] if settings.preserve_colour else style_images
@@ -148,7 +148,7 @@ def style_estimates(settings, seed=0):
     spec = network.spec
     content_layer = resolve_layers(network, (settings.content_layer,) if settings.content_layer else (), (spec.layer_sets.content,))[0]
     layers = (content_layer, *resolve_layers(network, settings.style_layers, spec.layer_sets.style))
-    content = image_io.load_image(sources(settings.content)[0], settings.size)
+    content = image_io.load_image(image_io.list_images(settings.content)[0], settings.size)
     return [
         (f"scale {scale} {size[0]}x{size[1]}", estimate(network, layers, *size))
         for scale, size in enumerate(scale_sizes(content.shape, settings.scales), start=1)
