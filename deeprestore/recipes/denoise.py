@@ -215,6 +215,7 @@ def apply_denoiser(settings, run, seed=0, echo=print):
     results = {}
     for position, source, name in pending_items(run, sources, settings.shard, echo):
         outputs = Outputs(run.path if single else run.path / "items" / name)
+        outputs.path.mkdir(parents=True, exist_ok=True)
         material = _material(settings, source, cleans[position], channels, corruption, task, (seed, position))
         if not single:
             echo(name)
