@@ -137,7 +137,7 @@ def test_dream_over_a_folder_writes_one_item_per_image_and_shards_cover_it(runne
     assert all((run / "items" / item / "dream.png").exists() for item in items)
     assert (run / "items" / items[0] / "losses" / "total.csv").exists()
     markers = {path.stem: json.loads(path.read_text()) for path in (run / "complete").iterdir()}
-    assert set(markers) == set(items) and markers["001_photo1"]["octave_sizes"] == [[16, 16], [32, 32]]
+    assert set(markers) == set(items) and markers["001_photo1"]["octave_sizes"] == [[23, 23], [32, 32]]
     assert json.loads((run / "config.json").read_text())["items"] == items
     names = []
     for index in range(2):
