@@ -176,11 +176,10 @@ def apply_command(state, name, **options):
         corruptions.parse(settings.corruption)
     sources = image_io.list_images(settings.image)
     selected = shard(zip(sources, clean_sources(settings, len(sources))), settings.shard)
-    for source, clean in selected:
-        for path in (source, clean) if clean else (source,):
-            image_io.load_image(path)  # fail on a missing image before loading the model
     model, _ = load_model(settings.model)
-    for source, _ in selected:
-        input_image(source, int(model.inputs[0].shape[-1]), settings.grey, settings.size)  # channels fit
+    for source, clean in selected:  # fail on a missing image or one the model cannot take before any work
+        input_image(source, int(model.inputs[0].shape[-1]), settings.grey, settings.size)
+        if clean:
+            image_io.load_image(clean)
     run_recipe(state, "denoise-apply", settings, lambda run: apply_denoiser(
         settings, run, seed=state.seed, echo=state.echo), name=name, items=item_names(sources))

@@ -1,5 +1,5 @@
-"""Pieces the recipes share: the network of a run, cached target features, the
-optimiser named on the command line, and the inputs of a run, item by item."""
+"""Pieces the recipes share: the network of a run, cached target features, the optimiser named on the
+command line, and the inputs of a run, item by item (what is left to do, where outputs go, seeds)."""
 
 import dataclasses
 import pathlib
