@@ -6,6 +6,11 @@ line, shell-quoted), a `status` file (`running`, `complete`, `failed: <message>`
 `losses/`, `images/`, and later `activations.h5` and `checkpoints/`. Used as a context manager, a run
 marks its own status when the block ends. Every file is written atomically, so a killed process
 leaves either the old file or the new one, never half of one.
+
+A run over a list of images marks each image complete with `complete/<NNN_name>.json`, written after
+its outputs. A *named* run (`RunDir.join`, `<root>/<command>/<name>/`) is shared by the tasks of an
+array job and by their resubmissions: each task keeps its own status, argv, losses and activation
+cache under `shards/<I>-of-<N>/`, and the run's status is derived from those and from the markers.
 """
 
 import contextlib
@@ -15,11 +20,13 @@ import os
 import pathlib
 import secrets
 import shlex
+import shutil
 import sys
 import tempfile
 
 from deeprestore import __version__
 from deeprestore.errors import DeepRestoreError
+from deeprestore.sharding import parse_shard
 
 # Three random bytes (16.7 million suffixes) make a collision within one second rare; the exclusive
 # mkdir below makes it harmless, and this many retries makes giving up practically impossible.
@@ -78,18 +85,56 @@ def to_json(data):
     return json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n"
 
 
+def _check_folder_name(name, what, example):
+    """Raises a `DeepRestoreError` unless `name` is a plain folder name."""
+    if not name or name in (".", "..") or any(separator in name for separator in "/\\"):
+        raise DeepRestoreError(f"{what} {name!r} is not a folder name; expected a plain name like '{example}'.")
+
+
+def _write_config(path, config, command, now):
+    """Writes `config.json` (with the command, creation time and version) and the empty folders."""
+    full_config = {**config, "command": command, "created": now.isoformat(timespec="seconds"),
+                   "deeprestore_version": __version__}
+    atomic_write(path / "config.json", to_json(full_config))
+    (path / "losses").mkdir()
+    (path / "images").mkdir()
+
+
+def _first_difference(stored, given, prefix=""):
+    """`(dotted key, stored value, given value)` of the first entry where two dicts differ."""
+    for key in sorted(set(stored) | set(given)):
+        was, got = stored.get(key), given.get(key)
+        if isinstance(was, dict) and isinstance(got, dict) and was != got:
+            return _first_difference(was, got, f"{prefix}{key}.")
+        if was != got:
+            return f"{prefix}{key}", was, got
+    return prefix.rstrip("."), stored, given
+
+
+def _brief(value, limit=60):
+    """`repr(value)` cut to `limit` characters, so an error stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class RunDir:
     """A run's directory and the files that explain it.
 
-    Create one with `RunDir.create` for a new run, or `RunDir.open` to resume an existing one.
+    Create one with `RunDir.create` for a new run, `RunDir.join` for a named run shared by the tasks
+    of an array job, or `RunDir.open` to resume an existing one.
 
     Args:
-        path: an existing run directory; prefer the two class methods.
+        path: an existing run directory; prefer the class methods.
+        shard: a named run's task, `I/N`: its status, argv, losses and activations go to `shards/I-of-N/`.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, shard=None):
         self.path = pathlib.Path(path)
         self._config = json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+        self.task_path = self.path
+        if shard is not None:
+            index, count = parse_shard(shard)
+            self.task_path = self.path / "shards" / f"{index}-of-{count}"
 
     @classmethod
     def create(cls, root, command, config, argv=None):
@@ -107,9 +152,7 @@ class RunDir:
         Raises:
             DeepRestoreError: if `command` is not a plain folder name.
         """
-        if not command or command in (".", "..") or any(sep in command for sep in "/\\"):
-            raise DeepRestoreError(
-                f"Run command {command!r} is not a folder name; expected a plain name like 'dream'.")
+        _check_folder_name(command, "Run command", "dream")
         parent = pathlib.Path(root) / command
         parent.mkdir(parents=True, exist_ok=True)
         for _ in range(_CREATE_ATTEMPTS):
@@ -124,15 +167,68 @@ class RunDir:
         else:
             raise DeepRestoreError(
                 f"Could not create a new run directory under '{parent}'; expected a free name.")
-        full_config = {**config, "command": command, "created": now.isoformat(timespec="seconds"),
-                       "deeprestore_version": __version__}
-        atomic_write(path / "config.json", to_json(full_config))
+        _write_config(path, config, command, now)
+        run = cls(path)
+        run._start(argv)
+        return run
+
+    @classmethod
+    def join(cls, root, command, name, config, shard=None, argv=None, settled=("settings", "seed", "items")):
+        """Creates the named run `<root>/<command>/<name>/`, or joins it when another task made it first.
+
+        The first task builds the directory under a temporary name and renames it into place, so a
+        task arriving at the same moment sees either no run or a whole one. A later task (or a
+        resubmission) joins only when its `settled` config entries equal the stored ones.
+
+        Args:
+            root: Folder that holds every command's runs.
+            command: Name of the command; a subfolder of `root`.
+            name: Name of the run, e.g. the array job's id.
+            config: Resolved options, as for `create`, without anything that differs between tasks.
+            shard: This task's `I/N`, or None for the whole list; names its folder under `shards/`.
+            argv: The command line as a list; defaults to `sys.argv`.
+            settled: Config entries every task of the run must share.
+
+        Returns:
+            The `RunDir`, with this task's status `running`.
+
+        Raises:
+            DeepRestoreError: A name that is not a plain folder name, a folder that is not a run, or
+                settings that differ from the stored ones.
+        """
+        _check_folder_name(command, "Run command", "dream")
+        _check_folder_name(name, "Run name", "my-array-job")
+        parent = pathlib.Path(root) / command
+        parent.mkdir(parents=True, exist_ok=True)
+        path = parent / name
+        if not path.exists():
+            staging = pathlib.Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp"))
+            staging.chmod(0o755)  # mkdtemp makes it private; runs are meant to be shared
+            _write_config(staging, {**config, "name": name}, command, datetime.datetime.now().astimezone())
+            try:
+                staging.rename(path)
+            except OSError:  # another task's rename came first: join its run
+                shutil.rmtree(staging)
+        run = cls.open(path)
+        if run._config.get("name") != name or run._config.get("command") != command:
+            raise DeepRestoreError(f"'{path}' is a run but not the named {command} run '{name}'; expected a new name.")
+        stored = {key: run._config.get(key) for key in settled}
+        given = json.loads(to_json({key: config.get(key) for key in settled}))
+        if stored != given:
+            key, was, got = _first_difference(stored, given)
+            raise DeepRestoreError(
+                f"Run '{path}' was started with {key}={_brief(was)}; this task has {key}={_brief(got)}. Expected "
+                "the same settings in every task of a named run (only --shard may differ).")
+        run = cls(path, shard or "0/1")
+        run._start(argv)
+        return run
+
+    def _start(self, argv):
+        """Writes this task's argv and `running` status."""
+        self.task_path.mkdir(parents=True, exist_ok=True)
         argv = sys.argv if argv is None else argv
-        atomic_write(path / "argv.txt", shlex.join(str(argument) for argument in argv) + "\n")
-        atomic_write(path / "status", "running\n")
-        (path / "losses").mkdir()
-        (path / "images").mkdir()
-        return cls(path)
+        atomic_write(self.task_path / "argv.txt", shlex.join(str(argument) for argument in argv) + "\n")
+        self.mark("running")
 
     @classmethod
     def open(cls, path):
@@ -152,6 +248,11 @@ class RunDir:
                 f"'{path}/config.json' is not valid JSON ({error}); expected a run's config.") from None
 
     @property
+    def name(self):
+        """The name of a named run (`join`), else None."""
+        return self._config.get("name")
+
+    @property
     def config(self):
         """A copy of the run's configuration as stored in `config.json`."""
         return json.loads(json.dumps(self._config))
@@ -162,11 +263,13 @@ class RunDir:
 
     @property
     def losses_dir(self):
-        return self.path / "losses"
+        """`losses/` of the run, or of this task in a named run (tasks never append to one file)."""
+        return self.task_path / "losses"
 
     @property
     def activations_path(self):
-        return self.path / "activations.h5"
+        """`activations.h5` of the run, or of this task in a named run (HDF5 files take one writer)."""
+        return self.task_path / "activations.h5"
 
     @property
     def checkpoints_dir(self):
@@ -177,11 +280,50 @@ class RunDir:
 
     @property
     def status(self):
-        """The run's status line: `running`, `complete`, `interrupted` or `failed: <message>`."""
-        return (self.path / "status").read_text(encoding="utf-8").strip()
+        """The run's status line: `running`, `complete`, `interrupted` or `failed: <message>`.
+
+        A named run's is derived: `complete` when every item is, else `running` while a task runs, else
+        the first failed task's `failed: shard I-of-N: <message>`, else `incomplete: <count> items missing`.
+        """
+        if self.name is None:
+            return (self.path / "status").read_text(encoding="utf-8").strip()
+        missing = self.missing_items()
+        statuses = {path.parent.name: path.read_text(encoding="utf-8").strip()
+                    for path in sorted((self.path / "shards").glob("*/status"))}
+        failed = [f"failed: shard {task}: {status[len('failed: '):]}"
+                  for task, status in statuses.items() if status.startswith("failed:")]
+        if not missing:
+            return "complete"
+        if "running" in statuses.values():
+            return "running"
+        return failed[0] if failed else f"incomplete: {len(missing)} items missing"
+
+    def item_complete(self, name):
+        """Whether the item `name` (an output name, `NNN_stem`) has its completion marker."""
+        return (self.path / "complete" / f"{name}.json").is_file()
+
+    def complete_item(self, name, record):
+        """Marks the item `name` complete with `record` (position, source, metrics); call after its outputs."""
+        (self.path / "complete").mkdir(exist_ok=True)
+        return atomic_write(self.path / "complete" / f"{name}.json", to_json({"name": name, **record}))
+
+    def item_records(self):
+        """`{name: record}` of every completed item, in name (so position) order."""
+        return {path.stem: json.loads(path.read_text(encoding="utf-8"))
+                for path in sorted((self.path / "complete").glob("*.json"))}
+
+    def missing_items(self):
+        """`(position, name)` of each item in `config["items"]` without a completion marker."""
+        return [(position, name) for position, name in enumerate(self._config.get("items", ()))
+                if not self.item_complete(name)]
 
     def update_config(self, **values):
-        """Merges `values` into `config.json` and rewrites it atomically."""
+        """Merges `values` into `config.json` and rewrites it atomically.
+
+        A named run's file is re-read first, so values another task stored meanwhile are kept.
+        """
+        if self.name is not None:
+            self._config = json.loads((self.path / "config.json").read_text(encoding="utf-8"))
         merged = {**self._config, **values}
         text = to_json(merged)
         atomic_write(self.path / "config.json", text)
@@ -201,7 +343,7 @@ class RunDir:
         elif status not in _PLAIN_STATUSES:
             raise ValueError(
                 f"Unknown run status {status!r}; expected {', '.join(_PLAIN_STATUSES)} or 'failed: ...'")
-        atomic_write(self.path / "status", status + "\n")
+        atomic_write(self.task_path / "status", status + "\n")
 
     def __enter__(self):
         return self

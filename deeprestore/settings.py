@@ -254,18 +254,19 @@ class DenoiseSettings:
 
 @dataclasses.dataclass(frozen=True)
 class DenoiseApplySettings:
-    """`denoise apply`: a trained model on one image, scored against the clean image when known.
+    """`denoise apply`: a trained model on images, each scored against its clean image when known.
 
     Attributes:
         model: A `denoise train` run directory or a saved `.keras` model.
-        image: The image to restore (a file or a bundled sample).
-        clean: Its clean version, for PSNR and SSIM.
+        image: The image(s) to restore: a file, a bundled sample, a folder or a list file.
+        clean: Their clean versions (as many, in the same order), for PSNR and SSIM.
         corruption: Corrupt `image` with this `KIND:VALUE` first (then `image` is the clean reference).
         grey: Convert a colour image to grey for a one-channel model.
         size: Longer side the image is resized to first (0: keep its size).
         tile: Side of the tiles large images are cut into (a multiple of 4).
         overlap: Pixels tiles overlap on each side (a multiple of 4).
         baselines: Also run and score scikit-image's classical methods.
+        shard: `I/N`: restore only the I-th of N shares of a folder or list of images (array jobs).
     """
 
     model: str | None = None
@@ -277,6 +278,7 @@ class DenoiseApplySettings:
     tile: int = 256
     overlap: int = 32
     baselines: bool = True
+    shard: str | None = None
 
 
 DENOISE = DenoiseSettings()

@@ -136,7 +136,9 @@ def test_dream_over_a_folder_writes_one_item_per_image_and_shards_cover_it(runne
     assert items == ["000_photo0", "001_photo1", "002_photo2"]
     assert all((run / "items" / item / "dream.png").exists() for item in items)
     assert (run / "items" / items[0] / "losses" / "total.csv").exists()
-    assert set(json.loads((run / "config.json").read_text())["octave_sizes"]) == set(items)
+    markers = {path.stem: json.loads(path.read_text()) for path in (run / "complete").iterdir()}
+    assert set(markers) == set(items) and markers["001_photo1"]["octave_sizes"] == [[23, 23], [32, 32]]
+    assert json.loads((run / "config.json").read_text())["items"] == items
     names = []
     for index in range(2):
         result = invoke(runner, tmp_path, *TINY_DREAM, "--image", str(folder), "--shard", f"{index}/2")

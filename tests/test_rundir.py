@@ -231,3 +231,53 @@ def test_open_rejects_a_config_that_is_not_json(tmp_path):
 def test_create_rejects_a_command_that_is_not_a_folder_name(tmp_path):
     with pytest.raises(DeepRestoreError, match="is not a folder name"):
         RunDir.create(tmp_path, "../escape", {}, argv=[])
+
+
+def test_join_creates_a_named_run_once_and_later_tasks_join_it(tmp_path):
+    config = {"settings": {"steps": 3}, "seed": 0, "items": ["000_a", "001_b", "002_c"]}
+    first = RunDir.join(tmp_path, "dream", "job", config, shard="0/2", argv=["deeprestore", "dream"])
+    second = RunDir.join(tmp_path, "dream", "job", config, shard="1/2", argv=["deeprestore", "dream"])
+    assert first.path == second.path == tmp_path / "dream" / "job"
+    assert [entry.name for entry in (tmp_path / "dream").iterdir()] == ["job"]  # no staging folder left
+    assert second.task_path == second.path / "shards" / "1-of-2" and second.losses_dir.parent == second.task_path
+    assert second.config["name"] == "job" and second.status == "running"
+    first.complete_item("000_a", {"position": 0})
+    first.complete_item("002_c", {"position": 2})
+    first.mark("complete")
+    second.mark("failed: boom")
+    assert second.status == "failed: shard 1-of-2: boom" and second.missing_items() == [(1, "001_b")]
+    second.complete_item("001_b", {"position": 1})
+    assert RunDir.open(second.path).status == "complete"
+    assert list(second.item_records()) == ["000_a", "001_b", "002_c"]
+
+
+def test_join_refuses_other_settings_and_a_folder_that_is_not_the_named_run(tmp_path):
+    RunDir.join(tmp_path, "dream", "job", {"settings": {"steps": 3}, "seed": 0})
+    with pytest.raises(DeepRestoreError, match=r"started with settings.steps=3; this task has settings.steps=4"):
+        RunDir.join(tmp_path, "dream", "job", {"settings": {"steps": 4}, "seed": 0})
+    timestamped = RunDir.create(tmp_path, "dream", {"settings": {}})
+    with pytest.raises(DeepRestoreError, match="not the named dream run"):
+        RunDir.join(tmp_path, "dream", timestamped.path.name, {"settings": {}})
+    with pytest.raises(DeepRestoreError, match="is not a folder name"):
+        RunDir.join(tmp_path, "dream", "../elsewhere", {})
+
+
+def test_tasks_joining_one_named_run_at_once_all_land_in_it(tmp_path):
+    # Each process joins twenty named runs, racing the others to create each one.
+    script = textwrap.dedent(f"""
+        import sys
+        from deeprestore import rundir
+        for index in range(20):
+            rundir.RunDir.join({str(tmp_path)!r}, "dream", f"job{{index}}", {{"settings": {{}}}},
+                               shard=f"{{sys.argv[1]}}/4", argv=[])
+    """)
+    repository = pathlib.Path(__file__).parents[1]
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(process)], cwd=repository)
+                 for process in range(4)]
+    assert all(process.wait(timeout=60) == 0 for process in processes)
+
+    assert sorted(path.name for path in (tmp_path / "dream").iterdir()) == sorted(f"job{index}" for index in range(20))
+    for index in range(20):
+        run = RunDir.open(tmp_path / "dream" / f"job{index}")
+        assert run.config["name"] == f"job{index}"
+        assert sorted(path.name for path in (run.path / "shards").iterdir()) == [f"{task}-of-4" for task in range(4)]

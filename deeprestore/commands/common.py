@@ -5,7 +5,6 @@ import dataclasses
 import click
 
 
-
 @dataclasses.dataclass
 class State:
     """Global options, shared with every subcommand."""
@@ -19,20 +18,30 @@ class State:
             click.echo(message, err=True)
 
 
-def start_run(state, command, settings):
-    """Creates the run directory of a command, with every resolved option in its config."""
+def start_run(state, command, settings, name=None, items=None):
+    """Creates the run directory of a command, with every resolved option in its config.
+
+    With `name`, the run is `<runs>/<command>/<name>/`, shared by every task that gives the same name:
+    the first creates it, the others join it (see `RunDir.join`); its config leaves out the shard.
+    `items` are the output names of the whole list of inputs, recorded so gaps can be found later.
+    """
     from deeprestore import backend
     from deeprestore.rundir import RunDir
 
     backend.check_supported()
+    settings = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings)
     config = {
-        "settings": dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings),
+        "settings": settings,
         "seed": state.seed,
         "backend": backend.name(),
         "device": backend.device(),
         "versions": backend.versions(),
+        **({} if items is None else {"items": list(items)}),
     }
-    return RunDir.create(state.runs, command, config)
+    if name is None:
+        return RunDir.create(state.runs, command, config)
+    shard = settings.pop("shard", None)
+    return RunDir.join(state.runs, command, name, config, shard=shard)
 
 
 def parse_size(text):
@@ -48,17 +57,34 @@ def parse_size(text):
     return tuple(parts)
 
 
-def run_recipe(state, command, settings, recipe):
-    """Creates the run directory, runs `recipe(run)` inside it and prints the directory last.
+def run_recipe(state, command, settings, recipe, name=None, items=None):
+    """Creates (or, with `name`, joins) the run directory, runs `recipe(run)` inside it and prints the
+    directory last.
 
-    The run is marked complete only when the recipe returns; a user error marks it failed, an
-    interruption interrupted (see `RunDir`).
+    The run (a named run's task) is marked complete only when the recipe returns; a user error marks it
+    failed, an interruption interrupted (see `RunDir`).
     """
-    run = start_run(state, command, settings)
+    run = start_run(state, command, settings, name=name, items=items)
     with run:
         recipe(run)
     click.echo(str(run.path))
     return run
+
+
+def name_option(function):
+    """`--name NAME`: the run directory `<runs>/<command>/NAME/`, shared by the tasks of an array job."""
+    return click.option(
+        "--name", default=None, metavar="NAME",
+        help="Run directory <runs>/<command>/NAME, shared by every task given the same name (e.g. "
+        "$SLURM_ARRAY_JOB_ID): the first creates it, later ones and resubmissions join it if their settings "
+        "match and skip images already complete.")(function)
+
+
+def item_names(sources):
+    """The output name of each input, by its position in the whole list (see `output_name`)."""
+    from deeprestore.recipes.common import output_name
+
+    return [output_name(source, position) for position, source in enumerate(sources)]
 
 
 def print_estimates(command, network, rows, steps):

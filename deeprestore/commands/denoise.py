@@ -5,7 +5,7 @@ import dataclasses
 import click
 
 from deeprestore import settings as defaults
-from deeprestore.commands.common import run_recipe
+from deeprestore.commands.common import item_names, name_option, run_recipe
 from deeprestore.errors import DeepRestoreError
 
 TRAIN = defaults.DENOISE
@@ -137,8 +137,11 @@ def resume_training(context, path, options):
 @command.command("apply")
 @click.option("--model", "model", required=True, type=click.Path(exists=True),
               help="A `denoise train` run directory, or a saved .keras model.")
-@click.option("--image", required=True, help="Image to restore: a file or a bundled sample (camera, astronaut, ...).")
-@click.option("--clean", default=APPLY.clean, help="The clean version of --image, for PSNR and SSIM.")
+@click.option("--image", required=True,
+              help="Image(s) to restore: a file, a bundled sample (camera, astronaut, ...), a folder or a list file "
+              "(each restored into items/<NNN_name>/ of the run).")
+@click.option("--clean", default=APPLY.clean,
+              help="The clean version of --image, for PSNR and SSIM: as many images, in the same order.")
 @click.option("--corruption", default=APPLY.corruption, metavar="KIND:VALUE",
               help="Corrupt --image first (seeded), which then serves as the clean reference: gaussian:SIGMA, "
               "salt-and-pepper:AMOUNT, centre:FRACTION or perturbation:easy|hard|tough.")
@@ -153,13 +156,16 @@ def resume_training(context, path, options):
               "tiles).")
 @click.option("--baselines/--no-baselines", default=APPLY.baselines,
               help="Also run and score scikit-image's classical methods.")
+@click.option("--shard", default=APPLY.shard, help="I/N: restore only the I-th of N shares of a folder or list (array jobs).")
+@name_option
 @click.pass_obj
-def apply_command(state, **options):
-    """Restore one image of any size with a trained model; with a clean reference, score it."""
+def apply_command(state, name, **options):
+    """Restore images of any size with a trained model; with clean references, score them."""
     from deeprestore import images as image_io
-    from deeprestore.recipes.denoise import apply_denoiser, input_image, load_model
+    from deeprestore.recipes.denoise import apply_denoiser, clean_sources, input_image, load_model
     from deeprestore.restoration import corruptions
     from deeprestore.restoration.apply import check_tiling
+    from deeprestore.sharding import shard
 
     if options["clean"] and options["corruption"]:
         raise DeepRestoreError("Got both --clean and --corruption; expected one: --clean names the clean version of "
@@ -168,10 +174,12 @@ def apply_command(state, **options):
     check_tiling(settings.tile, settings.overlap)
     if settings.corruption:
         corruptions.parse(settings.corruption)
-    for source in (settings.image, settings.clean):
-        if source:
-            image_io.load_image(source)  # fail on a missing image before loading the model
+    sources = image_io.list_images(settings.image)
+    selected = shard(zip(sources, clean_sources(settings, len(sources))), settings.shard)
     model, _ = load_model(settings.model)
-    input_image(settings.image, int(model.inputs[0].shape[-1]), settings.grey, settings.size)  # channels fit
+    for source, clean in selected:  # fail on a missing image or one the model cannot take before any work
+        input_image(source, int(model.inputs[0].shape[-1]), settings.grey, settings.size)
+        if clean:
+            image_io.load_image(clean)
     run_recipe(state, "denoise-apply", settings, lambda run: apply_denoiser(
-        settings, run, seed=state.seed, echo=state.echo))
+        settings, run, seed=state.seed, echo=state.echo), name=name, items=item_names(sources))

@@ -3,7 +3,7 @@
 import click
 
 from deeprestore import settings as defaults
-from deeprestore.commands.common import run_recipe
+from deeprestore.commands.common import item_names, name_option, run_recipe
 
 TILE_MODES = ("random", "contiguous", "overlap")
 POSITIVE = click.FloatRange(min=0.0, min_open=True)
@@ -67,24 +67,26 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)
 @click.option("--cache", default=defaults.DREAM.cache, type=click.Path(dir_okay=False),
               help="HDF5 activation cache shared across runs (default: the run's activations.h5).")
 @click.option("--shard", default=None, help="I/N: dream only the I-th of N shares of a folder or list (array jobs).")
+@name_option
 @click.option("--dry-run", is_flag=True,
               help="Print the estimated peak memory and time per step, then exit without running or creating a run.")
 @click.pass_obj
-def command(state, dry_run, **options):
+def command(state, dry_run, name, **options):
     """DeepDream: normalised gradient ascent on layers, channels, neurons, classes or a guide, over octaves."""
     from deeprestore.errors import DeepRestoreError
     from deeprestore.images import list_images, load_image
     from deeprestore.recipes import dream as recipe
     from deeprestore.sharding import shard
 
-    for name in ("layers", "channels", "neurons", "classes", "cycle"):
-        options[name] = tuple(options[name])
+    for option in ("layers", "channels", "neurons", "classes", "cycle"):
+        options[option] = tuple(options[option])
     settings = defaults.DreamSettings(**options)
     try:
         recipe.parse_terms(settings)  # malformed objective options fail before any work
     except DeepRestoreError as error:
         raise click.UsageError(str(error)) from None
-    for source in shard(list_images(settings.image), settings.shard):
+    sources = list_images(settings.image)
+    for source in shard(sources, settings.shard):
         load_image(source)  # fail on a bad image before building anything
     if settings.guide:
         load_image(settings.guide)
@@ -96,4 +98,5 @@ def command(state, dry_run, **options):
         click.echo(format_estimates([(label, item) for label, item, _ in rows], steps=rows[0][2] if rows else None))
         return
     run_recipe(state, "dream", settings, lambda run: recipe.dream(
-        settings, run, seed=state.seed, show_progress=not state.quiet, echo=state.echo))
+        settings, run, seed=state.seed, show_progress=not state.quiet, echo=state.echo),
+        name=name, items=item_names(sources))

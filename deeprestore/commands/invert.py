@@ -5,7 +5,7 @@ import dataclasses
 import click
 
 from deeprestore import settings as defaults
-from deeprestore.commands.common import print_estimates, run_recipe
+from deeprestore.commands.common import item_names, name_option, print_estimates, run_recipe
 from deeprestore.errors import DeepRestoreError
 
 METHODS = ("optimise", "learned", "deconvnet")
@@ -47,12 +47,16 @@ def given(ctx, name):
               help="deconvnet: folder for the resized dataset and cached activation maxima.")
 @click.option("--cache", default=defaults.INVERT.cache, type=click.Path(dir_okay=False), help="optimise: shared HDF5 activation cache.")
 @click.option("--shard", default=None, help="optimise: I/N: invert only the I-th of N shares of the images (array jobs).")
+@name_option
 @click.option("--dry-run", is_flag=True,
               help="optimise: print the estimated peak memory and time per step, then exit without creating a run.")
 @click.pass_context
-def command(ctx, method, dry_run, stack, batch_size, channels, top, data_cache, **options):
+def command(ctx, method, dry_run, stack, batch_size, channels, top, data_cache, name, **options):
     """Reconstruct images from a layer's activations, and measure how well."""
     state = ctx.obj
+    if name is not None and method != "optimise":
+        raise DeepRestoreError(f"--name shares a run among the tasks of an array job; got it with --method {method}, "
+                               "expected --method optimise.")
     progress = dict(seed=state.seed, show_progress=not state.quiet, echo=state.echo)
     if method == "learned":
         from deeprestore.inversion.learned import invert_learned
@@ -87,9 +91,11 @@ def command(ctx, method, dry_run, stack, batch_size, channels, top, data_cache, 
     from deeprestore.sharding import shard
 
     settings = defaults.InvertSettings(**options)
-    for source in shard(list_images(settings.images), settings.shard):
+    sources = list_images(settings.images)
+    for source in shard(sources, settings.shard):
         load_image(source)
     if dry_run:
         print_estimates("invert", settings.network, invert_estimates(settings, seed=state.seed), settings.steps or None)
         return
-    run_recipe(state, "invert", settings, lambda run: invert(settings, run, **progress))
+    run_recipe(state, "invert", settings, lambda run: invert(settings, run, **progress), name=name,
+               items=item_names(sources))

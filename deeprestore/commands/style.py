@@ -3,7 +3,7 @@
 import click
 
 from deeprestore import settings as defaults
-from deeprestore.commands.common import print_estimates, run_recipe
+from deeprestore.commands.common import item_names, name_option, print_estimates, run_recipe
 
 
 @click.command("style")
@@ -34,19 +34,21 @@ from deeprestore.commands.common import print_estimates, run_recipe
 @click.option("--preserve-colour", is_flag=True, help="Transfer on luminance only, keeping the content's colours.")
 @click.option("--cache", default=defaults.STYLE.cache, type=click.Path(dir_okay=False), help="Shared HDF5 activation cache.")
 @click.option("--shard", default=None, help="I/N: process only the I-th of N shares of the inputs (array jobs).")
+@name_option
 @click.option("--dry-run", is_flag=True,
               help="Print the estimated peak memory and time per step, then exit without running or creating a run.")
 @click.pass_obj
-def command(state, dry_run, **options):
+def command(state, dry_run, name, **options):
     """Neural style transfer (Gatys et al.): content of one image, Gram matrices of others."""
     from deeprestore.images import list_images, load_image
     from deeprestore.sharding import shard
     from deeprestore.recipes.style import style
 
-    for name in ("styles", "style_blend", "style_layers", "style_layer_weights"):
-        options[name] = tuple(options[name])
+    for option in ("styles", "style_blend", "style_layers", "style_layer_weights"):
+        options[option] = tuple(options[option])
     settings = defaults.StyleSettings(**options)
-    for source in (*shard(list_images(settings.content), settings.shard), *settings.styles):
+    sources = list_images(settings.content)
+    for source in (*shard(sources, settings.shard), *settings.styles):
         load_image(source)  # fail on a bad image before building anything
     if dry_run:
         from deeprestore.recipes.style import style_estimates
@@ -54,4 +56,5 @@ def command(state, dry_run, **options):
         print_estimates("style", settings.network, style_estimates(settings, seed=state.seed), settings.steps or None)
         return
     run_recipe(state, "style", settings, lambda run: style(
-        settings, run, seed=state.seed, show_progress=not state.quiet, echo=state.echo))
+        settings, run, seed=state.seed, show_progress=not state.quiet, echo=state.echo),
+        name=name, items=item_names(sources))

@@ -1,13 +1,18 @@
-"""Pieces the image-optimisation recipes share: the network of a run, cached target features, the
-optimiser named on the command line, and the inputs of a run."""
+"""Pieces the recipes share: the network of a run, cached target features, the optimiser named on the
+command line, and the inputs of a run, item by item (what is left to do, where outputs go, seeds)."""
+
+import dataclasses
+import pathlib
 
 import numpy as np
 
 from deeprestore.cache import ActivationCache
 from deeprestore.errors import DeepRestoreError
+from deeprestore.losslog import LossLog
 from deeprestore.networks import create_network
 from deeprestore.optimise import LBFGS, Adam
 from deeprestore.probes import FeatureProbe
+from deeprestore.sharding import shard
 
 
 def open_network(settings, run, seed, echo, include_top=False):
@@ -79,3 +84,47 @@ def output_name(source, index):
     """A file-name stem for an input, unique within a run."""
     stem = str(source).replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
     return f"{index:03d}_{stem}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Outputs:
+    """Where one item's outputs go: the run directory itself for a single image, or
+    `items/<NNN_name>/` of the run for each image of a folder or list (see `dream`, `apply_denoiser`)."""
+
+    path: pathlib.Path
+
+    @property
+    def images_dir(self):
+        (self.path / "images").mkdir(parents=True, exist_ok=True)
+        return self.path / "images"
+
+    @property
+    def losses_dir(self):
+        (self.path / "losses").mkdir(parents=True, exist_ok=True)
+        return self.path / "losses"
+
+
+def pending_items(run, sources, shard_text, echo):
+    """This task's inputs not yet complete in the run, as `(position, source, name)`.
+
+    Positions in the whole list name the outputs, so the shards of an array job never collide. Items
+    with a completion marker (from an earlier attempt of a named run) are skipped, and `echo` says how
+    many.
+    """
+    selected = [(position, source, output_name(source, position))
+                for position, source in shard(enumerate(sources), shard_text)]
+    pending = [item for item in selected if not run.item_complete(item[2])]
+    if len(pending) < len(selected):
+        echo(f"Skipping {len(selected) - len(pending)} of {len(selected)} images already complete in {run.path}.")
+    return pending
+
+
+def item_rng(seed, position):
+    """The random generator of one item: seeded by the run's seed and the item's position, so an item's
+    result does not depend on the shard that computes it or the items done before it."""
+    return np.random.default_rng([seed, position])
+
+
+def final_losses(directory):
+    """`{term: value}` at the last logged step of each term of a loss-log folder."""
+    return {term: float(values[-1]) for term, values in LossLog.read(directory).items() if len(values)}

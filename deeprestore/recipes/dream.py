@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import math
 import operator
-import pathlib
+import shutil
 
 import imageio.v3 as imageio
 import keras
@@ -30,7 +30,7 @@ from deeprestore.losslog import LossLog, plot_curves
 from deeprestore.networks import create_network
 from deeprestore.optimise import Engine, Progress, normalised_descent, optimise
 from deeprestore.probes import FeatureProbe
-from deeprestore.recipes.common import TargetFeatures, output_name
+from deeprestore.recipes.common import Outputs, TargetFeatures, final_losses, item_rng, pending_items
 from deeprestore.sharding import shard
 
 # How each objective option is written: field names with a type and a default (None: required).
@@ -398,35 +398,19 @@ def write_norms(run, log, network, layers, steps_at):
     plot_curves(run.path / "norms.png", curves, "L2 norm of each objective layer's response", "step", "L2 norm")
 
 
-@dataclasses.dataclass(frozen=True)
-class Outputs:
-    """Where one image's dream goes: the run directory itself for a single image, or
-    `items/<NNN_name>/` of the run for each image of a folder or list."""
-
-    path: pathlib.Path
-
-    @property
-    def images_dir(self):
-        (self.path / "images").mkdir(parents=True, exist_ok=True)
-        return self.path / "images"
-
-    @property
-    def losses_dir(self):
-        (self.path / "losses").mkdir(parents=True, exist_ok=True)
-        return self.path / "losses"
-
-
 def dream(settings, run, seed=0, show_progress=True, echo=print):
     """Runs DeepDream on every input and writes the dreams, intermediate images, loss logs and norm plots.
 
     The network is built once for all inputs. A single image writes into the run directory itself; the
-    images of a folder or list file (or of a `--shard` of one) each write into `items/<NNN_name>/`,
-    named by their position in the whole list so that the shards of an array job never collide.
+    images of a folder or list file (or of a `--shard` of one, or of a named run) each write into
+    `items/<NNN_name>/`, named by their position in the whole list so that the shards of an array job
+    never collide. Each image is marked complete after its outputs; images already complete are skipped,
+    and an incomplete one is started afresh.
 
     Args:
         settings: A `DreamSettings`.
         run: The `RunDir` to write into.
-        seed: Seed of the noise start, the jitter and the random tiles.
+        seed: Seed of the noise start, the jitter and the random tiles (with each image's position).
         show_progress: Whether to show progress bars.
         echo: Where one-line notices go.
 
@@ -436,10 +420,12 @@ def dream(settings, run, seed=0, show_progress=True, echo=print):
     Raises:
         DeepRestoreError: Malformed or inconsistent options, or a tile larger than the image.
     """
-    rng = np.random.default_rng(seed)
     terms = parse_terms(settings)
     inputs = image_io.list_images(settings.image)
-    selected = shard(enumerate(inputs), settings.shard)
+    single = len(inputs) == 1 and settings.shard is None and run.name is None
+    pending = pending_items(run, inputs, settings.shard, echo)
+    if not pending:
+        return []
     network = open_dream_network(settings, terms, seed)
     echo(network.weights.notice)
     stages = dream_stages(network, resolve_terms(network, terms), settings)
@@ -449,16 +435,19 @@ def dream(settings, run, seed=0, show_progress=True, echo=print):
                                "cycle": stage.cycle} for stage in stages])
     cache_path = settings.cache or run.activations_path
     targets = guide_targets(network, layers, settings, cache_path)
-    single = len(inputs) == 1 and settings.shard is None
-    dreams, sizes = [], {}
-    for index, source in selected:
-        name = output_name(source, index)
-        outputs = Outputs(run.path) if single else Outputs(run.path / "items" / name)
+    dreams = []
+    for position, source, name in pending:
+        outputs = Outputs(run.path if single else run.path / "items" / name)
+        if not single:
+            shutil.rmtree(outputs.path, ignore_errors=True)  # what an interrupted attempt left: start afresh
         dreamed, octaves = _dream_image(settings, source, name, outputs, network, stages, layers, targets,
-                                        cache_path, rng, show_progress)
+                                        cache_path, item_rng(seed, position), show_progress)
+        sizes = [list(size) for size in octaves]
+        if single:
+            run.update_config(octave_sizes=sizes)
+        run.complete_item(name, {"position": position, "source": source, "octave_sizes": sizes,
+                                 "metrics": final_losses(outputs.losses_dir)})
         dreams.append(dreamed)
-        sizes[name] = [list(size) for size in octaves]
-    run.update_config(octave_sizes=next(iter(sizes.values())) if single else sizes)
     return dreams[0] if single else dreams
 
 

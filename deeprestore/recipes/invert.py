@@ -19,11 +19,12 @@ import numpy as np
 from deeprestore import images as image_io
 from deeprestore import objectives
 from deeprestore.figures import difference_figure
-from deeprestore.inversion.metrics import summary
+from deeprestore.inversion.metrics import image_metrics, summary
 from deeprestore.losslog import LossLog
-from deeprestore.sharding import shard
 from deeprestore.optimise import Adam, Engine, Momentum, Progress, optimise, step_schedule
-from deeprestore.recipes.common import TargetFeatures, open_network, output_name
+from deeprestore.recipes.common import TargetFeatures, item_rng, open_network, pending_items
+from deeprestore.rundir import atomic_write, to_json
+from deeprestore.sharding import shard
 
 # Mahendran & Vedaldi 2016: the typical pixel norm of a mean-subtracted 0-255 image, and the TV scale.
 B = 80.0
@@ -130,17 +131,24 @@ def step_rule_for(settings, steps):
 def invert(settings, run, seed=0, show_progress=True, echo=print):
     """Inverts the settings' images at a layer and writes reconstructions, the figure and metrics.
 
+    The images of this shard not already complete in the run are inverted as one batch. Each writes
+    `outputs/<NNN_name>.png`, named by its position in the whole list, and is marked complete with its
+    metrics; the figure, `metrics.json` and the loss log describe the batch (in a named run, under the
+    task's `shards/I-of-N/`).
+
     Args:
         settings: An `InvertSettings` (method `optimise`).
         run: The `RunDir`.
-        seed: Seed of the noise start and the jitter.
+        seed: Seed of the jitter and, with each image's position, of its noise start.
         show_progress: Whether to show a progress bar.
         echo: Where notices go.
 
     Returns:
-        The reconstructions, `(batch, height, width, 3)`.
+        The reconstructions, `(batch, height, width, 3)`; an empty batch when every image was complete.
     """
-    rng = np.random.default_rng(seed)
+    pending = pending_items(run, image_io.list_images(settings.images), settings.shard, echo)
+    if not pending:
+        return np.zeros((0, 0, 0, 3), np.float32)
     network = open_network(settings, run, seed, echo)
     layer = network.resolve(settings.layer)
     chosen = preset(settings.preset, network, layer)
@@ -149,26 +157,25 @@ def invert(settings, run, seed=0, show_progress=True, echo=print):
     )
     run.update_config(layer=layer, preset=dataclasses.asdict(chosen))
 
-    size = settings.size or network.spec.input_size
-    # Positions in the whole list name the outputs, so that shards of an array job never collide.
-    positions, inputs = zip(*shard(enumerate(image_io.list_images(settings.images)), settings.shard))
-    images = np.stack([image_io.resize(image_io.load_image(source), _square(size)) for source in inputs])
+    size = _square(settings.size or network.spec.input_size)
+    images = np.stack([image_io.resize(image_io.load_image(source), size) for _, source, _ in pending])
     targets = TargetFeatures(network, (layer,), settings.cache or run.activations_path)
-    features = np.stack([targets("invert", source, image)[layer] for source, image in zip(inputs, images)])
+    features = np.stack([targets("invert", source, image)[layer] for (_, source, _), image in zip(pending, images)])
 
     engine = Engine.for_objective(inversion_objective(layer, chosen, images.shape[1] * images.shape[2]), network)
     callbacks = [range_constraint(network.spec)] if chosen.constrain else []
-    start = rng.uniform(0.0, 1.0, images.shape).astype(np.float32)
+    start = np.stack([item_rng(seed, position).uniform(0.0, 1.0, image.shape).astype(np.float32)
+                      for (position, _, _), image in zip(pending, images)])
     log = LossLog(run.losses_dir)
-    result, values = optimise(
+    result, _ = optimise(
         engine, start, chosen.steps, step_rule_for(chosen, chosen.steps), jitter=chosen.jitter, callbacks=callbacks,
-        rng=rng, progress=Progress(description=f"invert {layer}", show=show_progress, log=log),
+        rng=np.random.default_rng(seed), progress=Progress(description=f"invert {layer}", show=show_progress, log=log),
         targets={f"feature.{layer}": features},
     )
     log.close()
     log.plot()
     reconstructions = np.clip(result, 0.0, 1.0)
-    _write_outputs(run, positions, inputs, images, reconstructions, layer, features, engine)
+    _write_outputs(run, pending, images, reconstructions, layer, features, engine)
     return reconstructions
 
 
@@ -176,16 +183,21 @@ def _square(size):
     return (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
 
 
-def _write_outputs(run, positions, inputs, images, reconstructions, layer, features, engine):
-    """Reconstructions, the four-column figure and `metrics.json`."""
-    for index, source, reconstruction in zip(positions, inputs, reconstructions):
-        image_io.save_image(run.path / "outputs" / f"{output_name(source, index)}.png", reconstruction)
-    image_io.save_image(run.path / "figure.png", difference_figure(images, reconstructions))
-    total, values, _ = engine(reconstructions, {f"feature.{layer}": features})
+def _write_outputs(run, pending, images, reconstructions, layer, features, engine):
+    """Each reconstruction and its completion marker, then the batch's four-column figure and `metrics.json`."""
+    term = f"feature.{layer}"
+    for (position, source, name), image, reconstruction, feature in zip(pending, images, reconstructions, features):
+        image_io.save_image(run.path / "outputs" / f"{name}.png", reconstruction)
+        _, values, _ = engine(reconstruction[None], {term: feature[None]})
+        metrics = {**image_metrics(image, reconstruction), "feature_error": float(values[term])}
+        run.complete_item(name, {"position": position, "source": source, "metrics": metrics})
+    image_io.save_image(run.task_path / "figure.png", difference_figure(images, reconstructions))
+    _, values, _ = engine(reconstructions, {term: features})
     metrics = summary(images, reconstructions)
-    metrics["feature_error"] = values[f"feature.{layer}"]
+    metrics["feature_error"] = values[term]
     metrics["layer"] = layer
-    run.save_json("metrics.json", metrics)
+    metrics["outputs"] = [name for _, _, name in pending]
+    atomic_write(run.task_path / "metrics.json", to_json(metrics))
 
 
 def invert_estimates(settings, seed=0):

@@ -18,10 +18,9 @@ import skimage.color
 from deeprestore import images as image_io
 from deeprestore import objectives
 from deeprestore.losslog import LossLog
-from deeprestore.sharding import shard
 from deeprestore.optimise import Engine, Progress, optimise
 from deeprestore.recipes.common import (
-    TargetFeatures, open_network, output_name, resolve_layers, step_rule, weights_for,
+    TargetFeatures, item_rng, open_network, pending_items, resolve_layers, step_rule, weights_for,
 )
 
 
@@ -72,17 +71,22 @@ def initial_image(init, content, style, rng):
 def style(settings, run, seed=0, show_progress=True, echo=print):
     """Runs style transfer on every content image and writes the results into the run.
 
+    Outputs are named by each image's position in the whole list (`outputs/<NNN_name>.png`); each image
+    is marked complete after its output, and images already complete are skipped.
+
     Args:
         settings: A `StyleSettings`.
         run: The `RunDir`.
-        seed: Seed of the noise start.
+        seed: Seed of the noise start (with each image's position).
         show_progress: Whether to show progress bars.
         echo: Where notices go.
 
     Returns:
-        The stylised images, one per content image.
+        The stylised images, one per content image of this shard not already complete in the run.
     """
-    rng = np.random.default_rng(seed)
+    pending = pending_items(run, image_io.list_images(settings.content), settings.shard, echo)
+    if not pending:
+        return []
     network = open_network(settings, run, seed, echo)
     spec = network.spec
     content_layer = resolve_layers(network, (settings.content_layer,) if settings.content_layer else (), (spec.layer_sets.content,))[0]
@@ -98,9 +102,8 @@ def style(settings, run, seed=0, show_progress=True, echo=print):
     log = LossLog(run.losses_dir)
     results = []
     first_step = 0
-    # Positions in the whole list name the outputs, so that shards of an array job never collide.
-    for index, source in shard(enumerate(image_io.list_images(settings.content)), settings.shard):
-        name = output_name(source, index)
+    for position, source, name in pending:
+        rng = item_rng(seed, position)
         content = image_io.load_image(source, settings.size)
         styles = [match_luminance(image, content) for image in style_images] if settings.preserve_colour else style_images
         working = luminance(content) if settings.preserve_colour else content
@@ -121,9 +124,9 @@ def style(settings, run, seed=0, show_progress=True, echo=print):
             content_features = targets("content", source, content_scaled, (content_layer,))[content_layer]
             progress = Progress(
                 description=f"{name} scale {scale} {size[0]}x{size[1]}", show=show_progress, log=log,
-                first_step=first_step, context={"image": index, "scale": scale},
+                first_step=first_step, context={"image": position, "scale": scale},
             )
-            result, _ = optimise(
+            result, values = optimise(
                 engine, image[None], settings.steps, step_rule(settings.optimiser, settings.learning_rate),
                 progress=progress, targets={f"content.{content_layer}": content_features[None], **grams},
             )
@@ -133,6 +136,8 @@ def style(settings, run, seed=0, show_progress=True, echo=print):
         if settings.preserve_colour:
             image = with_content_colour(image, content)
         image_io.save_image(run.path / "outputs" / f"{name}.png", image)
+        run.complete_item(name, {"position": position, "source": source,
+                                 "metrics": {term: float(value) for term, value in values.items()}})
         results.append(image)
     log.close()
     log.plot()
