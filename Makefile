@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test bench experiments-stack clean
+.PHONY: install demo test bench repro clean
 
 install:
 	$(PIP_INSTALL) -e ".[test,jax]"
@@ -20,8 +20,20 @@ bench: install
 	$(PYTHON) benchmarks/bench_denoise.py
 	$(PYTHON) benchmarks/bench_stack.py
 
-experiments-stack: install
-	$(PYTHON) experiments/stack_experiments.py all
+# Reproductions of the seeds' figures (experiments/repro/*.yaml): `make repro-seed003-layers`, `make repro`.
+# SCALE=cpu (default, minutes each on bundled data) or SCALE=full with the weights and data it needs, e.g.
+# `make repro-seed004-baseline SCALE=full HPATCHES=/data/n-hpatches`; `python3 experiments/repro.py --list`.
+SCALE ?= cpu
+REPRO_OUT ?= results/repro
+REPRO_VARIABLES = VGG16 VGG19 ALEXNET CLASSIFIER IMAGES HPATCHES STYLE
+REPRO_SETTINGS = $(foreach variable,$(REPRO_VARIABLES),$(if $($(variable)),--set $(shell echo $(variable) | tr A-Z a-z)=$($(variable))))
+REPRO = $(PYTHON) experiments/repro.py --scale $(SCALE) --out $(REPRO_OUT) $(REPRO_SETTINGS)
+
+repro: install
+	$(REPRO) all
+
+repro-%: install
+	$(REPRO) $*
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache
+	rm -rf build dist *.egg-info .pytest_cache results

@@ -251,8 +251,9 @@ def expectations(spec, header, rows):
         left, right = by_label[expectation["left"]][index], by_label[expectation["right"]][index]
         holds = left > right if expectation["op"] == ">" else left < right
         verdict = "agrees" if holds else "does not agree"
-        checks.append((expectation["says"], f"{verdict} ({expectation['left']} {left:.4g} {expectation['op']} "
-                                            f"{expectation['right']} {right:.4g}, {expectation['column']})"))
+        numbers = (f"{expectation['left']} {left:.4g} {expectation['op']} {expectation['right']} {right:.4g}, "
+                   f"{expectation['column']}")
+        checks.append((expectation["says"], f"{verdict} ({numbers})"))
     return checks
 
 
@@ -334,10 +335,10 @@ def report(name, spec, scale, values, results, out):
     if any(names for _, names in copied):
         figure(copied, folder)
     drawn = curves(spec, results, folder)
-    lines = [f"# {spec['title']}", "",
-             f"Seed {spec['seed']}{', ' + spec['figures'] if spec.get('figures') else ''}. "
-             f"Scale **{scale}**, made {datetime.date.today()} with deeprestore {deeprestore.__version__} "
-             f"by `python3 experiments/repro.py {name} --scale {scale}`.", ""]
+    origin = (f"Seed {spec['seed']}{', ' + spec['figures'] if spec.get('figures') else ''}. "
+              f"Scale **{scale}**, made {datetime.date.today()} with deeprestore {deeprestore.__version__} "
+              f"by `python3 experiments/repro.py {name} --scale {scale}`.")
+    lines = [f"# {spec['title']}", "", origin, ""]
     if spec.get("claim"):
         lines += ["## What the seed shows", "", spec["claim"].strip(), ""]
     lines += ["## Results", ""]
