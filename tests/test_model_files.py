@@ -191,7 +191,11 @@ def save_weights_only(path):
          "takes 16x16 inputs only (its input shape is fixed); got 20x20"),
         (save_gray_model, ("invert", "--network", "{dir}/model.keras", "--layer", "relu2", "--size", "24"),
          "takes 16x16 inputs only (its input shape is fixed); got 24x24"),
-        (save_gray_model, ("dream", "--network", "{dir}/model.keras", "--size", "16"), "No default dream layers for model file"),
+        (save_gray_model, ("dream", "--network", "{dir}/model.keras", "--size", "16"),
+         ("No default dream layers for model file '{dir}/model.keras'; expected the layers on the command line or "
+          '"layers": {{"dream": [...]}} in {dir}/model.json')),
+        (save_gray_model, ("style", "--network", "{dir}/model.keras", "--size", "16", "--content-layer", "relu2"),
+         "No default style layers for model file"),
         (save_rgb_model, ("dream", "--network", "{dir}/model.keras", "--weights", "imagenet", "--size", "16"),
          "brings its own weights; expected --weights auto (the file's) or random"),
         (None, ("dream", "--network", "resnet"), "or the path of a Keras model file"),
@@ -208,8 +212,7 @@ def test_model_file_errors_are_one_line_with_a_nonzero_exit(tmp_path, prepare, a
     assert len([line for line in result.output.splitlines() if line.startswith("Error:")]) == 1
 
 
-def test_a_model_file_refuses_options_that_apply_to_registered_networks(models):
-    with pytest.raises(DeepRestoreError, match="keeps its own pooling layers"):
-        create_network(str(models["rgb"]), pooling="average")
+def test_a_model_file_keeps_its_pooling_and_refuses_a_classifier_head(models):
+    assert "Its own pooling layers are kept" in create_network(str(models["rgb"]), pooling="average").weights.notice
     with pytest.raises(DeepRestoreError, match="no separate classifier head"):
         create_network(str(models["rgb"]), include_top=True)

@@ -192,7 +192,9 @@ class Network:
                 f"Layer '{layer}' of network '{self.name}' belongs to the classifier head; "
                 "build the network with the head (--top) to use it."
             )
-        known = ", ".join(self.layers[:KNOWN_SHOWN]) + (f", ... ({len(self.layers)} in all)" if len(self.layers) > KNOWN_SHOWN else "")
+        known = ", ".join(self.layers[:KNOWN_SHOWN])
+        if len(self.layers) > KNOWN_SHOWN:
+            known += f", ... ({len(self.layers)} in all)"
         raise DeepRestoreError(
             f"Unknown layer '{layer}' for network '{self.name}'. Known layers: {known}. "
             f"Run `deeprestore nets {self.name}` to list them with their shapes."

@@ -53,8 +53,8 @@ class DeclaredLayerSets:
     def get(self, kind):
         if kind not in self.sets:
             raise DeepRestoreError(
-                f"No default {kind} layers for model file '{self.path.with_suffix('')}'; expected the layers on the "
-                f'command line or "layers": {{"{kind}": [...]}} in {self.path}.'
+                f"No default {kind} layers for model file '{self.path}'; expected the layers on the command line "
+                f'or "layers": {{"{kind}": [...]}} in {convention_path(self.path)}.'
             )
         return self.sets[kind]
 
@@ -102,7 +102,8 @@ def create_model_network(name, weights="auto", pooling="max", include_top=False,
     Args:
         name: The model file (`.keras`, or a full-model `.h5`).
         weights: `auto` (the file's own) or `random` (its architecture re-initialised, seeded).
-        pooling: Must be `max`: the model keeps its own pooling layers.
+        pooling: Ignored, with a word in the notice when not `max`: the model keeps its own pooling
+            layers (style and texture default to `average` for the registered networks).
         include_top: Must be False: every layer of the model is built.
         seed: Seed of random weights.
 
@@ -111,15 +112,12 @@ def create_model_network(name, weights="auto", pooling="max", include_top=False,
 
     Raises:
         DeepRestoreError: A missing or unreadable file, a model that is not one image input, a bad
-            convention, a layer name deeprestore reserves, or options that do not apply to model files.
+            convention, a layer name deeprestore reserves, or weights or a head that model files cannot have.
     """
     path = pathlib.Path(name)
     if str(weights) not in ("auto", "random"):
         raise DeepRestoreError(f"Model file '{name}' brings its own weights; expected --weights auto (the file's) "
                                f"or random (its architecture re-initialised), got '{weights}'.")
-    if pooling != "max":
-        raise DeepRestoreError(f"--pooling {pooling} applies to registered networks; model file '{name}' keeps its "
-                               "own pooling layers (expected --pooling max).")
     if include_top:
         raise DeepRestoreError(f"Model file '{name}' has no separate classifier head (--top, --class): all its layers "
                                "are built; expected --channel OUTPUT_LAYER:INDEX to ascend a class score.")
@@ -138,10 +136,14 @@ def create_model_network(name, weights="auto", pooling="max", include_top=False,
     spec = ModelFileSpec(
         name=str(name), summary=f"model file {path.name}", build=None, input_size=size,
         mean=convention.mean, scale=convention.range[1] - convention.range[0], bgr=convention.colour == "bgr",
-        layer_sets=DeclaredLayerSets(convention.layers, convention_path(path)), trained=weights == "auto",
+        layer_sets=DeclaredLayerSets(convention.layers, path), trained=weights == "auto",
         convention=convention, fixed_size=fixed,
     )
-    network = Network(spec, rebuilt, _weights_info(path, weights, seed, convention))
+    info = _weights_info(path, weights, seed, convention)
+    if pooling != "max":
+        info = dataclasses.replace(info, notice=f"{info.notice} Its own pooling layers are kept (--pooling {pooling} "
+                                                "applies to registered networks).")
+    network = Network(spec, rebuilt, info)
     for kind, layers in convention.layers.items():
         for layer in (layers,) if kind == "content" else layers:
             network.resolve(layer)
