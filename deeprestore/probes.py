@@ -26,11 +26,18 @@ class FeatureProbe:
         self.network = network
         self.layers = tuple(dict.fromkeys(network.resolve(layer) for layer in layers))
         outputs = {layer: network.model.get_layer(layer).output for layer in self.layers}
-        self.model = keras.Model(network.model.input, outputs, name=f"{network.name}_probe")
+        self.model = keras.Model(network.model.input, outputs, name=f"{network.slug}_probe")
         self._forward = None
 
     def __call__(self, images):
-        """Returns `{layer: tensor}` for a batch of RGB [0, 1] images (tensors in, tensors out)."""
+        """Returns `{layer: tensor}` for a batch of RGB [0, 1] images (tensors in, tensors out).
+
+        Raises:
+            DeepRestoreError: The network cannot take images of this size (a model file with a fixed size).
+        """
+        height, width = images.shape[1:3]
+        if height is not None and width is not None:
+            self.network.spec.check_size(height, width)
         return self.model(images)
 
     @property
@@ -43,5 +50,6 @@ class FeatureProbe:
         if self._forward is None:
             self._forward = backend.compiled(self.model, self.variables)
         images = np.asarray(images, np.float32)
+        self.network.spec.check_size(*images.shape[1:3])
         parts = [self._forward(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
         return {layer: np.concatenate([part[layer] for part in parts]) for layer in self.layers}

@@ -20,7 +20,7 @@ class DreamSettings:
 
     Attributes:
         image: Start image: a path or a bundled sample.
-        network: Registered network name.
+        network: Registered network name, or a Keras model file (README, "Networks from model files").
         weights: `auto`, `imagenet`, `offline`, `random` or a path.
         pooling: `max` or `average`.
         layers: `LAYER[:WEIGHT]`: raise the L2 norm of a layer (weight 1 by default).
@@ -99,7 +99,7 @@ class StackSettings:
     """Training a stack of inversion modules, one per network operation (seed 000; Dosovitskiy & Brox).
 
     Attributes:
-        network: Registered network name.
+        network: Registered network name, or a Keras model file (README, "Networks from model files").
         weights: `auto`, `imagenet`, `offline`, `random` or a path.
         modules: A JSON/YAML module spec file; None builds the default chain from `source` to `target`.
         source: Layer the default chain inverts from (e.g. `pool1`).
@@ -296,7 +296,7 @@ class StyleSettings:
         content: Content image(s): a file, a folder, a list file or a bundled sample.
         styles: Style images; their Gram matrices are blended with `style_blend`.
         style_blend: One weight per style image (default: equal).
-        network: Registered network name (the paper used VGG19; VGG16 has offline weights).
+        network: Registered network name or Keras model file (the paper used VGG19; VGG16 has offline weights).
         weights: `auto`, `imagenet`, `offline`, `random` or a path.
         pooling: `average` (the paper: better gradients) or `max`.
         content_layer: Content layer; empty means the network's default (conv4_2's rectified output).
@@ -351,7 +351,7 @@ class TextureSettings:
     Attributes:
         sources: Texture images; their Grams are blended with `blend`.
         blend: One weight per source (default: equal).
-        network: Registered network name.
+        network: Registered network name, or a Keras model file (README, "Networks from model files").
         weights: `auto`, `imagenet`, `offline`, `random` or a path.
         pooling: `average` or `max`.
         layers: Gram layers; empty means conv1_1 and pool1 .. pool4 (the seed's slides).
@@ -396,7 +396,7 @@ class InvertSettings:
 
     Attributes:
         images: Image(s) to invert: a file, a folder, a list file or a bundled sample.
-        network: Registered network name.
+        network: Registered network name, or a Keras model file (README, "Networks from model files").
         weights: `auto`, `imagenet`, `offline`, `random` or a path.
         pooling: `max` or `average`.
         layer: The layer to invert (pre- or post-activation).

@@ -9,6 +9,7 @@ import keras
 
 from deeprestore.errors import DeepRestoreError
 from deeprestore.networks import create_network, get_spec, list_networks
+from deeprestore.networks.base import KNOWN_SHOWN
 from deeprestore.networks.layers import LocalResponseNormalization
 
 # Shapes at each network's native input size, from the papers (Simonyan & Zisserman 2014; Caffe's
@@ -201,7 +202,8 @@ def test_an_unknown_layer_is_an_error_naming_it_the_network_and_the_known_layers
 
     message = str(error.value)
     assert "'conv9_9'" in message and f"'{name}'" in message
-    assert ", ".join(built.layers) in message
+    assert f"Known layers: {', '.join(built.layers[:KNOWN_SHOWN])}" in message
+    assert (f"({len(built.layers)} in all)" in message) == (len(built.layers) > KNOWN_SHOWN)
     assert "\n" not in message
     with pytest.raises(DeepRestoreError, match="conv9_9"):
         built.output_shapes(*built.spec.input_size, layers=["conv9_9"])

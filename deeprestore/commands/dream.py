@@ -13,7 +13,7 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)
 @click.option("--image", default=defaults.DREAM.image,
               help="Start image: a file, a bundled sample (astronaut, brick, chelsea, coffee, grass, ...), "
                    "or a folder or list file of images (dreamed one by one with the network loaded once).")
-@click.option("--network", default=defaults.DREAM.network, help="Network name (see `deeprestore nets`).")
+@click.option("--network", default=defaults.DREAM.network, help="Network name or Keras model file (see `deeprestore nets`).")
 @click.option("--weights", default=defaults.DREAM.weights, help="auto, imagenet, offline, random, or a weights file.")
 @click.option("--pooling", type=click.Choice(["max", "average"]), default=defaults.DREAM.pooling)
 @click.option("--layer", "layers", multiple=True, metavar="LAYER[:WEIGHT]",

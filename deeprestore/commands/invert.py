@@ -22,7 +22,7 @@ def given(ctx, name):
                    "deconvnet: Zeiler & Fergus projections of the strongest activations.")
 @click.option("--images", default=defaults.INVERT.images,
               help="Image(s): a file, a folder, a list file or a bundled sample (deconvnet default: the bundled set).")
-@click.option("--network", default=defaults.INVERT.network, help="Network name (learned: the stack's).")
+@click.option("--network", default=defaults.INVERT.network, help="Network name or Keras model file (learned: the stack's).")
 @click.option("--weights", default=defaults.INVERT.weights, help="auto, imagenet, offline, random, or a weights file.")
 @click.option("--pooling", type=click.Choice(["max", "average"]), default=defaults.INVERT.pooling)
 @click.option("--layer", default=defaults.INVERT.layer,

@@ -6,13 +6,13 @@ from deeprestore.commands.common import parse_size
 
 
 @click.command("nets")
-@click.argument("name", required=False)
+@click.argument("name", required=False, metavar="[NAME|MODEL_FILE]")
 @click.option("--size", default=None, help="Input size for the shapes, e.g. 224 or 256x320 (default: native).")
 @click.option("--top", is_flag=True, help="Include the classifier head (fc6, fc7, fc8, prob).")
 @click.option("--pooling", type=click.Choice(["max", "average"]), default="max")
 @click.pass_obj
 def command(state, name, size, top, pooling):
-    """List the networks, or every addressable layer of NAME with its output shape."""
+    """List the networks, or every addressable layer of NAME (or of a Keras model file) with its output shape."""
     from deeprestore.networks import create_network, get_spec, list_networks
 
     if name is None:
@@ -20,9 +20,8 @@ def command(state, name, size, top, pooling):
             spec = get_spec(network)
             click.echo(f"{network:<8} {spec.input_size[0]}x{spec.input_size[1]}  {spec.summary}")
         return
-    spec = get_spec(name)
     network = create_network(name, weights="random", pooling=pooling, include_top=top)
-    height, width = parse_size(size) if size else spec.input_size
+    height, width = parse_size(size) if size else network.spec.input_size
     shapes = network.output_shapes(height, width)
     click.echo(f"{name}: layers for a {height}x{width} input (batch, height, width, channels)")
     for index, layer in enumerate(network.layers):
@@ -37,6 +36,6 @@ def layer_kind(layer):
     kinds = {
         "Conv2D": "conv (pre-activation)", "ReLU": "relu (post-activation)", "MaxPooling2D": "max pool",
         "AveragePooling2D": "average pool", "LocalResponseNormalization": "local response norm",
-        "Softmax": "softmax", "CaffePreprocessing": "preprocessing",
+        "Softmax": "softmax", "CaffePreprocessing": "preprocessing", "InputConversion": "preprocessing",
     }
     return kinds.get(type(layer).__name__, type(layer).__name__)

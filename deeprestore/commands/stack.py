@@ -14,7 +14,7 @@ STACK = defaults.STACK
 
 
 @click.command("stack")
-@click.option("--network", default=STACK.network, help="Network name (see `deeprestore nets`).")
+@click.option("--network", default=STACK.network, help="Network name or Keras model file (see `deeprestore nets`).")
 @click.option("--weights", default=STACK.weights, help="auto, imagenet, offline, random, or a weights file.")
 @click.option("--modules", default=STACK.modules, type=click.Path(exists=True, dir_okay=False),
               help="JSON/YAML module spec file (default: one module per operation from --from to --to).")

@@ -12,7 +12,7 @@ from deeprestore.commands.common import item_names, name_option, print_estimates
 @click.option("--style", "styles", multiple=True, default=defaults.STYLE.styles,
               help="Style image; repeat to blend several.")
 @click.option("--style-blend", multiple=True, type=float, help="Blend weight of each style image (default: equal).")
-@click.option("--network", default=defaults.STYLE.network, help="Network name (see `deeprestore nets`).")
+@click.option("--network", default=defaults.STYLE.network, help="Network name or Keras model file (see `deeprestore nets`).")
 @click.option("--weights", default=defaults.STYLE.weights, help="auto, imagenet, offline, random, or a weights file.")
 @click.option("--pooling", type=click.Choice(["max", "average"]), default=defaults.STYLE.pooling)
 @click.option("--content-layer", default=defaults.STYLE.content_layer, help="Content layer (default: the network's, conv4_2).")

@@ -11,7 +11,7 @@ from deeprestore.parametrisations import PARAMETRISATIONS
 @click.option("--source", "sources", multiple=True, default=defaults.TEXTURE.sources,
               help="Texture image (a file or a bundled sample: brick, grass, gravel, ...); repeat to blend.")
 @click.option("--blend", multiple=True, type=float, help="Blend weight of each source (default: equal).")
-@click.option("--network", default=defaults.TEXTURE.network, help="Network name (see `deeprestore nets`).")
+@click.option("--network", default=defaults.TEXTURE.network, help="Network name or Keras model file (see `deeprestore nets`).")
 @click.option("--weights", default=defaults.TEXTURE.weights, help="auto, imagenet, offline, random, or a weights file.")
 @click.option("--pooling", type=click.Choice(["max", "average"]), default=defaults.TEXTURE.pooling)
 @click.option("--layer", "layers", multiple=True, help="Gram layer; repeat (default: conv1_1 and pool1 .. pool4).")

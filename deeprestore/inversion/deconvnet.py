@@ -331,7 +331,7 @@ def invert_deconvnet(network, weights, run, images=BUNDLED, layers=(), channels=
     data = run.path / "data" if data_cache is None else pathlib.Path(data_cache)
     fingerprint = source_fingerprint(images, size)
     dataset = ImageDataset.build(data / f"images-{fingerprint[:16]}.h5", images, size, show_progress)
-    store = ActivationStore(data / f"activations-{fingerprint[:16]}-{network.name}-{network.weights.sha256[:12]}",
+    store = ActivationStore(data / f"activations-{fingerprint[:16]}-{network.slug}-{network.weights.sha256[:12]}",
                             dataset, network)
     run.update_config(weights=network.weights.as_config(), layers=list(layers), size=list(size),
                       dataset={"path": str(dataset.path), "images": len(dataset)})

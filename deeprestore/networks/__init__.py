@@ -1,6 +1,7 @@
 """The network registry: `create_network(name, weights=...)` and `list_networks()`.
 
-Each entry is a `NetworkSpec` (see `base`). `create_network` builds the model and loads weights from
+Each entry is a `NetworkSpec` (see `base`); a name that is the path of a Keras model file builds that
+model instead (see `modelfile`). `create_network` builds the model and loads weights from
 `auto`, `imagenet`, `offline`, `random` or a file, never silently: the returned network's `weights`
 says where they came from, with the file's sha256.
 """
@@ -9,7 +10,7 @@ import hashlib
 import pathlib
 
 from deeprestore.errors import DeepRestoreError
-from deeprestore.networks import alexnet, tiny, vgg, weights
+from deeprestore.networks import alexnet, modelfile, tiny, vgg, weights
 from deeprestore.networks.base import POOLINGS, LayerSets, Network, NetworkSpec, WeightsInfo
 
 REGISTRY = {spec.name: spec for spec in (vgg.spec("vgg16"), vgg.spec("vgg19"), alexnet.SPEC, tiny.SPEC)}
@@ -27,7 +28,10 @@ def get_spec(name):
         DeepRestoreError: No network has that name.
     """
     if name not in REGISTRY:
-        raise DeepRestoreError(f"Unknown network '{name}'; expected one of {', '.join(REGISTRY)}.")
+        raise DeepRestoreError(
+            f"Unknown network '{name}'; expected one of {', '.join(REGISTRY)}, or the path of a Keras model file "
+            f"({', '.join(modelfile.SUFFIXES)})."
+        )
     return REGISTRY[name]
 
 
@@ -35,9 +39,11 @@ def create_network(name, weights="auto", pooling="max", include_top=False, seed=
     """Builds a registered network and loads its weights.
 
     Args:
-        name: A registered name (`list_networks()`).
+        name: A registered name (`list_networks()`), or the path of a Keras model file with its
+            convention file beside it (see `modelfile`).
         weights: `auto` (ImageNet if it can be loaded, else the offline weights where the network has
-            them), `imagenet`, `offline`, `random` (seeded), or the path of a weights file.
+            them), `imagenet`, `offline`, `random` (seeded), or the path of a weights file. A model file
+            takes `auto` (its own weights) or `random`.
         pooling: `max` or `average`.
         include_top: Whether to build the classifier head (fc6, fc7, fc8, prob).
         seed: Seed of random weights.
@@ -48,6 +54,8 @@ def create_network(name, weights="auto", pooling="max", include_top=False, seed=
     Raises:
         DeepRestoreError: Unknown network or pooling, or weights that cannot be found or do not fit.
     """
+    if modelfile.is_model_path(name):
+        return modelfile.create_model_network(name, weights, pooling, include_top, seed)
     spec = get_spec(name)
     if pooling not in POOLINGS:
         raise DeepRestoreError(f"Unknown pooling '{pooling}'; expected one of {', '.join(POOLINGS)}.")

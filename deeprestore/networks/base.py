@@ -8,6 +8,7 @@ A `NetworkSpec` describes how to build one; a `Network` is one built, with its w
 """
 
 import dataclasses
+import re
 from typing import Callable, Mapping
 
 import keras
@@ -16,6 +17,8 @@ import numpy as np
 from deeprestore.errors import DeepRestoreError
 
 POOLINGS = ("max", "average")
+# How many layer names an unknown-layer error lists (VGG19 has 47, a model file may have hundreds).
+KNOWN_SHOWN = 12
 
 
 @keras.saving.register_keras_serializable(package="deeprestore")
@@ -113,6 +116,10 @@ class NetworkSpec:
         mean = ", ".join(f"{value:g}" for value in self.mean)
         return f"{order} x{self.scale:g} minus mean ({mean})"
 
+    def check_size(self, height, width):
+        """Raises when the network cannot take a `height` x `width` input at all; registered networks take
+        any size large enough for their layers, which `Network.output_shapes` checks."""
+
 
 @dataclasses.dataclass(frozen=True)
 class WeightsInfo:
@@ -157,6 +164,12 @@ class Network:
         return self.spec.name
 
     @property
+    def slug(self):
+        """The name as it may appear in file and Keras model names (a model file's path with its
+        separators replaced)."""
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.name).strip("_")
+
+    @property
     def layers(self):
         """The addressable layer names, input to output."""
         return tuple(layer.name for layer in self.model.layers if not isinstance(layer, keras.layers.InputLayer))
@@ -179,8 +192,11 @@ class Network:
                 f"Layer '{layer}' of network '{self.name}' belongs to the classifier head; "
                 "build the network with the head (--top) to use it."
             )
+        known = ", ".join(self.layers[:KNOWN_SHOWN])
+        if len(self.layers) > KNOWN_SHOWN:
+            known += f", ... ({len(self.layers)} in all)"
         raise DeepRestoreError(
-            f"Unknown layer '{layer}' for network '{self.name}'. Known layers: {', '.join(self.layers)}. "
+            f"Unknown layer '{layer}' for network '{self.name}'. Known layers: {known}. "
             f"Run `deeprestore nets {self.name}` to list them with their shapes."
         )
 
@@ -190,6 +206,7 @@ class Network:
         Raises:
             DeepRestoreError: The input is too small for some layer.
         """
+        self.spec.check_size(height, width)
         layers = self.layers if layers is None else tuple(self.resolve(layer) for layer in layers)
         outputs = [self.model.get_layer(layer).output for layer in layers]
         probe = keras.Model(self.model.input, outputs)

@@ -23,9 +23,14 @@ def open_network(settings, run, seed, echo, include_top=False):
     return network
 
 
-def resolve_layers(network, layers, default):
-    """Canonical names of the given layers, or of the default ones when none are given."""
-    return tuple(network.resolve(layer) for layer in (layers or default))
+def resolve_layers(network, layers, kind):
+    """Canonical names of the given layers, or of the network's default `kind` layers (`content`, `style`,
+    `texture`, `dream`) when none are given; defaults are looked up only then, since a model file may
+    declare none."""
+    if not layers:
+        default = getattr(network.spec.layer_sets, kind)
+        layers = (default,) if isinstance(default, str) else default
+    return tuple(network.resolve(layer) for layer in layers)
 
 
 def weights_for(values, count, what):

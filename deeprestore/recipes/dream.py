@@ -250,6 +250,7 @@ def usable_octaves(network, layers, sizes, tile=0):
         if all(dimension and dimension > 0 for shape in shapes.values() for dimension in shape[1:3]):
             usable.append(size)
     if not usable:
+        network.output_shapes(*sizes[-1], layers=layers)  # the network's own reason, where it has one
         raise DeepRestoreError(
             f"The image is too small for layers {', '.join(layers)} of '{network.name}' at every octave; "
             "expected a larger --size or fewer --octaves."

@@ -50,7 +50,7 @@ def prepare_data(settings, network, layers, directory, seed=0, show_progress=Fal
     size = (settings.size, settings.size)
     fingerprint = source_fingerprint(settings.images, size)
     dataset = ImageDataset.build(directory / f"images-{fingerprint[:16]}.h5", settings.images, size, show_progress)
-    store = ActivationStore(directory / f"activations-{fingerprint[:16]}-{network.name}-{network.weights.sha256[:12]}",
+    store = ActivationStore(directory / f"activations-{fingerprint[:16]}-{network.slug}-{network.weights.sha256[:12]}",
                             dataset, network)
     store.ensure(layers, batch_size=settings.batch_size, show_progress=show_progress)
     train_indices, validation_indices = dataset.split(settings.validation, seed)

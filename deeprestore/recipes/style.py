@@ -88,9 +88,8 @@ def style(settings, run, seed=0, show_progress=True, echo=print):
     if not pending:
         return []
     network = open_network(settings, run, seed, echo)
-    spec = network.spec
-    content_layer = resolve_layers(network, (settings.content_layer,) if settings.content_layer else (), (spec.layer_sets.content,))[0]
-    style_layers = resolve_layers(network, settings.style_layers, spec.layer_sets.style)
+    content_layer = resolve_layers(network, (settings.content_layer,) if settings.content_layer else (), "content")[0]
+    style_layers = resolve_layers(network, settings.style_layers, "style")
     layer_weights = weights_for(settings.style_layer_weights, len(style_layers), "style layer")
     blend = weights_for(settings.style_blend, len(settings.styles), "style image")
     run.update_config(content_layer=content_layer, style_layers=list(style_layers),
@@ -150,9 +149,8 @@ def style_estimates(settings, seed=0):
     from deeprestore.networks import create_network
 
     network = create_network(settings.network, "random", settings.pooling, seed=seed)
-    spec = network.spec
-    content_layer = resolve_layers(network, (settings.content_layer,) if settings.content_layer else (), (spec.layer_sets.content,))[0]
-    layers = (content_layer, *resolve_layers(network, settings.style_layers, spec.layer_sets.style))
+    content_layer = resolve_layers(network, (settings.content_layer,) if settings.content_layer else (), "content")[0]
+    layers = (content_layer, *resolve_layers(network, settings.style_layers, "style"))
     content = image_io.load_image(image_io.list_images(settings.content)[0], settings.size)
     return [
         (f"scale {scale} {size[0]}x{size[1]}", estimate(network, layers, *size))

@@ -47,7 +47,7 @@ def texture(settings, run, seed=0, show_progress=True, echo=print):
     """
     rng = np.random.default_rng(seed)
     network = open_network(settings, run, seed, echo)
-    layers = resolve_layers(network, settings.layers, network.spec.layer_sets.texture)
+    layers = resolve_layers(network, settings.layers, "texture")
     layer_weights = weights_for(settings.layer_weights, len(layers), "layer")
     blend = weights_for(settings.blend, len(settings.sources), "source")
     run.update_config(layers=list(layers), layer_weights=layer_weights.tolist(), blend=blend.tolist())
@@ -95,6 +95,6 @@ def texture_estimates(settings, seed=0):
     from deeprestore.networks import create_network
 
     network = create_network(settings.network, "random", settings.pooling, seed=seed)
-    layers = resolve_layers(network, settings.layers, network.spec.layer_sets.texture)
+    layers = resolve_layers(network, settings.layers, "texture")
     label = f"{settings.count} x {settings.size[0]}x{settings.size[1]}"
     return [(label, estimate(network, layers, *settings.size, batch=settings.count))]
