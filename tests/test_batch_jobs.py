@@ -4,6 +4,10 @@
 import csv
 import json
 import pathlib
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -164,3 +168,27 @@ def test_denoise_apply_refuses_a_clean_list_of_another_length(tmp_path, folder, 
     result = invoke(tmp_path, "denoise", "apply", "--model", str(model_file), "--image", str(folder),
                     "--clean", str(folder / "image0.png"))
     assert result.exit_code == 1 and "--clean lists 1 image(s) for 5 in --image" in result.output
+
+
+def test_sigterm_interrupts_an_optimisation_task_and_the_resubmission_skips_what_was_complete(tmp_path, folder):
+    """A cluster pre-empting a task sends SIGTERM: the task's status says interrupted, it exits 130, and
+    the requeued task (same --name) redoes only the images that were not complete."""
+    arguments = [sys.executable, "-m", "deeprestore", "--runs", str(tmp_path / "runs"), "--quiet", *TINY_DREAM,
+                 "--image", str(folder), "--name", "preempted"]
+    arguments[arguments.index("--steps") + 1] = "400"
+    run = tmp_path / "runs" / "dream" / "preempted"
+    process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "complete" / "000_image0.json").is_file():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, error = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Interrupted." in error
+    assert [path.read_text().strip() for path in run.glob("shards/*/status")] == ["interrupted"]
+    done = len(list((run / "complete").iterdir()))
+    assert 1 <= done < 5
+
+    resumed = subprocess.run(arguments, capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(list((run / "complete").iterdir())) == 5

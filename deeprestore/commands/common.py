@@ -1,6 +1,9 @@
 """What every command shares: the global state, run directories, option parsing."""
 
+import contextlib
 import dataclasses
+import signal
+import threading
 
 import click
 
@@ -65,10 +68,29 @@ def run_recipe(state, command, settings, recipe, name=None, items=None):
     failed, an interruption interrupted (see `RunDir`).
     """
     run = start_run(state, command, settings, name=name, items=items)
-    with run:
+    with run, sigterm_interrupts():
         recipe(run)
     click.echo(str(run.path))
     return run
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """Makes SIGTERM (a cluster pre-empting the job) interrupt like Ctrl-C: the run is marked
+    `interrupted` and the command exits with 130, and a resubmission with `--name` redoes only the
+    images not yet complete. Training installs its own handler inside, which checkpoints first."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def name_option(function):
