@@ -7,6 +7,7 @@ with one branch per backend. Nothing else imports tensorflow or jax.
 """
 
 import contextlib
+import functools
 
 import keras
 import numpy as np
@@ -168,10 +169,19 @@ def parallel_devices():
         import tensorflow as tf
 
         found = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tuple(device.name.split("device:")[-1] for device in found)
+        return tuple(logical.name.split("device:")[-1] for logical in found)
     import jax
 
-    return tuple(f"{device.platform}:{device.id}" for device in jax.devices())
+    return tuple(f"{accelerator.platform}:{accelerator.id}" for accelerator in jax.devices())
+
+
+@functools.cache
+def _mirrored_strategy(devices):
+    # One strategy per device set and process: two strategies over the same devices number their
+    # collective operations alike, and the second one's all-reduce then meets the first one's.
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy([f"/device:{device}" for device in devices])
 
 
 class DataParallel:
@@ -190,6 +200,9 @@ class DataParallel:
     Args:
         devices: How many devices to use (the first ones of `parallel_devices()`), or `"all"`.
 
+    Attributes:
+        devices: The names of the devices used (one: `device()`).
+
     Raises:
         DeepRestoreError: More devices asked for than there are.
     """
@@ -200,14 +213,12 @@ class DataParallel:
         if count < 1 or count > max(len(available), 1):
             raise DeepRestoreError(f"--devices {devices} asks for {count} devices; found {len(available)} "
                                    f"({', '.join(available)}). Expected 1 to {len(available)}, or all.")
-        self.devices = available[:count] if count > 1 else ()
+        self.devices = available[:count] if count > 1 else (device(),)
         self._engine = None
-        if not self.devices:
+        if count == 1:
             return
         if name() == "tensorflow":
-            import tensorflow as tf
-
-            self._engine = tf.distribute.MirroredStrategy([f"/device:{device}" for device in self.devices])
+            self._engine = _mirrored_strategy(self.devices)
         else:
             import jax
 
@@ -216,17 +227,17 @@ class DataParallel:
     @property
     def replicas(self):
         """The number of devices a batch is split over (1: no data parallelism)."""
-        return max(len(self.devices), 1)
+        return len(self.devices)
 
     def scope(self):
         """The context to build models and optimisers and load checkpoints in."""
         return self._engine.scope() if self._engine is not None else contextlib.nullcontext()
 
-    def check_batch(self, batch_size):
+    def check_batch(self, batch_size, option="--batch-size"):
         """Raises a `DeepRestoreError` unless `batch_size` splits evenly over the devices."""
         if batch_size % self.replicas:
             raise DeepRestoreError(
-                f"--batch-size {batch_size} does not split evenly over {self.replicas} devices; expected a "
+                f"{option} {batch_size} does not split evenly over {self.replicas} devices; expected a "
                 f"multiple of {self.replicas} (the batch is global: each device takes batch / devices)."
             )
 

@@ -115,3 +115,45 @@ def test_two_jax_devices_give_the_update_of_one_on_the_whole_batch():
     environment = {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
                    "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     check_equality(json.loads(run_script(EQUALITY_SCRIPT, environment)[-1]))
+
+
+# The training commands on two devices, a stack run resumed on one, and a batch that does not split.
+CLI_SCRIPT = """
+import json, pathlib, sys
+from click.testing import CliRunner
+from deeprestore.cli import cli
+
+def invoke(*arguments):
+    result = CliRunner().invoke(cli, ["--runs", sys.argv[1], "--quiet", *arguments])
+    return result.exit_code, result.output.strip().splitlines()[-1]
+
+def config(run):
+    return json.loads((pathlib.Path(run) / "config.json").read_text())
+
+tiny_stack = ("stack", "--network", "tiny", "--weights", "random", "--from", "pool2", "--size", "16",
+              "--validation", "6", "--batch-size", "4", "--validate-every", "0", "--checkpoint-every", "2")
+tiny_denoise = ("denoise", "train", "--patch-size", "16", "--batch-size", "4", "--validation-batches", "1",
+                "--test-size", "48", "--steps", "2", "--no-baselines")
+stack_code, stack = invoke(*tiny_stack, "--steps", "2", "--devices", "2")
+two_devices = config(stack)["devices"]
+resume_code, resumed = invoke("stack", "--resume", stack, "--steps", "3", "--devices", "1")
+denoise_code, denoised = invoke(*tiny_denoise, "--devices", "2")
+odd_code, odd = invoke(*tiny_denoise, "--batch-size", "5", "--devices", "2")
+print(json.dumps({
+    "codes": [stack_code, resume_code, denoise_code, odd_code], "odd": odd,
+    "stack": [two_devices, config(stack)["devices"], config(stack)["settings"]["devices"],
+              (pathlib.Path(stack) / "status").read_text().strip(),
+              json.loads((pathlib.Path(stack) / "checkpoints" / "state.json").read_text())["step"]],
+    "denoise": [config(denoised)["devices"], (pathlib.Path(denoised) / "model.keras").is_file()]}))
+"""
+
+
+def test_training_commands_run_on_two_devices_and_resume_on_one(tmp_path):
+    completed = subprocess.run([sys.executable, "-c", TWO_TENSORFLOW_DEVICES + CLI_SCRIPT, str(tmp_path / "runs")],
+                               check=False, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["codes"] == [0, 0, 0, 1]
+    assert "--batch-size 5 does not split evenly over 2 devices" in result["odd"]
+    assert result["stack"] == [["CPU:0", "CPU:1"], ["cpu"], 1, "complete", 3]
+    assert result["denoise"] == [["CPU:0", "CPU:1"], True]
