@@ -1,10 +1,13 @@
-"""The one backend-specific module: gradients with respect to an input, devices, seeding.
+"""The one backend-specific module: gradients with respect to an input, devices, data parallelism.
 
 Everything else in deeprestore is written with `keras` and `keras.ops` and runs on any backend that
 Keras supports. What Keras does not abstract, computing the gradient of a scalar with respect to an
-input image inside a compiled function, lives here with one branch per backend. Nothing else imports
-tensorflow or jax.
+input image inside a compiled function and spreading a training step over several devices, lives here
+with one branch per backend. Nothing else imports tensorflow or jax.
 """
+
+import contextlib
+import functools
 
 import keras
 import numpy as np
@@ -153,3 +156,120 @@ def compiled(function, variables=()):
         return keras.tree.map_structure(np.asarray, step(*args))
 
     return call
+
+
+def parallel_devices():
+    """Names of the devices data-parallel training can use: the GPUs, or the CPUs where there are none.
+
+    On TensorFlow these are its logical devices (`GPU:0`, `GPU:1`, ...); on JAX those of its default
+    platform (`gpu:0`, ...).
+    """
+    check_supported()
+    if name() == "tensorflow":
+        import tensorflow as tf
+
+        found = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tuple(logical.name.split("device:")[-1] for logical in found)
+    import jax
+
+    return tuple(f"{accelerator.platform}:{accelerator.id}" for accelerator in jax.devices())
+
+
+@functools.cache
+def _mirrored_strategy(devices):
+    # One strategy per device set and process: two strategies over the same devices number their
+    # collective operations alike, and the second one's all-reduce then meets the first one's.
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy([f"/device:{device}" for device in devices])
+
+
+class DataParallel:
+    """Synchronous data parallelism: each step's batch split evenly over devices, one averaged update.
+
+    Every device holds a copy of the weights; a training step gives each device an equal slice of the
+    global batch, averages the gradients over all of them and applies the same update everywhere, so
+    a step on `n` devices equals a step on one device with the whole batch (up to float rounding;
+    batch normalisation on TensorFlow normalises each slice by its own statistics). On TensorFlow this
+    is a `tf.distribute.MirroredStrategy`, on JAX a `keras.distribution.DataParallel`. One device
+    (the default) is plain Keras, unchanged.
+
+    Models and optimisers must be built, and checkpoints loaded, inside `scope()`; training steps go
+    through `train_on_batch`. Prediction and `test_on_batch` work outside the scope on any batch size.
+
+    Args:
+        devices: How many devices to use (the first ones of `parallel_devices()`), or `"all"`.
+
+    Attributes:
+        devices: The names of the devices used (one: `device()`).
+
+    Raises:
+        DeepRestoreError: More devices asked for than there are.
+    """
+
+    def __init__(self, devices=1):
+        available = parallel_devices() if devices != 1 else ()
+        count = len(available) if devices == "all" else int(devices)
+        if count < 1 or count > max(len(available), 1):
+            raise DeepRestoreError(f"--devices {devices} asks for {count} devices; found {len(available)} "
+                                   f"({', '.join(available)}). Expected 1 to {len(available)}, or all.")
+        self.devices = available[:count] if count > 1 else (device(),)
+        self._engine = None
+        if count == 1:
+            return
+        if name() == "tensorflow":
+            self._engine = _mirrored_strategy(self.devices)
+        else:
+            import jax
+
+            self._engine = keras.distribution.DataParallel(devices=jax.devices()[:count])
+
+    @property
+    def replicas(self):
+        """The number of devices a batch is split over (1: no data parallelism)."""
+        return len(self.devices)
+
+    def scope(self):
+        """The context to build models and optimisers and load checkpoints in."""
+        return self._engine.scope() if self._engine is not None else contextlib.nullcontext()
+
+    def check_batch(self, batch_size, option="--batch-size"):
+        """Raises a `DeepRestoreError` unless `batch_size` splits evenly over the devices."""
+        if batch_size % self.replicas:
+            raise DeepRestoreError(
+                f"{option} {batch_size} does not split evenly over {self.replicas} devices; expected a "
+                f"multiple of {self.replicas} (the batch is global: each device takes batch / devices)."
+            )
+
+    def train_on_batch(self, model, inputs, targets):
+        """One training step of a compiled model on a global batch; returns the logged values by name."""
+        if self._engine is None:
+            return model.train_on_batch(inputs, targets, return_dict=True)
+        self.check_batch(len(keras.tree.flatten(inputs)[0]))
+        if name() == "jax":
+            with self.scope():  # Keras shards the batch over the distribution's devices
+                return model.train_on_batch(inputs, targets, return_dict=True)
+        return self._tensorflow_train_on_batch(model, inputs, targets)
+
+    def _tensorflow_train_on_batch(self, model, inputs, targets):
+        # Keras's train_on_batch hands every replica the whole batch; its compiled train step, fed
+        # one slice per replica as fit does, splits the work. That step needs the metric, loss and
+        # optimiser state built beforehand under the strategy, which Keras does at the first
+        # test_on_batch: one example is enough, and no weight changes.
+        strategy = self._engine
+        if model.train_function is None:
+            with strategy.scope():
+                model.test_on_batch(*keras.tree.map_structure(lambda values: values[:1], (inputs, targets)))
+            model.make_train_function()
+        model.reset_metrics()
+        logs = model.train_function(iter([(self._split(inputs), self._split(targets), None)]))
+        return {key: float(value) for key, value in logs.items()}
+
+    def _split(self, structure):
+        """Per-replica values of a nested structure of arrays: replica `i` takes the i-th equal slice."""
+        def part(context):
+            size = len(keras.tree.flatten(structure)[0]) // self.replicas
+            start = context.replica_id_in_sync_group * size
+            return keras.tree.map_structure(lambda values: values[start:start + size], structure)
+
+        return self._engine.experimental_distribute_values_from_function(part)

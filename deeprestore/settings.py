@@ -122,6 +122,8 @@ class StackSettings:
         data_cache: Folder for the resized dataset and cached activations, shared across runs (default:
             the run's `data/`).
         figure_images: Validation images in each reconstruction figure.
+        devices: Devices each step's batch is split over (data parallelism), or `all`; `batch_size` is
+            the global batch and must be a multiple of it.
     """
 
     network: str = "vgg16"
@@ -144,6 +146,7 @@ class StackSettings:
     channel_losses: bool = False
     data_cache: str | None = None
     figure_images: int = 4
+    devices: int | str = 1
 
 
 STACK = StackSettings()
@@ -229,6 +232,8 @@ class DenoiseSettings:
         test_image: Image held out for the final PSNR/SSIM table (default: bundled `camera`).
         test_size: Longer side the test image is resized to (0: full size).
         baselines: Also score scikit-image's classical methods.
+        devices: Devices each step's batch is split over (data parallelism), or `all`; `batch_size` is
+            the global batch and must be a multiple of it.
     """
 
     model: str = "unet"
@@ -250,6 +255,7 @@ class DenoiseSettings:
     test_image: str = "camera"
     test_size: int = 256
     baselines: bool = True
+    devices: int | str = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -474,6 +480,8 @@ class DescribeSettings(DescribeDataSettings):
         batch_size: triplets per step.
         l2_normalise: L2-normalise the descriptor's output (HardNet).
         dropout: dropout rate before the last convolution.
+        devices: devices each step's batch is split over, or `all`; `batch_size` and `triplets` must
+            be multiples of it.
     """
 
     train_inputs: str | None = None
@@ -486,6 +494,7 @@ class DescribeSettings(DescribeDataSettings):
     batch_size: int = 64
     l2_normalise: bool = False
     dropout: float = 0.3
+    devices: int | str = 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,9 @@ resumed run sees exactly the batches an uninterrupted one would. A checkpoint ho
 variable (weights, batch-norm statistics, dropout seed state) and every optimiser variable, and is
 written atomically: a run killed at any moment resumes from its last checkpoint and loses only the
 steps after it. SIGTERM and SIGINT (a cluster pre-empting the job, Ctrl-C) make the loop finish the
-current step, write a checkpoint and raise `Interrupted`.
+current step, write a checkpoint and raise `Interrupted`. With a `backend.DataParallel` over several
+devices each step splits its batch over them; checkpoints hold plain arrays, so a run resumes on any
+number of devices.
 
 Every logged value (`loss`, per-output losses, metrics) becomes a loss-log column under
 `train.<name>`, and validation every N steps under `validation.<name>`.
@@ -21,6 +23,7 @@ import signal
 import numpy as np
 from tqdm.auto import tqdm
 
+from deeprestore.backend import DataParallel
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog
 from deeprestore.rundir import atomic_write
@@ -140,7 +143,7 @@ def truncate_log(directory, step):
 
 
 def train(model, batches, schedule, *, checkpoints, log_directory=None, validation=None, resume=False,
-          show_progress=True, description="train"):
+          show_progress=True, description="train", parallel=None):
     """Trains a compiled Keras model with checkpoints, resuming and signal handling.
 
     Each step is one call of the model's compiled train step (`train_on_batch`): no data threads run
@@ -157,6 +160,7 @@ def train(model, batches, schedule, *, checkpoints, log_directory=None, validati
         resume: Continue from the last checkpoint in `checkpoints`.
         show_progress: Whether to show a progress bar.
         description: The bar's label.
+        parallel: The `DataParallel` the model was built in, or None for one device.
 
     Returns:
         The last validation results `{name: value}` (empty without validation).
@@ -165,7 +169,11 @@ def train(model, batches, schedule, *, checkpoints, log_directory=None, validati
         Interrupted: A signal stopped training; a checkpoint was written.
         DeepRestoreError: The loss became NaN or infinite.
     """
-    step = load_checkpoint(model, checkpoints)["step"] if resume else 0
+    parallel = parallel or DataParallel()
+    step = 0
+    if resume:
+        with parallel.scope():  # optimiser variables a checkpoint creates must be replicated too
+            step = load_checkpoint(model, checkpoints)["step"]
     log = LossLog(log_directory) if log_directory is not None else None
     if resume and log_directory is not None:
         truncate_log(log_directory, step)
@@ -177,7 +185,7 @@ def train(model, batches, schedule, *, checkpoints, log_directory=None, validati
             while step < schedule.steps and not flag:
                 inputs, targets = batches(step)
                 values = {f"train.{name}": float(value)
-                          for name, value in model.train_on_batch(inputs, targets, return_dict=True).items()}
+                          for name, value in parallel.train_on_batch(model, inputs, targets).items()}
                 step += 1
                 if not all(np.isfinite(value) for value in values.values()):
                     raise DeepRestoreError(

@@ -7,6 +7,30 @@ import threading
 
 import click
 
+DEVICES_HELP = ("Devices to train on, data-parallel: a number (the first GPUs, or CPU devices where there are no "
+                "GPUs) or all. --batch-size is the global batch, split evenly (a multiple of the devices); the "
+                "learning rate is not rescaled.")
+
+
+class DeviceCount(click.ParamType):
+    """`--devices`: a positive number of devices, or `all`."""
+
+    name = "N|all"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and value >= 1:
+            return value
+        text = str(value).strip().lower()
+        if text == "all":
+            return text
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        self.fail(f"got '{value}'; expected a number of devices (1, 2, ...) or all.", param, ctx)
+
+
+def devices_option(default):
+    """The `--devices` option of the training commands."""
+    return click.option("--devices", type=DeviceCount(), default=default, help=DEVICES_HELP)
 
 @dataclasses.dataclass
 class State:

@@ -5,14 +5,15 @@ import dataclasses
 import click
 
 from deeprestore import settings as defaults
-from deeprestore.commands.common import item_names, name_option, run_recipe
+from deeprestore.commands.common import devices_option, item_names, name_option, run_recipe
 from deeprestore.errors import DeepRestoreError
 
 TRAIN = defaults.DENOISE
 APPLY = defaults.DENOISE_APPLY
 MODEL_DEFAULT = "per model; see `deeprestore denoise models`"
-# Options a resumed run may change: how long it trains. Everything else comes from its config.json.
-RESUMABLE = ("steps", "resume")
+# Options a resumed run may change: how long it trains and on how many devices. Everything else comes
+# from its config.json.
+RESUMABLE = ("steps", "devices", "resume")
 
 
 @click.group("denoise")
@@ -79,9 +80,10 @@ def list_models():
               help="Longer side of the test image in pixels (0: full size).")
 @click.option("--baselines/--no-baselines", default=TRAIN.baselines,
               help="Also score scikit-image's classical methods.")
+@devices_option(TRAIN.devices)
 @click.option("--resume", "resume", default=None, type=click.Path(exists=True, file_okay=False),
               help="Continue the run in this directory from its last checkpoint, with its own settings "
-              "(only --steps may change).")
+              "(only --steps and --devices may change).")
 @click.pass_context
 def train_command(context, resume, **options):
     """Train a restoration model on corrupted patches; writes model.keras, curves and a score table."""
@@ -114,7 +116,7 @@ def resume_training(context, path, options):
     if given:
         raise DeepRestoreError(
             f"--resume continues '{path}' with its own settings; got --{given[0].replace('_', '-')} as well. "
-            "Expected only --steps (to train longer)."
+            "Expected only --steps (to train longer) or --devices."
         )
     run = RunDir.open(path)
     config = run.config
@@ -125,6 +127,8 @@ def resume_training(context, path, options):
     settings = defaults.DenoiseSettings(**(config.get("resolved") or config["settings"]))
     if options["steps"] is not None:
         settings = dataclasses.replace(settings, steps=options["steps"])
+    if context.get_parameter_source("devices") != click.core.ParameterSource.DEFAULT:
+        settings = dataclasses.replace(settings, devices=options["devices"])
     run.update_config(settings=dataclasses.asdict(settings), resumes=config.get("resumes", 0) + 1)
     state = context.obj
     run.mark("running")

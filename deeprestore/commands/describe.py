@@ -5,7 +5,7 @@ import dataclasses
 import click
 
 from deeprestore import settings as defaults
-from deeprestore.commands.common import run_recipe
+from deeprestore.commands.common import devices_option, run_recipe
 
 TRAIN = defaults.DESCRIBE
 EVALUATE = defaults.DESCRIBE_EVALUATE
@@ -58,15 +58,19 @@ def command():
 @click.option("--batch-size", type=click.IntRange(min=2), default=TRAIN.batch_size)
 @click.option("--l2-normalise", is_flag=True, default=TRAIN.l2_normalise, help="L2-normalise descriptors (HardNet).")
 @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=TRAIN.dropout)
+@devices_option(TRAIN.devices)
 @click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Continue this `describe train` run from its last epoch checkpoint (other options but --epochs are ignored).")
-@click.pass_obj
-def train_command(state, resume, **options):
+              help="Continue this `describe train` run from its last epoch checkpoint (other options but --epochs "
+              "and --devices are ignored).")
+@click.pass_context
+def train_command(context, resume, **options):
     """Train seed 004's descriptor; mAP after every epoch, checkpoints, results.json/txt/png."""
     from deeprestore.recipes import describe as recipe
 
+    state = context.obj
     if resume is not None:
-        run, settings = recipe.resumable_settings(resume, options["epochs"])
+        given = context.get_parameter_source("devices") != click.core.ParameterSource.DEFAULT
+        run, settings = recipe.resumable_settings(resume, options["epochs"], options["devices"] if given else None)
         run.update_config(settings=dataclasses.asdict(settings))
         run.mark("running")
         with run:

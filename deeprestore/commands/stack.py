@@ -7,10 +7,12 @@ import click
 from click.core import ParameterSource
 
 from deeprestore import settings as defaults
-from deeprestore.commands.common import run_recipe
+from deeprestore.commands.common import devices_option, run_recipe
 from deeprestore.errors import DeepRestoreError
 
 STACK = defaults.STACK
+# Options a resumed run may change: how long it trains and on how many devices (checkpoints fit any).
+RESUMABLE = ("steps", "devices")
 
 
 @click.command("stack")
@@ -47,8 +49,10 @@ STACK = defaults.STACK
                    "(default: the run's data/).")
 @click.option("--figure-images", default=STACK.figure_images, type=click.IntRange(min=1),
               help="Validation images in each reconstruction figure.")
+@devices_option(STACK.devices)
 @click.option("--resume", default=None, type=click.Path(exists=True, file_okay=False),
-              help="Continue this stack run from its last checkpoint, with its own settings (--steps may grow).")
+              help="Continue this stack run from its last checkpoint, with its own settings (--steps may grow, "
+                   "--devices may change).")
 @click.pass_context
 def command(ctx, resume, **options):
     """Train inversion modules that reconstruct a layer's input from its output, stacked to go deep."""
@@ -75,14 +79,15 @@ def reopen(ctx, path, options):
     run = RunDir.open(path)
     if run.config.get("command") != "stack":
         raise DeepRestoreError(f"'{path}' is a '{run.config.get('command')}' run; expected a stack run to resume.")
-    changed = [name for name in options if name != "steps"
+    changed = [name for name in options if name not in RESUMABLE
                and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
     if changed:
         raise DeepRestoreError(f"--resume continues a run with its own settings; drop --{changed[0].replace('_', '-')} "
-                               "(only --steps may change).")
+                               "(only --steps and --devices may change).")
     stored = run.config["settings"]
-    if ctx.get_parameter_source("steps") == ParameterSource.COMMANDLINE:
-        stored["steps"] = options["steps"]
+    for name in RESUMABLE:
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            stored[name] = options[name]
     settings = defaults.StackSettings(**stored)
     run.update_config(settings=stored)
     argv = (run.path / "argv.txt").read_text() + shlex.join(sys.argv) + "\n"

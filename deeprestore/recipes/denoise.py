@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from deeprestore import images as image_io
+from deeprestore.backend import DataParallel
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
 from deeprestore.recipes.common import Outputs, pending_items
@@ -82,17 +83,20 @@ def train_denoiser(settings, run, seed=0, resume=False, show_progress=True, echo
     """
     settings = resolve(settings)
     spec = models.get_spec(settings.model)
+    parallel = DataParallel(settings.devices)
+    parallel.check_batch(settings.batch_size)
     patches, corruption = load_data(settings, seed)
-    model = models.create_model(settings.model, settings.channels, seed=seed)
-    models.compile_model(model, settings.loss, settings.optimizer, settings.learning_rate, settings.momentum,
-                         output=spec.output, decay_steps=settings.steps if settings.schedule == "cosine" else None)
+    with parallel.scope():  # the weights and the optimiser's state live on every device
+        model = models.create_model(settings.model, settings.channels, seed=seed)
+        models.compile_model(model, settings.loss, settings.optimizer, settings.learning_rate, settings.momentum,
+                             output=spec.output, decay_steps=settings.steps if settings.schedule == "cosine" else None)
     run.update_config(resolved=dataclasses.asdict(settings), task=spec.task, data=patches.description,
-                      trainable_parameters=models.trainable_parameters(model))
+                      trainable_parameters=models.trainable_parameters(model), devices=list(parallel.devices))
     schedule = Schedule(steps=settings.steps, checkpoint_every=settings.checkpoint_every,
                         validate_every=settings.validate_every)
     train(model, patches.batch, schedule, checkpoints=run.checkpoints_dir, log_directory=run.losses_dir,
           validation=patches.validation, resume=resume, show_progress=show_progress,
-          description=f"denoise {settings.model}")
+          description=f"denoise {settings.model}", parallel=parallel)
     model.save(run.path / MODEL_FILE)
     plot_training_curves(run, settings.loss)
 

@@ -18,6 +18,7 @@ import pathlib
 import keras
 import numpy as np
 
+from deeprestore.backend import DataParallel
 from deeprestore.descriptors import evaluation, export, hpatches, model, synthetic, tasks
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
@@ -145,26 +146,33 @@ def train(settings, run, seed=0, echo=print, show_progress=True):
     bank, tracks = patch_bank(dataset, split.train, training_source)
     sampler = model.TripletSampler(tracks, seed=seed)
 
+    parallel = DataParallel(settings.devices)
+    parallel.check_batch(settings.batch_size)
+    parallel.check_batch(settings.triplets, "--triplets")  # the epoch's last, partial batch splits evenly too
+    run.update_config(devices=list(parallel.devices))
     state = _last_checkpoint(run)
-    if state is None:
-        keras.utils.set_random_seed(seed)
-        descriptor = model.descriptor_network(settings.l2_normalise, settings.dropout, seed=seed)
-        trainer = model.triplet_model(descriptor)
-        trainer.compile(optimizer=_optimizer(settings), loss=model.create_loss(settings.loss, settings.margin))
-        first_epoch = 0
-    else:
-        trainer = keras.saving.load_model(run.path / "checkpoints" / state["file"])
-        descriptor = trainer.get_layer("shared_descriptor").layer
-        first_epoch = state["epoch"]
-        echo(f"Resuming {run.path} after epoch {first_epoch}.")
+    with parallel.scope():  # the weights and the optimiser's state live on every device
+        if state is None:
+            keras.utils.set_random_seed(seed)
+            descriptor = model.descriptor_network(settings.l2_normalise, settings.dropout, seed=seed)
+            trainer = model.triplet_model(descriptor)
+            trainer.compile(optimizer=_optimizer(settings), loss=model.create_loss(settings.loss, settings.margin))
+            first_epoch = 0
+        else:
+            trainer = keras.saving.load_model(run.path / "checkpoints" / state["file"])
+            descriptor = trainer.get_layer("shared_descriptor").layer
+            first_epoch = state["epoch"]
+            echo(f"Resuming {run.path} after epoch {first_epoch}.")
     log = LossLog(run.losses_dir)
     results = None
     for epoch in range(first_epoch, settings.epochs):
         keras.utils.set_random_seed(seed * 1000 + epoch)  # dropout and shuffling of this epoch
         indices = sampler.sample(settings.triplets, epoch, distinct_tracks=settings.loss == "hardest",
                                  batch_size=settings.batch_size)
-        history = trainer.fit(bank[indices], np.zeros(len(indices), np.float32), batch_size=settings.batch_size,
-                              epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=int(show_progress) * 2)
+        with parallel.scope():  # fit splits each batch over the devices
+            history = trainer.fit(bank[indices], np.zeros(len(indices), np.float32), batch_size=settings.batch_size,
+                                  epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
+                                  verbose=int(show_progress) * 2)
         results = evaluation.evaluate(describe_dataset(descriptor, dataset, split.test, evaluation_source),
                                       task_lists, split.test)
         log.log(epoch + 1, {"train.loss": history.history["loss"][-1],
@@ -247,8 +255,8 @@ def evaluate(settings, run, seed=0, echo=print):
     return results_by_name
 
 
-def resumable_settings(run_path, epochs):
-    """The settings stored in a run's config, with `epochs` replaced, for `--resume`."""
+def resumable_settings(run_path, epochs, devices=None):
+    """The settings stored in a run's config, with `epochs` (and `devices` unless None) replaced, for `--resume`."""
     from deeprestore.rundir import RunDir
     from deeprestore.settings import DescribeSettings
 
@@ -257,4 +265,4 @@ def resumable_settings(run_path, epochs):
     known = {field.name for field in dataclasses.fields(DescribeSettings)}
     if run.config.get("command") != "describe-train" or not set(stored) <= known:
         raise DeepRestoreError(f"'{run_path}' is not a `describe train` run; expected a run directory made by it.")
-    return run, DescribeSettings(**{**stored, "epochs": epochs})
+    return run, DescribeSettings(**{**stored, "epochs": epochs, **({} if devices is None else {"devices": devices})})

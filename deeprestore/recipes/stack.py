@@ -17,6 +17,7 @@ import pathlib
 import numpy as np
 
 from deeprestore import figures, training
+from deeprestore.backend import DataParallel
 from deeprestore.datasets import ActivationStore, ImageDataset, source_fingerprint
 from deeprestore.errors import DeepRestoreError
 from deeprestore.inversion import metrics
@@ -109,12 +110,15 @@ def train_stack(settings, run, seed=0, resume=False, show_progress=True, echo=pr
     data = pathlib.Path(settings.data_cache) if settings.data_cache else run.path / "data"
     dataset, store, train_indices, validation_indices = prepare_data(settings, network, layers, data, seed,
                                                                     show_progress)
-    stack = Stack.build(network, resolved, seed=seed,
-                        scales=layer_scales(store.read(layers, train_indices[:SCALE_IMAGES])))
-    if settings.init:
-        stack.load_weights(modules_directory(settings.init))
-    learning_rate = settings.fine_tune_learning_rate if settings.mode == "fine-tune" else settings.learning_rate
-    model = stack.compile(stack.training_model(mode), mode, learning_rate, settings.channel_losses)
+    parallel = DataParallel(settings.devices)
+    parallel.check_batch(min(settings.batch_size, len(train_indices)))
+    with parallel.scope():  # the modules and Adam's state live on every device
+        stack = Stack.build(network, resolved, seed=seed,
+                            scales=layer_scales(store.read(layers, train_indices[:SCALE_IMAGES])))
+        if settings.init:
+            stack.load_weights(modules_directory(settings.init))
+        learning_rate = settings.fine_tune_learning_rate if settings.mode == "fine-tune" else settings.learning_rate
+        model = stack.compile(stack.training_model(mode), mode, learning_rate, settings.channel_losses)
     batches, read, model_inputs = batch_source(stack, mode, store, layers, train_indices, settings.batch_size, seed)
     validation_values = read(validation_indices)
 
@@ -129,6 +133,7 @@ def train_stack(settings, run, seed=0, resume=False, show_progress=True, echo=pr
         loss_weights=stack.loss_weights(mode), layers=list(layers),
         dataset={"path": str(dataset.path), "images": len(dataset), "train": len(train_indices),
                  "validation": len(validation_indices), "fingerprint": dataset.fingerprint},
+        devices=list(parallel.devices),
     )
     state = training.read_state(run.checkpoints_dir) if resume else None
     step = start = state["step"] if state else 0
@@ -143,7 +148,7 @@ def train_stack(settings, run, seed=0, resume=False, show_progress=True, echo=pr
         results = training.train(
             model, batches, training.Schedule(end, settings.checkpoint_every), checkpoints=run.checkpoints_dir,
             log_directory=run.losses_dir, validation=validation, resume=step > 0, show_progress=show_progress,
-            description=f"stack {settings.mode}",
+            description=f"stack {settings.mode}", parallel=parallel,
         )
         step = end
         stack.save(run.path / "modules", size, network.weights.sha256)
@@ -152,7 +157,8 @@ def train_stack(settings, run, seed=0, resume=False, show_progress=True, echo=pr
             figures.save_difference_figure(run.images_dir / f"validation-{step:06d}.png",
                                            dataset.images(figure_indices), reconstructions)
     if start >= settings.steps:  # resumed a finished run: nothing trained, the saved modules are final
-        stack.load_weights(run.path / "modules")
+        with parallel.scope():
+            stack.load_weights(run.path / "modules")
     write_summary(run, stack, source, dataset, validation_indices, validation_values, settings.batch_size)
     return results
 
