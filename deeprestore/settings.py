@@ -411,6 +411,8 @@ class InvertSettings:
         learning_rate: 0 means the preset's.
         cache: HDF5 activation cache shared across runs.
         shard: `I/N`: invert only the I-th of N shares of the images (cluster array jobs).
+        to: A layer below `layer` to invert to instead of the image: its activations are reconstructed
+            (see `deeprestore.recipes.invert_layer`); empty means the image.
     """
 
     images: str = "astronaut"
@@ -424,6 +426,7 @@ class InvertSettings:
     learning_rate: float = 0.0
     cache: str | None = None
     shard: str | None = None
+    to: str = ""
 
 
 INVERT = InvertSettings()

@@ -11,7 +11,11 @@ from deeprestore.cli import cli
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog
 from deeprestore.optimise import Engine, Progress, normalised_descent, optimise
-from deeprestore.parametrisations import FourierImage, ParametrisedEngine, normalised_image_descent
+from deeprestore.parametrisations import (
+    FourierImage,
+    ParametrisedEngine,
+    normalised_image_descent,
+)
 from deeprestore.recipes import dream as recipe
 from deeprestore.settings import DreamSettings
 

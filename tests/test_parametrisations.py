@@ -10,7 +10,11 @@ from click.testing import CliRunner
 from deeprestore import objectives
 from deeprestore.cli import cli
 from deeprestore.optimise import LBFGS, Adam, Engine, Progress, optimise
-from deeprestore.parametrisations import FourierImage, ParametrisedEngine, normalised_image_descent
+from deeprestore.parametrisations import (
+    FourierImage,
+    ParametrisedEngine,
+    normalised_image_descent,
+)
 from deeprestore.recipes.texture import texture_objective
 
 

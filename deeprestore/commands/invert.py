@@ -27,6 +27,8 @@ def given(ctx, name):
 @click.option("--pooling", type=click.Choice(["max", "average"]), default=defaults.INVERT.pooling)
 @click.option("--layer", default=defaults.INVERT.layer,
               help="Layer to invert, pre- or post-activation (learned: the stack's deepest input; deconvnet: every pooling layer).")
+@click.option("--to", default=defaults.INVERT.to, metavar="LAYER",
+              help="optimise: reconstruct the activations of this lower layer instead of the image (default: the image).")
 @click.option("--preset", type=click.Choice(defaults.INVERT_PRESETS), default=defaults.INVERT.preset,
               help="optimise: mv2015 (alpha 6, TV by depth, momentum SGD) or mv2016 (normalised priors, jitter, "
                    "range constraint, Adam).")
@@ -53,6 +55,8 @@ def given(ctx, name):
 def command(ctx, method, dry_run, stack, batch_size, channels, top, data_cache, **options):
     """Reconstruct images from a layer's activations, and measure how well."""
     state = ctx.obj
+    if method != "optimise" and given(ctx, "to"):
+        raise DeepRestoreError(f"--to applies to --method optimise only; got --method {method}.")
     progress = dict(seed=state.seed, show_progress=not state.quiet, echo=state.echo)
     if method == "learned":
         from deeprestore.inversion.learned import invert_learned
@@ -92,4 +96,7 @@ def command(ctx, method, dry_run, stack, batch_size, channels, top, data_cache, 
     if dry_run:
         print_estimates("invert", settings.network, invert_estimates(settings, seed=state.seed), settings.steps or None)
         return
-    run_recipe(state, "invert", settings, lambda run: invert(settings, run, **progress))
+    recipe = invert
+    if settings.to:
+        from deeprestore.recipes.invert_layer import invert_to_layer as recipe
+    run_recipe(state, "invert", settings, lambda run: recipe(settings, run, **progress))

@@ -21,9 +21,16 @@ from deeprestore import objectives
 from deeprestore.figures import difference_figure
 from deeprestore.inversion.metrics import summary
 from deeprestore.losslog import LossLog
-from deeprestore.sharding import shard
-from deeprestore.optimise import Adam, Engine, Momentum, Progress, optimise, step_schedule
+from deeprestore.optimise import (
+    Adam,
+    Engine,
+    Momentum,
+    Progress,
+    optimise,
+    step_schedule,
+)
 from deeprestore.recipes.common import TargetFeatures, open_network, output_name
+from deeprestore.sharding import shard
 
 # Mahendran & Vedaldi 2016: the typical pixel norm of a mean-subtracted 0-255 image, and the TV scale.
 B = 80.0
@@ -99,12 +106,20 @@ def preset(name, network, layer):
     return Preset(6.0, 2.0, feature_weight, 1.0, 1.0, jitter, "adam", 0.05, 3500, True)
 
 
-def inversion_objective(layer, settings, pixels):
-    """`C * feature + R_alpha + R_TV` for images of `pixels` = H W."""
+def inversion_objective(layer, settings, pixels, prior_on="preprocess", norm=B):
+    """`C * feature + R_alpha + R_TV` for images of `pixels` = H W.
+
+    Args:
+        layer: The inverted layer.
+        settings: A `Preset`.
+        pixels: Positions of the optimised tensor, `H W`.
+        prior_on: What the priors read: the network's input, or the intermediate layer inverted to.
+        norm: `B`, the typical norm of one position of that tensor (the TV scale is `B / 6.5`).
+    """
     return (
         settings.feature_weight * objectives.normalised_distance(layer)
-        + (settings.alpha_weight / pixels) * objectives.alpha_norm(settings.alpha, "preprocess", scale=B, pixel_norm=True)
-        + (settings.tv_weight / pixels) * objectives.total_variation(settings.beta, "preprocess", scale=V)
+        + (settings.alpha_weight / pixels) * objectives.alpha_norm(settings.alpha, prior_on, scale=norm, pixel_norm=True)
+        + (settings.tv_weight / pixels) * objectives.total_variation(settings.beta, prior_on, scale=norm / 6.5)
     )
 
 
@@ -143,16 +158,9 @@ def invert(settings, run, seed=0, show_progress=True, echo=print):
     rng = np.random.default_rng(seed)
     network = open_network(settings, run, seed, echo)
     layer = network.resolve(settings.layer)
-    chosen = preset(settings.preset, network, layer)
-    chosen = dataclasses.replace(
-        chosen, steps=settings.steps or chosen.steps, learning_rate=settings.learning_rate or chosen.learning_rate
-    )
+    chosen = chosen_preset(settings, network, layer)
     run.update_config(layer=layer, preset=dataclasses.asdict(chosen))
-
-    size = settings.size or network.spec.input_size
-    # Positions in the whole list name the outputs, so that shards of an array job never collide.
-    positions, inputs = zip(*shard(enumerate(image_io.list_images(settings.images)), settings.shard))
-    images = np.stack([image_io.resize(image_io.load_image(source), _square(size)) for source in inputs])
+    positions, inputs, images = load_batch(settings, network)
     targets = TargetFeatures(network, (layer,), settings.cache or run.activations_path)
     features = np.stack([targets("invert", source, image)[layer] for source, image in zip(inputs, images)])
 
@@ -160,7 +168,7 @@ def invert(settings, run, seed=0, show_progress=True, echo=print):
     callbacks = [range_constraint(network.spec)] if chosen.constrain else []
     start = rng.uniform(0.0, 1.0, images.shape).astype(np.float32)
     log = LossLog(run.losses_dir)
-    result, values = optimise(
+    result, _ = optimise(
         engine, start, chosen.steps, step_rule_for(chosen, chosen.steps), jitter=chosen.jitter, callbacks=callbacks,
         rng=rng, progress=Progress(description=f"invert {layer}", show=show_progress, log=log),
         targets={f"feature.{layer}": features},
@@ -172,6 +180,25 @@ def invert(settings, run, seed=0, show_progress=True, echo=print):
     return reconstructions
 
 
+def chosen_preset(settings, network, layer):
+    """The preset for the layer, with the settings' steps and learning rate where given."""
+    chosen = preset(settings.preset, network, layer)
+    return dataclasses.replace(
+        chosen, steps=settings.steps or chosen.steps, learning_rate=settings.learning_rate or chosen.learning_rate
+    )
+
+
+def load_batch(settings, network):
+    """`(positions, sources, images)` of this shard's images, resized to the inversion size.
+
+    Positions in the whole list name the outputs, so that shards of an array job never collide.
+    """
+    size = settings.size or network.spec.input_size
+    positions, inputs = zip(*shard(enumerate(image_io.list_images(settings.images)), settings.shard))
+    images = np.stack([image_io.resize(image_io.load_image(source), _square(size)) for source in inputs])
+    return positions, inputs, images
+
+
 def _square(size):
     return (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
 
@@ -181,7 +208,7 @@ def _write_outputs(run, positions, inputs, images, reconstructions, layer, featu
     for index, source, reconstruction in zip(positions, inputs, reconstructions):
         image_io.save_image(run.path / "outputs" / f"{output_name(source, index)}.png", reconstruction)
     image_io.save_image(run.path / "figure.png", difference_figure(images, reconstructions))
-    total, values, _ = engine(reconstructions, {f"feature.{layer}": features})
+    _, values, _ = engine(reconstructions, {f"feature.{layer}": features})
     metrics = summary(images, reconstructions)
     metrics["feature_error"] = values[f"feature.{layer}"]
     metrics["layer"] = layer
