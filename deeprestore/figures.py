@@ -2,7 +2,8 @@
 
 Every function returns a float32 RGB image in [0, 1] (`(height, width, 3)`) that `save_image` writes;
 `save_figure` does both. `difference_figure` is seed 000's four-column figure, shared by every
-inversion method: image, reconstruction, colour-accurate difference, renormalised absolute difference.
+inversion method: image, reconstruction, colour-accurate difference, renormalised absolute difference;
+`activation_figure` compares true and reconstructed channel maps of an intermediate layer.
 """
 
 import numpy as np
@@ -97,3 +98,39 @@ def save_difference_figure(path, images, reconstructions):
 def _rgb(image):
     image = np.asarray(image, np.float32)
     return np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
+
+
+def activation_figure(true, reconstructed, channels=4, smallest=64):
+    """Per image, two rows of channel maps: the true activations above, the reconstructed below.
+
+    The channels shown are each image's `channels` strongest in the true activations (largest sum of
+    squares). Each channel's pair of maps shares one grey scale, from its largest absolute value:
+    black at 0 for non-negative values, grey at 0 otherwise. Small maps are enlarged (nearest
+    neighbour) to at least `smallest` pixels.
+
+    Args:
+        true: `(batch, height, width, channels)` activations.
+        reconstructed: The same shape.
+        channels: Channels per image.
+        smallest: The least side of a shown map, in pixels.
+
+    Returns:
+        A float32 `(height, width, 3)` figure.
+    """
+    true, reconstructed = np.asarray(true, np.float32), np.asarray(reconstructed, np.float32)
+    if true.shape != reconstructed.shape:
+        raise ValueError(f"Got true {true.shape} and reconstructed {reconstructed.shape}; expected equal shapes.")
+    factor = max(1, -(-smallest // min(true.shape[1:3])))
+    signed = bool(true.min() < 0 or reconstructed.min() < 0)
+    rows = []
+    for image_true, image_reconstructed in zip(true, reconstructed):
+        strongest = np.argsort(-np.sum(image_true**2, axis=(0, 1)))[:channels]
+        pair = ([], [])
+        for channel in strongest:
+            maps = image_true[..., channel], image_reconstructed[..., channel]
+            largest = max(float(np.abs(maps[0]).max()), float(np.abs(maps[1]).max())) or 1.0
+            for row, values in zip(pair, maps):
+                shown = 0.5 + values / (2 * largest) if signed else values / largest
+                row.append(np.kron(np.clip(shown, 0.0, 1.0), np.ones((factor, factor), np.float32)))
+        rows.extend(pair)
+    return image_grid(rows)

@@ -51,14 +51,16 @@ class Engine:
 def normalised_descent(step_size):
     """Gradient descent with the step divided by the mean absolute gradient of each image.
 
-    The normalisation keeps one step size usable across layers (seed 003, section 2.3).
+    The normalisation keeps one step size usable across layers (seed 003, section 2.3). The mean is
+    over every axis but the first, so the rule works on any batch of variables (pixels, or the
+    spectra of a `parametrisations.FourierImage`).
 
     Args:
         step_size: The step in units of the mean absolute gradient (DeepDream's usual 0.01).
     """
 
     def rule(images, gradient, step):
-        scale = np.mean(np.abs(gradient), axis=(1, 2, 3), keepdims=True) + 1e-8
+        scale = np.mean(np.abs(gradient), axis=tuple(range(1, gradient.ndim)), keepdims=True) + 1e-8
         return images - step_size * gradient / scale
 
     return rule

@@ -2,11 +2,14 @@
 
 A parametrisation holds `parameters` (any float array) and maps them to images with `images(parameters)`;
 `gradient(image_gradient, parameters)` maps a gradient with respect to the images back to the parameters
-by the chain rule (the exact adjoint of `images`). Plain pixels need no parametrisation: the optimiser
-works on the images themselves. `FourierImage` is lucid's decorrelated-colour Fourier parametrisation,
-written in numpy because it runs outside the compiled network step. `ParametrisedEngine` wraps an `Engine`
-so that `optimise` runs unchanged on the parameters: pass no jitter and no callbacks (clamping and blur
-act on pixels, not on spectra), and read the images back with `parametrisation.images(result)`.
+by the chain rule (the exact adjoint of `images`), `image_change(direction, parameters)` is the forward
+derivative, and `parameters_of(images)` inverts `images`, so that an optimisation can start from a given
+image. Plain pixels need no parametrisation: the optimiser works on the images themselves. `FourierImage`
+is lucid's decorrelated-colour Fourier parametrisation, written in numpy because it runs outside the
+compiled network step. `ParametrisedEngine` wraps an `Engine` so that `optimise` runs unchanged on the
+parameters, with jitter applied to the decoded images; pass `optimise` no jitter, and callbacks only if
+they act on parameters (blur acts on pixels: decode, blur and re-encode), and read the images back with
+`parametrisation.images(result)`. `normalised_image_descent` is DeepDream's normalised step on parameters.
 
 Reference:
     Olah, Mordvintsev & Schubert, 2017. Feature visualization (Distill); the lucid library's
@@ -16,6 +19,8 @@ Reference:
 import numpy as np
 
 PARAMETRISATIONS = ("pixels", "fourier")
+# How far from 0 and 1 `FourierImage.parameters_of` clips pixels before inverting the sigmoid.
+DEFAULT_MARGIN = 0.01
 
 # The square root of ImageNet's colour correlation matrix, from lucid's `color_correlation_svd_sqrt`:
 # images are built in a decorrelated colour space and mapped back to RGB with it.
@@ -89,9 +94,49 @@ class FourierImage:
         # lucid divides by 4 so that the initial spectrum gives images of moderate contrast.
         return np.moveaxis(channels, 1, -1) / 4.0 @ COLOUR_CORRELATION.T
 
+    def parameters_of(self, images, margin=DEFAULT_MARGIN):
+        """The parameters whose images are `images`: the inverse of `images(parameters)`.
+
+        Every step of the decoder is inverted: the sigmoid by the logit, the colour matrix by its
+        inverse, the inverse real FFT by a forward one, and the frequency scale by a division. Pixels
+        are first clipped into `[margin, 1 - margin]`, since the sigmoid reaches neither 0 nor 1 and
+        its gradient vanishes near both: a pixel encoded at 0.01 still moves a tenth as fast as grey.
+        Images within that range come back exactly (to float32 rounding).
+
+        Args:
+            images: `(batch, height, width, 3)` of this parametrisation's shape.
+            margin: How far from 0 and 1 pixels are clipped before the logit.
+
+        Returns:
+            float32 parameters of shape `(batch, 3, 2, height, width // 2 + 1)`.
+        """
+        images = np.asarray(images, np.float64)
+        expected = (self.batch, self.height, self.width, 3)
+        if images.shape != expected:
+            raise ValueError(f"Expected images of shape {expected}; received {images.shape}.")
+        images = np.clip(images, margin, 1.0 - margin)
+        colours = np.log(images) - np.log1p(-images)  # the logit
+        channels = np.moveaxis(colours @ np.linalg.inv(COLOUR_CORRELATION.T) * 4.0, -1, 1)  # (batch, 3, height, width)
+        spectrum = np.fft.rfft2(channels, axes=(-2, -1)) / self.scale
+        return np.stack([spectrum.real, spectrum.imag], axis=2).astype(np.float32)
+
     def images(self, parameters=None, dtype=np.float32):
         """The images of `parameters` (default: the initial ones), `(batch, height, width, 3)` in [0, 1]."""
         return _sigmoid(self._colours(self._check(parameters))).astype(dtype)
+
+    def image_change(self, direction, parameters=None):
+        """How the images move when the parameters move by a small `direction`: the decoder's Jacobian
+        applied to it (the forward derivative of `images` at `parameters`).
+
+        Args:
+            direction: An array of the parameters' shape.
+            parameters: Where the derivative is taken (default: the initial parameters).
+
+        Returns:
+            float64 `(batch, height, width, 3)`.
+        """
+        images = _sigmoid(self._colours(self._check(parameters)))
+        return images * (1.0 - images) * self._colours(self._check(direction))
 
     def gradient(self, image_gradient, parameters=None):
         """The gradient with respect to the parameters, given the gradient with respect to `images(parameters)`.
@@ -124,19 +169,52 @@ class ParametrisedEngine:
 
     `optimise(ParametrisedEngine(engine, parametrisation), parametrisation.parameters, ...)` optimises
     the parameters with any step rule, L-BFGS included (without bounds: `LBFGS(bounds=None)`, since the
-    sigmoid already keeps the images in [0, 1]). Jitter and callbacks act on the parameter array, so
-    pass none.
+    sigmoid already keeps the images in [0, 1]). `optimise`'s own jitter and callbacks would act on the
+    parameter array, so pass none: jitter is applied here instead, to the decoded images, and the
+    gradient rolled back before it is mapped to the parameters.
 
     Args:
         engine: An `Engine` (or anything called as `engine(images, targets) -> (total, values, gradient)`).
         parametrisation: A parametrisation such as `FourierImage`.
+        jitter: Largest random shift of the decoded images, in pixels (0: none).
+        rng: A `numpy.random.Generator` for the jitter.
     """
 
-    def __init__(self, engine, parametrisation):
+    def __init__(self, engine, parametrisation, jitter=0, rng=None):
         self.engine = engine
         self.parametrisation = parametrisation
+        self.jitter = int(jitter)
+        self.rng = rng or np.random.default_rng(0)
 
     def __call__(self, parameters, targets=None):
         """Returns `(total, {term: value}, parameter gradient)`."""
-        total, values, gradient = self.engine(self.parametrisation.images(parameters), targets)
-        return total, values, self.parametrisation.gradient(np.asarray(gradient), parameters)
+        shift = tuple(int(value) for value in self.rng.integers(-self.jitter, self.jitter + 1, size=2)) if self.jitter else (0, 0)
+        images = np.roll(self.parametrisation.images(parameters), shift, axis=(1, 2))
+        total, values, gradient = self.engine(images, targets)
+        gradient = np.roll(np.asarray(gradient), (-shift[0], -shift[1]), axis=(1, 2))
+        return total, values, self.parametrisation.gradient(gradient, parameters)
+
+
+def normalised_image_descent(step_size, parametrisation):
+    """DeepDream's normalised step (`optimise.normalised_descent`) taken on a parametrisation's parameters,
+    scaled so that each image moves by `step_size` in mean absolute pixel value, as a normalised step on
+    the pixels does.
+
+    The descent direction is the parameters' gradient; its length is set by the decoder's Jacobian
+    (`image_change`), so one `--step-size` means the same pixel change with or without the
+    parametrisation, at every image size.
+
+    Args:
+        step_size: The mean absolute pixel change of one step, per image.
+        parametrisation: The parametrisation the parameters belong to (a `FourierImage`).
+
+    Returns:
+        A step rule `(parameters, gradient, step) -> parameters`.
+    """
+
+    def rule(parameters, gradient, step):
+        change = parametrisation.image_change(gradient, parameters)  # (batch, height, width, 3)
+        scale = np.mean(np.abs(change), axis=(1, 2, 3)).reshape((-1,) + (1,) * (gradient.ndim - 1)) + 1e-12
+        return (parameters - step_size * gradient / scale).astype(np.float32)
+
+    return rule

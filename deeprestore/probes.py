@@ -2,7 +2,8 @@
 
 `FeatureProbe(network, layers)` is a Keras model from the network's input to a dict
 `{layer: activation}`; it computes only what those layers need. Calling it inside a compiled
-function gives tensors; `features(images)` gives numpy arrays, batch by batch.
+function gives tensors; `features(images)` gives numpy arrays, batch by batch. A `SegmentProbe` does
+the same from an intermediate layer's tensor instead of the image (inversion to a layer).
 """
 
 import keras
@@ -53,3 +54,46 @@ class FeatureProbe:
         self.network.spec.check_size(*images.shape[1:3])
         parts = [self._forward(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
         return {layer: np.concatenate([part[layer] for part in parts]) for layer in self.layers}
+
+
+class SegmentProbe:
+    """Named activations computed from one layer's tensor instead of from the image.
+
+    The model is the part of the network between `source` and the `layers` above it (a Keras model
+    cut from one named layer's output to others'). Called on a tensor of `source`'s shape divided by
+    `scale`, it returns `{source: tensor * scale, layer: activation}`, so an optimiser can work on a
+    variable of order one while objectives read the activations in the network's units.
+
+    Args:
+        network: A `Network`.
+        source: Name or alias of the layer whose tensor is the input.
+        layers: Names or aliases of layers above `source`.
+        scale: What the input is multiplied by before it enters the network.
+
+    Raises:
+        DeepRestoreError: A layer is unknown.
+        ValueError: A layer does not come after `source`.
+    """
+
+    def __init__(self, network, source, layers, scale=1.0):
+        self.network = network
+        self.source = network.resolve(source)
+        targets = tuple(dict.fromkeys(network.resolve(layer) for layer in layers))
+        order = network.layers
+        below = [layer for layer in targets if order.index(layer) <= order.index(self.source)]
+        if below:
+            raise ValueError(f"Layers {below} do not come after '{self.source}'.")
+        self.layers = (self.source, *targets)
+        self.scale = float(scale)
+        outputs = {layer: network.model.get_layer(layer).output for layer in targets}
+        self.model = keras.Model(network.model.get_layer(self.source).output, outputs, name=f"{network.name}_segment")
+
+    def __call__(self, tensors):
+        """Returns `{layer: tensor}` for a batch of `source` tensors divided by `scale`."""
+        tensors = tensors * self.scale
+        return {self.source: tensors, **self.model(tensors)}
+
+    @property
+    def variables(self):
+        """The weights the segment reads."""
+        return self.model.variables

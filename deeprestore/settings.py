@@ -53,6 +53,10 @@ class DreamSettings:
         save_every: Save the image every this many steps into `images/` (0: never).
         cache: HDF5 activation cache shared across runs (default: the run's own activations.h5).
         shard: `I/N`: dream only the I-th of N shares of a folder or list of images (array jobs).
+        parametrisation: `pixels`, or `fourier`: each octave's image is encoded as a decorrelated-colour
+            Fourier spectrum (lucid's, see `deeprestore.parametrisations`) and the step taken on it.
+        decay_power: With `fourier`, the spectrum is scaled by `1 / frequency ** decay_power`. lucid's 1
+            spends a dream's steps on low-frequency colour drift; 0.5 keeps the patterns and smooths them.
     """
 
     image: str = "astronaut"
@@ -86,6 +90,8 @@ class DreamSettings:
     save_every: int = 0
     cache: str | None = None
     shard: str | None = None
+    parametrisation: str = "pixels"
+    decay_power: float = 0.5
 
 
 DREAM = DreamSettings()
@@ -413,6 +419,8 @@ class InvertSettings:
         learning_rate: 0 means the preset's.
         cache: HDF5 activation cache shared across runs.
         shard: `I/N`: invert only the I-th of N shares of the images (cluster array jobs).
+        to: A layer below `layer` to invert to instead of the image: its activations are reconstructed
+            (see `deeprestore.recipes.invert_layer`); empty means the image.
     """
 
     images: str = "astronaut"
@@ -426,6 +434,7 @@ class InvertSettings:
     learning_rate: float = 0.0
     cache: str | None = None
     shard: str | None = None
+    to: str = ""
 
 
 INVERT = InvertSettings()

@@ -11,6 +11,11 @@ from deeprestore.cli import cli
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog
 from deeprestore.optimise import Engine, Progress, normalised_descent, optimise
+from deeprestore.parametrisations import (
+    FourierImage,
+    ParametrisedEngine,
+    normalised_image_descent,
+)
 from deeprestore.recipes import dream as recipe
 from deeprestore.settings import DreamSettings
 
@@ -57,6 +62,19 @@ def test_each_objective_rises_over_a_few_steps(tiny_with_head, rng, terms, term)
     before = engine(images, targets)[1][term]
     result, _ = optimise(engine, images, 4, normalised_descent(0.02), progress=Progress(show=False), targets=targets)
     assert engine(result, targets)[1][term] > before
+
+
+@pytest.mark.parametrize("terms, term", [(dict(layers=(("relu2", 1.0),)), "l2.relu2"),
+                                         (dict(channels=(("relu1", 2, 1.0),)), "channel.relu1.2")])
+def test_a_few_fourier_steps_raise_the_objective(tiny, rng, terms, term):
+    engine = Engine.for_objective(recipe.dream_objective(tiny, **terms), tiny)
+    images = rng.uniform(0.1, 0.9, size=(2, 32, 32, 3)).astype(np.float32)
+    parametrisation = FourierImage(images.shape[:3], decay_power=0.5)
+    start = parametrisation.parameters_of(images)
+    parametrised = ParametrisedEngine(engine, parametrisation, jitter=2, rng=np.random.default_rng(0))
+    result, _ = optimise(parametrised, start, 4, normalised_image_descent(0.02, parametrisation),
+                         progress=Progress(show=False))
+    assert engine(parametrisation.images(result))[1][term] > engine(images)[1][term]
 
 
 def test_weights_scale_each_term(tiny):
@@ -166,4 +184,28 @@ def test_dry_run_prints_estimates_and_creates_no_run(tmp_path):
     result = invoke(tmp_path, "dream", "--network", "tiny", "--size", "64", "--octaves", "2", "--tile", "32", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "Dry run" in result.output and "peak memory" in result.output and "octave 2 64x64" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_fourier_dream_writes_a_complete_run_with_every_regulariser(tmp_path):
+    run = run_of(invoke(tmp_path, "dream", "--network", "tiny", "--size", "48", "--octaves", "2", "--steps", "2",
+                        "--parametrisation", "fourier", "--jitter", "4", "--tile", "24", "--blur-every", "2",
+                        "--scaling", "0.99", "--l2-decay", "0.1", "--save-every", "2"))
+    assert (run / "status").read_text().strip() == "complete"
+    for name in ("dream.png", "images/start.png", "images/octave_2.png", "images/step_000004.png", "norms.csv"):
+        assert (run / name).exists(), name
+    assert len(LossLog.read(run / "losses")["l2_decay.images"]) == 4
+    settings = json.loads((run / "config.json").read_text())["settings"]
+    assert settings["parametrisation"] == "fourier" and settings["decay_power"] == 0.5
+
+
+def test_fourier_cycles_keep_the_spectrum_across_stages(tmp_path):
+    run = run_of(invoke(tmp_path, *TINY, "--parametrisation", "fourier", "--cycle", "relu1:0.01:2",
+                        "--cycle", "relu2:0.02:1"))
+    assert len(LossLog(run / "losses").values("total")) == 3
+
+
+def test_fourier_refuses_no_clamp(tmp_path):
+    result = invoke(tmp_path, *TINY, "--parametrisation", "fourier", "--no-clamp")
+    assert result.exit_code == 2 and "--no-clamp cannot apply with --parametrisation fourier" in result.output
     assert not (tmp_path / "runs").exists()

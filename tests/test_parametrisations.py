@@ -10,7 +10,11 @@ from click.testing import CliRunner
 from deeprestore import objectives
 from deeprestore.cli import cli
 from deeprestore.optimise import LBFGS, Adam, Engine, Progress, optimise
-from deeprestore.parametrisations import FourierImage, ParametrisedEngine
+from deeprestore.parametrisations import (
+    FourierImage,
+    ParametrisedEngine,
+    normalised_image_descent,
+)
 from deeprestore.recipes.texture import texture_objective
 
 
@@ -46,12 +50,68 @@ def test_same_seed_gives_the_same_start():
     assert not np.array_equal(first.images(), FourierImage((1, 8, 8), seed=4).images())
 
 
+@pytest.mark.parametrize("shape", [(2, 9, 7), (1, 8, 12)], ids=["odd-width", "even-width"])
+@pytest.mark.parametrize("decay_power", [0.5, 1.0])
+def test_images_round_trip_through_their_parameters(shape, decay_power):
+    parametrisation = FourierImage(shape, decay_power=decay_power)
+    images = np.random.default_rng(0).uniform(0.01, 0.99, (*shape, 3))
+    np.testing.assert_allclose(parametrisation.images(parametrisation.parameters_of(images)), images, atol=1e-5)
+
+
+def test_encoding_clips_pixels_into_the_margin():
+    parametrisation = FourierImage((1, 6, 6))
+    images = np.zeros((1, 6, 6, 3))
+    images[..., 1] = 1.0
+    decoded = parametrisation.images(parametrisation.parameters_of(images, margin=0.05))
+    np.testing.assert_allclose(decoded[..., 0], 0.05, atol=1e-5)
+    np.testing.assert_allclose(decoded[..., 1], 0.95, atol=1e-5)
+
+
+def test_image_change_matches_finite_differences():
+    parametrisation = FourierImage((1, 6, 7), seed=2, standard_deviation=0.5)
+    direction = np.random.default_rng(1).normal(size=parametrisation.parameters.shape)
+    epsilon = 1e-6
+    parameters = parametrisation.parameters.astype(np.float64)
+    numeric = (parametrisation.images(parameters + epsilon * direction, dtype=np.float64)
+               - parametrisation.images(parameters - epsilon * direction, dtype=np.float64)) / (2 * epsilon)
+    np.testing.assert_allclose(parametrisation.image_change(direction), numeric, atol=1e-8)
+
+
+def test_a_normalised_image_step_moves_each_image_by_the_step_size_in_mean_pixel_value():
+    parametrisation = FourierImage((2, 16, 16), seed=0, standard_deviation=0.3)
+    gradient = np.random.default_rng(3).normal(size=parametrisation.parameters.shape).astype(np.float32)
+    step = normalised_image_descent(1e-4, parametrisation)(parametrisation.parameters, gradient, 0)
+    change = parametrisation.images(step, dtype=np.float64) - parametrisation.images(dtype=np.float64)
+    np.testing.assert_allclose(np.mean(np.abs(change), axis=(1, 2, 3)), 1e-4, rtol=1e-2)
+
+
+def test_jitter_rolls_the_decoded_images_and_the_gradient_back():
+    class Recorder:
+        """An engine whose gradient is the image itself, remembering what it saw."""
+
+        def __call__(self, images, targets=None):
+            self.seen = images
+            return 0.0, {}, images
+
+    parametrisation = FourierImage((1, 8, 8), seed=0, standard_deviation=0.5)
+    recorder = Recorder()
+    _, _, gradient = ParametrisedEngine(recorder, parametrisation, jitter=3, rng=np.random.default_rng(5))(
+        parametrisation.parameters)
+    images = parametrisation.images()
+    assert not np.allclose(recorder.seen, images)
+    assert any(np.allclose(recorder.seen, np.roll(images, (dy, dx), axis=(1, 2)))
+               for dy in range(-3, 4) for dx in range(-3, 4))
+    np.testing.assert_allclose(gradient, parametrisation.gradient(images), rtol=1e-4, atol=1e-6)
+
+
 def test_wrong_shapes_are_refused():
     parametrisation = FourierImage((1, 8, 8))
     with pytest.raises(ValueError, match="parameters of shape"):
         parametrisation.images(np.zeros((1, 3, 2, 8, 8)))
     with pytest.raises(ValueError, match="image gradient of shape"):
         parametrisation.gradient(np.zeros((1, 8, 8, 4)))
+    with pytest.raises(ValueError, match="images of shape"):
+        parametrisation.parameters_of(np.zeros((1, 8, 9, 3)))
 
 
 @pytest.mark.parametrize("rule", [Adam(0.05), LBFGS(bounds=None)], ids=["adam", "lbfgs"])

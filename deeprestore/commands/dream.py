@@ -4,6 +4,7 @@ import click
 
 from deeprestore import settings as defaults
 from deeprestore.commands.common import item_names, name_option, run_recipe
+from deeprestore.parametrisations import PARAMETRISATIONS
 
 TILE_MODES = ("random", "contiguous", "overlap")
 POSITIVE = click.FloatRange(min=0.0, min_open=True)
@@ -59,6 +60,13 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)
               help="Scale the image towards grey by this factor after each step (1: off).")
 @click.option("--l2-decay", default=defaults.DREAM.l2_decay, type=click.FloatRange(min=0.0),
               help="Weight of an L2 penalty mean((x - 0.5)^2) on the image.")
+@click.option("--parametrisation", type=click.Choice(PARAMETRISATIONS), default=defaults.DREAM.parametrisation,
+              show_default=True,
+              help="What each octave steps on: the pixels, or a decorrelated-colour Fourier spectrum (lucid's; "
+                   "smoother patterns). Jitter, tiles, blur, scaling and L2 decay apply to its images; its "
+                   "sigmoid keeps pixels in [0, 1], so it refuses --no-clamp.")
+@click.option("--decay-power", default=defaults.DREAM.decay_power, type=click.FloatRange(min=0.0), show_default=True,
+              help="fourier: scale the spectrum by 1 / frequency ** this (lucid: 1, mostly colour drift in a dream).")
 @click.option("--frames", default=defaults.DREAM.frames, type=click.IntRange(min=1),
               help="Zoom loop: frames, each dreamed from the previous one zoomed; saved as PNGs and a GIF.")
 @click.option("--zoom", default=defaults.DREAM.zoom, type=click.FloatRange(min=1.0), help="Zoom factor between frames.")

@@ -27,6 +27,8 @@ def given(ctx, name):
 @click.option("--pooling", type=click.Choice(["max", "average"]), default=defaults.INVERT.pooling)
 @click.option("--layer", default=defaults.INVERT.layer,
               help="Layer to invert, pre- or post-activation (learned: the stack's deepest input; deconvnet: every pooling layer).")
+@click.option("--to", default=defaults.INVERT.to, metavar="LAYER",
+              help="optimise: reconstruct the activations of this lower layer instead of the image (default: the image).")
 @click.option("--preset", type=click.Choice(defaults.INVERT_PRESETS), default=defaults.INVERT.preset,
               help="optimise: mv2015 (alpha 6, TV by depth, momentum SGD) or mv2016 (normalised priors, jitter, "
                    "range constraint, Adam).")
@@ -57,6 +59,11 @@ def command(ctx, method, dry_run, stack, batch_size, channels, top, data_cache, 
     if name is not None and method != "optimise":
         raise DeepRestoreError(f"--name shares a run among the tasks of an array job; got it with --method {method}, "
                                "expected --method optimise.")
+    if method != "optimise" and given(ctx, "to"):
+        raise DeepRestoreError(f"--to applies to --method optimise only; got --method {method}.")
+    if name is not None and given(ctx, "to"):
+        raise DeepRestoreError("--name shares a run of image reconstructions among array tasks; got it with --to, "
+                               "expected one or the other.")
     progress = dict(seed=state.seed, show_progress=not state.quiet, echo=state.echo)
     if method == "learned":
         from deeprestore.inversion.learned import invert_learned
@@ -96,6 +103,11 @@ def command(ctx, method, dry_run, stack, batch_size, channels, top, data_cache, 
         load_image(source)
     if dry_run:
         print_estimates("invert", settings.network, invert_estimates(settings, seed=state.seed), settings.steps or None)
+        return
+    if settings.to:
+        from deeprestore.recipes.invert_layer import invert_to_layer
+
+        run_recipe(state, "invert", settings, lambda run: invert_to_layer(settings, run, **progress))
         return
     run_recipe(state, "invert", settings, lambda run: invert(settings, run, **progress), name=name,
                items=item_names(sources))

@@ -10,6 +10,15 @@ per octave by default, or `cycles` passes over the `cycle` stages (seed 003, 2.5
 processed from the smallest octave up; after each octave the detail it gained (result minus the
 octave's base image) is resized and added to the next, larger base ("detail re-injection"). The zoom
 loop dreams several frames, each from the previous one zoomed in.
+
+With `parametrisation="fourier"` each octave's image is encoded as lucid's decorrelated-colour Fourier
+spectrum (`parametrisations.FourierImage.parameters_of`, exact for pixels within [0.01, 0.99]; others
+are clipped to that range, where the sigmoid still moves), every stage of the octave steps on that
+spectrum, and the result is decoded before detail re-injection. The step is the normalised step scaled
+to the same mean pixel change as on pixels (`normalised_image_descent`), so `step_size` keeps its
+meaning. Every regulariser still applies: jitter rolls the decoded image, tiles compute its gradient
+tile by tile, blur and scaling act on the decoded image, which is then re-encoded, and the L2 decay is
+a term of the objective. Clamping is the sigmoid's, so `clamp=False` is refused.
 """
 
 import dataclasses
@@ -29,6 +38,11 @@ from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
 from deeprestore.networks import create_network
 from deeprestore.optimise import Engine, Progress, normalised_descent, optimise
+from deeprestore.parametrisations import (
+    FourierImage,
+    ParametrisedEngine,
+    normalised_image_descent,
+)
 from deeprestore.probes import FeatureProbe
 from deeprestore.recipes.common import Outputs, TargetFeatures, final_losses, item_rng, pending_items
 from deeprestore.sharding import shard
@@ -97,8 +111,14 @@ def parse_terms(settings):
     """The objective options of a `DreamSettings`, parsed and checked for combinations that do not mix.
 
     Raises:
-        DeepRestoreError: A malformed option, or `--cycle` with other objective options.
+        DeepRestoreError: A malformed option, `--cycle` with other objective options, or `--no-clamp`
+            with the Fourier parametrisation (whose sigmoid always keeps pixels within [0, 1]).
     """
+    if settings.parametrisation == "fourier" and not settings.clamp:
+        raise DeepRestoreError(
+            "--no-clamp cannot apply with --parametrisation fourier: its sigmoid keeps every pixel within [0, 1]; "
+            "expected --clamp or --parametrisation pixels."
+        )
     terms = Terms(**{option: tuple(parse_spec(text, option) for text in getattr(settings, option)) for option in _SYNTAX})
     if terms.cycle and (terms.layers or terms.channels or terms.neurons or terms.classes):
         raise DeepRestoreError(
@@ -323,43 +343,71 @@ class _Schedule:
             context["frame"] = frame
         return context
 
-    def callbacks(self, first_step):
+    def regularise(self, images, number):
+        """The blur due at step `number` and the scaling towards grey, on pixels."""
         settings = self.settings
-        blur = transforms.gaussian_blur(settings.blur_sigma)
-        scale = transforms.scale_towards(settings.scaling)
+        if settings.blur_every and number % settings.blur_every == 0:
+            images = transforms.gaussian_blur(settings.blur_sigma)(images)
+        if settings.scaling != 1.0:
+            images = transforms.scale_towards(settings.scaling)(images)
+        return images
 
-        def regularise(images, step):
+    def save(self, images, number):
+        if self.settings.save_every and number % self.settings.save_every == 0:
+            image_io.save_image(self.run.images_dir / f"step_{number:06d}.png", images[0])
+
+    def callbacks(self, first_step, parametrisation=None):
+        """The callback run after each step: regularisers and saving, on pixels or, through
+        `parametrisation`, on the decoded images of the parameters (re-encoded only when a regulariser
+        changed them)."""
+        settings = self.settings
+
+        def on_pixels(images, step):
             number = first_step + step + 1
-            if settings.blur_every and number % settings.blur_every == 0:
-                images = blur(images)
-            if settings.scaling != 1.0:
-                images = scale(images)
+            images = self.regularise(images, number)
             if settings.clamp:
                 images = np.clip(images, 0.0, 1.0)
-            if settings.save_every and number % settings.save_every == 0:
-                image_io.save_image(self.run.images_dir / f"step_{number:06d}.png", images[0])
+            self.save(images, number)
             return images
 
-        return [regularise]
+        def on_parameters(parameters, step):
+            number = first_step + step + 1
+            if (settings.blur_every and number % settings.blur_every == 0) or settings.scaling != 1.0:
+                parameters = parametrisation.parameters_of(self.regularise(parametrisation.images(parameters), number))
+            if settings.save_every and number % settings.save_every == 0:
+                self.save(parametrisation.images(parameters), number)
+            return parameters
+
+        return [on_pixels if parametrisation is None else on_parameters]
 
     def octave(self, images, frame, octave, label):
-        """Runs every stage once on a batch at one octave's size."""
+        """Runs every stage once on a batch at one octave's size, on its pixels or its Fourier spectrum."""
         settings = self.settings
+        parametrisation = None
+        variables = images
+        if settings.parametrisation == "fourier":
+            parametrisation = FourierImage(images.shape[:3], decay_power=settings.decay_power)
+            variables = parametrisation.parameters_of(images)
         for stage, engine in zip(self.stages, self.engines):
             if settings.tile:
                 engine = transforms.TiledEngine(engine, settings.tile, settings.tile_mode, settings.tile_overlap, self.rng)
+            if parametrisation is None:
+                rule, jitter = normalised_descent(stage.step_size), settings.jitter
+            else:
+                engine = ParametrisedEngine(engine, parametrisation, settings.jitter, self.rng)
+                rule, jitter = normalised_image_descent(stage.step_size, parametrisation), 0
             targets = {name: value for name, value in self.targets.items() if name in stage.objective.names}
             progress = Progress(
                 description=f"{label} {images.shape[1]}x{images.shape[2]}" + (f" cycle {stage.cycle}" if stage.cycle > 1 else ""),
                 show=self.show_progress, log=self.log, first_step=self.step, context=self.context(frame, octave, stage),
             )
-            images, _ = optimise(
-                engine, images, stage.steps, normalised_descent(stage.step_size), jitter=settings.jitter,
-                callbacks=self.callbacks(self.step), rng=self.rng, progress=progress, targets=targets,
+            variables, _ = optimise(
+                engine, variables, stage.steps, rule, jitter=jitter, callbacks=self.callbacks(self.step, parametrisation),
+                rng=self.rng, progress=progress, targets=targets,
             )
             self.steps_at.append((self.step + 1, self.step + stage.steps, frame, octave, images.shape[1:3]))
             self.step += stage.steps
-        return images
+        return variables if parametrisation is None else parametrisation.images(variables)
 
     def frame(self, image, frame, sizes):
         """Dreams one image over the octaves with detail re-injection; returns the result."""

@@ -100,12 +100,20 @@ def preset(name, network, layer):
     return Preset(6.0, 2.0, feature_weight, 1.0, 1.0, jitter, "adam", 0.05, 3500, True)
 
 
-def inversion_objective(layer, settings, pixels):
-    """`C * feature + R_alpha + R_TV` for images of `pixels` = H W."""
+def inversion_objective(layer, settings, pixels, prior_on="preprocess", norm=B):
+    """`C * feature + R_alpha + R_TV` for images of `pixels` = H W.
+
+    Args:
+        layer: The inverted layer.
+        settings: A `Preset`.
+        pixels: Positions of the optimised tensor, `H W`.
+        prior_on: What the priors read: the network's input, or the intermediate layer inverted to.
+        norm: `B`, the typical norm of one position of that tensor (the TV scale is `B / 6.5`).
+    """
     return (
         settings.feature_weight * objectives.normalised_distance(layer)
-        + (settings.alpha_weight / pixels) * objectives.alpha_norm(settings.alpha, "preprocess", scale=B, pixel_norm=True)
-        + (settings.tv_weight / pixels) * objectives.total_variation(settings.beta, "preprocess", scale=V)
+        + (settings.alpha_weight / pixels) * objectives.alpha_norm(settings.alpha, prior_on, scale=norm, pixel_norm=True)
+        + (settings.tv_weight / pixels) * objectives.total_variation(settings.beta, prior_on, scale=norm / 6.5)
     )
 
 
@@ -151,10 +159,7 @@ def invert(settings, run, seed=0, show_progress=True, echo=print):
         return np.zeros((0, 0, 0, 3), np.float32)
     network = open_network(settings, run, seed, echo)
     layer = network.resolve(settings.layer)
-    chosen = preset(settings.preset, network, layer)
-    chosen = dataclasses.replace(
-        chosen, steps=settings.steps or chosen.steps, learning_rate=settings.learning_rate or chosen.learning_rate
-    )
+    chosen = chosen_preset(settings, network, layer)
     run.update_config(layer=layer, preset=dataclasses.asdict(chosen))
 
     size = _square(settings.size or network.spec.input_size)
@@ -177,6 +182,25 @@ def invert(settings, run, seed=0, show_progress=True, echo=print):
     reconstructions = np.clip(result, 0.0, 1.0)
     _write_outputs(run, pending, images, reconstructions, layer, features, engine)
     return reconstructions
+
+
+def chosen_preset(settings, network, layer):
+    """The preset for the layer, with the settings' steps and learning rate where given."""
+    chosen = preset(settings.preset, network, layer)
+    return dataclasses.replace(
+        chosen, steps=settings.steps or chosen.steps, learning_rate=settings.learning_rate or chosen.learning_rate
+    )
+
+
+def load_batch(settings, network):
+    """`(positions, sources, images)` of this shard's images, resized to the inversion size.
+
+    Positions in the whole list name the outputs, so that shards of an array job never collide.
+    """
+    size = settings.size or network.spec.input_size
+    positions, inputs = zip(*shard(enumerate(image_io.list_images(settings.images)), settings.shard))
+    images = np.stack([image_io.resize(image_io.load_image(source), _square(size)) for source in inputs])
+    return positions, inputs, images
 
 
 def _square(size):
