@@ -231,23 +231,23 @@ def nearest_neighbours(first, second, block_size=None):
 
 
 class _Table:
-    """The descriptors of some sequences stacked once into one array, addressed by (sequence, image, row).
+    """The descriptors of some images of some sequences stacked into one array, addressed by
+    (sequence code, image number, row).
 
     Stacking costs one copy of the descriptors, after which any number of rows is a single `take`
     instead of one gather per (sequence, image) group.
     """
 
-    def __init__(self, descriptors, sequences):
-        from deeprestore.descriptors.hpatches import IMAGES
-
-        names = list(dict.fromkeys(sequences))  # distinct, in first-seen order
-        self.codes = {name: code for code, name in enumerate(names)}
-        self.image_numbers = {image: number for number, image in enumerate(IMAGES)}
-        blocks = [np.asarray(descriptors[name][image]) for name in names for image in IMAGES]
+    def __init__(self, descriptors, sequences, images):
+        blocks = [np.asarray(descriptors[name][image]) for name in sequences for image in images]
         # Keep the descriptors' own dtype: rows are converted to float64 only when differenced.
         self.stack = np.concatenate(blocks) if blocks else np.empty((0, 0), np.float32)
         sizes = np.array([len(block) for block in blocks], np.int64)
-        self.offsets = (np.cumsum(sizes) - sizes).reshape(len(names), len(IMAGES))  # first row of each block
+        self.offsets = (np.cumsum(sizes) - sizes).reshape(len(sequences), len(images))  # first row of each block
+
+    def positions(self, codes, images, rows):
+        """Stack positions of rows of (sequence code, image number) blocks."""
+        return self.offsets[codes, images] + rows
 
     def distances(self, first, second):
         """`distances` between the stack rows at positions `first` and `second`."""
@@ -265,25 +265,6 @@ def _rows(descriptors, sequences, image, indices):
         rows = np.flatnonzero(inverse == number)
         result[rows] = np.asarray(descriptors[name][image])[indices[rows]]
     return result
-
-
-def _pair_sequences(tasks):
-    return [sequences for kind in ("positives", "intra", "inter")
-            for sequences in (getattr(tasks, kind).sequences1, getattr(tasks, kind).sequences2)]
-
-
-def _pair_positions(table, pairs):
-    """Stack positions of both ends of every pair at each level: `{level: (first, second)}`."""
-    codes = [np.fromiter(map(table.codes.__getitem__, sequences), np.int64, len(sequences))
-             for sequences in (pairs.sequences1, pairs.sequences2)]
-    positions = {}
-    for level in LEVELS:
-        # Image ids 0..5 are `ref` and images 1..5 of the level.
-        numbers = np.array([table.image_numbers[image] for image in ["ref"] + [f"{level}{k}" for k in range(1, 6)]])
-        positions[level] = tuple(table.offsets[code, numbers[np.asarray(images)]] + np.asarray(indices, np.int64)
-                                 for code, images, indices in zip(codes, (pairs.images1, pairs.images2),
-                                                                  (pairs.indices1, pairs.indices2)))
-    return positions
 
 
 def _stacked_auc(negatives, sorted_positives):
@@ -306,6 +287,14 @@ def _stacked_average_precision(negatives, positives):
     return float(_rank_average_precision(ranks.astype(np.float64), len(positives)))
 
 
+def _pair_ends(pairs, codes):
+    """Both ends of every pair as `(sequence codes, image ids, rows)`."""
+    return [(np.fromiter(map(codes.__getitem__, sequences), np.int64, len(sequences)),
+             np.asarray(images, np.int64), np.asarray(indices, np.int64))
+            for sequences, images, indices in ((pairs.sequences1, pairs.images1, pairs.indices1),
+                                               (pairs.sequences2, pairs.images2, pairs.indices2))]
+
+
 def evaluate_verification(descriptors, tasks):
     """Verification at each level: `{level: {"intra"|"inter": {"balanced": auc, "imbalanced": ap}}}`.
 
@@ -313,22 +302,24 @@ def evaluate_verification(descriptors, tasks):
     on the first `positives + int(0.2 * positives)` (all negatives and a fifth as many positives when
     there are as many negatives as positives).
     """
-    table = _Table(descriptors, (name for sequences in _pair_sequences(tasks) for name in set(sequences)))
     kinds = ("positives", "intra", "inter")
-    positions = {kind: _pair_positions(table, getattr(tasks, kind)) for kind in kinds}
-    # Every distance of every kind and level in one threaded pass, split afterwards.
-    parts = [positions[kind][level] for kind in kinds for level in LEVELS]
-    everything = table.distances(*(np.concatenate([part[end] for part in parts]) for end in (0, 1)))
-    pieces = np.split(everything, np.cumsum([len(part[0]) for part in parts])[:-1])
-    pair_distances = dict(zip([(kind, level) for kind in kinds for level in LEVELS], pieces))
+    names = list(dict.fromkeys(name for kind in kinds for end in ("sequences1", "sequences2")
+                               for name in set(getattr(getattr(tasks, kind), end))))
+    codes = {name: code for code, name in enumerate(names)}
+    ends = {kind: _pair_ends(getattr(tasks, kind), codes) for kind in kinds}
     results = {}
     for level in LEVELS:
-        positive = pair_distances["positives", level]
+        # One level's images at a time (image ids 0..5 are `ref` and images 1..5 of the level) keeps the
+        # stacked copy small; all the level's pairs are measured in one threaded pass.
+        table = _Table(descriptors, names, ["ref"] + [f"{level}{k}" for k in range(1, 6)])
+        measured = table.distances(*(np.concatenate([table.positions(*ends[kind][end]) for kind in kinds])
+                                     for end in (0, 1)))
+        del table
+        positive, *negatives = np.split(measured, np.cumsum([len(getattr(tasks, kind)) for kind in kinds])[:-1])
         sorted_positive = np.sort(positive)
         imbalanced = len(positive) + int(len(positive) * 0.2)
         results[level] = {}
-        for kind in ("intra", "inter"):
-            negative = pair_distances[kind, level]
+        for kind, negative in zip(("intra", "inter"), negatives):
             kept_positives = positive[:max(imbalanced - len(negative), 0)]
             results[level][kind] = {"balanced": _stacked_auc(negative, sorted_positive),
                                     "imbalanced": _stacked_average_precision(negative[:imbalanced], kept_positives)}
