@@ -3,9 +3,10 @@
 The images are resized once into an HDF5 dataset and the frozen network's activations of the layers
 the modules read are cached beside it; each step then reads a seeded batch of cached activations,
 from memory or, for caches too large for it, from HDF5 in block-shuffled chunks (`batches(step)`
-depends only on the step, so a resumed run sees the batches an uninterrupted one would). Training goes through `deeprestore.training.train` in segments of `validate_every` steps;
-after each, the validation losses are logged, the modules saved to `modules/` and the chain's
-reconstructions of a few validation images drawn into `images/validation-<step>.png`.
+depends only on the step, so a resumed run sees the batches an uninterrupted one would). Training
+goes through `deeprestore.training.train` in segments of `validate_every` steps; after each, the
+validation losses are logged, the modules saved to `modules/` and the chain's reconstructions of a
+few validation images drawn into `images/validation-<step>.png`.
 
 Reference:
     Dosovitskiy & Brox, 2016. Inverting visual representations with convolutional networks.
@@ -30,7 +31,7 @@ from deeprestore.networks import create_network
 # at most CHUNK_BYTES, each made of blocks of consecutive images, a batch drawing on BLOCKS_PER_BATCH
 # blocks or more.
 IN_MEMORY_BYTES = 2 << 30
-CHUNK_BYTES = 256 << 20
+CHUNK_BYTES = 64 << 20
 BLOCKS_PER_BATCH = 4
 # Above this many loss terms (per-channel losses) only the per-module and per-channel plots are drawn:
 # one subplot per term would take minutes to draw and be unreadable.
