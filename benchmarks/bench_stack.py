@@ -5,7 +5,9 @@ the one training path (`deeprestore.training.train`), and prints steps per secon
 
 - cached, in memory: targets and inputs read from the HDF5 activation cache, loaded once (what
   `deeprestore stack` does when the cache fits in memory);
-- cached, HDF5 reads: the same cache read from disk every step (what it does for large datasets);
+- cached, HDF5 scattered rows: the same cache, each step's random rows read from disk;
+- cached, HDF5 block-shuffled: the same cache read from disk in block-shuffled chunks (what
+  `deeprestore stack` does when the cache does not fit in memory, `BlockShuffledBatches`);
 - recomputed: the frozen network computes pool2 and conv2_2 from the images every step.
 
 Usage: python3 benchmarks/bench_stack.py [--size 64] [--batch-size 8] [--steps 20] [--weights auto]
@@ -24,6 +26,7 @@ from deeprestore.datasets import ActivationStore, ImageDataset
 from deeprestore.inversion.specs import check_specs, default_specs
 from deeprestore.inversion.stack import Stack
 from deeprestore.networks import create_network
+from deeprestore.recipes.stack import batch_source
 
 SOURCE, TARGET = "block2_pool", "block2_conv2"  # pool2 -> conv2_2 (pre-activation)
 
@@ -100,8 +103,11 @@ def main():
             images = dataset.images(chosen(step))
             return images, np.zeros((len(images), *cached[TARGET].shape[1:]), np.float32)
 
+        blocks = batch_source(stack, "separate", store, (SOURCE, TARGET), np.arange(len(dataset)), options.batch_size,
+                              seed=0, in_memory_bytes=0)[0]
         rates = {"cached, in memory": timed_training(model, from_memory, options.steps, folder / "memory"),
-                 "cached, HDF5 reads": timed_training(model, from_disk, options.steps, folder / "disk")}
+                 "HDF5 scattered rows": timed_training(model, from_disk, options.steps, folder / "disk"),
+                 "HDF5 block-shuffled": timed_training(model, blocks, options.steps, folder / "blocks")}
         rates["recomputed"] = timed_training(recomputing_model(network, stack), from_images, options.steps,
                                              folder / "recompute")
     print(f"VGG16 {name}, {options.size}x{options.size}, batch {options.batch_size}, {options.steps} steps, "

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from deeprestore.cli import cli
 from deeprestore.descriptors import hpatches, model, synthetic
 from deeprestore.errors import DeepRestoreError
+from deeprestore.recipes import describe
 
 SMALL = synthetic.SyntheticSpec(photos=("camera", "coffee"), count=12, size=160, seed=0)
 
@@ -74,6 +75,21 @@ def test_a_few_training_steps_lower_the_triplet_loss(loss):
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3), loss=model.create_loss(loss))
     history = trainer.fit(patches[indices], np.zeros(24), batch_size=8, epochs=3, shuffle=False, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+@pytest.mark.parametrize("inputs", ["clean", "noisy"])
+def test_the_8_bit_patch_bank_gives_batches_of_the_same_floats_as_the_patches(dataset, inputs):
+    names = ["i_camera", "v_coffee"]
+    sequences = hpatches.load_dataset(dataset, names, noisy=inputs == "noisy")
+    source = describe.PatchSource(inputs)
+    bank, tracks = describe.patch_bank(sequences, names, source)
+    assert bank.dtype == np.uint8 and bank.shape == (2 * 16 * 12, 32, 32) and tracks.shape == (24, 16)
+    floats = np.concatenate([source.patches(sequences[name], image) for name in names for image in hpatches.IMAGES])
+    indices = model.TripletSampler(tracks, seed=0).sample(5)
+    batches = describe.TripletBatches(bank, indices, batch_size=2)
+    assert len(batches) == 3 and batches[2][0].shape == (1, 3, 32, 32, 1) and batches[2][0].dtype == np.float32
+    np.testing.assert_array_equal(np.concatenate([batches[number][0] for number in range(3)]),
+                                  floats[indices][..., None])
 
 
 def test_synthetic_dataset_has_real_correspondences(dataset):

@@ -57,27 +57,123 @@ def _tasks(descriptors, seed=0, pairs=300, queries=20, distractors=40):
                                        seed=seed, pairs=pairs, queries=queries, distractors=distractors)
 
 
+def _assert_same(first, second):
+    """Every entry of two results dicts (after a JSON round trip) equal to 1e-12, keys in the same order."""
+    if isinstance(first, dict):
+        assert list(first) == list(second)
+        for key in first:
+            _assert_same(first[key], second[key])
+    elif isinstance(first, list):
+        for a, b in zip(first, second, strict=True):
+            _assert_same(a, b)
+    else:
+        assert first == pytest.approx(second, abs=1e-12)
+
+
+def _assert_equals_reference(descriptors, split, task_lists, pools=(8, 20, 30, 100)):
+    fast = json.loads(json.dumps(evaluation.evaluate(descriptors, task_lists, split.test, pools)))
+    slow = json.loads(json.dumps(reference.evaluate(descriptors, task_lists, split.test, pools)))
+    _assert_same(fast, slow)
+
+
 @pytest.mark.parametrize("integer", [False, True])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_vectorised_evaluation_equals_the_per_pair_reference(integer, seed):
     descriptors = _descriptors(seed=seed, integer=integer)
-    split, task_lists = _tasks(descriptors, seed)
-    pools = (8, 20, 30, 100)
-    fast = json.loads(json.dumps(evaluation.evaluate(descriptors, task_lists, split.test, pools)))
-    slow = json.loads(json.dumps(reference.evaluate(descriptors, task_lists, split.test, pools)))
+    _assert_equals_reference(descriptors, *_tasks(descriptors, seed))
 
-    def compare(first, second):
-        if isinstance(first, dict):
-            assert first.keys() == second.keys()
-            for key in first:
-                compare(first[key], second[key])
-        elif isinstance(first, list):
-            for a, b in zip(first, second, strict=True):
-                compare(a, b)
-        else:
-            assert first == pytest.approx(second, abs=1e-12)
 
-    compare(fast, slow)
+@pytest.mark.parametrize("offset, scale", [(1e3, 1.0), (0.0, 1e16)])
+def test_vectorised_evaluation_equals_the_reference_where_float32_products_cannot_decide(offset, scale):
+    # A large common offset makes the float32 products' error dwarf the distances (every comparison is
+    # a near-tie, decided by the definition); a huge scale takes the float64 products instead.
+    descriptors = {name: {image: (values * np.float32(scale) + np.float32(offset)).astype(np.float32)
+                          for image, values in images.items()}
+                   for name, images in _descriptors(seed=2).items()}
+    _assert_equals_reference(descriptors, *_tasks(descriptors, 2))
+
+
+def test_retrieval_pool_sizes_in_any_order_equal_the_reference():
+    descriptors = _descriptors(seed=3)
+    split, task_lists = _tasks(descriptors, 3)
+    _assert_equals_reference(descriptors, split, task_lists, pools=(30, 8, 100, 20))
+
+
+def _near_tie_descriptors(gap):
+    """One sequence of 4 patches in 3-D whose ref patch 0 has two nearly tied neighbours in every image:
+    row 1 at distance 1 and row 2 at distance `1 - gap` (`gap` far below float32 resolution)."""
+    reference = np.array([[0.5, 0.25, 0.125], [10, 10, 10], [20, 20, 20], [30, 30, 30]])
+    other = reference.copy()
+    other[1] = reference[0] + [1.0, 0.0, 0.0]
+    other[2] = reference[0] + [0.0, 1.0 - gap, 0.0]
+    other[0] = reference[0] + [0.0, 0.0, 5.0]
+    return reference, other
+
+
+@pytest.mark.parametrize("gap", [1e-12, 0.0, -1e-12])
+def test_nearest_neighbours_decide_near_ties_by_the_definition(gap):
+    first, second = _near_tie_descriptors(gap)
+    nearest, nearest_distances = evaluation.nearest_neighbours(first, second)
+    exact = np.sqrt(((first[0] - second) ** 2).sum(axis=1))
+    assert nearest[0, 0] == np.argmin(exact) == (2 if gap > 0 else 1)
+    assert nearest_distances[0, 0] == exact.min()
+
+
+def test_nearest_neighbours_search_each_block_of_columns_on_its_own():
+    # The common offset leaves float32 products too coarse to order the neighbours: the definition must.
+    rng = np.random.default_rng(4)
+    first, second = 1e3 + rng.normal(size=(30, 8)), 1e3 + np.round(rng.normal(size=(3 * 20, 8)), 1)
+    nearest, nearest_distances = evaluation.nearest_neighbours(first, second, block_size=20)
+    for block in range(3):
+        exact = np.sqrt(((first[:, None] - second[None, block * 20:(block + 1) * 20]) ** 2).sum(axis=-1))
+        np.testing.assert_array_equal(nearest[:, block], np.argmin(exact, axis=1))
+        np.testing.assert_array_equal(nearest_distances[:, block], exact.min(axis=1))
+
+
+@pytest.mark.parametrize("gap", [1e-12, 0.0, -1e-12])
+def test_retrieval_counts_only_distractors_strictly_closer_than_a_positive(gap):
+    # The query's first positive is at distance 1; a distractor of another sequence sits at 1 - gap:
+    # closer (ranked before the positive) only when gap > 0, since a tie keeps the positive first.
+    query = np.array([0.5, 0.25, 0.125])
+    descriptors = {}
+    for name in ("i_a", "v_b"):
+        ref = np.array([query, [40, 40, 40], [60, 60, 60]]) + (0 if name == "i_a" else 100)
+        descriptors[name] = {image: ref.copy() for image in hpatches.IMAGES}
+    for image in hpatches.IMAGES[1:]:
+        descriptors["i_a"][image][0] = query + [1.0, 0.0, 0.0]
+    descriptors["v_b"]["ref"][1] = query + [0.0, 1.0 - gap, 0.0]
+    queries = tasks.Patches(np.array(["i_a"], dtype=object), np.array([0]))
+    distractors = tasks.Patches(np.array(["v_b", "v_b", "i_a"], dtype=object), np.array([0, 1, 1]))
+    task_lists = tasks.Tasks("x", None, None, None, queries, distractors)
+    fast = evaluation.evaluate_retrieval(descriptors, task_lists, pool_sizes=(6, 7))
+    slow = reference.retrieval(descriptors, task_lists, pool_sizes=(6, 7))
+    assert fast["e"][7].tolist() == pytest.approx(slow["e"][7].tolist(), abs=1e-15)
+    assert fast["e"][6].tolist() == [1.0]  # the closer distractor is second in the pool: outside a pool of 6
+    assert (fast["e"][7][0] < 1.0) == (gap > 0)
+
+
+@pytest.mark.parametrize("gap", [1e-12, 0.0, -1e-12])
+def test_verification_ranks_tied_negatives_before_positives(gap):
+    descriptors = _toy()
+    descriptors["i_a"]["e1"] = descriptors["i_a"]["ref"] + np.array([[1.0], [1.0], [1.0]], np.float32)
+    descriptors["v_b"]["ref"] = descriptors["i_a"]["ref"] + np.array([[1.0 - gap], [7.0], [7.0]])
+    # Pairs: positives (i_a, ref, r)-(i_a, e1, r) at distance 1; negatives (i_a, ref, r)-(v_b, ref, r).
+    def column(values, kind=np.int64):
+        return np.array(values, dtype=kind)
+
+    positives = tasks.Pairs(column(["i_a"] * 3, object), column([0] * 3), column([0, 1, 2]),
+                            column(["i_a"] * 3, object), column([1] * 3), column([0, 1, 2]))
+    negatives = tasks.Pairs(column(["i_a"] * 3, object), column([0] * 3), column([0, 1, 2]),
+                            column(["v_b"] * 3, object), column([0] * 3), column([0, 1, 2]))
+    empty = tasks.Patches(np.array(["i_a"], dtype=object), np.array([0]))
+    task_lists = tasks.Tasks("x", positives, negatives, negatives, empty, empty)
+    fast = evaluation.evaluate_verification(descriptors, task_lists)
+    slow = reference.verification(descriptors, task_lists)
+    for kind in ("intra", "inter"):
+        for balance in ("balanced", "imbalanced"):
+            assert fast["e"][kind][balance] == pytest.approx(slow["e"][kind][balance], abs=1e-15)
+    # Positives at 1; negatives at 7, 7 and 1 - gap, which a positive precedes only when strictly closer.
+    assert fast["e"]["intra"]["balanced"] == pytest.approx((6 + (3 if gap < 0 else 0)) / 9)
 
 
 def test_distance_rows_equal_one_pair_at_a_time():
@@ -92,7 +188,7 @@ def test_nearest_neighbours_take_the_first_of_tied_minima():
     first = np.array([[0.0, 0.0], [5.0, 5.0]])
     second = np.array([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0], [5.0, 5.0]])
     nearest, distance = evaluation.nearest_neighbours(first, second)
-    assert nearest.tolist() == [0, 2] and distance.tolist() == [1.0, 0.0]
+    assert nearest[:, 0].tolist() == [0, 2] and distance[:, 0].tolist() == [1.0, 0.0]
 
 
 def _toy():

@@ -16,10 +16,11 @@ from click.testing import CliRunner
 
 from deeprestore import training
 from deeprestore.cli import cli
-from deeprestore.datasets import ActivationStore, ImageDataset
+from deeprestore.datasets import ActivationStore, BlockShuffledBatches, ImageDataset
 from deeprestore.inversion.specs import check_specs, default_specs, parse_spec
-from deeprestore.inversion.stack import Stack
+from deeprestore.inversion.stack import Stack, layer_scales
 from deeprestore.losslog import LossLog
+from deeprestore.recipes import stack as stack_recipe
 
 SIZE = (16, 16)
 TINY_STACK = ("stack", "--network", "tiny", "--weights", "random", "--from", "pool2", "--size", "16",
@@ -48,8 +49,8 @@ def batches_for(stack, mode, values, batch_size=8):
     return batches
 
 
-def train_tiny(tiny, values, tmp_path, mode, chain, steps, learning_rate=3e-3):
-    stack = Stack.build(tiny, check_specs(tiny, chain, SIZE))
+def train_tiny(tiny, values, tmp_path, mode, chain, steps, learning_rate=3e-3, scales=None):
+    stack = Stack.build(tiny, check_specs(tiny, chain, SIZE), scales=scales)
     model = stack.compile(stack.training_model(mode), mode, learning_rate)
     training.train(model, batches_for(stack, mode, values), training.Schedule(steps, checkpoint_every=steps),
                    checkpoints=tmp_path / "checkpoints", log_directory=tmp_path / "losses", show_progress=False)
@@ -65,13 +66,30 @@ def test_a_few_steps_lower_each_modules_loss(tiny, data, tmp_path):
 
 def test_joint_training_optimises_the_weighted_sum_and_logs_each_term(tiny, data, tmp_path):
     chain = default_specs(tiny, "pool1")  # pool1_to_conv1, conv1_to_image
-    chain = [parse_spec({**chain[0].as_dict(), "weight": 0.5}), parse_spec({**chain[1].as_dict(), "weight": 2.0})]
-    stack, losses = train_tiny(tiny, data[2], tmp_path, "joint", chain, steps=30)
+    chain = [chain[0], parse_spec({**chain[1].as_dict(), "weight": 2.0})]  # automatic weight, then a given one
+    scales = layer_scales(data[2])
+    stack, losses = train_tiny(tiny, data[2], tmp_path, "joint", chain, steps=30, scales=scales)
+    automatic = 1.0 / scales["conv1"] ** 2
+    assert stack.loss_weights("joint") == {"pool1_to_conv1": pytest.approx(automatic), "conv1_to_image": 2.0}
     first, second = losses["train.pool1_to_conv1_loss"], losses["train.conv1_to_image_loss"]
-    np.testing.assert_allclose(losses["train.loss"], 0.5 * first + 2.0 * second, rtol=1e-4)
+    np.testing.assert_allclose(losses["train.loss"], automatic * first + 2.0 * second, rtol=1e-4)
     assert losses["train.loss"][-5:].mean() < 0.8 * losses["train.loss"][:5].mean()
     # The image module reads the first module's output, not the true conv1 activations.
     assert [tensor.name for tensor in stack.training_model("joint").inputs] == ["pool1"]
+
+
+def test_default_joint_weights_measure_each_loss_in_its_layers_normalised_units(tiny, data):
+    scales = layer_scales(data[2])
+    stack = Stack.build(tiny, check_specs(tiny, default_specs(tiny, "pool2"), SIZE), scales=scales)
+    weights = stack.loss_weights("joint")
+    for name in stack.names:
+        target = stack.resolved.target_layer[name]
+        assert weights[name] == pytest.approx(1.0 / scales[target] ** 2), name
+    # Each weighted term is then the error relative to its layer's mean square: a module that outputs
+    # zeros scores exactly 1 on every layer, however large that layer's values.
+    for name in stack.names:
+        target = data[2][stack.resolved.target_layer[name]]
+        assert weights[name] * np.mean(np.square(target, dtype=np.float64)) == pytest.approx(1.0, rel=1e-5)
 
 
 def test_modules_out_of_the_loss_are_logged_with_weight_zero(tiny):
@@ -81,6 +99,40 @@ def test_modules_out_of_the_loss_are_logged_with_weight_zero(tiny):
     assert stack.loss_weights("joint") == {"pool1_to_conv1": 0.0, "conv1_to_image": 1.0}
     assert stack.loss_weights("end-to-end") == {"pool1_to_conv1": 0.0, "conv1_to_image": 1.0}
     assert stack.loss_weights("separate") == {"pool1_to_conv1": 1.0, "conv1_to_image": 1.0}
+
+
+def test_activation_reads_of_any_rows_equal_the_loaded_cache(tiny, data):
+    directory, dataset, loaded = data
+    store = ActivationStore(directory / "activations", dataset, tiny)
+    indices = np.array([0, 1, 2, 5, 9, 10, 11])  # three runs of consecutive rows
+    read = store.read(("conv1", "pool2"), indices[::-1])
+    for layer in ("conv1", "pool2"):
+        np.testing.assert_array_equal(read[layer], loaded[layer][indices])
+    assert store.read(("conv1",), [])["conv1"].shape == (0, *loaded["conv1"].shape[1:])
+
+
+def test_block_shuffled_batches_read_few_slices_and_depend_only_on_the_step():
+    values = np.arange(100) * 10
+    slices = []
+
+    def read(indices):
+        slices.append(len(np.split(indices, np.flatnonzero(np.diff(indices) != 1) + 1)))
+        return {"rows": values[indices]}
+
+    indices = np.delete(np.arange(100), [5, 50, 51])  # 97 training rows, with gaps
+    batches = BlockShuffledBatches(read, indices, batch_size=8, block_rows=4, chunk_steps=3, seed=1)
+    served = [batches(step)["rows"] // 10 for step in range(30)]
+    assert all(len(batch) == 8 for batch in served)
+    first_epoch = np.concatenate(served[:12])  # 97 // 8 = 12 steps: 96 distinct training rows
+    assert len(set(first_epoch)) == 96 and set(first_epoch) <= set(indices)
+    assert not np.array_equal(np.concatenate(served[12:24]), first_epoch)  # each epoch shuffles anew
+    # One read per chunk of 3 steps (10 in 30 steps), each of 6 blocks of 4 rows: at most 6 slices, plus
+    # one for each gap a block straddles.
+    assert len(slices) == 10 and max(slices) <= 8
+    # A fresh reader (a resumed run) serves the same batch at any step.
+    resumed = BlockShuffledBatches(read, indices, batch_size=8, block_rows=4, chunk_steps=3, seed=1)
+    for step in (29, 7, 13, 0):
+        np.testing.assert_array_equal(resumed(step)["rows"] // 10, served[step])
 
 
 def invoke(tmp_path, *arguments):
@@ -178,6 +230,20 @@ def test_a_killed_stack_run_resumes_to_the_same_weights(tmp_path, data):
     assert len(LossLog.read(run / "losses")["train.loss"]) == target  # rows past the checkpoint were dropped
     _, straight = invoke(tmp_path / "straight", *TINY_STACK, "--steps", str(target), *common)
     left, right = module_weights(straight), module_weights(run)
+    assert left.keys() == right.keys() and left
+    for name in left:
+        np.testing.assert_allclose(left[name], right[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_a_stack_reading_hdf5_in_blocks_resumes_to_the_same_weights(tmp_path, data, monkeypatch):
+    monkeypatch.setattr(stack_recipe, "IN_MEMORY_BYTES", 0)  # as if the cache did not fit in memory
+    common = ["--checkpoint-every", "3", "--validate-every", "0", "--data-cache", str(data[0])]
+    _, stopped = invoke(tmp_path / "stopped", *TINY_STACK, "--steps", "3", *common)
+    result, resumed = invoke(tmp_path / "stopped", "stack", "--resume", str(stopped), "--steps", "8")
+    assert result.exit_code == 0 and resumed == stopped
+    assert json.loads((stopped / "config.json").read_text())["batching"] == "block-shuffled"
+    _, straight = invoke(tmp_path / "straight", *TINY_STACK, "--steps", "8", *common)
+    left, right = module_weights(straight), module_weights(stopped)
     assert left.keys() == right.keys() and left
     for name in left:
         np.testing.assert_allclose(left[name], right[name], rtol=1e-4, atol=1e-6, err_msg=name)

@@ -5,13 +5,16 @@ test sequence. The definitions are hpatches-benchmark's Python ones (`utils/metr
 `utils/tasks.py`, `utils/results.py`): scores are negative Euclidean distances, computed in float64
 from the float32 descriptors as `sqrt(sum((a - b)^2))`; rankings use a stable sort (ties keep input
 order); AP is the trapezoidal area under precision over recall with a (recall 0, precision 1) point
-first. Large distance matrices come from one matrix product (`|a|^2 + |b|^2 - 2ab`), which can differ
-from the definition in the last bits; every comparison whose outcome such a difference could change
-is recomputed with the definition, so results equal a per-pair implementation's to the last tie.
+first. Rankings are scored from counts (how many negatives come before each positive) rather than by
+sorting everything. Large distance matrices come from one float32 matrix product
+(`|b|^2 - 2ab`), which differs from the definition by up to a proven bound; every comparison whose
+outcome that difference could change is recomputed with the definition, so results equal a per-pair
+implementation's to the last tie.
 
 Reference:
     Balntas, Lenc, Vedaldi & Mikolajczyk, 2017. HPatches: a benchmark and evaluation of handcrafted and
     learned local descriptors. The hpatches-benchmark repository for the exact protocol.
+    Higham, 2002. Accuracy and Stability of Numerical Algorithms, section 3.1 (dot product error bound).
 """
 
 
@@ -25,10 +28,11 @@ from deeprestore.errors import DeepRestoreError
 
 POOL_SIZES = (100, 500, 1000, 5000, 10000, 15000, 20000)
 RETRIEVAL_POSITIVES = 5
-# Distances from the matrix product are trusted only where they differ from a threshold by more than
-# this fraction of the squared norms involved: float64 products of 128 float32 values err by ~1e-14.
-_RELATIVE_TOLERANCE = 1e-9
 _SMALL = 1e-10  # the benchmark's guard against division by zero, which also sets precision at rank 0
+# Matrices of approximate distances are built a slab of rows at a time, of at most this many entries.
+_SLAB_ENTRIES = 1 << 23
+# Descriptors whose squared norms reach this could overflow float32 products: those use float64.
+_FLOAT32_LIMIT = 1e30
 
 
 def _ranking(scores, labels, numpos=None, order=None):
@@ -95,76 +99,159 @@ def roc_auc(scores, labels, numpos=None, order=None):
     return _trapezoid(true_rate, false_rate)
 
 
+def _rows_average_precision(distances, labels, numpos):
+    """`average_precision(-distances[i], labels[i], numpos)` for every row i at once (finite distances)."""
+    order = np.argsort(distances, axis=-1, kind="stable")
+    hits = np.take_along_axis(np.asarray(labels, bool), order, axis=-1)
+    start = np.zeros(hits.shape[:-1] + (1,), np.int64)
+    true_positives = np.concatenate([start, np.cumsum(hits, axis=-1)], axis=-1)
+    false_positives = np.concatenate([start, np.cumsum(~hits, axis=-1)], axis=-1)
+    recall = true_positives / float(max(numpos, _SMALL))
+    precision = np.maximum(true_positives, _SMALL) / np.maximum(true_positives + false_positives, _SMALL)
+    return np.sum(np.diff(recall, axis=-1) * (precision[..., 1:] + precision[..., :-1]) / 2.0, axis=-1)
+
+
+def _rank_average_precision(ranks, positives):
+    """AP (as `precision_recall` computes it) of rankings given the 1-based ranks of their positives.
+
+    `ranks` is `(..., positives)`, sorted along the last axis; only the steps where recall grows add area.
+    """
+    found = np.arange(1, positives + 1, dtype=np.float64)
+    before = np.where(ranks > 1, np.maximum(found - 1, _SMALL) / np.maximum(ranks - 1, _SMALL), 1.0)
+    width = found / positives - (found - 1) / positives
+    return np.sum(width * (before + found / ranks) / 2.0, axis=-1)
+
+
 def distances(first, second):
     """Row-wise Euclidean distances in float64, by the definition: `sqrt(sum((a - b)^2, axis=-1))`."""
-    difference = np.asarray(first, np.float64) - np.asarray(second, np.float64)
-    return np.sqrt(np.sum(difference * difference, axis=-1))
+    difference = np.subtract(first, second, dtype=np.float64)
+    np.multiply(difference, difference, out=difference)
+    return np.sqrt(np.sum(difference, axis=-1))
 
 
-def _squared_distance_matrix(first, second):
-    """`(n, m)` squared distances from one matrix product, with the squared norms used for tolerances."""
-    first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
-    first_norms = np.einsum("ij,ij->i", first, first)
-    second_norms = np.einsum("ij,ij->i", second, second)
-    squared = first_norms[:, None] + second_norms[None, :] - 2.0 * (first @ second.T)
-    return squared, first_norms, second_norms
+def _indexed_distances(first, second, first_rows, second_rows, block=2048):
+    """`distances(first[first_rows], second[second_rows])`, a block of rows at a time.
 
-
-def nearest_neighbours(first, second, squared_matrix=None):
-    """For each row of `first`, the index of the nearest row of `second` (the first one on ties) and
-    the distance to it, both by the definition (`distances`).
-
-    `squared_matrix` may pass `_squared_distance_matrix(first, second)` already computed.
+    Blocks keep the float64 differences in cache; they run on a few threads, since the random-access
+    gathers dominate and numpy releases the GIL in them. Each row is still summed on its own, in
+    `distances`'s order, so the results are the same bits.
     """
-    squared, first_norms, second_norms = squared_matrix or _squared_distance_matrix(first, second)
-    minimum = squared.min(axis=1)
-    tolerance = _RELATIVE_TOLERANCE * (first_norms + second_norms.max()) + 1e-300
-    candidates = squared <= (minimum + tolerance)[:, None]
-    nearest = np.argmax(candidates, axis=1)  # the first candidate
-    for row in np.flatnonzero(candidates.sum(axis=1) > 1):  # near-ties: decide them by the definition
-        columns = np.flatnonzero(candidates[row])
-        exact = distances(first[row][None], second[columns])
-        nearest[row] = columns[np.argmin(exact)]
-    return nearest, distances(first, second[nearest])
+    result = np.empty(len(first_rows))
+
+    def fill(start):
+        part = slice(start, start + block)
+        result[part] = distances(first[first_rows[part]], second[second_rows[part]])
+
+    starts = range(0, len(first_rows), block)
+    if len(starts) < 8:  # starting threads costs more than it saves
+        list(map(fill, starts))
+    else:
+        with concurrent.futures.ThreadPoolExecutor(min(os.cpu_count() or 1, 8)) as pool:
+            list(pool.map(fill, starts))
+    return result
+
+
+def _round(values, dtype, upward):
+    """float64 `values` in `dtype`, rounded up (or down), so that a bound stays a bound."""
+    rounded = values.astype(dtype)
+    if upward:
+        return np.where(rounded < values, np.nextafter(rounded, dtype.type(np.inf)), rounded)
+    return np.where(rounded > values, np.nextafter(rounded, dtype.type(-np.inf)), rounded)
+
+
+class _ApproximateDistances:
+    """`|b|^2 - 2 a.b` (the squared distance less `|a|^2`) between rows `a` and every row `b` of
+    `second`, from one float32 matrix product, with a bound on its error.
+
+    A dot product of length K in any summation order differs from the exact one by at most
+    `gamma_K * sum(|a_i b_i|) <= gamma_K |a| |b|`, with `gamma_K = K u / (1 - K u)` and u the unit
+    round-off (Higham, 2002, eq. 3.5); rounding the inputs and the norms to float32 and the final
+    addition add at most 5u (|a|^2 + |b|^2). The bound is four times the sum. `second` is prepared
+    once (its norms and float32 copy) for any number of calls.
+    """
+
+    def __init__(self, second):
+        self.second = np.asarray(second)
+        self.norms = np.einsum("ij,ij->i", *[np.asarray(second, np.float64)] * 2)
+        self._converted = {}
+
+    def __call__(self, first):
+        """Returns `(values, bound, first_norms)`: `(n, m)` float32 values (float64 for descriptors
+        too large for float32), the `(n,)` float64 bound on the error of each row's values, and the
+        `(n,)` float64 squared norms `|a|^2`."""
+        first_norms = np.einsum("ij,ij->i", *[np.asarray(first, np.float64)] * 2)
+        largest = max(first_norms.max(initial=0.0), self.norms.max(initial=0.0))
+        dtype = np.dtype(np.float32 if largest < _FLOAT32_LIMIT else np.float64)
+        if dtype not in self._converted:
+            self._converted[dtype] = (np.asarray(self.second, dtype), self.norms.astype(dtype))
+        second, second_norms = self._converted[dtype]
+        values = (np.asarray(first, dtype) * dtype.type(-2)) @ second.T  # scaling by 2 is exact
+        values += second_norms
+        unit = np.finfo(dtype).eps / 2
+        dimension = self.second.shape[1]
+        gamma = dimension * unit / (1 - dimension * unit)
+        return values, 4 * (gamma + 5 * unit) * (first_norms + self.norms.max(initial=0.0)), first_norms
+
+
+def nearest_neighbours(first, second, block_size=None):
+    """For each row of `first`, the nearest row of `second` (the first one on ties) in each block of
+    `block_size` consecutive rows of `second` (all of them by default), and the distance to it, both
+    by the definition (`distances`).
+
+    `_ApproximateDistances` picks, per row and block, the candidates within twice its error bound of
+    the smallest; only those are measured with the definition.
+
+    Returns:
+        `(nearest, nearest_distances)`, each `(len(first), blocks)`: indices within each block, and
+        float64 distances.
+    """
+    first, second = np.asarray(first), np.asarray(second)
+    block_size = block_size or len(second)
+    blocks = len(second) // block_size
+    approximate = _ApproximateDistances(second)
+    nearest = np.empty((len(first), blocks), np.int64)
+    nearest_distances = np.empty((len(first), blocks))
+    slab = max(1, _SLAB_ENTRIES // max(len(second), 1))
+    for start in range(0, len(first), slab):
+        rows = slice(start, start + slab)
+        values, bound, _ = approximate(first[rows])
+        values = values.reshape(-1, blocks, block_size)  # (rows, blocks, block_size)
+        limit = _round(values.min(axis=-1) + 2 * bound[:, None], values.dtype, upward=True)
+        # Every minimum is a candidate, so each (row, block) group has at least one, in order.
+        group, column = np.divmod(np.flatnonzero(values <= limit[..., None]), block_size)
+        exact = _indexed_distances(first, second, start + group // blocks, group % blocks * block_size + column)
+        # Keep the first exact minimum of each group.
+        group_starts = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]]))
+        group_minimum = np.minimum.reduceat(exact, group_starts)
+        minima = np.flatnonzero(exact == np.repeat(group_minimum, np.diff(np.append(group_starts, len(group)))))
+        minima = minima[np.concatenate([[True], group[minima][1:] != group[minima][:-1]])]
+        nearest[rows] = column[minima].reshape(-1, blocks)
+        nearest_distances[rows] = exact[minima].reshape(-1, blocks)
+    return nearest, nearest_distances
 
 
 class _Table:
-    """The descriptors of some sequences stacked once into one array, addressed by (sequence, image, row).
+    """The descriptors of some images of some sequences stacked into one array, addressed by
+    (sequence code, image number, row).
 
     Stacking costs one copy of the descriptors, after which any number of rows is a single `take`
     instead of one gather per (sequence, image) group.
     """
 
-    def __init__(self, descriptors, sequences):
-        from deeprestore.descriptors.hpatches import IMAGES
-
-        names = list(dict.fromkeys(sequences))  # distinct, in first-seen order
-        self.codes = {name: code for code, name in enumerate(names)}
-        self.image_numbers = {image: number for number, image in enumerate(IMAGES)}
-        blocks = [np.asarray(descriptors[name][image]) for name in names for image in IMAGES]
+    def __init__(self, descriptors, sequences, images):
+        blocks = [np.asarray(descriptors[name][image]) for name in sequences for image in images]
         # Keep the descriptors' own dtype: rows are converted to float64 only when differenced.
         self.stack = np.concatenate(blocks) if blocks else np.empty((0, 0), np.float32)
         sizes = np.array([len(block) for block in blocks], np.int64)
-        self.offsets = (np.cumsum(sizes) - sizes).reshape(len(names), len(IMAGES))  # first row of each block
+        self.offsets = (np.cumsum(sizes) - sizes).reshape(len(sequences), len(images))  # first row of each block
 
-    def distances(self, first, second, block=1024):
-        """`distances` between the stack rows at positions `first` and `second`.
+    def positions(self, codes, images, rows):
+        """Stack positions of rows of (sequence code, image number) blocks."""
+        return self.offsets[codes, images] + rows
 
-        Blocks of rows keep the float64 differences in cache; they run on a few threads, since the
-        random-access gathers dominate and numpy releases the GIL in them. Each row is still summed on
-        its own, in `distances`'s order, so the results are the same bits.
-        """
-        result = np.empty(len(first))
-
-        def fill(start):
-            part = slice(start, start + block)
-            difference = np.subtract(self.stack[first[part]], self.stack[second[part]], dtype=np.float64)
-            np.multiply(difference, difference, out=difference)
-            result[part] = np.sqrt(difference.sum(axis=-1))
-
-        with concurrent.futures.ThreadPoolExecutor(min(os.cpu_count() or 1, 8)) as pool:
-            list(pool.map(fill, range(0, len(first), block)))
-        return result
+    def distances(self, first, second):
+        """`distances` between the stack rows at positions `first` and `second`."""
+        return _indexed_distances(self.stack, self.stack, first, second)
 
 
 def _rows(descriptors, sequences, image, indices):
@@ -180,23 +267,32 @@ def _rows(descriptors, sequences, image, indices):
     return result
 
 
-def _pair_sequences(tasks):
-    return [sequences for kind in ("positives", "intra", "inter")
-            for sequences in (getattr(tasks, kind).sequences1, getattr(tasks, kind).sequences2)]
+def _stacked_auc(negatives, sorted_positives):
+    """`roc_auc` of negatives stacked before positives, scored by negative distance.
+
+    Each negative adds (positives ranked before it) / (positives x negatives) to the trapezoid area; a
+    positive comes before a negative when strictly closer, since on a tie the stable sort keeps the
+    negative, stacked first, in front.
+    """
+    if not len(negatives) or not len(sorted_positives):
+        return 0.0
+    before = np.searchsorted(sorted_positives, negatives, side="left").sum()
+    return float(before / (len(sorted_positives) * len(negatives)))
 
 
-def _pair_positions(table, pairs):
-    """Stack positions of both ends of every pair at each level: `{level: (first, second)}`."""
-    codes = [np.fromiter(map(table.codes.__getitem__, sequences), np.int64, len(sequences))
-             for sequences in (pairs.sequences1, pairs.sequences2)]
-    positions = {}
-    for level in LEVELS:
-        # Image ids 0..5 are `ref` and images 1..5 of the level.
-        numbers = np.array([table.image_numbers[image] for image in ["ref"] + [f"{level}{k}" for k in range(1, 6)]])
-        positions[level] = tuple(table.offsets[code, numbers[np.asarray(images)]] + np.asarray(indices, np.int64)
-                                 for code, images, indices in zip(codes, (pairs.images1, pairs.images2),
-                                                                  (pairs.indices1, pairs.indices2)))
-    return positions
+def _stacked_average_precision(negatives, positives):
+    """`average_precision` of negatives stacked before positives, scored by negative distance: the
+    rank of the j-th closest positive is j plus the negatives at most as far (ties rank negatives first)."""
+    ranks = np.arange(1, len(positives) + 1) + np.searchsorted(np.sort(negatives), np.sort(positives), side="right")
+    return float(_rank_average_precision(ranks.astype(np.float64), len(positives)))
+
+
+def _pair_ends(pairs, codes):
+    """Both ends of every pair as `(sequence codes, image ids, rows)`."""
+    return [(np.fromiter(map(codes.__getitem__, sequences), np.int64, len(sequences)),
+             np.asarray(images, np.int64), np.asarray(indices, np.int64))
+            for sequences, images, indices in ((pairs.sequences1, pairs.images1, pairs.indices1),
+                                               (pairs.sequences2, pairs.images2, pairs.indices2))]
 
 
 def evaluate_verification(descriptors, tasks):
@@ -206,103 +302,140 @@ def evaluate_verification(descriptors, tasks):
     on the first `positives + int(0.2 * positives)` (all negatives and a fifth as many positives when
     there are as many negatives as positives).
     """
-    table = _Table(descriptors, (name for sequences in _pair_sequences(tasks) for name in set(sequences)))
-    positions = {kind: _pair_positions(table, getattr(tasks, kind)) for kind in ("positives", "intra", "inter")}
+    kinds = ("positives", "intra", "inter")
+    names = list(dict.fromkeys(name for kind in kinds for end in ("sequences1", "sequences2")
+                               for name in set(getattr(getattr(tasks, kind), end))))
+    codes = {name: code for code, name in enumerate(names)}
+    ends = {kind: _pair_ends(getattr(tasks, kind), codes) for kind in kinds}
     results = {}
     for level in LEVELS:
-        positive = table.distances(*positions["positives"][level])
-        labels = np.concatenate([np.zeros(len(positive)), np.ones(len(positive))])
+        # One level's images at a time (image ids 0..5 are `ref` and images 1..5 of the level) keeps the
+        # stacked copy small; all the level's pairs are measured in one threaded pass.
+        table = _Table(descriptors, names, ["ref"] + [f"{level}{k}" for k in range(1, 6)])
+        measured = table.distances(*(np.concatenate([table.positions(*ends[kind][end]) for kind in kinds])
+                                     for end in (0, 1)))
+        del table
+        positive, *negatives = np.split(measured, np.cumsum([len(getattr(tasks, kind)) for kind in kinds])[:-1])
+        sorted_positive = np.sort(positive)
         imbalanced = len(positive) + int(len(positive) * 0.2)
         results[level] = {}
-        for kind in ("intra", "inter"):
-            stacked = np.concatenate([table.distances(*positions[kind][level]), positive])
-            # One stable ranking serves both: a stable sort of a prefix is the full one restricted to it.
-            order = np.argsort(stacked, kind="stable")  # the same as sorting the scores -stacked descending
-            results[level][kind] = {"balanced": roc_auc(-stacked, labels, order=order),
-                                    "imbalanced": average_precision(-stacked[:imbalanced], labels[:imbalanced],
-                                                                    order=order[order < imbalanced])}
+        for kind, negative in zip(("intra", "inter"), negatives):
+            kept_positives = positive[:max(imbalanced - len(negative), 0)]
+            results[level][kind] = {"balanced": _stacked_auc(negative, sorted_positive),
+                                    "imbalanced": _stacked_average_precision(negative[:imbalanced], kept_positives)}
     return results
 
 
 def evaluate_matching(descriptors, sequences):
     """Matching: `{level: {sequence: [ap for k = 1..5]}}`, nearest neighbour from `ref` to image k."""
     results = {level: {} for level in LEVELS}
+    images = [f"{level}{k}" for level in LEVELS for k in range(1, 6)]
     for sequence in sequences:
-        reference = np.asarray(descriptors[sequence]["ref"], np.float64)
-        truth = np.arange(len(reference))
-        images = [f"{level}{k}" for level in LEVELS for k in range(1, 6)]
-        # One matrix product against all 15 images of the sequence, split afterwards.
-        others = np.concatenate([np.asarray(descriptors[sequence][image], np.float64) for image in images])
-        squared, reference_norms, other_norms = _squared_distance_matrix(reference, others)
-        for number, image in enumerate(images):
-            columns = slice(number * len(truth), (number + 1) * len(truth))
-            nearest, nearest_distances = nearest_neighbours(reference, others[columns],
-                                                            (squared[:, columns], reference_norms, other_norms[columns]))
-            results[image[0]].setdefault(sequence, []).append(
-                average_precision(-nearest_distances, nearest == truth, numpos=len(truth)))
+        reference = np.asarray(descriptors[sequence]["ref"])
+        if len(reference):
+            # One search against all 15 images of the sequence, a block of columns per image.
+            others = np.concatenate([np.asarray(descriptors[sequence][image]) for image in images])
+            nearest, nearest_distances = nearest_neighbours(reference, others, len(reference))
+            correct = nearest == np.arange(len(reference))[:, None]
+            scores = _rows_average_precision(nearest_distances.T, correct.T, len(reference))
+        else:
+            scores = np.zeros(len(images))  # no patches: the benchmark's AP of an empty ranking
+        for image, score in zip(images, scores):
+            results[image[0]].setdefault(sequence, []).append(float(score))
     return results
 
 
-def _rank_average_precision(ranks, positives):
-    """AP (as `precision_recall` computes it) of rankings given the 1-based ranks of their positives.
+class _Pools:
+    """The retrieval pools: for each query, the distractors in file order less those of the query's
+    own sequence, cut at each pool size.
 
-    `ranks` is `(..., positives)`, sorted along the last axis; only the steps where recall grows add area.
+    Args:
+        distractors: `(distractors, dimension)` float64 descriptors.
+        query_sequences, distractor_sequences: the sequence of each query and distractor.
+        pool_sizes: the pool sizes, ascending; each holds the 5 positives first.
     """
-    found = np.arange(1, positives + 1, dtype=np.float64)
-    before = np.where(ranks > 1, np.maximum(found - 1, _SMALL) / np.maximum(ranks - 1, _SMALL), 1.0)
-    width = found / positives - (found - 1) / positives
-    return np.sum(width * (before + found / ranks) / 2.0, axis=-1)
+
+    def __init__(self, distractors, query_sequences, distractor_sequences, pool_sizes):
+        self.distractors = distractors
+        self.approximate = _ApproximateDistances(distractors)
+        self.cuts = np.array([max(size - RETRIEVAL_POSITIVES, 0) for size in pool_sizes])
+        names, codes = np.unique(np.concatenate([np.asarray(query_sequences, str),
+                                                 np.asarray(distractor_sequences, str)]), return_inverse=True)
+        self.query_codes, distractor_codes = codes[:len(query_sequences)], codes[len(query_sequences):]
+        self.own = distractor_codes[None, :] == np.arange(len(names))[:, None]  # (sequences, distractors)
+        self.own_before = np.cumsum(self.own, axis=1) - self.own
+
+    def segments(self, queries, columns):
+        """For distractors `columns` in the pools of `queries` (index arrays of one shape), the segment
+        between consecutive cuts that holds each: 0 for the first cut, `len(cuts)` for none."""
+        codes = self.query_codes[queries]
+        places = columns - self.own_before[codes, columns]
+        return np.where(self.own[codes, columns], len(self.cuts), np.searchsorted(self.cuts, places, side="right"))
+
+    def closer_counts(self, indices, queries, positive_distances):
+        """For each query, level and positive, and each segment between consecutive cuts: how many
+        distractors of that segment of the query's pool are strictly closer than the positive.
+
+        Only distractors whose approximate distance is below a threshold plus the error bound can
+        count; those below it less the bound surely do, and those in between are measured with the
+        definition.
+
+        Args:
+            indices: the queries' indices in the task (for their sequences).
+            queries: `(queries, dimension)` float64 descriptors.
+            positive_distances: `(queries, levels, 5)`.
+
+        Returns:
+            int array `(queries, levels, 5, cuts)`.
+        """
+        values, bound, query_norms = self.approximate(queries)
+        dtype = values.dtype
+        # Thresholds in the approximation's units: squared distance less |query|^2.
+        thresholds = (positive_distances ** 2 - query_norms[:, None, None]).reshape(len(queries), -1)
+        lower = _round(thresholds - bound[:, None], dtype, upward=False)
+        upper = _round(thresholds + bound[:, None], dtype, upward=True)
+        row, column = np.nonzero(values <= upper.max(axis=1)[:, None])
+        segment = self.segments(indices[row], column)
+        inside = segment < len(self.cuts)
+        row, column, segment = row[inside], column[inside], segment[inside]
+        value = values[row, column][:, None]
+        closer = value < lower[row]  # (candidates, thresholds)
+        candidate, threshold = np.nonzero((value <= upper[row]) & ~closer)  # near-ties: decide them by the definition
+        exact = distances(queries[row[candidate]], self.distractors[column[candidate]])
+        closer[candidate, threshold] = exact < positive_distances.reshape(len(queries), -1)[row[candidate], threshold]
+        candidate, threshold = np.nonzero(closer)
+        shape = (len(queries), thresholds.shape[1], len(self.cuts))
+        flat = np.ravel_multi_index((row[candidate], threshold, segment[candidate]), shape)
+        return np.bincount(flat, minlength=int(np.prod(shape))).reshape(positive_distances.shape + (len(self.cuts),))
 
 
-def evaluate_retrieval(descriptors, tasks, pool_sizes=POOL_SIZES, chunk=32):
+def evaluate_retrieval(descriptors, tasks, pool_sizes=POOL_SIZES):
     """Retrieval: `{level: {pool size: [ap per query]}}`.
 
     For each query (a `ref` patch), the pool is its 5 positives (the same row in images 1..5 of the
     level) followed by the distractors in file order without those from the query's own sequence,
-    truncated to the pool size; AP with the 5 positives.
+    truncated to the pool size; AP with the 5 positives. A positive's rank is its place among the
+    positives plus the pool's distractors strictly closer to the query (on a tie the stable sort keeps
+    the positive, which comes first, in front).
     """
     queries = _rows(descriptors, tasks.queries.sequences, "ref", tasks.queries.indices)
     distractors = _rows(descriptors, tasks.distractors.sequences, "ref", tasks.distractors.indices)
-    distractor_sequences = np.asarray(tasks.distractors.sequences)
     positive_distances = np.stack([np.stack([
         distances(queries, _rows(descriptors, tasks.queries.sequences, f"{level}{k}", tasks.queries.indices))
         for k in range(1, 6)], axis=-1) for level in LEVELS], axis=1)  # (queries, levels, 5)
     positive_distances = np.sort(positive_distances, axis=-1)
-    counts = np.zeros(positive_distances.shape[:2] + (RETRIEVAL_POSITIVES, len(pool_sizes)), np.int64)
-    query_sequences = np.asarray(tasks.queries.sequences)
-    for sequence in np.unique(query_sequences):
-        # Queries of one sequence share their distractors: those of every other sequence, in file order.
-        kept = distractors[distractor_sequences != sequence]
-        cuts = np.array([min(max(size - RETRIEVAL_POSITIVES, 0), len(kept)) for size in pool_sizes])
-        members = np.flatnonzero(query_sequences == sequence)
-        for start in range(0, len(members), chunk):
-            rows = members[start:start + chunk]
-            counts[rows] = _closer_counts(queries[rows], kept, positive_distances[rows], cuts)
-    ranks = np.arange(1, RETRIEVAL_POSITIVES + 1)[None, None, :, None] + counts  # (queries, levels, 5, pools)
+    order = np.argsort(pool_sizes, kind="stable")
+    pools = _Pools(distractors, tasks.queries.sequences, tasks.distractors.sequences, np.asarray(pool_sizes)[order])
+    counts = np.zeros(positive_distances.shape + (len(pool_sizes),), np.int64)
+    slab = max(1, _SLAB_ENTRIES // max(len(distractors), 1))
+    for start in range(0, len(queries), slab):
+        rows = np.arange(start, min(start + slab, len(queries)))
+        counts[rows] = pools.closer_counts(rows, queries[rows], positive_distances[rows])
+    ranks = np.arange(1, RETRIEVAL_POSITIVES + 1)[None, None, :, None] + np.cumsum(counts, axis=-1)
     ap = _rank_average_precision(np.moveaxis(ranks, 2, -1).astype(np.float64), RETRIEVAL_POSITIVES)
-    return {level: {int(size): ap[:, index, pool] for pool, size in enumerate(pool_sizes)}
+    sorted_place = np.argsort(order)  # where each given pool size went in the ascending order
+    return {level: {int(size): ap[:, index, sorted_place[pool]] for pool, size in enumerate(pool_sizes)}
             for index, level in enumerate(LEVELS)}
-
-
-def _closer_counts(queries, kept, positive_distances, cuts):
-    """For each query, level, positive and pool cut: how many of the first `cut` distractors are
-    strictly closer than the positive (ties rank the positive first, as the stable sort does)."""
-    squared, query_norms, kept_norms = _squared_distance_matrix(queries, kept)
-    squared = squared[:, None, None, :]
-    thresholds = positive_distances ** 2  # (queries, levels, 5)
-    tolerance = _RELATIVE_TOLERANCE * (query_norms + kept_norms.max(initial=0.0) + thresholds.max(axis=(1, 2)))
-    lower = (thresholds - tolerance[:, None, None] - 1e-300)[..., None]
-    upper = (thresholds + tolerance[:, None, None] + 1e-300)[..., None]
-    closer = squared < lower  # (queries, levels, 5, distractors)
-    unsure = (squared >= lower) & (squared <= upper)
-    if unsure.any():  # near-ties: decide them by the definition
-        query, level, positive, column = np.nonzero(unsure)
-        exact = distances(queries[query], kept[column])
-        closer[query, level, positive, column] = exact < positive_distances[query, level, positive]
-    # Counts within each prefix: sums over the segments between consecutive cuts, accumulated.
-    bounds = np.concatenate([[0], cuts])
-    segments = [closer[..., low:high].sum(axis=-1, dtype=np.int64) for low, high in zip(bounds[:-1], bounds[1:])]
-    return np.cumsum(np.stack(segments, axis=-1), axis=-1)
 
 
 def evaluate(descriptors, tasks, sequences, pool_sizes=POOL_SIZES):

@@ -99,11 +99,12 @@ def parse_spec(entry, where="module"):
             f"In {label}: hidden is {values['hidden']!r}; expected a positive number of channels.")
     if "in_loss" in values and not isinstance(values["in_loss"], bool):
         raise DeepRestoreError(f"In {label}: in_loss is {values['in_loss']!r}; expected true or false.")
-    if "weight" in values and (isinstance(values["weight"], bool) or not isinstance(values["weight"], (int, float))
-                               or values["weight"] < 0):
-        raise DeepRestoreError(f"In {label}: weight is {values['weight']!r}; expected a number >= 0.")
-    if "weight" in values:
-        values["weight"] = float(values["weight"])
+    weight = values.get("weight")
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0):
+        raise DeepRestoreError(f"In {label}: weight is {weight!r}; expected a number >= 0, or null for the "
+                               "automatic weight.")
+    if weight is not None:
+        values["weight"] = float(weight)
     return ModuleSpec(**values)
 
 

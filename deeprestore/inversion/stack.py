@@ -7,7 +7,10 @@ modules, so Keras logs `<module>_loss` for each and `train` turns them into loss
 - `separate`: every module takes the true activations of its input layer and learns from its own
   loss; mathematically the same as training each alone (the parameters are disjoint).
 - `joint`: modules that take another module's output take it; the objective is the weighted sum of
-  the losses of the modules marked `in_loss`; the others are logged with weight 0.
+  the losses of the modules marked `in_loss`; the others are logged with weight 0. A module's weight
+  is its spec's `weight` when given, else `1 / scale^2` of its target layer: every module's mean
+  squared error is then measured in its layer's normalised units, so large-valued layers (VGG16's
+  conv1_2 runs to hundreds, the preprocessed image to tens) do not drown the others.
 - `end-to-end`: the chain, with only the final modules' losses in the objective.
 
 `reconstruct(activations, layer)` runs the chain from a layer down, returning every module's output.
@@ -138,11 +141,18 @@ class Stack:
         if mode == "end-to-end":
             final = self.resolved.final()
             return {name: 1.0 if name in final else 0.0 for name in self.names}
-        weights = {spec.name: spec.weight if spec.in_loss else 0.0 for spec in self.resolved.specs}
+        weights = {}
+        for spec in self.resolved.specs:
+            weight = self.automatic_weight(spec.name) if spec.weight is None else spec.weight
+            weights[spec.name] = weight if spec.in_loss else 0.0
         if not any(weights.values()):
             raise DeepRestoreError("No module is in the joint objective; expected at least one module with "
                                    "in_loss true and a weight above 0.")
         return weights
+
+    def automatic_weight(self, name):
+        """`1 / scale^2` of the module's target layer: its mean squared error in normalised units."""
+        return 1.0 / self.scales.get(self.resolved.target_layer[name], 1.0) ** 2
 
     def training_model(self, mode):
         """One Keras model with every module: inputs named after network layers, outputs after modules.

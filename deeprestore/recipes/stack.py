@@ -1,24 +1,26 @@
 """Training a stack of inversion modules: data, activations, the training model, figures and metrics.
 
 The images are resized once into an HDF5 dataset and the frozen network's activations of the layers
-the modules read are cached beside it; each step then reads a seeded batch of cached activations
-(`batches(step)` depends only on the step, so a resumed run sees the batches an uninterrupted one
-would). Training goes through `deeprestore.training.train` in segments of `validate_every` steps;
-after each, the validation losses are logged, the modules saved to `modules/` and the chain's
-reconstructions of a few validation images drawn into `images/validation-<step>.png`.
+the modules read are cached beside it; each step then reads a seeded batch of cached activations,
+from memory or, for caches too large for it, from HDF5 in block-shuffled chunks (`batches(step)`
+depends only on the step, so a resumed run sees the batches an uninterrupted one would). Training
+goes through `deeprestore.training.train` in segments of `validate_every` steps; after each, the
+validation losses are logged, the modules saved to `modules/` and the chain's reconstructions of a
+few validation images drawn into `images/validation-<step>.png`.
 
 Reference:
     Dosovitskiy & Brox, 2016. Inverting visual representations with convolutional networks.
     Harder, 2017. Deep restoration (MSc thesis progress reports, seed 000).
 """
 
+import functools
 import pathlib
 
 import numpy as np
 
 from deeprestore import figures, training
 from deeprestore.backend import DataParallel
-from deeprestore.datasets import ActivationStore, ImageDataset, source_fingerprint
+from deeprestore.datasets import ActivationStore, BlockShuffledBatches, ImageDataset, source_fingerprint
 from deeprestore.errors import DeepRestoreError
 from deeprestore.inversion import metrics
 from deeprestore.inversion.specs import IMAGE_LAYER, check_specs, default_specs, load_specs
@@ -26,8 +28,12 @@ from deeprestore.inversion.stack import Stack, layer_scales, modules_directory
 from deeprestore.losslog import LossLog, plot_curves
 from deeprestore.networks import create_network
 
-# Cached activations up to this size are read into memory; larger ones are read from HDF5 each step.
+# Cached activations up to this size are read into memory; larger ones are read from HDF5 in chunks of
+# at most CHUNK_BYTES, each made of blocks of consecutive images, a batch drawing on BLOCKS_PER_BATCH
+# blocks or more.
 IN_MEMORY_BYTES = 2 << 30
+CHUNK_BYTES = 64 << 20
+BLOCKS_PER_BATCH = 4
 # Above this many loss terms (per-channel losses) only the per-module and per-channel plots are drawn:
 # one subplot per term would take minutes to draw and be unreadable.
 MAX_PLOTTED_TERMS = 24
@@ -58,28 +64,43 @@ def prepare_data(settings, network, layers, directory, seed=0, show_progress=Fal
     return dataset, store, train_indices, validation_indices
 
 
-def batch_source(stack, mode, store, layers, train_indices, batch_size, seed):
-    """`batches(step) -> (inputs, targets)`: a seeded batch of training images' cached activations."""
-    if store.nbytes(layers) <= IN_MEMORY_BYTES:
+def batch_source(stack, mode, store, layers, train_indices, batch_size, seed, in_memory_bytes=None):
+    """`batches(step) -> (inputs, targets)` of training images' cached activations.
+
+    A cache that fits in `in_memory_bytes` (default `IN_MEMORY_BYTES`) is loaded once and each step
+    draws a seeded random batch; a larger one is read from HDF5 in block-shuffled chunks
+    (`BlockShuffledBatches`), since reading scattered rows from disk every step is slower than
+    recomputing the network.
+
+    Returns:
+        `(batches, read, model_inputs, batching)`: `read(indices)` reads any rows, `model_inputs` are
+        the layers the model takes, `batching` is `random` or `block-shuffled`.
+    """
+    model_inputs = tuple(dict.fromkeys(stack.resolved.input_layer[name] for name in stack.names
+                                       if mode == "separate" or not stack.resolved.takes_module(name)))
+
+    def split(values):
+        return ({layer: values[layer] for layer in model_inputs},
+                {name: values[stack.resolved.target_layer[name]] for name in stack.names})
+
+    if store.nbytes(layers) <= (IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes):
         cached = store.load(layers)
 
         def read(indices):
             return {layer: cached[layer][indices] for layer in layers}
-    else:
-        def read(indices):
-            return store.read(layers, indices)
 
-    model_inputs = [stack.resolved.input_layer[name] for name in stack.names
-                    if mode == "separate" or not stack.resolved.takes_module(name)]
+        def batches(step):
+            rng = np.random.default_rng([seed, step])
+            return split(read(np.sort(rng.choice(train_indices, size=min(batch_size, len(train_indices)),
+                                                 replace=False))))
 
-    def batches(step):
-        rng = np.random.default_rng([seed, step])
-        chosen = np.sort(rng.choice(train_indices, size=min(batch_size, len(train_indices)), replace=False))
-        values = read(chosen)
-        return ({layer: values[layer] for layer in dict.fromkeys(model_inputs)},
-                {name: values[stack.resolved.target_layer[name]] for name in stack.names})
+        return batches, read, model_inputs, "random"
 
-    return batches, read, tuple(dict.fromkeys(model_inputs))
+    read = functools.partial(store.read, layers)
+    row_bytes = store.nbytes(layers) / len(store.dataset)
+    blocks = BlockShuffledBatches(read, train_indices, batch_size, block_rows=max(1, batch_size // BLOCKS_PER_BATCH),
+                                  chunk_steps=int(CHUNK_BYTES // (batch_size * row_bytes)), seed=seed)
+    return (lambda step: split(blocks(step))), read, model_inputs, "block-shuffled"
 
 
 def train_stack(settings, run, seed=0, resume=False, show_progress=True, echo=print):
@@ -119,7 +140,8 @@ def train_stack(settings, run, seed=0, resume=False, show_progress=True, echo=pr
             stack.load_weights(modules_directory(settings.init))
         learning_rate = settings.fine_tune_learning_rate if settings.mode == "fine-tune" else settings.learning_rate
         model = stack.compile(stack.training_model(mode), mode, learning_rate, settings.channel_losses)
-    batches, read, model_inputs = batch_source(stack, mode, store, layers, train_indices, settings.batch_size, seed)
+    batches, read, model_inputs, batching = batch_source(stack, mode, store, layers, train_indices,
+                                                         settings.batch_size, seed)
     validation_values = read(validation_indices)
 
     def validation():
@@ -130,7 +152,7 @@ def train_stack(settings, run, seed=0, resume=False, show_progress=True, echo=pr
 
     run.update_config(
         weights=network.weights.as_config(), modules=[spec.as_dict() for spec in resolved.specs], scales=stack.scales,
-        loss_weights=stack.loss_weights(mode), layers=list(layers),
+        loss_weights=stack.loss_weights(mode), layers=list(layers), batching=batching,
         dataset={"path": str(dataset.path), "images": len(dataset), "train": len(train_indices),
                  "validation": len(validation_indices), "fingerprint": dataset.fingerprint},
         devices=list(parallel.devices),
