@@ -209,3 +209,14 @@ def test_fourier_refuses_no_clamp(tmp_path):
     result = invoke(tmp_path, *TINY, "--parametrisation", "fourier", "--no-clamp")
     assert result.exit_code == 2 and "--no-clamp cannot apply with --parametrisation fourier" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_guide_keeps_a_regular_grid_of_at_most_guide_positions():
+    from deeprestore.recipes.dream import GUIDE_POSITIONS, _guide_grid
+
+    activation = np.arange(224 * 224 * 2, dtype=np.float32).reshape(224, 224, 2)
+    grid = _guide_grid(activation)
+    assert grid.shape == (32 * 32, 2) and len(grid) <= GUIDE_POSITIONS
+    np.testing.assert_array_equal(grid[:2], activation[0, [0, 7]])  # every 7th row and column
+    small = activation[:16, :16]
+    np.testing.assert_array_equal(_guide_grid(small), small.reshape(-1, 2))
