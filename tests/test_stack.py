@@ -66,7 +66,8 @@ def test_a_few_steps_lower_each_modules_loss(tiny, data, tmp_path):
 
 def test_joint_training_optimises_the_weighted_sum_and_logs_each_term(tiny, data, tmp_path):
     chain = default_specs(tiny, "pool1")  # pool1_to_conv1, conv1_to_image
-    chain = [chain[0], parse_spec({**chain[1].as_dict(), "weight": 2.0})]  # automatic weight, then a given one
+    chain = [parse_spec({**chain[0].as_dict(), "weight": None}),  # the automatic weight, then a given one
+             parse_spec({**chain[1].as_dict(), "weight": 2.0})]
     scales = layer_scales(data[2])
     stack, losses = train_tiny(tiny, data[2], tmp_path, "joint", chain, steps=30, scales=scales)
     automatic = 1.0 / scales["conv1"] ** 2
@@ -78,9 +79,12 @@ def test_joint_training_optimises_the_weighted_sum_and_logs_each_term(tiny, data
     assert [tensor.name for tensor in stack.training_model("joint").inputs] == ["pool1"]
 
 
-def test_default_joint_weights_measure_each_loss_in_its_layers_normalised_units(tiny, data):
+def test_null_joint_weights_measure_each_loss_in_its_layers_normalised_units(tiny, data):
     scales = layer_scales(data[2])
-    stack = Stack.build(tiny, check_specs(tiny, default_specs(tiny, "pool2"), SIZE), scales=scales)
+    default = Stack.build(tiny, check_specs(tiny, default_specs(tiny, "pool2"), SIZE), scales=scales)
+    assert set(default.loss_weights("joint").values()) == {1.0}
+    specs = [parse_spec({**spec.as_dict(), "weight": None}) for spec in default_specs(tiny, "pool2")]
+    stack = Stack.build(tiny, check_specs(tiny, specs, SIZE), scales=scales)
     weights = stack.loss_weights("joint")
     for name in stack.names:
         target = stack.resolved.target_layer[name]

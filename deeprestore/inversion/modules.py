@@ -42,9 +42,9 @@ class ModuleSpec:
         padding: `same` or `valid` for each operation.
         hidden: Channels between the two operations.
         in_loss: Whether the module's reconstruction loss is part of a joint training objective.
-        weight: The loss's weight in a joint objective. `None` (the default) weighs the mean squared
-            error by `1 / scale^2` of the target layer (see `Stack.loss_weights`), which measures every
-            term in its layer's normalised units; a number overrides that.
+        weight: The loss's weight in a joint objective (default 1). `None` weighs the mean squared
+            error by `1 / scale^2` of the target layer (see `Stack.loss_weights`), which measures the
+            term in its layer's normalised units.
     """
 
     name: str
@@ -56,7 +56,7 @@ class ModuleSpec:
     padding: tuple = ("same", "same")
     hidden: int = 64
     in_loss: bool = True
-    weight: float | None = None
+    weight: float | None = 1.0
 
     def as_dict(self):
         """The spec as plain JSON/YAML values (lists for pairs)."""

@@ -8,9 +8,9 @@ modules, so Keras logs `<module>_loss` for each and `train` turns them into loss
   loss; mathematically the same as training each alone (the parameters are disjoint).
 - `joint`: modules that take another module's output take it; the objective is the weighted sum of
   the losses of the modules marked `in_loss`; the others are logged with weight 0. A module's weight
-  is its spec's `weight` when given, else `1 / scale^2` of its target layer: every module's mean
-  squared error is then measured in its layer's normalised units, so large-valued layers (VGG16's
-  conv1_2 runs to hundreds, the preprocessed image to tens) do not drown the others.
+  is its spec's `weight` (1 by default), or with `weight: null` `1 / scale^2` of its target layer,
+  which measures its mean squared error in that layer's normalised units. The default of 1 lets
+  large-valued layers weigh more, and reconstructed better in our runs (see README).
 - `end-to-end`: the chain, with only the final modules' losses in the objective.
 
 `reconstruct(activations, layer)` runs the chain from a layer down, returning every module's output.
