@@ -189,6 +189,6 @@ def test_sigterm_interrupts_an_optimisation_task_and_the_resubmission_skips_what
     done = len(list((run / "complete").iterdir()))
     assert 1 <= done < 5
 
-    resumed = subprocess.run(arguments, capture_output=True, text=True, check=False)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = invoke(tmp_path, *arguments[arguments.index("dream"):], quiet=False)  # the requeued task
+    assert run_directory(resumed) == run and f"Skipping {done} of 5 images already complete" in resumed.output
     assert len(list((run / "complete").iterdir())) == 5
