@@ -17,6 +17,7 @@ bench: install
 	$(PYTHON) benchmarks/bench_dream.py
 	$(PYTHON) benchmarks/bench_style.py
 	$(PYTHON) benchmarks/bench_hpatches.py
+	$(PYTHON) benchmarks/bench_describe.py
 	$(PYTHON) benchmarks/bench_denoise.py
 	$(PYTHON) benchmarks/bench_stack.py
 
