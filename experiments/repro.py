@@ -251,8 +251,7 @@ def expectations(spec, header, rows):
         left, right = by_label[expectation["left"]][index], by_label[expectation["right"]][index]
         holds = left > right if expectation["op"] == ">" else left < right
         verdict = "agrees" if holds else "does not agree"
-        numbers = (f"{expectation['left']} {left:.4g} {expectation['op']} {expectation['right']} {right:.4g}, "
-                   f"{expectation['column']}")
+        numbers = f"{expectation['left']} {left:.4g} vs {expectation['right']} {right:.4g}, {expectation['column']}"
         checks.append((expectation["says"], f"{verdict} ({numbers})"))
     return checks
 
