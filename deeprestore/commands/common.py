@@ -32,6 +32,7 @@ def devices_option(default):
     """The `--devices` option of the training commands."""
     return click.option("--devices", type=DeviceCount(), default=default, help=DEVICES_HELP)
 
+
 @dataclasses.dataclass
 class State:
     """Global options, shared with every subcommand."""
