@@ -13,6 +13,7 @@ from deeprestore.cli import cli
 from deeprestore.descriptors import hpatches, model, synthetic
 from deeprestore.errors import DeepRestoreError
 from deeprestore.recipes import describe
+from deeprestore.restoration import models
 
 SMALL = synthetic.SyntheticSpec(photos=("camera", "coffee"), count=12, size=160, seed=0)
 
@@ -188,3 +189,22 @@ def test_describe_errors_are_one_line(dataset, tmp_path):
     assert result.exit_code == 1 and "Nothing to evaluate" in result.output and "Traceback" not in result.output
     result, _ = _invoke(tmp_path, *TRAIN, "--data", str(dataset), "--inputs", "denoised")
     assert result.exit_code == 2 and "--denoiser" in result.output
+
+
+def test_a_fully_convolutional_denoiser_goes_in_front_of_the_descriptor(dataset, tmp_path):
+    # `denoise train` saves (None, None, None, 1) models; the patches are 32x32.
+    models.unet(channels=1).save(tmp_path / "unet.keras")
+    result, run = _invoke(tmp_path, *TRAIN, "--data", str(dataset), "--inputs", "denoised",
+                          "--denoiser", str(tmp_path / "unet.keras"))
+    assert result.exit_code == 0, result.output
+    assert (run / "status").read_text().strip() == "complete"
+    config = json.loads((run / "config.json").read_text())["settings"]
+    assert config["inputs"] == "denoised" and config["denoiser"].endswith("unet.keras")
+
+
+def test_a_denoiser_of_colour_images_is_refused_in_one_line(dataset, tmp_path):
+    models.unet(channels=3).save(tmp_path / "colour.keras")
+    result, _ = _invoke(tmp_path, *TRAIN, "--data", str(dataset), "--inputs", "denoised",
+                        "--denoiser", str(tmp_path / "colour.keras"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "colour.keras" in result.output and "expected a model of (N, 32, 32, 1) gray patches" in result.output

@@ -80,9 +80,18 @@ def load_denoiser(path):
         denoiser = keras.saving.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a foreign file
         raise DeepRestoreError(f"Denoiser '{path}' could not be loaded ({error}); expected a .keras model.") from None
-    shape = tuple(denoiser.output_shape)
-    if shape[1:] != (model.PATCH_SIZE, model.PATCH_SIZE, 1):
-        raise DeepRestoreError(f"Denoiser '{path}' outputs {shape}; expected (None, 32, 32, 1).")
+    patch = (None, model.PATCH_SIZE, model.PATCH_SIZE, 1)
+    takes = tuple(denoiser.input_shape) if not isinstance(denoiser.input_shape, list) else None
+    if takes is None or len(takes) != 4 or any(size not in (None, want) for size, want in zip(takes[1:], patch[1:])):
+        raise DeepRestoreError(f"Denoiser '{path}' takes {denoiser.input_shape}; "
+                               f"expected a model of (N, 32, 32, 1) gray patches.")
+    try:  # a fully convolutional denoiser declares (None, None, None, 1): ask what a 32x32 patch gives
+        shape = tuple(denoiser.compute_output_shape(patch))
+    except Exception as error:  # a model that cannot take (N, 32, 32, 1) raises whatever its first layer raises
+        raise DeepRestoreError(f"Denoiser '{path}' cannot take patches of shape {patch} ({error}); "
+                               f"expected a model of (N, 32, 32, 1) gray patches.") from None
+    if shape[1:] != patch[1:]:
+        raise DeepRestoreError(f"Denoiser '{path}' outputs {shape} for {patch} patches; expected {patch}.")
     return denoiser
 
 
