@@ -67,10 +67,11 @@ def matmul_rate(size=1024, repeats=5):
     return 2.0 * size**3 / max(float(np.median(seconds)), 1e-9)
 
 
-def _needed_layers(network, layers):
-    """The network's layers a probe of `layers` computes, input to output."""
+def _needed_layers(network, layers, start=None):
+    """The network's layers a probe of `layers` computes, from the input (or from `start`'s output) up."""
     model = network.model
-    probe = keras.Model(model.input, [model.get_layer(network.resolve(layer)).output for layer in layers])
+    first = model.input if start is None else model.get_layer(network.resolve(start)).output
+    probe = keras.Model(first, [model.get_layer(network.resolve(layer)).output for layer in layers])
     return [layer for layer in probe.layers if not isinstance(layer, keras.layers.InputLayer)]
 
 
@@ -86,7 +87,7 @@ def _forward_flops(layer, output_shape):
     return float(math.prod(output_shape[1:]))
 
 
-def estimate(network, layers, height, width, batch=1, tile=None, rate=None):
+def estimate(network, layers, height, width, batch=1, tile=None, rate=None, start=None):
     """Estimates the peak memory and time of one optimisation step.
 
     Args:
@@ -97,6 +98,8 @@ def estimate(network, layers, height, width, batch=1, tile=None, rate=None):
         batch: Images optimised together.
         tile: Tile side for tile-by-tile gradients, or None.
         rate: FLOP/s to assume; default `matmul_rate() * CONVOLUTION_EFFICIENCY`.
+        start: A layer whose activations are optimised instead of the image (`invert --to`): only the
+            layers above it are computed, and the optimiser's buffers have its shape.
 
     Returns:
         An `Estimate`.
@@ -107,15 +110,18 @@ def estimate(network, layers, height, width, batch=1, tile=None, rate=None):
     rate = rate or matmul_rate() * CONVOLUTION_EFFICIENCY
     boxes = tile_boxes(height, width, tile) if tile else []
     size = (boxes[0].height, boxes[0].width) if boxes else (height, width)
-    needed = _needed_layers(network, layers)
+    needed = _needed_layers(network, layers, start)
     shapes = network.output_shapes(*size, layers=[layer.name for layer in needed])
+    variable = (height, width, 3)
+    if start is not None:
+        variable = network.output_shapes(height, width, layers=[network.resolve(start)])[network.resolve(start)][1:]
     forward = sum(_forward_flops(layer, shapes[layer.name]) for layer in needed)
     # The input gradient of a convolution costs what its forward pass does; elementwise layers about so.
     flops = 2.0 * forward * batch * max(1, len(boxes))
     values = [math.prod(shape[1:]) for shape in shapes.values()]
     activation_bytes = BYTES_PER_VALUE * batch * (sum(values) + 2 * max(values))
     weight_bytes = BYTES_PER_VALUE * sum(math.prod(variable.shape) for variable in network.model.weights)
-    image_bytes = BYTES_PER_VALUE * batch * height * width * 3 * IMAGE_BUFFERS
+    image_bytes = BYTES_PER_VALUE * batch * math.prod(variable) * IMAGE_BUFFERS
     return Estimate(
         peak_bytes=weight_bytes + activation_bytes + image_bytes, seconds_per_step=flops / rate, flops_per_step=flops,
         weight_bytes=weight_bytes, activation_bytes=activation_bytes, image_bytes=image_bytes,

@@ -14,6 +14,15 @@ def test_flops_of_a_convolution_follow_the_formula(tiny):
     assert estimate(tiny, ["conv1"], height, width, rate=RATE).flops_per_step == pytest.approx(2 * forward)
 
 
+def test_optimising_a_layer_counts_only_the_layers_above_it(tiny):
+    # `invert --to pool1`: conv2 (3x3x8 -> 16) and relu2 on pool1's 8x12 grid; buffers of pool1's shape.
+    forward = 2 * 8 * 12 * 3 * 3 * 8 * 16 + 8 * 12 * 16
+    segment = estimate(tiny, ["relu2"], 16, 24, start="pool1", rate=RATE)
+    whole = estimate(tiny, ["relu2"], 16, 24, rate=RATE)
+    assert segment.flops_per_step == pytest.approx(2 * forward)
+    assert segment.image_bytes == whole.image_bytes * (8 * 12 * 8) // (16 * 24 * 3)
+
+
 def test_estimates_scale_with_the_image_size(tiny):
     small = estimate(tiny, ["relu2"], 64, 64, rate=RATE)
     large = estimate(tiny, ["relu2"], 128, 128, rate=RATE)

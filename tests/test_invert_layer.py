@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from deeprestore.cli import cli
 from deeprestore.errors import DeepRestoreError
 from deeprestore.figures import activation_figure
+from deeprestore.images import save_image
 from deeprestore.optimise import Engine, Progress, optimise
 from deeprestore.probes import FeatureProbe, SegmentProbe
 from deeprestore.recipes import invert
@@ -110,3 +111,30 @@ def test_the_command_refuses_a_bad_to_layer(tmp_path, arguments, message):
     result = invoke(tmp_path, "invert", "--network", "tiny", "--layer", "relu2", "--size", "16", "--steps", "2",
                     *arguments)
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_shards_of_a_named_run_to_a_layer_skip_what_is_complete(tmp_path):
+    folder = tmp_path / "inputs"
+    for index in range(3):
+        save_image(folder / f"image{index}.png", np.full((16, 16, 3), (index + 1) / 4, np.float32))
+    arguments = ("invert", "--network", "tiny", "--layer", "relu2", "--to", "pool1", "--size", "16", "--steps", "2",
+                 "--images", str(folder), "--name", "job")
+    for index in range(2):
+        result = invoke(tmp_path, *arguments, "--shard", f"{index}/2")
+        assert result.exit_code == 0, result.output
+    run = pathlib.Path(result.output.strip().splitlines()[-1])
+    assert sorted(path.name for path in (run / "outputs").iterdir()) == ["000_image0.npy", "001_image1.npy",
+                                                                         "002_image2.npy"]
+    shard = json.loads((run / "shards" / "1-of-2" / "metrics.json").read_text())
+    assert [item["image"] for item in shard["per_image"]] == ["001_image1"]
+    result = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), *arguments, "--shard", "0/2"])
+    assert result.exit_code == 0 and "Skipping 2 of 2 images already complete" in result.output
+    result = invoke(tmp_path, "summary", str(run))
+    assert result.exit_code == 0 and "3 of 3 items complete" in result.output, result.output
+
+
+def test_a_dry_run_to_a_layer_estimates_the_layers_above_it(tmp_path):
+    common = ("invert", "--network", "tiny", "--layer", "relu2", "--size", "16", "--dry-run")
+    result = invoke(tmp_path, *common, "--to", "pool1")
+    assert result.exit_code == 0 and "pool1 of 16x16" in result.output, result.output
+    assert not (tmp_path / "runs").exists()

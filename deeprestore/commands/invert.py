@@ -61,9 +61,6 @@ def command(ctx, method, dry_run, stack, batch_size, channels, top, data_cache, 
                                "expected --method optimise.")
     if method != "optimise" and given(ctx, "to"):
         raise DeepRestoreError(f"--to applies to --method optimise only; got --method {method}.")
-    if name is not None and given(ctx, "to"):
-        raise DeepRestoreError("--name shares a run of image reconstructions among array tasks; got it with --to, "
-                               "expected one or the other.")
     progress = dict(seed=state.seed, show_progress=not state.quiet, echo=state.echo)
     if method == "learned":
         from deeprestore.inversion.learned import invert_learned
@@ -105,9 +102,6 @@ def command(ctx, method, dry_run, stack, batch_size, channels, top, data_cache, 
         print_estimates("invert", settings.network, invert_estimates(settings, seed=state.seed), settings.steps or None)
         return
     if settings.to:
-        from deeprestore.recipes.invert_layer import invert_to_layer
-
-        run_recipe(state, "invert", settings, lambda run: invert_to_layer(settings, run, **progress))
-        return
+        from deeprestore.recipes.invert_layer import invert_to_layer as invert
     run_recipe(state, "invert", settings, lambda run: invert(settings, run, **progress), name=name,
                items=item_names(sources))

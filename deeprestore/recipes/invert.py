@@ -162,8 +162,7 @@ def invert(settings, run, seed=0, show_progress=True, echo=print):
     chosen = chosen_preset(settings, network, layer)
     run.update_config(layer=layer, preset=dataclasses.asdict(chosen))
 
-    size = _square(settings.size or network.spec.input_size)
-    images = np.stack([image_io.resize(image_io.load_image(source), size) for _, source, _ in pending])
+    images = load_images(pending, settings.size or network.spec.input_size)
     targets = TargetFeatures(network, (layer,), settings.cache or run.activations_path)
     features = np.stack([targets("invert", source, image)[layer] for (_, source, _), image in zip(pending, images)])
 
@@ -192,15 +191,9 @@ def chosen_preset(settings, network, layer):
     )
 
 
-def load_batch(settings, network):
-    """`(positions, sources, images)` of this shard's images, resized to the inversion size.
-
-    Positions in the whole list name the outputs, so that shards of an array job never collide.
-    """
-    size = settings.size or network.spec.input_size
-    positions, inputs = zip(*shard(enumerate(image_io.list_images(settings.images)), settings.shard))
-    images = np.stack([image_io.resize(image_io.load_image(source), _square(size)) for source in inputs])
-    return positions, inputs, images
+def load_images(pending, size):
+    """`(batch, size, size, 3)` images of `pending` items `(position, source, name)`, resized."""
+    return np.stack([image_io.resize(image_io.load_image(source), _square(size)) for _, source, _ in pending])
 
 
 def _square(size):
@@ -225,7 +218,8 @@ def _write_outputs(run, pending, images, reconstructions, layer, features, engin
 
 
 def invert_estimates(settings, seed=0):
-    """`[(label, Estimate)]` for `--dry-run`: the batch of this shard's images at the inversion size."""
+    """`[(label, Estimate)]` for `--dry-run`: the batch of this shard's images at the inversion size (with
+    `--to`, the batch of that layer's activations, optimised through the layers above it)."""
     from deeprestore.estimate import estimate
     from deeprestore.networks import create_network
 
@@ -233,4 +227,10 @@ def invert_estimates(settings, seed=0):
     layer = network.resolve(settings.layer)
     height, width = _square(settings.size or network.spec.input_size)
     count = len(shard(image_io.list_images(settings.images), settings.shard))
+    if settings.to:
+        from deeprestore.recipes.invert_layer import source_layer
+
+        source = source_layer(network, settings.to, layer)
+        return [(f"{count} x {source} of {height}x{width}",
+                 estimate(network, (layer,), height, width, batch=count, start=source))]
     return [(f"{count} x {height}x{width}", estimate(network, ("preprocess", layer), height, width, batch=count))]

@@ -28,14 +28,14 @@ from deeprestore.figures import activation_figure, save_figure
 from deeprestore.losslog import LossLog
 from deeprestore.optimise import Engine, Progress, optimise
 from deeprestore.probes import FeatureProbe, SegmentProbe
-from deeprestore.recipes.common import TargetFeatures, open_network, output_name
+from deeprestore.recipes.common import TargetFeatures, item_rng, open_network, pending_items
 from deeprestore.recipes.invert import (
     chosen_preset,
     inversion_objective,
-    load_batch,
+    load_images,
     step_rule_for,
 )
-from deeprestore.rundir import atomic_write
+from deeprestore.rundir import atomic_write, to_json
 
 # Channels of each image shown in the figure (those with the most energy in the true activations).
 FIGURE_CHANNELS = 4
@@ -110,32 +110,37 @@ def normalised_errors(values, targets):
 def invert_to_layer(settings, run, seed=0, show_progress=True, echo=print):
     """Reconstructs the activations of layer `settings.to` from those of `settings.layer`.
 
-    Writes each reconstructed tensor (`outputs/<name>.npy`, `(height, width, channels)`), the figure
-    of a few channels, true above reconstructed, and `metrics.json`: the normalised feature error at
-    the inverted layer and the normalised error against the true activations of `to`, per image and
-    averaged.
+    The images of this shard not already complete in the run are inverted as one batch, as
+    `recipes.invert.invert` does. Each writes its reconstructed tensor (`outputs/<NNN_name>.npy`,
+    `(height, width, channels)`) and is marked complete with its errors: the normalised feature error
+    at the inverted layer and the normalised error against the true activations of `to`. The figure
+    (a few channels, true above reconstructed) and `metrics.json` (per image and averaged) describe
+    the batch (in a named run, under the task's `shards/I-of-N/`).
 
     Args:
         settings: An `InvertSettings` with `to` set.
         run: The `RunDir`.
-        seed: Seed of the noise start and the jitter.
+        seed: Seed of the jitter and, with each image's position, of its noise start.
         show_progress: Whether to show a progress bar.
         echo: Where notices go.
 
     Returns:
-        The reconstructed activations, `(batch, height, width, channels)`.
+        The reconstructed activations, `(batch, height, width, channels)`; an empty batch when every
+        image was complete.
 
     Raises:
         DeepRestoreError: `to` is unknown or not below the inverted layer.
     """
-    rng = np.random.default_rng(seed)
+    pending = pending_items(run, image_io.list_images(settings.images), settings.shard, echo)
+    if not pending:
+        return np.zeros((0, 0, 0, 0), np.float32)
     network = open_network(settings, run, seed, echo)
     layer = network.resolve(settings.layer)
     source = source_layer(network, settings.to, layer)
     chosen = chosen_preset(settings, network, layer)
-    positions, inputs, images = load_batch(settings, network)
+    images = load_images(pending, settings.size or network.spec.input_size)
     targets = TargetFeatures(network, (source, layer), settings.cache or run.activations_path)
-    features = [targets("invert", name, image) for name, image in zip(inputs, images)]
+    features = [targets("invert", item_source, image) for (_, item_source, _), image in zip(pending, images)]
     true, goal = (np.stack([item[name] for item in features]) for name in (source, layer))
     statistics = layer_statistics(network, source, images.shape[1:3])
     stride = max(1, images.shape[1] // true.shape[1])
@@ -145,41 +150,43 @@ def invert_to_layer(settings, run, seed=0, show_progress=True, echo=print):
     probe = SegmentProbe(network, source, (layer,), scale=statistics.unit)
     engine = Engine(inversion_objective(layer, chosen, true.shape[1] * true.shape[2], source, statistics.norm), probe)
     low = 0.0 if statistics.non_negative else -1.0
-    start = rng.uniform(low, 1.0, true.shape).astype(np.float32)
+    start = np.stack([item_rng(seed, position).uniform(low, 1.0, true.shape[1:]).astype(np.float32)
+                      for position, _, _ in pending])
     log = LossLog(run.losses_dir)
     result, _ = optimise(
         engine, start, chosen.steps, step_rule_for(chosen, chosen.steps), jitter=chosen.jitter,
-        callbacks=[layer_constraint(statistics, chosen.constrain)], rng=rng,
+        callbacks=[layer_constraint(statistics, chosen.constrain)], rng=np.random.default_rng(seed),
         progress=Progress(description=f"invert {layer} to {source}", show=show_progress, log=log),
         targets={f"feature.{layer}": goal},
     )
     log.close()
     log.plot()
     reconstructions = result * statistics.unit
-    names = [output_name(name, index) for index, name in zip(positions, inputs)]
-    _write_outputs(run, names, probe, reconstructions, true, goal)
+    _write_outputs(run, pending, probe, reconstructions, true, goal)
     return reconstructions
 
 
-def _write_outputs(run, names, probe, reconstructions, true, goal):
-    """The tensors, the channel figure and `metrics.json`."""
+def _write_outputs(run, pending, probe, reconstructions, true, goal):
+    """Each tensor and its completion marker, then the batch's channel figure and `metrics.json`."""
     source, layer = probe.layers
-    (run.path / "outputs").mkdir(parents=True, exist_ok=True)
-    for name, reconstruction in zip(names, reconstructions):
-        buffer = io.BytesIO()
-        np.save(buffer, reconstruction)
-        atomic_write(run.path / "outputs" / f"{name}.npy", buffer.getvalue())
-    save_figure(run.path / "figure.png", activation_figure(true, reconstructions, FIGURE_CHANNELS))
     reached = np.asarray(probe.model(reconstructions)[layer])
     feature_errors = normalised_errors(reached, goal)
     activation_errors = normalised_errors(reconstructions, true)
-    run.save_json("metrics.json", {
+    per_image = []
+    (run.path / "outputs").mkdir(parents=True, exist_ok=True)
+    for (position, item_source, name), reconstruction, feature, activation in zip(
+            pending, reconstructions, feature_errors, activation_errors):
+        buffer = io.BytesIO()
+        np.save(buffer, reconstruction)
+        atomic_write(run.path / "outputs" / f"{name}.npy", buffer.getvalue())
+        metrics = {"feature_error": float(feature), "activation_error": float(activation)}
+        run.complete_item(name, {"position": position, "source": item_source, "metrics": metrics})
+        per_image.append({"image": name, **metrics})
+    save_figure(run.task_path / "figure.png", activation_figure(true, reconstructions, FIGURE_CHANNELS))
+    atomic_write(run.task_path / "metrics.json", to_json({
         "layer": layer,
         "to": source,
         "feature_error": float(np.mean(feature_errors)),
         "activation_error": float(np.mean(activation_errors)),
-        "per_image": [
-            {"image": name, "feature_error": float(feature), "activation_error": float(activation)}
-            for name, feature, activation in zip(names, feature_errors, activation_errors)
-        ],
-    })
+        "per_image": per_image,
+    }))
