@@ -16,7 +16,8 @@ Arguments may hold placeholders: `{work}` (the reproduction's folder, for data a
 `{run:LABEL}` (the run directory of an earlier run of the same spec), and the variables set with
 `--set NAME=VALUE` (weights and data; `VARIABLES` lists them with their defaults). A spec's `full`
 arguments may need variables that have no default, such as `{hpatches}`: running it at full scale
-without them is an error that names them.
+without them is an error that names them. Report images are file patterns in the runs' directories,
+a list, or one list per scale where the scales' networks name their files differently.
 """
 
 import argparse
@@ -106,6 +107,9 @@ def load_spec(name):
         for key in ("args", "cpu", "full"):
             if not all(isinstance(argument, (str, int, float)) for argument in run.get(key, [])):
                 raise ReproError(f"{where} run {run['label']!r}: {key} must be a list of plain values.")
+    for patterns in [spec["report"].get("images", []), *(run.get("images", []) for run in spec["runs"])]:
+        if isinstance(patterns, dict) and not set(patterns) <= set(SCALES):
+            raise ReproError(f"{where} images by scale {sorted(patterns)}; expected keys among {list(SCALES)}.")
     for expectation in spec["report"].get("expect", []):
         for side in ("left", "right"):
             if expectation[side] not in labels:
@@ -256,12 +260,18 @@ def expectations(spec, header, rows):
     return checks
 
 
-def copy_images(spec, results, folder):
+def image_patterns(patterns, scale):
+    """A spec's image patterns at `scale`: a list, or `{cpu: [...], full: [...]}` where the scales' runs
+    name their files differently (VGG16's `block1_pool` at CPU scale, AlexNet's `pool1` at full)."""
+    return patterns.get(scale, []) if isinstance(patterns, dict) else patterns
+
+
+def copy_images(spec, results, folder, scale):
     """Copies each run's report images into `folder`: `[(label, [file names])]`."""
     copied = []
     for result in shown(results, "images"):
         names = []
-        for pattern in result.images or spec["report"].get("images", []):
+        for pattern in image_patterns(result.images or spec["report"].get("images", []), scale):
             matches = sorted(result.path.glob(pattern))
             if not matches:
                 raise ReproError(f"Run {result.label!r} ({result.path}) has no file matching {pattern!r}.")
@@ -330,7 +340,7 @@ def report(name, spec, scale, values, results, out):
     header, rows = table(spec, results)
     with open(folder / "table.csv", "w", newline="") as file:
         csv.writer(file).writerows([header, *rows])
-    copied = copy_images(spec, results, folder)
+    copied = copy_images(spec, results, folder, scale)
     if any(names for _, names in copied):
         figure(copied, folder)
     drawn = curves(spec, results, folder)

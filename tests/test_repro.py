@@ -59,6 +59,16 @@ def test_unknown_reproduction_and_bad_settings(repro):
         repro.parse_settings(["weights"])
 
 
+def test_image_patterns_by_scale_are_checked(repro, tmp_path, monkeypatch):
+    assert repro.image_patterns({"cpu": ["block1_pool.png"], "full": ["pool1.png"]}, "full") == ["pool1.png"]
+    assert repro.image_patterns(["dream.png"], "cpu") == ["dream.png"]
+    monkeypatch.setattr(repro, "SPECS", tmp_path)
+    (tmp_path / "bad.yaml").write_text("title: t\nseed: '002'\nruns: [{label: a, args: [dream]}]\n"
+                                       "report: {images: {gpu: [a.png]}}\n")
+    with pytest.raises(repro.ReproError, match=r"images by scale \['gpu'\]; expected keys among \['cpu', 'full'\]"):
+        repro.load_spec("bad")
+
+
 def test_values_from_json_and_csv(repro, tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"mean": {"psnr": 21.5}, "rows": [{"psnr": 1}, {"psnr": 2}]}))
     (tmp_path / "norms.csv").write_text("step,layer,norm\n1,a,3\n2,a,5\n3,a,4\n")
@@ -87,7 +97,7 @@ report:
     final norm: norms.csv:norm:last
   expect:
     - {left: large, op: ">", right: small, column: final norm, says: "larger steps raise the norm faster"}
-  images: [dream.png]
+  images: {cpu: [dream.png], full: [tiny-full-scale.png]}
   curves:
     - {title: L2 norm, files: [norms.csv], y: norm}
 """
