@@ -226,6 +226,8 @@ def value(run_path, source):
 
 def column_values(path, column, where=None):
     """The values of a CSV column as floats, keeping the rows whose columns equal `where`'s."""
+    if not pathlib.Path(path).is_file():
+        raise ReproError(f"{path} not found; expected a CSV with a column {column!r}.")
     with open(path, newline="") as file:
         rows = [row for row in csv.DictReader(file)
                 if all(row.get(key) == str(wanted) for key, wanted in (where or {}).items())]
@@ -310,7 +312,7 @@ def curves(spec, results, folder):
             result = results[label]
             for file in curve["files"]:
                 values = column_values(result.path / file, curve.get("y", "value"), curve.get("where"))
-                steps = np.arange(1, len(values) + 1)
+                steps = _steps(result.path / file, curve.get("where"), len(values))
                 suffix = f" ({pathlib.PurePath(file).stem})" if len(curve["files"]) > 1 else ""
                 axes.plot(steps, values, label=f"{label}{suffix}")
         axes.set_title(curve["title"])
@@ -324,6 +326,17 @@ def curves(spec, results, folder):
         plot.savefig(folder / name, dpi=100)
         names.append((curve["title"], name))
     return names
+
+
+def _steps(path, where, count):
+    """The x values of a curve: the CSV's `step` column where it has one that rises row by row
+    (validation losses are logged every few steps), else 1, 2, ... (a dream's stages each count
+    their own steps)."""
+    try:
+        steps = column_values(path, "step", where)
+    except ReproError:
+        steps = None
+    return steps if steps is not None and np.all(np.diff(steps) > 0) else np.arange(1, count + 1)
 
 
 def markdown_table(header, rows):
