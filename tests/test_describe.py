@@ -193,13 +193,14 @@ def test_describe_errors_are_one_line(dataset, tmp_path):
 
 def test_a_fully_convolutional_denoiser_goes_in_front_of_the_descriptor(dataset, tmp_path):
     # `denoise train` saves (None, None, None, 1) models; the patches are 32x32.
-    models.unet(channels=1).save(tmp_path / "unet.keras")
-    result, run = _invoke(tmp_path, *TRAIN, "--data", str(dataset), "--inputs", "denoised",
-                          "--denoiser", str(tmp_path / "unet.keras"))
-    assert result.exit_code == 0, result.output
-    assert (run / "status").read_text().strip() == "complete"
-    config = json.loads((run / "config.json").read_text())["settings"]
-    assert config["inputs"] == "denoised" and config["denoiser"].endswith("unet.keras")
+    unet = models.unet(channels=1)
+    unet.save(tmp_path / "unet.keras")
+    source = describe.PatchSource("denoised", tmp_path / "unet.keras")
+    name = hpatches.sequence_names(dataset)[0]
+    sequence = hpatches.load_dataset(dataset, [name], noisy=True)[name]
+    noisy = hpatches.resize_patches(sequence.noisy["e1"], model.PATCH_SIZE)
+    expected = np.clip(np.asarray(unet.predict(noisy[..., None], verbose=0))[..., 0], 0.0, 1.0)
+    np.testing.assert_allclose(source.patches(sequence, "e1"), expected, atol=1e-6)
 
 
 def test_a_denoiser_of_colour_images_is_refused_in_one_line(dataset, tmp_path):
