@@ -10,8 +10,12 @@ install:
 demo: install
 	deeprestore dream
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist), each test file in one worker so that its
+# module fixtures are built once; most tests are short TensorFlow runs that leave a core idle.
+TEST_WORKERS ?= 2
+
 test: install
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: install
 	$(PYTHON) benchmarks/bench_dream.py
