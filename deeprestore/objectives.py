@@ -14,7 +14,7 @@ arrays with every evaluation. One compiled function then serves every image and 
 """
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import numpy as np

@@ -11,7 +11,7 @@ from deeprestore.descriptors import evaluation, export, hpatches, tasks
 from deeprestore.errors import DeepRestoreError
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
-import hpatches_reference as reference  # noqa: E402
+import hpatches_reference as reference
 
 
 @pytest.mark.parametrize("scores, labels, numpos, expected", [
@@ -271,7 +271,7 @@ def test_task_files_round_trip_and_unknown_sequences_are_named(tmp_path):
     descriptors = _descriptors(sequences=2, patches=8)
     split, task_lists = _tasks(descriptors, pairs=50, queries=4, distractors=4)
     tasks.write_tasks(tmp_path, task_lists)
-    counts = {name: 8 for name in descriptors}
+    counts = dict.fromkeys(descriptors, 8)
     read = tasks.read_tasks(tmp_path, "x", counts)
     np.testing.assert_array_equal(read.intra.indices2, task_lists.intra.indices2)
     with pytest.raises(DeepRestoreError, match="unknown sequence 'i_0'"):

@@ -1,11 +1,10 @@
 """Tests for the network registry: layer names and shapes, preprocessing, pooling, LRN and grouped
 convolutions against numpy, seeded random weights, and the errors a user sees."""
 
+import keras
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
-
-import keras
 
 from deeprestore.errors import DeepRestoreError
 from deeprestore.networks import create_network, get_spec, list_networks

@@ -150,7 +150,7 @@ def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path, sig):
     process.send_signal(sig)
     output, errors = process.communicate(timeout=120)
     state = training.read_state(tmp_path / "ck")
-    assert state is not None and state["step"] % 5 == 0 or sig == signal.SIGTERM
+    assert (state is not None and state["step"] % 5 == 0) or sig == signal.SIGTERM
     if sig == signal.SIGTERM:
         assert process.returncode == 130 and "interrupted" in output, errors[-2000:]
     else:

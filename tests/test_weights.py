@@ -6,10 +6,9 @@ import hashlib
 import sys
 
 import h5py
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from deeprestore import networks
 from deeprestore.errors import DeepRestoreError

@@ -41,8 +41,8 @@ from deeprestore.commands.common import item_names, name_option, print_estimates
 def command(state, dry_run, name, **options):
     """Neural style transfer (Gatys et al.): content of one image, Gram matrices of others."""
     from deeprestore.images import list_images, load_image
-    from deeprestore.sharding import shard
     from deeprestore.recipes.style import style
+    from deeprestore.sharding import shard
 
     for option in ("styles", "style_blend", "style_layers", "style_layer_weights"):
         options[option] = tuple(options[option])

@@ -3,7 +3,7 @@
 import click
 
 from deeprestore import settings as defaults
-from deeprestore.commands.common import print_estimates, parse_size, run_recipe
+from deeprestore.commands.common import parse_size, print_estimates, run_recipe
 from deeprestore.parametrisations import PARAMETRISATIONS
 
 

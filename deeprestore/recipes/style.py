@@ -20,7 +20,13 @@ from deeprestore import objectives
 from deeprestore.losslog import LossLog
 from deeprestore.optimise import Engine, Progress, optimise
 from deeprestore.recipes.common import (
-    TargetFeatures, item_rng, open_network, pending_items, resolve_layers, step_rule, weights_for,
+    TargetFeatures,
+    item_rng,
+    open_network,
+    pending_items,
+    resolve_layers,
+    step_rule,
+    weights_for,
 )
 
 
