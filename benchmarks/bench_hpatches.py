@@ -90,7 +90,8 @@ def main():
     for task, (fast, slow) in runs.items():
         fast_result, fast_seconds = timed(fast)
         slow_result, slow_seconds = timed(slow)
-        timings[task] = {"vectorised_s": fast_seconds, "reference_s": slow_seconds, "ratio": slow_seconds / fast_seconds}
+        timings[task] = {"vectorised_s": fast_seconds, "reference_s": slow_seconds,
+                         "ratio": slow_seconds / fast_seconds}
         outputs[task] = (fast_result, slow_result)
         print(f"{task:<13} vectorised {fast_seconds:8.2f} s   reference {slow_seconds:8.2f} s   "
               f"ratio {slow_seconds / fast_seconds:7.1f}x", flush=True)

@@ -40,7 +40,7 @@ def test_size_keeps_the_aspect_ratio():
 
 
 def test_a_missing_file_names_what_was_expected():
-    with pytest.raises(DeepRestoreError, match="'nowhere.png' not found; expected an image file"):
+    with pytest.raises(DeepRestoreError, match=r"'nowhere.png' not found; expected an image file"):
         images.load_image("nowhere.png")
 
 
