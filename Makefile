@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test bench repro clean
+.PHONY: install demo test lint bench repro clean
 
 install:
 	$(PIP_INSTALL) -e ".[test,jax]"
@@ -16,6 +16,10 @@ TEST_WORKERS ?= 2
 
 test: install
 	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# ruff.toml holds the rules; ruff is not among the test extras (`pip install ruff`).
+lint:
+	$(PYTHON) -m ruff check .
 
 bench: install
 	$(PYTHON) benchmarks/bench_dream.py

@@ -29,14 +29,14 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import tensorflow as tf
 
-from deeprestore import objectives  # noqa: E402
-from deeprestore.estimate import estimate, format_bytes  # noqa: E402
-from deeprestore.networks import create_network  # noqa: E402
-from deeprestore.optimise import Engine, Progress, normalised_descent, optimise  # noqa: E402
-from deeprestore.transforms import TiledEngine  # noqa: E402
+from deeprestore import objectives
+from deeprestore.estimate import estimate, format_bytes
+from deeprestore.networks import create_network
+from deeprestore.optimise import Engine, Progress, normalised_descent, optimise
+from deeprestore.transforms import TiledEngine
 
 LAYERS = ("block4_relu3", "block5_relu1")  # deeprestore's default dream layers for VGG16
 STEP_SIZE = 0.01  # the tutorial's step size; ours is in units of the mean absolute gradient

@@ -17,9 +17,9 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import hpatches_reference as reference  # noqa: E402
+import hpatches_reference as reference
 
-from deeprestore.descriptors import evaluation, hpatches, tasks  # noqa: E402
+from deeprestore.descriptors import evaluation, hpatches, tasks
 
 NOISE = {"e": 0.3, "h": 0.6, "t": 1.0}  # descriptor noise of each level, in units of the ref spread
 
@@ -70,7 +70,7 @@ def main():
 
     descriptors = synthetic_descriptors(arguments.sequences, arguments.patches, arguments.dimension, arguments.seed)
     split = hpatches.Split("bench", tuple(descriptors), ())
-    counts = {name: arguments.patches for name in descriptors}
+    counts = dict.fromkeys(descriptors, arguments.patches)
     patch_std = {name: np.full(arguments.patches, 50.0) for name in descriptors}
     task_lists = tasks.generate_tasks(split, counts, patch_std, seed=arguments.seed, pairs=arguments.pairs,
                                       queries=arguments.queries, distractors=arguments.distractors)
@@ -90,7 +90,8 @@ def main():
     for task, (fast, slow) in runs.items():
         fast_result, fast_seconds = timed(fast)
         slow_result, slow_seconds = timed(slow)
-        timings[task] = {"vectorised_s": fast_seconds, "reference_s": slow_seconds, "ratio": slow_seconds / fast_seconds}
+        timings[task] = {"vectorised_s": fast_seconds, "reference_s": slow_seconds,
+                         "ratio": slow_seconds / fast_seconds}
         outputs[task] = (fast_result, slow_result)
         print(f"{task:<13} vectorised {fast_seconds:8.2f} s   reference {slow_seconds:8.2f} s   "
               f"ratio {slow_seconds / fast_seconds:7.1f}x", flush=True)

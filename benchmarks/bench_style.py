@@ -21,14 +21,14 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import tensorflow as tf
 
-from deeprestore import objectives  # noqa: E402
-from deeprestore.networks import create_network  # noqa: E402
-from deeprestore.optimise import Adam, Engine, Progress, optimise  # noqa: E402
-from deeprestore.recipes.style import style_objective  # noqa: E402
-from deeprestore.settings import StyleSettings  # noqa: E402
+from deeprestore import objectives
+from deeprestore.networks import create_network
+from deeprestore.optimise import Adam, Engine, Progress, optimise
+from deeprestore.recipes.style import style_objective
+from deeprestore.settings import StyleSettings
 
 CONTENT_LAYER = "block5_relu2"  # keras-io's block5_conv2 (its convolutions include the ReLU)
 STYLE_LAYERS = tuple(f"block{block}_relu1" for block in range(1, 6))

@@ -70,7 +70,8 @@ def matching(descriptors, sequences):
 
 def retrieval(descriptors, tasks, pool_sizes=POOL_SIZES):
     queries, distractors = tasks.queries, tasks.distractors
-    distractor_descriptors = np.array([descriptors[s]["ref"][i] for s, i in zip(distractors.sequences, distractors.indices)])
+    distractor_descriptors = np.array([descriptors[s]["ref"][i]
+                                       for s, i in zip(distractors.sequences, distractors.indices)])
     results = {level: {size: [] for size in pool_sizes} for level in LEVELS}
     for query in range(len(queries)):
         sequence, index = queries.sequences[query], queries.indices[query]

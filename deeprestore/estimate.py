@@ -162,7 +162,8 @@ def format_estimates(rows, steps=None):
         peak = max(item.peak_bytes for item in estimates)
         summary = f"Estimated peak memory {format_bytes(peak)}"
         if steps:
-            summary += f", about {sum(item.seconds_per_step for item in estimates) * steps:.3g} s for {steps} steps per row"
+            summary += (f", about {sum(item.seconds_per_step for item in estimates) * steps:.3g} s"
+                        f" for {steps} steps per row")
         text.append(summary + ".")
         text.append(
             f"From layer shapes: weights + activations kept for the backward pass + {IMAGE_BUFFERS} image buffers "

@@ -75,7 +75,8 @@ def load_image(source, size=None):
                 f"({', '.join(SAMPLES)})."
             )
         try:
-            array = imageio.imread(path, index=0) if path.suffix.lower() in (".gif", ".tif", ".tiff") else imageio.imread(path)
+            array = (imageio.imread(path, index=0) if path.suffix.lower() in (".gif", ".tif", ".tiff")
+                     else imageio.imread(path))
             image = to_float_rgb(array)
         except Exception as error:  # decoders raise many types for a broken file
             raise DeepRestoreError(

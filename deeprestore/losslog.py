@@ -132,7 +132,7 @@ class LossLog:
             with open(path, "a", encoding="utf-8") as file:
                 file.write("\n")
         # Append mode keeps what an earlier (possibly killed) process logged.
-        file = open(path, "a", newline="", encoding="utf-8")
+        file = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - open in self._files until close()
         writer = csv.writer(file)
         if existing_header is None:
             writer.writerow(["step", *context_columns, "value"])

@@ -14,7 +14,7 @@ arrays with every evaluation. One compiled function then serves every image and 
 """
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -293,10 +293,7 @@ def total_variation(beta=2.0, layer="images", scale=1.0):
         dx = (image[:, :-1, 1:, :] - image[:, :-1, :-1, :]) / scale
         dy = (image[:, 1:, :-1, :] - image[:, :-1, :-1, :]) / scale
         squared = keras.ops.square(dx) + keras.ops.square(dy)
-        if beta == 2.0:
-            value = squared
-        else:
-            value = keras.ops.power(squared + 1e-8, beta / 2.0)
+        value = squared if beta == 2.0 else keras.ops.power(squared + 1e-8, beta / 2.0)
         return keras.ops.sum(_per_image(value), axis=1)
 
     return Objective([Term(f"tv.{layer}", (layer,), function)])

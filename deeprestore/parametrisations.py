@@ -188,7 +188,8 @@ class ParametrisedEngine:
 
     def __call__(self, parameters, targets=None):
         """Returns `(total, {term: value}, parameter gradient)`."""
-        shift = tuple(int(value) for value in self.rng.integers(-self.jitter, self.jitter + 1, size=2)) if self.jitter else (0, 0)
+        shift = (tuple(int(value) for value in self.rng.integers(-self.jitter, self.jitter + 1, size=2))
+                 if self.jitter else (0, 0))
         images = np.roll(self.parametrisation.images(parameters), shift, axis=(1, 2))
         total, values, gradient = self.engine(images, targets)
         gradient = np.roll(np.asarray(gradient), (-shift[0], -shift[1]), axis=(1, 2))

@@ -181,7 +181,8 @@ class TiledEngine:
             return self.engine(images, targets)
         shift = (0, 0)
         if self.mode == "random":
-            shift = (int(self.rng.integers(0, min(self.tile, height))), int(self.rng.integers(0, min(self.tile, width))))
+            shift = (int(self.rng.integers(0, min(self.tile, height))),
+                     int(self.rng.integers(0, min(self.tile, width))))
             images = np.roll(images, shift, axis=(1, 2))
         gradient = np.zeros_like(images)
         sums, weight_sum, total = {}, 0.0, 0.0

@@ -60,9 +60,11 @@ def test_dream_raises_the_objective(runner, tmp_path):
     "arguments, message",
     [
         (("dream", "--network", "resnet"), "Unknown network 'resnet'; expected one of vgg16, vgg19, alexnet, tiny"),
-        (("dream", "--network", "tiny", "--layer", "conv9", "--size", "32"), "Unknown layer 'conv9' for network 'tiny'"),
+        (("dream", "--network", "tiny", "--layer", "conv9", "--size", "32"),
+         "Unknown layer 'conv9' for network 'tiny'"),
         (("dream", "--image", "missing.png"), "Image 'missing.png' not found"),
-        (("dream", "--network", "tiny", "--weights", "nowhere.h5", "--size", "32"), "Weights file 'nowhere.h5' not found"),
+        (("dream", "--network", "tiny", "--weights", "nowhere.h5", "--size", "32"),
+         "Weights file 'nowhere.h5' not found"),
         (("dream", "--network", "alexnet"), "No weights found for network 'alexnet'"),
         (("nets", "alexnet", "--top", "--size", "100"), "too small"),
     ],
@@ -90,7 +92,8 @@ def test_wrongly_shaped_weights_name_the_layer_and_both_shapes(runner, tmp_path)
         group.create_dataset("conv1/bias:0", data=np.zeros((8,), np.float32))
         group.attrs["weight_names"] = ["conv1/kernel:0", "conv1/bias:0"]
         file.attrs["layer_names"] = ["conv1"]
-    result = invoke(runner, tmp_path, "dream", "--network", "tiny", "--size", "32", "--weights", str(tmp_path / "bad.h5"))
+    result = invoke(runner, tmp_path, "dream", "--network", "tiny", "--size", "32",
+                    "--weights", str(tmp_path / "bad.h5"))
     assert result.exit_code == 1
     assert "layer 'conv1'" in result.output and "(5, 5, 3, 8)" in result.output and "(3, 3, 3, 8)" in result.output
 

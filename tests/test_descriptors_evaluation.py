@@ -11,7 +11,7 @@ from deeprestore.descriptors import evaluation, export, hpatches, tasks
 from deeprestore.errors import DeepRestoreError
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
-import hpatches_reference as reference  # noqa: E402
+import hpatches_reference as reference
 
 
 @pytest.mark.parametrize("scores, labels, numpos, expected", [
@@ -41,7 +41,8 @@ def _descriptors(sequences=4, patches=12, dimension=6, seed=0, integer=False):
         base = rng.normal(size=(patches, dimension))
         images = {}
         for image in hpatches.IMAGES:
-            values = base if image == "ref" else base + {"e": .3, "h": .6, "t": 1.}[image[0]] * rng.normal(size=base.shape)
+            values = (base if image == "ref"
+                      else base + {"e": .3, "h": .6, "t": 1.}[image[0]] * rng.normal(size=base.shape))
             values = np.round(values) if integer else values
             values = values.astype(np.float32)
             values[1:3] = values[0]
@@ -140,8 +141,8 @@ def test_retrieval_counts_only_distractors_strictly_closer_than_a_positive(gap):
         ref = np.array([query, [40, 40, 40], [60, 60, 60]]) + (0 if name == "i_a" else 100)
         descriptors[name] = {image: ref.copy() for image in hpatches.IMAGES}
     for image in hpatches.IMAGES[1:]:
-        descriptors["i_a"][image][0] = query + [1.0, 0.0, 0.0]
-    descriptors["v_b"]["ref"][1] = query + [0.0, 1.0 - gap, 0.0]
+        descriptors["i_a"][image][0] = query + np.array([1.0, 0.0, 0.0])
+    descriptors["v_b"]["ref"][1] = query + np.array([0.0, 1.0 - gap, 0.0])
     queries = tasks.Patches(np.array(["i_a"], dtype=object), np.array([0]))
     distractors = tasks.Patches(np.array(["v_b", "v_b", "i_a"], dtype=object), np.array([0, 1, 1]))
     task_lists = tasks.Tasks("x", None, None, None, queries, distractors)
@@ -196,7 +197,8 @@ def _toy():
     descriptors = {}
     for name, offset in (("i_a", 0.0), ("v_b", 100.0)):
         reference = np.array([[0.0], [10.0], [20.0]], np.float32) + offset
-        descriptors[name] = {image: reference + (0 if image == "ref" else 0.1 * int(image[1])) for image in hpatches.IMAGES}
+        descriptors[name] = {image: reference + (0 if image == "ref" else 0.1 * int(image[1]))
+                             for image in hpatches.IMAGES}
     return descriptors
 
 
@@ -247,7 +249,8 @@ def test_summary_numbers_follow_seed_004():
     imbalanced = [results["verification"][level][kind]["imbalanced"] for level in "eht" for kind in ("intra", "inter")]
     assert results["summary"]["verification"] == pytest.approx(np.mean(imbalanced))
     assert results["summary"]["matching"] == pytest.approx(np.mean(list(results["matching"].values())))
-    level_means = [np.mean([results["retrieval"][level][pool] for level in "eht"]) for pool in results["retrieval"]["e"]]
+    level_means = [np.mean([results["retrieval"][level][pool] for level in "eht"])
+                   for pool in results["retrieval"]["e"]]
     assert results["summary"]["retrieval"] == pytest.approx(np.mean(level_means))
     assert set(results["retrieval"]["e"]) == {str(size) for size in evaluation.POOL_SIZES}
     assert "summary" in evaluation.format_table(results)
@@ -255,7 +258,7 @@ def test_summary_numbers_follow_seed_004():
 
 def test_generated_tasks_follow_the_benchmark_rules():
     descriptors = _descriptors(sequences=3, patches=10)
-    split, task_lists = _tasks(descriptors, pairs=500, queries=15, distractors=20)
+    _, task_lists = _tasks(descriptors, pairs=500, queries=15, distractors=20)
     positives, intra = task_lists.positives, task_lists.intra
     assert (positives.indices1 == positives.indices2).all() and (positives.sequences1 == positives.sequences2).all()
     assert (intra.indices1 != intra.indices2).all() and (positives.images1 != positives.images2).all()
@@ -269,9 +272,9 @@ def test_generated_tasks_follow_the_benchmark_rules():
 
 def test_task_files_round_trip_and_unknown_sequences_are_named(tmp_path):
     descriptors = _descriptors(sequences=2, patches=8)
-    split, task_lists = _tasks(descriptors, pairs=50, queries=4, distractors=4)
+    _, task_lists = _tasks(descriptors, pairs=50, queries=4, distractors=4)
     tasks.write_tasks(tmp_path, task_lists)
-    counts = {name: 8 for name in descriptors}
+    counts = dict.fromkeys(descriptors, 8)
     read = tasks.read_tasks(tmp_path, "x", counts)
     np.testing.assert_array_equal(read.intra.indices2, task_lists.intra.indices2)
     with pytest.raises(DeepRestoreError, match="unknown sequence 'i_0'"):
@@ -291,5 +294,5 @@ def test_descriptor_csv_export_round_trips_exactly(tmp_path):
 def test_missing_descriptor_files_are_named(tmp_path):
     export.save_descriptors(tmp_path / "mine", _descriptors(sequences=1, patches=3))
     (tmp_path / "mine" / "i_0" / "h2.csv").unlink()
-    with pytest.raises(DeepRestoreError, match="h2.csv' is missing"):
+    with pytest.raises(DeepRestoreError, match=r"h2.csv' is missing"):
         export.load_descriptors(tmp_path / "mine")

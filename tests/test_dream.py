@@ -79,7 +79,8 @@ def test_a_few_fourier_steps_raise_the_objective(tiny, rng, terms, term):
 
 def test_weights_scale_each_term(tiny):
     objective = recipe.dream_objective(tiny, layers=(("relu1", 0.5), ("relu2", 2.0)), l2_decay=0.1)
-    assert {term.name: term.weight for term in objective.terms} == {"l2.relu1": -0.5, "l2.relu2": -2.0, "l2_decay.images": 0.1}
+    weights = {term.name: term.weight for term in objective.terms}
+    assert weights == {"l2.relu1": -0.5, "l2.relu2": -2.0, "l2_decay.images": 0.1}
 
 
 @pytest.mark.parametrize(
@@ -169,7 +170,8 @@ def test_the_zoom_loop_writes_frames_and_a_gif(tmp_path):
     import imageio.v3 as imageio
 
     run = run_of(invoke(tmp_path, *TINY, "--frames", "3", "--zoom", "1.2"))
-    assert sorted(path.name for path in (run / "frames").iterdir()) == ["frame_001.png", "frame_002.png", "frame_003.png"]
+    frames = sorted(path.name for path in (run / "frames").iterdir())
+    assert frames == ["frame_001.png", "frame_002.png", "frame_003.png"]
     gif = imageio.imread(run / "dream.gif", index=None)
     assert gif.shape[:3] == (3, 32, 32)
     np.testing.assert_array_equal(imageio.imread(run / "frames" / "frame_003.png"), imageio.imread(run / "dream.png"))
@@ -181,7 +183,8 @@ def test_a_start_from_grey_without_clamping_runs(tmp_path):
 
 
 def test_dry_run_prints_estimates_and_creates_no_run(tmp_path):
-    result = invoke(tmp_path, "dream", "--network", "tiny", "--size", "64", "--octaves", "2", "--tile", "32", "--dry-run")
+    result = invoke(tmp_path, "dream", "--network", "tiny", "--size", "64", "--octaves", "2", "--tile", "32",
+                    "--dry-run")
     assert result.exit_code == 0, result.output
     assert "Dry run" in result.output and "peak memory" in result.output and "octave 2 64x64" in result.output
     assert not (tmp_path / "runs").exists()

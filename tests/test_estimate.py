@@ -29,7 +29,8 @@ def test_estimates_scale_with_the_image_size(tiny):
     assert large.flops_per_step == pytest.approx(4 * small.flops_per_step, rel=0.01)
     assert large.seconds_per_step == pytest.approx(4 * small.seconds_per_step, rel=0.01)
     assert 3.5 * (small.peak_bytes - small.weight_bytes) < large.peak_bytes - large.weight_bytes
-    assert estimate(tiny, ["relu2"], 64, 64, batch=2, rate=RATE).flops_per_step == pytest.approx(2 * small.flops_per_step)
+    assert (estimate(tiny, ["relu2"], 64, 64, batch=2, rate=RATE).flops_per_step
+            == pytest.approx(2 * small.flops_per_step))
 
 
 def test_tiling_lowers_the_estimated_memory_but_not_the_work(tiny):
@@ -42,11 +43,13 @@ def test_tiling_lowers_the_estimated_memory_but_not_the_work(tiny):
 
 
 def test_a_deeper_layer_costs_more(tiny):
-    assert estimate(tiny, ["relu2"], 64, 64, rate=RATE).flops_per_step > estimate(tiny, ["relu1"], 64, 64, rate=RATE).flops_per_step
+    assert (estimate(tiny, ["relu2"], 64, 64, rate=RATE).flops_per_step
+            > estimate(tiny, ["relu1"], 64, 64, rate=RATE).flops_per_step)
 
 
 def test_the_table_has_a_row_per_estimate_and_says_how_it_was_made(tiny):
-    rows = [("octave 1", estimate(tiny, ["relu2"], 32, 32, rate=RATE)), ("octave 2", estimate(tiny, ["relu2"], 64, 64, rate=RATE))]
+    rows = [("octave 1", estimate(tiny, ["relu2"], 32, 32, rate=RATE)),
+            ("octave 2", estimate(tiny, ["relu2"], 64, 64, rate=RATE))]
     text = format_estimates(rows, steps=10)
     lines = text.splitlines()
     assert lines[0].split()[:2] == ["tiles", "peak"]

@@ -99,7 +99,8 @@ def test_luminance_only_transfer_keeps_the_content_colours(rng):
     combined = style.with_content_colour(grey, content)
     import skimage.color
 
-    np.testing.assert_allclose(skimage.color.rgb2yiq(combined)[..., 1:], skimage.color.rgb2yiq(content)[..., 1:], atol=0.05)
+    np.testing.assert_allclose(skimage.color.rgb2yiq(combined)[..., 1:], skimage.color.rgb2yiq(content)[..., 1:],
+                               atol=0.05)
 
 
 def run_cli(tmp_path, *arguments):
@@ -112,7 +113,8 @@ def run_cli(tmp_path, *arguments):
 
 def test_style_command_writes_a_complete_run(tmp_path):
     run = run_cli(tmp_path, "style", "--network", "tiny", "--size", "32", "--steps", "3", "--scales", "2",
-                  "--style", "brick", "--style", "grass", "--style-blend", "2", "--style-blend", "1", "--preserve-colour")
+                  "--style", "brick", "--style", "grass", "--style-blend", "2", "--style-blend", "1",
+                  "--preserve-colour")
     assert (run / "outputs" / "000_chelsea.png").exists()
     assert {path.name for path in (run / "images").iterdir()} == {"000_chelsea_scale1.png", "000_chelsea_scale2.png"}
     config = json.loads((run / "config.json").read_text())

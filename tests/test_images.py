@@ -31,7 +31,7 @@ def test_rgba_is_composited_on_white(tmp_path):
 
 def test_bundled_samples_load_without_a_file():
     image = images.load_image("astronaut", size=64)
-    assert image.shape == (64, 64, 3) and 0.0 <= image.min() and image.max() <= 1.0
+    assert image.shape == (64, 64, 3) and image.min() >= 0.0 and image.max() <= 1.0
 
 
 def test_size_keeps_the_aspect_ratio():
@@ -40,7 +40,7 @@ def test_size_keeps_the_aspect_ratio():
 
 
 def test_a_missing_file_names_what_was_expected():
-    with pytest.raises(DeepRestoreError, match="'nowhere.png' not found; expected an image file"):
+    with pytest.raises(DeepRestoreError, match=r"'nowhere.png' not found; expected an image file"):
         images.load_image("nowhere.png")
 
 

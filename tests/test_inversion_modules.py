@@ -120,7 +120,7 @@ def test_unreadable_or_empty_spec_files_are_clear_errors(tmp_path):
 
 
 def test_default_chains_refuse_layers_that_are_not_operations(tiny):
-    with pytest.raises(DeepRestoreError, match="'relu1' .* is not the output of an operation"):
+    with pytest.raises(DeepRestoreError, match=r"'relu1' .* is not the output of an operation"):
         specs.default_specs(tiny, "relu1")
     with pytest.raises(DeepRestoreError, match="target must be below the source"):
         specs.default_specs(tiny, "conv1", "pool2")

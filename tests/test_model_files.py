@@ -83,7 +83,8 @@ def test_the_rgb_network_is_the_model_on_scaled_mean_subtracted_images(models):
     original = keras.saving.load_model(models["rgb"], compile=False)
     images = np.random.default_rng(0).random((2, 12, 10, 3), dtype=np.float32)
     expected = original(images * 255.0 - np.array([120, 110, 100], np.float32))
-    np.testing.assert_allclose(features(network, "relu2", images), keras.ops.convert_to_numpy(expected), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(features(network, "relu2", images), keras.ops.convert_to_numpy(expected),
+                               rtol=1e-4, atol=1e-3)
     assert network.layers == ("preprocess", "conv1", "relu1", "pool1", "conv2", "relu2")
 
 
@@ -104,8 +105,8 @@ def test_gradients_of_a_gray_model_reach_each_rgb_channel_in_proportion_to_its_l
     _, _, gradient = Engine.for_objective(-l2("relu2"), network)(images)
     gradient = np.asarray(gradient)
     assert np.abs(gradient).max() > 0
-    np.testing.assert_allclose(gradient / np.array(LUMA, np.float32), np.repeat(gradient[..., :1] / LUMA[0], 3, axis=-1),
-                               rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(gradient / np.array(LUMA, np.float32),
+                               np.repeat(gradient[..., :1] / LUMA[0], 3, axis=-1), rtol=1e-3, atol=1e-7)
 
 
 def test_random_weights_reinitialise_the_architecture_reproducibly(models):
@@ -168,21 +169,29 @@ def save_weights_only(path):
     "prepare, arguments, message",
     [
         (None, ("nets", "{dir}/missing.keras"), "No model file at '{dir}/missing.keras'"),
-        (lambda path: path.write_bytes(b"not a model"), ("nets", "{dir}/model.keras"), "Cannot read '{dir}/model.keras' as a Keras model"),
-        (lambda path: save_weights_only(path.with_name("model.weights.h5")), ("nets", "{dir}/model.weights.h5"), "holds weights only"),
+        (lambda path: path.write_bytes(b"not a model"), ("nets", "{dir}/model.keras"),
+         "Cannot read '{dir}/model.keras' as a Keras model"),
+        (lambda path: save_weights_only(path.with_name("model.weights.h5")), ("nets", "{dir}/model.weights.h5"),
+         "holds weights only"),
         (save_two_input_model, ("nets", "{dir}/model.keras"), "has 2 inputs; expected one image input"),
         (lambda path: save_rgb_model(path).with_suffix(".json").unlink(), ("nets", "{dir}/model.keras"),
          "No input convention for model '{dir}/model.keras': expected {dir}/model.json"),
-        (lambda path: save_rgb_model(path, {"colour": "grey", "range": [0, 1]}), ("nets", "{dir}/model.keras"), "'colour' is \"grey\""),
-        (lambda path: save_rgb_model(path, {"colour": "rgb", "range": [1, 0]}), ("nets", "{dir}/model.keras"), "'range' is [1, 0]"),
-        (lambda path: save_rgb_model(path, {"colour": "rgb", "range": [0, 1], "mean": [1, 2]}), ("nets", "{dir}/model.keras"), "'mean' is [1, 2]"),
-        (lambda path: save_rgb_model(path, {"color": "rgb", "range": [0, 1]}), ("nets", "{dir}/model.keras"), "unknown keys color"),
-        (lambda path: save_gray_model(path, RGB_CONVENTION), ("nets", "{dir}/model.keras"), "takes 1 input channels but its convention says 'rgb'"),
+        (lambda path: save_rgb_model(path, {"colour": "grey", "range": [0, 1]}), ("nets", "{dir}/model.keras"),
+         "'colour' is \"grey\""),
+        (lambda path: save_rgb_model(path, {"colour": "rgb", "range": [1, 0]}), ("nets", "{dir}/model.keras"),
+         "'range' is [1, 0]"),
+        (lambda path: save_rgb_model(path, {"colour": "rgb", "range": [0, 1], "mean": [1, 2]}),
+         ("nets", "{dir}/model.keras"), "'mean' is [1, 2]"),
+        (lambda path: save_rgb_model(path, {"color": "rgb", "range": [0, 1]}), ("nets", "{dir}/model.keras"),
+         "unknown keys color"),
+        (lambda path: save_gray_model(path, RGB_CONVENTION), ("nets", "{dir}/model.keras"),
+         "takes 1 input channels but its convention says 'rgb'"),
         (lambda path: save_rgb_model(path, {"colour": "rgb", "range": [0, 1], "layers": {"dream": ["conv9"]}}),
          ("nets", "{dir}/model.keras"), "Unknown layer 'conv9'"),
         (save_rgb_model, ("dream", "--network", "{dir}/model.keras", "--layer", "conv9", "--size", "16"),
          "Unknown layer 'conv9' for network '{dir}/model.keras'. Known layers: preprocess, conv1, relu1"),
-        (save_gray_model, ("dream", "--network", "{dir}/model.keras", "--layer", "relu2", "--size", "20", "--octaves", "1"),
+        (save_gray_model,
+         ("dream", "--network", "{dir}/model.keras", "--layer", "relu2", "--size", "20", "--octaves", "1"),
          "takes 16x16 inputs only (its input shape is fixed); got 20x20"),
         (save_gray_model, ("invert", "--network", "{dir}/model.keras", "--layer", "relu2", "--size", "24"),
          "takes 16x16 inputs only (its input shape is fixed); got 24x24"),

@@ -1,11 +1,10 @@
 """Tests for the network registry: layer names and shapes, preprocessing, pooling, LRN and grouped
 convolutions against numpy, seeded random weights, and the errors a user sees."""
 
+import keras
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
-
-import keras
 
 from deeprestore.errors import DeepRestoreError
 from deeprestore.networks import create_network, get_spec, list_networks
@@ -261,7 +260,7 @@ def test_caffe_networks_see_bgr_on_the_0_255_scale_minus_the_imagenet_mean(name,
 
     np.testing.assert_allclose(activations(built, images, ["preprocess"])["preprocess"], expected, atol=1e-4)
     np.testing.assert_allclose(built.spec.preprocess(images), expected, atol=1e-4)
-    red = np.zeros((1, 1, 1, 3), np.float32) + [1.0, 0.0, 0.0]
+    red = np.zeros((1, 1, 1, 3), np.float32) + np.array([1.0, 0.0, 0.0])
     np.testing.assert_allclose(built.spec.preprocess(red)[0, 0, 0], [-mean_bgr[0], -mean_bgr[1], 255 - mean_bgr[2]])
 
 

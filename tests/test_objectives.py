@@ -9,7 +9,8 @@ from deeprestore import objectives
 
 @pytest.fixture
 def features(rng):
-    return {"a": rng.normal(size=(2, 4, 5, 6)).astype(np.float32), "b": rng.normal(size=(2, 3, 3, 2)).astype(np.float32)}
+    return {"a": rng.normal(size=(2, 4, 5, 6)).astype(np.float32),
+            "b": rng.normal(size=(2, 3, 3, 2)).astype(np.float32)}
 
 
 def test_l2_is_the_mean_square_of_each_image(features):
@@ -21,7 +22,8 @@ def test_l2_is_the_mean_square_of_each_image(features):
 
 def test_channel_is_the_mean_of_one_channel(features):
     total, _ = objectives.channel("a", 3)(features)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(total), features["a"][..., 3].mean(axis=(1, 2)).sum(), rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(total), features["a"][..., 3].mean(axis=(1, 2)).sum(),
+                               rtol=1e-5)
 
 
 def test_weight_scales_each_term_and_values_stay_unweighted(features):
@@ -65,7 +67,8 @@ def test_gram_distance_is_the_papers_normalisation(features, rng):
     # With unnormalised Grams G = F^T F and M positions: 1 / (4 N^2 M^2) sum (G - A)^2.
     positions = 4 * 5
     flat = features["a"].reshape(2, -1, 6).astype(np.float64)
-    paper = np.sum((np.einsum("bpk,bpl->bkl", flat, flat) - target * positions) ** 2, axis=(1, 2)) / (4 * 36 * positions**2)
+    paper = (np.sum((np.einsum("bpk,bpl->bkl", flat, flat) - target * positions) ** 2, axis=(1, 2))
+             / (4 * 36 * positions**2))
     np.testing.assert_allclose(expected, paper, rtol=1e-6)
 
 
@@ -74,13 +77,15 @@ def test_normalised_gram_distance_is_scale_free(features, rng):
     value = objectives.gram_distance("a", normalise=True)({**features, "targets": {"gram.a": target}})[0]
     scaled = {**features, "a": features["a"] * 10, "targets": {"gram.a": target * 100}}
     np.testing.assert_allclose(keras.ops.convert_to_numpy(value),
-                               keras.ops.convert_to_numpy(objectives.gram_distance("a", normalise=True)(scaled)[0]), rtol=1e-4)
+                               keras.ops.convert_to_numpy(objectives.gram_distance("a", normalise=True)(scaled)[0]),
+                               rtol=1e-4)
 
 
 def test_content_distance_is_half_the_squared_error(features, rng):
     target = rng.normal(size=features["a"].shape).astype(np.float32)
     total, _ = objectives.content_distance("a")({**features, "targets": {"content.a": target}})
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(total), 0.5 * np.sum((features["a"] - target) ** 2), rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(total), 0.5 * np.sum((features["a"] - target) ** 2),
+                               rtol=1e-5)
 
 
 def test_normalised_feature_distance_matches_mahendran_vedaldi(features, rng):

@@ -36,7 +36,8 @@ def test_jitter_is_undone_on_the_gradient(tiny, rng):
     images = rng.uniform(size=(1, 16, 16, 3)).astype(np.float32)
     rule = gradient_descent(0.1)
     plain, _ = optimise(engine, images, 1, rule, progress=Progress(show=False))
-    jittered, _ = optimise(engine, images, 1, rule, jitter=5, rng=np.random.default_rng(3), progress=Progress(show=False))
+    jittered, _ = optimise(engine, images, 1, rule, jitter=5, rng=np.random.default_rng(3),
+                           progress=Progress(show=False))
     np.testing.assert_allclose(jittered, plain, rtol=1e-5, atol=1e-6)
 
 

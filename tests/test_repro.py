@@ -76,9 +76,9 @@ def test_values_from_json_and_csv(repro, tmp_path):
     assert repro.value(tmp_path, "metrics.json:rows.1.psnr") == 2
     assert [repro.value(tmp_path, f"norms.csv:norm:{row}") for row in ("first", "last", "min", "max")] == [3, 4, 3, 5]
     assert repro.value(tmp_path, "norms.csv:norm") == 4
-    with pytest.raises(repro.ReproError, match="has no key 'mean.ssim'"):
+    with pytest.raises(repro.ReproError, match=r"has no key 'mean.ssim'"):
         repro.value(tmp_path, "metrics.json:mean.ssim")
-    with pytest.raises(repro.ReproError, match="validation.csv not found; expected a CSV with a column 'value'"):
+    with pytest.raises(repro.ReproError, match=r"validation.csv not found; expected a CSV with a column 'value'"):
         repro.column_values(tmp_path / "validation.csv", "value")
     # Curves run along the logged steps where they rise, else along the rows.
     (tmp_path / "validation.csv").write_text("step,value\n50,3\n100,2\n")

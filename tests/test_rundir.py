@@ -24,7 +24,7 @@ class FrozenDatetime(datetime.datetime):
 
     @classmethod
     def now(cls, tz=None):
-        return cls(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+        return cls(2024, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 
 
 @pytest.fixture
@@ -161,9 +161,8 @@ def test_context_manager_marks_complete_on_normal_exit(tmp_path):
 def test_context_manager_marks_failed_and_reraises_an_exception(tmp_path):
     run = RunDir.create(tmp_path, "dream", {}, argv=[])
 
-    with pytest.raises(RuntimeError, match="boom"):
-        with run:
-            raise RuntimeError("boom\nsecond line")
+    with pytest.raises(RuntimeError, match="boom"), run:
+        raise RuntimeError("boom\nsecond line")
 
     assert run.status == "failed: RuntimeError: boom second line"
 
@@ -171,9 +170,8 @@ def test_context_manager_marks_failed_and_reraises_an_exception(tmp_path):
 def test_context_manager_marks_interrupted_and_reraises_keyboard_interrupt(tmp_path):
     run = RunDir.create(tmp_path, "dream", {}, argv=[])
 
-    with pytest.raises(KeyboardInterrupt):
-        with run:
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), run:
+        raise KeyboardInterrupt
 
     assert run.status == "interrupted"
 

@@ -53,7 +53,8 @@ def test_training_lowers_the_loss_and_logs_every_step(tmp_path):
 
 def test_a_checkpoint_restores_model_and_optimiser_state(tmp_path):
     model = make_model()
-    training.train(model, batches, training.Schedule(steps=5, checkpoint_every=5), checkpoints=tmp_path, show_progress=False)
+    training.train(model, batches, training.Schedule(steps=5, checkpoint_every=5), checkpoints=tmp_path,
+                   show_progress=False)
     restored = make_model()
     state = training.load_checkpoint(restored, tmp_path)
     assert state["step"] == 5
@@ -150,7 +151,7 @@ def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path, sig):
     process.send_signal(sig)
     output, errors = process.communicate(timeout=120)
     state = training.read_state(tmp_path / "ck")
-    assert state is not None and state["step"] % 5 == 0 or sig == signal.SIGTERM
+    assert (state is not None and state["step"] % 5 == 0) or sig == signal.SIGTERM
     if sig == signal.SIGTERM:
         assert process.returncode == 130 and "interrupted" in output, errors[-2000:]
     else:

@@ -32,7 +32,8 @@ def test_tiled_and_untiled_gradients_agree_away_from_tile_borders(engine, rng):
     tiled_total, tiled_values, tiled_gradient = transforms.TiledEngine(engine, 32, "contiguous")(images)
     mask = away_from_borders(64, 96, 32)
     assert mask.sum() > 0.2 * mask.size
-    np.testing.assert_allclose(tiled_gradient[:, mask], gradient[:, mask], rtol=1e-4, atol=1e-6 * np.abs(gradient).max())
+    np.testing.assert_allclose(tiled_gradient[:, mask], gradient[:, mask],
+                               rtol=1e-4, atol=1e-6 * np.abs(gradient).max())
     assert not np.allclose(tiled_gradient[:, ~mask], gradient[:, ~mask], rtol=1e-4, atol=1e-6 * np.abs(gradient).max())
     assert tiled_total == pytest.approx(total, rel=0.2) and set(tiled_values) == set(values)
 

@@ -6,10 +6,9 @@ import hashlib
 import sys
 
 import h5py
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from deeprestore import networks
 from deeprestore.errors import DeepRestoreError
@@ -222,7 +221,7 @@ def test_a_caffe_npy_dict_with_caffe_names_loads_into_vgg16(vgg16_trunk, tmp_pat
 
     built = create_network("vgg16", weights=str(path))
 
-    assert set(caffe_name[layer] for layer in table) >= {"conv1_1", "conv5_3"}
+    assert {caffe_name[layer] for layer in table} >= {"conv1_1", "conv5_3"}
     assert_loaded(built, table)
 
 

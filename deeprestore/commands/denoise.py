@@ -160,7 +160,8 @@ def resume_training(context, path, options):
               "tiles).")
 @click.option("--baselines/--no-baselines", default=APPLY.baselines,
               help="Also run and score scikit-image's classical methods.")
-@click.option("--shard", default=APPLY.shard, help="I/N: restore only the I-th of N shares of a folder or list (array jobs).")
+@click.option("--shard", default=APPLY.shard,
+              help="I/N: restore only the I-th of N shares of a folder or list (array jobs).")
 @name_option
 @click.pass_obj
 def apply_command(state, name, **options):

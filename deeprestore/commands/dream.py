@@ -14,7 +14,8 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)
 @click.option("--image", default=defaults.DREAM.image,
               help="Start image: a file, a bundled sample (astronaut, brick, chelsea, coffee, grass, ...), "
                    "or a folder or list file of images (dreamed one by one with the network loaded once).")
-@click.option("--network", default=defaults.DREAM.network, help="Network name or Keras model file (see `deeprestore nets`).")
+@click.option("--network", default=defaults.DREAM.network,
+              help="Network name or Keras model file (see `deeprestore nets`).")
 @click.option("--weights", default=defaults.DREAM.weights, help="auto, imagenet, offline, random, or a weights file.")
 @click.option("--pooling", type=click.Choice(["max", "average"]), default=defaults.DREAM.pooling)
 @click.option("--layer", "layers", multiple=True, metavar="LAYER[:WEIGHT]",
@@ -41,7 +42,8 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)
 @click.option("--steps", default=defaults.DREAM.steps, type=click.IntRange(min=1), help="Steps per octave.")
 @click.option("--step-size", default=defaults.DREAM.step_size, type=POSITIVE,
               help="Step in units of the mean absolute gradient.")
-@click.option("--jitter", default=defaults.DREAM.jitter, type=click.IntRange(min=0), help="Largest random shift, pixels.")
+@click.option("--jitter", default=defaults.DREAM.jitter, type=click.IntRange(min=0),
+              help="Largest random shift, pixels.")
 @click.option("--start", type=click.Choice(defaults.START_CHOICES), default=defaults.DREAM.start,
               help="Start from the image, seeded uniform noise, or grey.")
 @click.option("--tile", default=defaults.DREAM.tile, type=click.IntRange(min=0),

@@ -22,19 +22,23 @@ def given(ctx, name):
                    "deconvnet: Zeiler & Fergus projections of the strongest activations.")
 @click.option("--images", default=defaults.INVERT.images,
               help="Image(s): a file, a folder, a list file or a bundled sample (deconvnet default: the bundled set).")
-@click.option("--network", default=defaults.INVERT.network, help="Network name or Keras model file (learned: the stack's).")
+@click.option("--network", default=defaults.INVERT.network,
+              help="Network name or Keras model file (learned: the stack's).")
 @click.option("--weights", default=defaults.INVERT.weights, help="auto, imagenet, offline, random, or a weights file.")
 @click.option("--pooling", type=click.Choice(["max", "average"]), default=defaults.INVERT.pooling)
 @click.option("--layer", default=defaults.INVERT.layer,
-              help="Layer to invert, pre- or post-activation (learned: the stack's deepest input; deconvnet: every pooling layer).")
+              help="Layer to invert, pre- or post-activation (learned: the stack's deepest input; "
+                   "deconvnet: every pooling layer).")
 @click.option("--to", default=defaults.INVERT.to, metavar="LAYER",
-              help="optimise: reconstruct the activations of this lower layer instead of the image (default: the image).")
+              help="optimise: reconstruct the activations of this lower layer instead of the image "
+                   "(default: the image).")
 @click.option("--preset", type=click.Choice(defaults.INVERT_PRESETS), default=defaults.INVERT.preset,
               help="optimise: mv2015 (alpha 6, TV by depth, momentum SGD) or mv2016 (normalised priors, jitter, "
                    "range constraint, Adam).")
 @click.option("--size", default=defaults.INVERT.size, type=click.IntRange(min=0),
               help="Side of the (square) images; 0: the network's input size (learned: the stack's training size).")
-@click.option("--steps", default=defaults.INVERT.steps, type=click.IntRange(min=0), help="optimise: iterations (0: the preset's).")
+@click.option("--steps", default=defaults.INVERT.steps, type=click.IntRange(min=0),
+              help="optimise: iterations (0: the preset's).")
 @click.option("--learning-rate", default=defaults.INVERT.learning_rate, type=click.FloatRange(min=0.0),
               help="optimise: on [0, 1] pixels (0: the preset's).")
 @click.option("--stack", default=defaults.INVERT_LEARNED.stack, type=click.Path(exists=True, file_okay=False),
@@ -47,8 +51,10 @@ def given(ctx, name):
               help="deconvnet: strongest activations shown per channel.")
 @click.option("--data-cache", default=defaults.INVERT_DECONVNET.data_cache, type=click.Path(file_okay=False),
               help="deconvnet: folder for the resized dataset and cached activation maxima.")
-@click.option("--cache", default=defaults.INVERT.cache, type=click.Path(dir_okay=False), help="optimise: shared HDF5 activation cache.")
-@click.option("--shard", default=None, help="optimise: I/N: invert only the I-th of N shares of the images (array jobs).")
+@click.option("--cache", default=defaults.INVERT.cache, type=click.Path(dir_okay=False),
+              help="optimise: shared HDF5 activation cache.")
+@click.option("--shard", default=None,
+              help="optimise: I/N: invert only the I-th of N shares of the images (array jobs).")
 @name_option
 @click.option("--dry-run", is_flag=True,
               help="optimise: print the estimated peak memory and time per step, then exit without creating a run.")
@@ -80,11 +86,13 @@ def command(ctx, method, dry_run, stack, batch_size, channels, top, data_cache, 
         from deeprestore.inversion.deconvnet import invert_deconvnet
 
         chosen = dataclasses.replace(
-            defaults.INVERT_DECONVNET, images=options["images"] if given(ctx, "images") else defaults.INVERT_DECONVNET.images,
+            defaults.INVERT_DECONVNET,
+            images=options["images"] if given(ctx, "images") else defaults.INVERT_DECONVNET.images,
             layers=(options["layer"],) if given(ctx, "layer") else (), channels=channels, top=top, size=options["size"],
             batch_size=batch_size, data_cache=data_cache,
         )
-        config = {"method": method, **dataclasses.asdict(chosen), "network": options["network"], "weights": options["weights"]}
+        config = {"method": method, **dataclasses.asdict(chosen),
+                  "network": options["network"], "weights": options["weights"]}
         run_recipe(state, "invert", config, lambda run: invert_deconvnet(
             options["network"], options["weights"], run, chosen.images, chosen.layers, channels, top, chosen.size,
             batch_size, data_cache, **progress))

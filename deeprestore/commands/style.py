@@ -12,10 +12,12 @@ from deeprestore.commands.common import item_names, name_option, print_estimates
 @click.option("--style", "styles", multiple=True, default=defaults.STYLE.styles,
               help="Style image; repeat to blend several.")
 @click.option("--style-blend", multiple=True, type=float, help="Blend weight of each style image (default: equal).")
-@click.option("--network", default=defaults.STYLE.network, help="Network name or Keras model file (see `deeprestore nets`).")
+@click.option("--network", default=defaults.STYLE.network,
+              help="Network name or Keras model file (see `deeprestore nets`).")
 @click.option("--weights", default=defaults.STYLE.weights, help="auto, imagenet, offline, random, or a weights file.")
 @click.option("--pooling", type=click.Choice(["max", "average"]), default=defaults.STYLE.pooling)
-@click.option("--content-layer", default=defaults.STYLE.content_layer, help="Content layer (default: the network's, conv4_2).")
+@click.option("--content-layer", default=defaults.STYLE.content_layer,
+              help="Content layer (default: the network's, conv4_2).")
 @click.option("--style-layer", "style_layers", multiple=True, help="Style layer; repeat (default: conv1_1 .. conv5_1).")
 @click.option("--style-layer-weight", "style_layer_weights", multiple=True, type=float,
               help="Weight of each style layer (default: equal).")
@@ -32,7 +34,8 @@ from deeprestore.commands.common import item_names, name_option, print_estimates
               help="Size of the style images relative to the output.")
 @click.option("--scales", default=defaults.STYLE.scales, type=click.IntRange(min=1), help="Coarse-to-fine resolutions.")
 @click.option("--preserve-colour", is_flag=True, help="Transfer on luminance only, keeping the content's colours.")
-@click.option("--cache", default=defaults.STYLE.cache, type=click.Path(dir_okay=False), help="Shared HDF5 activation cache.")
+@click.option("--cache", default=defaults.STYLE.cache, type=click.Path(dir_okay=False),
+              help="Shared HDF5 activation cache.")
 @click.option("--shard", default=None, help="I/N: process only the I-th of N shares of the inputs (array jobs).")
 @name_option
 @click.option("--dry-run", is_flag=True,
@@ -41,8 +44,8 @@ from deeprestore.commands.common import item_names, name_option, print_estimates
 def command(state, dry_run, name, **options):
     """Neural style transfer (Gatys et al.): content of one image, Gram matrices of others."""
     from deeprestore.images import list_images, load_image
-    from deeprestore.sharding import shard
     from deeprestore.recipes.style import style
+    from deeprestore.sharding import shard
 
     for option in ("styles", "style_blend", "style_layers", "style_layer_weights"):
         options[option] = tuple(options[option])

@@ -3,7 +3,7 @@
 import click
 
 from deeprestore import settings as defaults
-from deeprestore.commands.common import print_estimates, parse_size, run_recipe
+from deeprestore.commands.common import parse_size, print_estimates, run_recipe
 from deeprestore.parametrisations import PARAMETRISATIONS
 
 
@@ -11,11 +11,13 @@ from deeprestore.parametrisations import PARAMETRISATIONS
 @click.option("--source", "sources", multiple=True, default=defaults.TEXTURE.sources,
               help="Texture image (a file or a bundled sample: brick, grass, gravel, ...); repeat to blend.")
 @click.option("--blend", multiple=True, type=float, help="Blend weight of each source (default: equal).")
-@click.option("--network", default=defaults.TEXTURE.network, help="Network name or Keras model file (see `deeprestore nets`).")
+@click.option("--network", default=defaults.TEXTURE.network,
+              help="Network name or Keras model file (see `deeprestore nets`).")
 @click.option("--weights", default=defaults.TEXTURE.weights, help="auto, imagenet, offline, random, or a weights file.")
 @click.option("--pooling", type=click.Choice(["max", "average"]), default=defaults.TEXTURE.pooling)
 @click.option("--layer", "layers", multiple=True, help="Gram layer; repeat (default: conv1_1 and pool1 .. pool4).")
-@click.option("--layer-weight", "layer_weights", multiple=True, type=float, help="Weight of each layer (default: equal).")
+@click.option("--layer-weight", "layer_weights", multiple=True, type=float,
+              help="Weight of each layer (default: equal).")
 @click.option("--size", default="x".join(map(str, defaults.TEXTURE.size)), help="Output size, e.g. 256 or 192x320.")
 @click.option("--source-size", default=defaults.TEXTURE.source_size, type=click.IntRange(min=16),
               help="Longer side the sources are resized to.")
@@ -28,7 +30,8 @@ from deeprestore.parametrisations import PARAMETRISATIONS
               show_default=True,
               help="What is optimised: the pixels, or a decorrelated-colour Fourier spectrum (lucid's; smoother "
                    "textures; L-BFGS then runs without bounds).")
-@click.option("--cache", default=defaults.TEXTURE.cache, type=click.Path(dir_okay=False), help="Shared HDF5 activation cache.")
+@click.option("--cache", default=defaults.TEXTURE.cache, type=click.Path(dir_okay=False),
+              help="Shared HDF5 activation cache.")
 @click.option("--dry-run", is_flag=True,
               help="Print the estimated peak memory and time per step, then exit without running or creating a run.")
 @click.pass_obj
@@ -46,7 +49,8 @@ def command(state, dry_run, **options):
     if dry_run:
         from deeprestore.recipes.texture import texture_estimates
 
-        print_estimates("texture", settings.network, texture_estimates(settings, seed=state.seed), settings.steps or None)
+        print_estimates("texture", settings.network, texture_estimates(settings, seed=state.seed),
+                        settings.steps or None)
         return
     run_recipe(state, "texture", settings, lambda run: texture(
         settings, run, seed=state.seed, show_progress=not state.quiet, echo=state.echo))

@@ -103,7 +103,7 @@ def _rows_average_precision(distances, labels, numpos):
     """`average_precision(-distances[i], labels[i], numpos)` for every row i at once (finite distances)."""
     order = np.argsort(distances, axis=-1, kind="stable")
     hits = np.take_along_axis(np.asarray(labels, bool), order, axis=-1)
-    start = np.zeros(hits.shape[:-1] + (1,), np.int64)
+    start = np.zeros((*hits.shape[:-1], 1), np.int64)
     true_positives = np.concatenate([start, np.cumsum(hits, axis=-1)], axis=-1)
     false_positives = np.concatenate([start, np.cumsum(~hits, axis=-1)], axis=-1)
     recall = true_positives / float(max(numpos, _SMALL))
@@ -406,7 +406,7 @@ class _Pools:
         candidate, threshold = np.nonzero(closer)
         shape = (len(queries), thresholds.shape[1], len(self.cuts))
         flat = np.ravel_multi_index((row[candidate], threshold, segment[candidate]), shape)
-        return np.bincount(flat, minlength=int(np.prod(shape))).reshape(positive_distances.shape + (len(self.cuts),))
+        return np.bincount(flat, minlength=int(np.prod(shape))).reshape((*positive_distances.shape, len(self.cuts)))
 
 
 def evaluate_retrieval(descriptors, tasks, pool_sizes=POOL_SIZES):
@@ -426,7 +426,7 @@ def evaluate_retrieval(descriptors, tasks, pool_sizes=POOL_SIZES):
     positive_distances = np.sort(positive_distances, axis=-1)
     order = np.argsort(pool_sizes, kind="stable")
     pools = _Pools(distractors, tasks.queries.sequences, tasks.distractors.sequences, np.asarray(pool_sizes)[order])
-    counts = np.zeros(positive_distances.shape + (len(pool_sizes),), np.int64)
+    counts = np.zeros((*positive_distances.shape, len(pool_sizes)), np.int64)
     slab = max(1, _SLAB_ENTRIES // max(len(distractors), 1))
     for start in range(0, len(queries), slab):
         rows = np.arange(start, min(start + slab, len(queries)))

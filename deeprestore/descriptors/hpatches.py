@@ -19,7 +19,7 @@ import numpy as np
 from deeprestore.errors import DeepRestoreError
 
 LEVELS = ("e", "h", "t")
-IMAGES = ("ref",) + tuple(f"{level}{index}" for level in LEVELS for index in range(1, 6))
+IMAGES = ("ref", *(f"{level}{index}" for level in LEVELS for index in range(1, 6)))
 NOISE_SUFFIX = "_noise"
 SPLIT_NAMES = ("a", "b", "c", "illum", "view", "full")
 

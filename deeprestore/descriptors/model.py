@@ -106,7 +106,8 @@ class HardestTripletLoss(keras.losses.Loss):
         anchor, positive = y_pred[:, 0], y_pred[:, 1]
         squared = (keras.ops.sum(anchor**2, axis=-1)[:, None] + keras.ops.sum(positive**2, axis=-1)[None, :]
                    - 2.0 * keras.ops.matmul(anchor, keras.ops.transpose(positive)))
-        distances = keras.ops.sqrt(keras.ops.maximum(squared, 0.0) + 1e-8)  # (batch, batch); eps keeps sqrt differentiable
+        # eps keeps sqrt differentiable at zero distance.
+        distances = keras.ops.sqrt(keras.ops.maximum(squared, 0.0) + 1e-8)  # (batch, batch)
         matching = keras.ops.diagonal(distances)
         # Push the matching pairs out of the minimum with a large offset on the diagonal.
         masked = distances + 1e5 * keras.ops.eye(keras.ops.shape(distances)[0], dtype=distances.dtype)

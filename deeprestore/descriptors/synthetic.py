@@ -118,7 +118,10 @@ def _frames(rng, count, level):
 
 
 def _sample(image, centers, linear, spec):
-    """Samples `(count, patch_size, patch_size)` patches: pixel (u, v) of patch i is at centers[i] + linear[i] (u, v)."""
+    """Samples `(count, patch_size, patch_size)` patches.
+
+    Pixel (u, v) of patch i is at centers[i] + linear[i] (u, v).
+    """
     offsets = (np.arange(spec.patch_size) - (spec.patch_size - 1) / 2) * spec.region / spec.patch_size
     grid_x, grid_y = np.meshgrid(offsets, offsets)
     grid = np.stack([grid_x.ravel(), grid_y.ravel()])  # (2, pixels) in (x, y)

@@ -320,7 +320,7 @@ def check_specs(network, specs, size):
             cycle = " -> ".join([*trail[trail.index(spec.name):], spec.name])
             raise DeepRestoreError(f"Modules take each other's outputs in a cycle ({cycle}); expected a chain.")
         if spec.input in by_name:
-            visit(by_name[spec.input], trail + [spec.name])
+            visit(by_name[spec.input], [*trail, spec.name])
         done.add(spec.name)
         ordered.append(spec)
 

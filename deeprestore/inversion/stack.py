@@ -137,7 +137,7 @@ class Stack:
     def loss_weights(self, mode):
         """`{module: weight}` of each module's loss in the objective of `mode` (0: logged only)."""
         if mode == "separate":
-            return {name: 1.0 for name in self.names}
+            return dict.fromkeys(self.names, 1.0)
         if mode == "end-to-end":
             final = self.resolved.final()
             return {name: 1.0 if name in final else 0.0 for name in self.names}
@@ -179,7 +179,7 @@ class Stack:
         loss weights; with `channel_losses`, one `ChannelError` metric per target channel."""
         metrics = {name: [ChannelError(channel) for channel in range(self._target_channels(name))]
                    if channel_losses else [] for name in self.names}
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss={name: "mse" for name in self.names},
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=dict.fromkeys(self.names, "mse"),
                       loss_weights=self.loss_weights(mode), metrics=metrics)
         return model
 

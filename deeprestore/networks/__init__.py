@@ -114,6 +114,6 @@ def _load_offline(spec, model, include_top, reason=None):
 
 
 __all__ = [
-    "LayerSets", "Network", "NetworkSpec", "WeightsInfo", "create_network", "get_spec", "list_networks",
-    "load_weights", "POOLINGS",
+    "POOLINGS", "LayerSets", "Network", "NetworkSpec", "WeightsInfo", "create_network", "get_spec", "list_networks",
+    "load_weights",
 ]

@@ -9,7 +9,7 @@ A `NetworkSpec` describes how to build one; a `Network` is one built, with its w
 
 import dataclasses
 import re
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import keras
 import numpy as np

@@ -198,6 +198,8 @@ def _layer_sets(value, path):
         names = [names] if isinstance(names, str) else names
         if (not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names)
                 or (kind == "content" and len(names) != 1)):
-            raise DeepRestoreError(f"{path}: layers '{kind}' is {json.dumps(value[kind])}; expected {'one layer name' if kind == 'content' else 'a layer name or a list of them'}.")
+            raise DeepRestoreError(
+                f"{path}: layers '{kind}' is {json.dumps(value[kind])}; "
+                f"expected {'one layer name' if kind == 'content' else 'a layer name or a list of them'}.")
         sets[kind] = names[0] if kind == "content" else tuple(names)
     return sets

@@ -163,7 +163,7 @@ def load_model(path):
                                "file goes with a registered network: --network vgg16 --weights FILE).")
     try:
         model = keras.saving.load_model(path, compile=False)
-    except Exception as error:  # noqa: BLE001 - Keras, h5py and zipfile each raise their own kinds
+    except Exception as error:  # Keras, h5py and zipfile each raise their own kinds
         raise DeepRestoreError(f"Cannot read '{path}' as a Keras model ({type(error).__name__}: {_first_line(error)}); "
                                "expected a .keras file or a full-model .h5 saved by model.save().") from None
     if not isinstance(model, keras.Model):

@@ -105,7 +105,7 @@ def spec(name):
             content="block4_relu2",
             style=tuple(f"block{block}_relu1" for block in range(1, 6)),
             # Gatys et al., texture synthesis: conv1_1 and pool1..pool4.
-            texture=("block1_relu1",) + tuple(f"block{block}_pool" for block in range(1, 5)),
+            texture=("block1_relu1", *(f"block{block}_pool" for block in range(1, 5))),
             # Mid-to-high rectified layers give the object-part patterns DeepDream is known for.
             dream=("block4_relu3", "block5_relu1"),
         ),

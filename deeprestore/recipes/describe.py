@@ -54,7 +54,8 @@ class PatchSource:
 
     def __init__(self, inputs, denoiser=None):
         if inputs == "denoised" and denoiser is None:
-            raise DeepRestoreError("Inputs 'denoised' need a denoiser; expected --denoiser PATH to a saved Keras model.")
+            raise DeepRestoreError("Inputs 'denoised' need a denoiser; "
+                                   "expected --denoiser PATH to a saved Keras model.")
         self.inputs = inputs
         self.denoiser = load_denoiser(denoiser) if inputs == "denoised" else None
 
@@ -186,7 +187,8 @@ def train(settings, run, seed=0, echo=print, show_progress=True):
                                "illum or view.")
     task_lists = prepare_tasks(settings, root, split, dataset, run, seed)
     evaluation_source = PatchSource(settings.inputs, settings.denoiser)
-    training_source = evaluation_source if train_inputs == settings.inputs else PatchSource(train_inputs, settings.denoiser)
+    training_source = (evaluation_source if train_inputs == settings.inputs
+                       else PatchSource(train_inputs, settings.denoiser))
     bank, tracks = patch_bank(dataset, split.train, training_source)
     sampler = model.TripletSampler(tracks, seed=seed)
 

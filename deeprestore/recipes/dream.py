@@ -122,7 +122,8 @@ def parse_terms(settings):
             "--no-clamp cannot apply with --parametrisation fourier: its sigmoid keeps every pixel within [0, 1]; "
             "expected --clamp or --parametrisation pixels."
         )
-    terms = Terms(**{option: tuple(parse_spec(text, option) for text in getattr(settings, option)) for option in _SYNTAX})
+    terms = Terms(**{option: tuple(parse_spec(text, option) for text in getattr(settings, option))
+                     for option in _SYNTAX})
     if terms.cycle and (terms.layers or terms.channels or terms.neurons or terms.classes):
         raise DeepRestoreError(
             "--cycle names its own layers; expected it without --layer, --channel, --neuron or --class."
@@ -185,7 +186,8 @@ def image_decay():
 
     def function(features):
         images = features["images"]
-        return keras.ops.mean(keras.ops.reshape(keras.ops.square(images - 0.5), (keras.ops.shape(images)[0], -1)), axis=1)
+        squared = keras.ops.reshape(keras.ops.square(images - 0.5), (keras.ops.shape(images)[0], -1))
+        return keras.ops.mean(squared, axis=1)
 
     return objectives.Objective([objectives.Term("l2_decay.images", ("images",), function)])
 
@@ -225,14 +227,16 @@ def dream_stages(network, terms, settings):
     guided = bool(settings.guide)
     if terms.cycle:
         return [
-            Stage(dream_objective(network, ((layer, 1.0),), guided=guided, l2_decay=settings.l2_decay), step_size, steps, cycle)
+            Stage(dream_objective(network, ((layer, 1.0),), guided=guided, l2_decay=settings.l2_decay),
+                  step_size, steps, cycle)
             for cycle in range(1, settings.cycles + 1)
             for layer, step_size, steps in terms.cycle
         ]
     layers = terms.layers
     if not (layers or terms.channels or terms.neurons or terms.classes):
         layers = tuple((layer, 1.0) for layer in network.spec.layer_sets.dream)
-    objective = dream_objective(network, layers, terms.channels, terms.neurons, terms.classes, guided, settings.l2_decay)
+    objective = dream_objective(network, layers, terms.channels, terms.neurons, terms.classes, guided,
+                                settings.l2_decay)
     return [Stage(objective, settings.step_size, settings.steps)]
 
 
@@ -328,7 +332,8 @@ def dream_estimates(settings, seed=0):
     first = shard(image_io.list_images(settings.image), settings.shard)[0]
     height, width = image_io.load_image(first, settings.size or None).shape[:2]
     transforms.check_tile(settings.tile, height, width)
-    sizes = usable_octaves(network, layers, octave_sizes(height, width, settings.octaves, settings.octave_scale), settings.tile)
+    sizes = usable_octaves(network, layers, octave_sizes(height, width, settings.octaves, settings.octave_scale),
+                           settings.tile)
     steps = sum(stage.steps for stage in stages) * settings.frames
     return [
         (f"octave {octave} {size[0]}x{size[1]}", estimate(network, layers, *size, tile=settings.tile or None), steps)
@@ -406,7 +411,8 @@ class _Schedule:
             variables = parametrisation.parameters_of(images)
         for stage, engine in zip(self.stages, self.engines):
             if settings.tile:
-                engine = transforms.TiledEngine(engine, settings.tile, settings.tile_mode, settings.tile_overlap, self.rng)
+                engine = transforms.TiledEngine(
+                    engine, settings.tile, settings.tile_mode, settings.tile_overlap, self.rng)
             if parametrisation is None:
                 rule, jitter = normalised_descent(stage.step_size), settings.jitter
             else:
@@ -414,12 +420,13 @@ class _Schedule:
                 rule, jitter = normalised_image_descent(stage.step_size, parametrisation), 0
             targets = {name: value for name, value in self.targets.items() if name in stage.objective.names}
             progress = Progress(
-                description=f"{label} {images.shape[1]}x{images.shape[2]}" + (f" cycle {stage.cycle}" if stage.cycle > 1 else ""),
+                description=(f"{label} {images.shape[1]}x{images.shape[2]}"
+                             + (f" cycle {stage.cycle}" if stage.cycle > 1 else "")),
                 show=self.show_progress, log=self.log, first_step=self.step, context=self.context(frame, octave, stage),
             )
             variables, _ = optimise(
-                engine, variables, stage.steps, rule, jitter=jitter, callbacks=self.callbacks(self.step, parametrisation),
-                rng=self.rng, progress=progress, targets=targets,
+                engine, variables, stage.steps, rule, jitter=jitter,
+                callbacks=self.callbacks(self.step, parametrisation), rng=self.rng, progress=progress, targets=targets,
             )
             self.steps_at.append((self.step + 1, self.step + stage.steps, frame, octave, images.shape[1:3]))
             self.step += stage.steps
@@ -448,12 +455,14 @@ def write_norms(run, log, network, layers, steps_at):
         values = dict(log.values(f"mean_square.{layer}"))
         for first, last, frame, octave, size in steps_at:
             if size not in counts:
-                counts[size] = {name: math.prod(shape[1:]) for name, shape in network.output_shapes(*size, layers=layers).items()}
+                counts[size] = {name: math.prod(shape[1:])
+                                for name, shape in network.output_shapes(*size, layers=layers).items()}
             for step in range(first, last + 1):
                 if step in values:
                     rows.append((step, frame, octave, layer, math.sqrt(max(values[step], 0.0) * counts[size][layer])))
     rows.sort(key=lambda row: (row[3], row[0]))
-    lines = ["step,frame,octave,layer,norm"] + [f"{step},{frame},{octave},{layer},{norm:.6g}" for step, frame, octave, layer, norm in rows]
+    lines = ["step,frame,octave,layer,norm"] + [f"{step},{frame},{octave},{layer},{norm:.6g}"
+                                                for step, frame, octave, layer, norm in rows]
     (run.path / "norms.csv").write_text("\n".join(lines) + "\n")
     curves = {}
     for step, _, _, layer, norm in rows:
@@ -520,7 +529,8 @@ def _dream_image(settings, source, name, outputs, network, stages, layers, targe
     """Dreams one input into `outputs`; returns the dream and its octave sizes."""
     image = image_io.load_image(source, settings.size or None)
     transforms.check_tile(settings.tile, *image.shape[:2])
-    sizes = usable_octaves(network, layers, octave_sizes(*image.shape[:2], settings.octaves, settings.octave_scale), settings.tile)
+    sizes = usable_octaves(network, layers, octave_sizes(*image.shape[:2], settings.octaves, settings.octave_scale),
+                           settings.tile)
     image = start_image(image, settings.start, rng)
     image_io.save_image(outputs.images_dir / "start.png", image)
     # Whole-image activations are cached only untiled: tiling exists because they may not fit in memory.

@@ -85,9 +85,9 @@ def preset(name, network, layer):
     """The settings of `mv2015` or `mv2016` for a layer of a network.
 
     mv2015: alpha 6, beta 2, TV weight 0.5 for conv1-conv2, 5 up to conv4, 50 from conv5, SGD with
-    momentum 0.9 and a decaying step (and the 2016 feature weights C, see below). mv2016: C = 300 up to conv3, 100 at conv4, 20 at conv5, 1 from
-    pool5; jitter 1 up to norm1, 2 up to norm2, 4 up to conv5, 8 from pool5; Adam with a step schedule,
-    3500 iterations, the 2B range constraint.
+    momentum 0.9 and a decaying step (and the 2016 feature weights C, see below). mv2016: C = 300 up
+    to conv3, 100 at conv4, 20 at conv5, 1 from pool5; jitter 1 up to norm1, 2 up to norm2, 4 up to
+    conv5, 8 from pool5; Adam with a step schedule, 3500 iterations, the 2B range constraint.
     """
     band = depth_band(network, layer)
     feature_weight = (300.0, 300.0, 100.0, 20.0, 1.0)[band]
@@ -112,7 +112,8 @@ def inversion_objective(layer, settings, pixels, prior_on="preprocess", norm=B):
     """
     return (
         settings.feature_weight * objectives.normalised_distance(layer)
-        + (settings.alpha_weight / pixels) * objectives.alpha_norm(settings.alpha, prior_on, scale=norm, pixel_norm=True)
+        + (settings.alpha_weight / pixels) * objectives.alpha_norm(
+            settings.alpha, prior_on, scale=norm, pixel_norm=True)
         + (settings.tv_weight / pixels) * objectives.total_variation(settings.beta, prior_on, scale=norm / 6.5)
     )
 

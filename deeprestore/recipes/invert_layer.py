@@ -145,7 +145,8 @@ def invert_to_layer(settings, run, seed=0, show_progress=True, echo=print):
     statistics = layer_statistics(network, source, images.shape[1:3])
     stride = max(1, images.shape[1] // true.shape[1])
     chosen = dataclasses.replace(chosen, jitter=chosen.jitter // stride)
-    run.update_config(layer=layer, to=source, preset=dataclasses.asdict(chosen), statistics=dataclasses.asdict(statistics))
+    run.update_config(layer=layer, to=source, preset=dataclasses.asdict(chosen),
+                      statistics=dataclasses.asdict(statistics))
 
     probe = SegmentProbe(network, source, (layer,), scale=statistics.unit)
     engine = Engine(inversion_objective(layer, chosen, true.shape[1] * true.shape[2], source, statistics.norm), probe)

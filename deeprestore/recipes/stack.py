@@ -162,7 +162,7 @@ def train_stack(settings, run, seed=0, resume=False, show_progress=True, echo=pr
     if resume and state is None:
         training.truncate_log(run.losses_dir, 0)  # killed before its first checkpoint: start over
     every = settings.validate_every or settings.steps
-    ends = sorted({end for end in range(every, settings.steps, every)} | {settings.steps})
+    ends = sorted(set(range(every, settings.steps, every)) | {settings.steps})
     source = resolved.sources()[0]
     figure_indices = validation_indices[:settings.figure_images]
     results = {}

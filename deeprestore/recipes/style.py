@@ -20,14 +20,21 @@ from deeprestore import objectives
 from deeprestore.losslog import LossLog
 from deeprestore.optimise import Engine, Progress, optimise
 from deeprestore.recipes.common import (
-    TargetFeatures, item_rng, open_network, pending_items, resolve_layers, step_rule, weights_for,
+    TargetFeatures,
+    item_rng,
+    open_network,
+    pending_items,
+    resolve_layers,
+    step_rule,
+    weights_for,
 )
 
 
 def style_objective(content_layer, style_layers, layer_weights, settings):
     """The weighted sum of content, Gram and total-variation terms."""
     style = functools.reduce(
-        operator.add, (float(weight) * objectives.gram_distance(layer) for layer, weight in zip(style_layers, layer_weights))
+        operator.add,
+        (float(weight) * objectives.gram_distance(layer) for layer, weight in zip(style_layers, layer_weights)),
     )
     objective = settings.content_weight * objectives.content_distance(content_layer) + settings.style_weight * style
     if settings.tv_weight:
@@ -104,17 +111,20 @@ def style(settings, run, seed=0, show_progress=True, echo=print):
     for position, source, name in pending:
         rng = item_rng(seed, position)
         content = image_io.load_image(source, settings.size)
-        styles = [match_luminance(image, content) for image in style_images] if settings.preserve_colour else style_images
+        styles = ([match_luminance(image, content) for image in style_images] if settings.preserve_colour
+                  else style_images)
         working = luminance(content) if settings.preserve_colour else content
         image = None
         for scale, size in enumerate(scale_sizes(content.shape, settings.scales), start=1):
             content_scaled = image_io.resize(working, size)
-            image = initial_image(settings.init, content_scaled, styles[0], rng) if image is None else image_io.resize(image, size)
+            image = (initial_image(settings.init, content_scaled, styles[0], rng) if image is None
+                     else image_io.resize(image, size))
             style_side = max(8, round(max(size) * settings.style_scale))
             grams = {
                 f"gram.{layer}": sum(
                     weight * objectives.gram_numpy(
-                        targets("style", settings.styles[number], image_io.resize(style_image, style_side), style_layers)[layer]
+                        targets("style", settings.styles[number], image_io.resize(style_image, style_side),
+                                style_layers)[layer]
                     )
                     for number, (style_image, weight) in enumerate(zip(styles, blend))
                 )[None]

@@ -41,7 +41,8 @@ def summarise(run):
     columns = list(dict.fromkeys(key for row in rows for key in row if key not in ("position", "name")))
     mean = {}
     for column in columns:
-        values = [row[column] for row in rows if isinstance(row.get(column), (int, float)) and math.isfinite(row[column])]
+        values = [row[column] for row in rows
+                  if isinstance(row.get(column), (int, float)) and math.isfinite(row[column])]
         mean[column] = sum(values) / len(values) if values else None
     return {"run": str(run.path), "command": config.get("command"), "status": run.status,
             "items": len(config["items"]), "complete": len(rows), "columns": columns, "rows": rows, "mean": mean,

@@ -39,7 +39,7 @@ def tile_starts(length, tile, overlap):
     if length <= tile:
         return [0]
     starts = list(range(0, length - tile, tile - 2 * overlap))
-    return starts + [length - tile]
+    return [*starts, length - tile]
 
 
 def restore_patches(model, patches, batch_size=64):
