@@ -347,8 +347,18 @@ def markdown_table(header, rows):
     return lines + ["| " + " | ".join(cell(item) for item in row) + " |" for row in rows]
 
 
+@dataclasses.dataclass
+class Written:
+    """One reproduction's report, as the index lists it."""
+
+    name: str
+    path: pathlib.Path
+    verdicts: list  # "agrees" or "does not agree" for each of the seed's claims checked
+    seconds: float  # the runs' time
+
+
 def report(name, spec, scale, values, results, out):
-    """Writes `report.md`, `table.csv`, `figure.png` and the curves of one reproduction."""
+    """Writes `report.md`, `table.csv`, `figure.png` and the curves of one reproduction; returns `Written`."""
     folder = out / name
     header, rows = table(spec, results)
     with open(folder / "table.csv", "w", newline="") as file:
@@ -366,7 +376,8 @@ def report(name, spec, scale, values, results, out):
     lines += ["## Results", ""]
     if len(header) > 1:
         lines += [*markdown_table(header, rows), ""]
-    for says, verdict in expectations(spec, header, rows):
+    checks = expectations(spec, header, rows)
+    for says, verdict in checks:
         lines.append(f"- Seed: {says}. Ours: {verdict}.")
     lines += [""] if spec["report"].get("expect") else []
     if any(names for _, names in copied):
@@ -378,7 +389,8 @@ def report(name, spec, scale, values, results, out):
                                 f"`{result.path.relative_to(folder)}`", round(result.seconds, 1)]
                                for result in results.values()]), ""]
     atomic_write(folder / "report.md", "\n".join(lines))
-    return folder / "report.md"
+    return Written(name, folder / "report.md", [verdict.split(" (")[0] for _, verdict in checks],
+                   sum(result.seconds for result in results.values()))
 
 
 def _scale_note(spec, scale, values):
@@ -390,20 +402,26 @@ def _scale_note(spec, scale, values):
 
 
 def reproduce(name, scale, settings, out):
-    """Runs one reproduction and writes its report; returns the report's path."""
+    """Runs one reproduction and writes its report; returns its `Written`."""
     spec = load_spec(name)
     values = {key: settings.get(key, defaults[scale]) for key, defaults in VARIABLES.items()}
     results = execute(name, spec, scale, values, out)
     return report(name, spec, scale, values, results, out)
 
 
-def index(out, written):
-    """`index.md`: one line per reproduction report written in this invocation."""
-    lines = ["# Reproductions", "", "| reproduction | seed | report |", "| --- | --- | --- |"]
-    for name, path in written:
-        spec = load_spec(name)
-        lines.append(f"| {spec['title']} | {spec['seed']} {spec.get('figures', '')} | "
-                     f"[{name}]({path.relative_to(out)}) |")
+def index(out, written, scale):
+    """`index.md`: one line per reproduction report written in this invocation, with how many of the
+    seed's claims our numbers agree with, and the runs' minutes."""
+    lines = ["# Reproductions", "", f"Scale **{scale}**; the seed's claims are checked in each report.", "",
+             "| reproduction | seed | seed's claims | minutes | report |", "| --- | --- | --- | --- | --- |"]
+    for item in written:
+        spec = load_spec(item.name)
+        agree = item.verdicts.count("agrees")
+        claims = f"{agree} of {len(item.verdicts)} agree" if item.verdicts else "shown, not checked"
+        lines.append(f"| {spec['title']} | {spec['seed']} {spec.get('figures', '')} | {claims} | "
+                     f"{item.seconds / 60:.1f} | [{item.name}]({item.path.relative_to(out)}) |")
+    total = sum(item.seconds for item in written) / 60
+    lines += ["", f"The runs took {total:.0f} minutes in all (reused runs count the time they took when made)."]
     atomic_write(out / "index.md", "\n".join(lines) + "\n")
 
 
@@ -439,14 +457,14 @@ def main(argv=None):
         written, failed = [], []
         for name in names:
             try:
-                path = reproduce(name, options.scale, settings, options.out)
-                written.append((name, path))
-                print(path)
+                item = reproduce(name, options.scale, settings, options.out)
+                written.append(item)
+                print(item.path)
             except ReproError as error:
                 failed.append(name)
                 print(f"Error: {error}", file=sys.stderr)
-        if len(names) > 1:
-            index(options.out, written)
+        if options.names == ["all"] or len(names) > 1:
+            index(options.out, written, options.scale)
         if failed:
             print(f"Error: {len(failed)} of {len(names)} reproductions failed: {', '.join(failed)}.", file=sys.stderr)
             return 1

@@ -130,7 +130,8 @@ def test_a_reproduction_runs_reports_and_reuses_its_runs(repro, tmp_path, monkey
 
     # A second invocation reuses the complete runs; a changed argument reruns only that run.
     before = {label: entry["path"] for label, entry in ledger.items()}
-    assert repro.main(["tiny-steps", "--out", str(out)]) == 0
+    assert repro.main(["all", "--out", str(out)]) == 0
+    assert "| 1 of 1 agree |" in (out / "index.md").read_text()
     assert {label: entry["path"] for label, entry in json.loads((folder / "runs.json").read_text()).items()} == before
     (specs / "tiny-steps.yaml").write_text(TINY_SPEC.replace("0.05", "0.04"))
     assert repro.main(["tiny-steps", "--out", str(out)]) == 0
