@@ -249,7 +249,8 @@ def table(spec, results):
 
 
 def expectations(spec, header, rows):
-    """The seed's claims checked on our numbers: `(claim, verdict)` pairs."""
+    """The seed's claims checked on our numbers: `(claim, verdict, numbers)`, the verdict `agrees` or
+    `does not agree`."""
     by_label = {row[0]: row for row in rows}
     checks = []
     for expectation in spec["report"].get("expect", []):
@@ -258,7 +259,7 @@ def expectations(spec, header, rows):
         holds = left > right if expectation["op"] == ">" else left < right
         verdict = "agrees" if holds else "does not agree"
         numbers = f"{expectation['left']} {left:.4g} vs {expectation['right']} {right:.4g}, {expectation['column']}"
-        checks.append((expectation["says"], f"{verdict} ({numbers})"))
+        checks.append((expectation["says"], verdict, numbers))
     return checks
 
 
@@ -377,8 +378,8 @@ def report(name, spec, scale, values, results, out):
     if len(header) > 1:
         lines += [*markdown_table(header, rows), ""]
     checks = expectations(spec, header, rows)
-    for says, verdict in checks:
-        lines.append(f"- Seed: {says}. Ours: {verdict}.")
+    for says, verdict, numbers in checks:
+        lines.append(f"- Seed: {says}. Ours: {verdict} ({numbers}).")
     lines += [""] if spec["report"].get("expect") else []
     if any(names for _, names in copied):
         lines += ["![figure](figure.png)", ""]
@@ -389,7 +390,7 @@ def report(name, spec, scale, values, results, out):
                                 f"`{result.path.relative_to(folder)}`", round(result.seconds, 1)]
                                for result in results.values()]), ""]
     atomic_write(folder / "report.md", "\n".join(lines))
-    return Written(name, folder / "report.md", [verdict.split(" (")[0] for _, verdict in checks],
+    return Written(name, folder / "report.md", [verdict for _, verdict, _ in checks],
                    sum(result.seconds for result in results.values()))
 
 
