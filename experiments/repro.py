@@ -270,7 +270,8 @@ def image_patterns(patterns, scale):
 
 
 def copy_images(spec, results, folder, scale):
-    """Copies each run's report images into `folder`: `[(label, [file names])]`."""
+    """Copies each run's report images into `folder`: `[(label, [(file name, caption)])]`, the caption
+    the pattern's stem (`block1_pool`) where a run shows several images."""
     copied = []
     for result in shown(results, "images"):
         names = []
@@ -280,7 +281,7 @@ def copy_images(spec, results, folder, scale):
                 raise ReproError(f"Run {result.label!r} ({result.path}) has no file matching {pattern!r}.")
             name = f"{_slug(result.label)}-{_slug(pathlib.PurePath(pattern).stem)}.png"
             shutil.copyfile(matches[-1], folder / name)
-            names.append(name)
+            names.append((name, pathlib.PurePath(pattern).stem.strip("*")))
         copied.append((result.label, names))
     return copied
 
@@ -292,13 +293,13 @@ def figure(copied, folder):
     shape = (1, rows) if columns == 1 else (rows, columns)
     plot = Figure(figsize=(3.2 * shape[1], 3.4 * shape[0]))
     for row, (label, names) in enumerate(copied):
-        for column, name in enumerate(names):
+        for column, (name, caption) in enumerate(names):
             axes = plot.add_subplot(*shape, row * columns + column + 1)
             image = load_image(folder / name)
             axes.imshow(image, cmap="gray" if image.shape[-1] == 1 else None)
             axes.set_axis_off()
-            if column == 0:
-                axes.set_title(label, fontsize=9)
+            title = label if len(names) == 1 else f"{label}: {caption}" if column == 0 else caption
+            axes.set_title(title, fontsize=9)
     plot.tight_layout()
     plot.savefig(folder / "figure.png", dpi=100)
 
