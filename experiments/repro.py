@@ -224,8 +224,8 @@ def value(run_path, source):
     return float(values[_ROWS[row or "last"]])
 
 
-def column_values(path, column, where=None):
-    """The values of a CSV column as floats, keeping the rows whose columns equal `where`'s."""
+def csv_rows(path, column, where=None):
+    """The rows of a CSV (dicts) whose columns equal `where`'s; `column` is the one the caller wants."""
     if not pathlib.Path(path).is_file():
         raise ReproError(f"{path} not found; expected a CSV with a column {column!r}.")
     with open(path, newline="") as file:
@@ -233,7 +233,12 @@ def column_values(path, column, where=None):
                 if all(row.get(key) == str(wanted) for key, wanted in (where or {}).items())]
     if not rows or column not in rows[0]:
         raise ReproError(f"{path} has no rows with a column {column!r} (filter {where}).")
-    return np.array([float(row[column]) for row in rows])
+    return rows
+
+
+def column_values(path, column, where=None):
+    """The values of a CSV column as floats, keeping the rows whose columns equal `where`'s."""
+    return np.array([float(row[column]) for row in csv_rows(path, column, where)])
 
 
 def table(spec, results):
@@ -313,8 +318,10 @@ def curves(spec, results, folder):
         for label in curve.get("runs", [result.label for result in shown(results, "curves")]):
             result = results[label]
             for file in curve["files"]:
-                values = column_values(result.path / file, curve.get("y", "value"), curve.get("where"))
-                steps = _steps(result.path / file, curve.get("where"), len(values))
+                column = curve.get("y", "value")
+                rows = csv_rows(result.path / file, column, curve.get("where"))
+                values = np.array([float(row[column]) for row in rows])
+                steps = _steps(rows)
                 suffix = f" ({pathlib.PurePath(file).stem})" if len(curve["files"]) > 1 else ""
                 axes.plot(steps, values, label=f"{label}{suffix}")
         axes.set_title(curve["title"])
@@ -330,15 +337,12 @@ def curves(spec, results, folder):
     return names
 
 
-def _steps(path, where, count):
+def _steps(rows):
     """The x values of a curve: the CSV's `step` column where it has one that rises row by row
     (validation losses are logged every few steps), else 1, 2, ... (a dream's stages each count
     their own steps)."""
-    try:
-        steps = column_values(path, "step", where)
-    except ReproError:
-        steps = None
-    return steps if steps is not None and np.all(np.diff(steps) > 0) else np.arange(1, count + 1)
+    steps = np.array([float(row["step"]) for row in rows]) if "step" in rows[0] else None
+    return steps if steps is not None and np.all(np.diff(steps) > 0) else np.arange(1, len(rows) + 1)
 
 
 def markdown_table(header, rows):
@@ -354,6 +358,8 @@ class Written:
     """One reproduction's report, as the index lists it."""
 
     name: str
+    title: str
+    origin: str  # the seed and its figures
     path: pathlib.Path
     verdicts: list  # "agrees" or "does not agree" for each of the seed's claims checked
     seconds: float  # the runs' time
@@ -391,7 +397,8 @@ def report(name, spec, scale, values, results, out):
                                 f"`{result.path.relative_to(folder)}`", round(result.seconds, 1)]
                                for result in results.values()]), ""]
     atomic_write(folder / "report.md", "\n".join(lines))
-    return Written(name, folder / "report.md", [verdict for _, verdict, _ in checks],
+    return Written(name, spec["title"], f"{spec['seed']} {spec.get('figures', '')}", folder / "report.md",
+                   [verdict for _, verdict, _ in checks],
                    sum(result.seconds for result in results.values()))
 
 
@@ -417,10 +424,9 @@ def index(out, written, scale):
     lines = ["# Reproductions", "", f"Scale **{scale}**; the seed's claims are checked in each report.", "",
              "| reproduction | seed | seed's claims | minutes | report |", "| --- | --- | --- | --- | --- |"]
     for item in written:
-        spec = load_spec(item.name)
         agree = item.verdicts.count("agrees")
         claims = f"{agree} of {len(item.verdicts)} agree" if item.verdicts else "shown, not checked"
-        lines.append(f"| {spec['title']} | {spec['seed']} {spec.get('figures', '')} | {claims} | "
+        lines.append(f"| {item.title} | {item.origin} | {claims} | "
                      f"{item.seconds / 60:.1f} | [{item.name}]({item.path.relative_to(out)}) |")
     total = sum(item.seconds for item in written) / 60
     lines += ["", f"The runs took {total:.0f} minutes in all (reused runs count the time they took when made)."]

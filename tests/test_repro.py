@@ -82,10 +82,10 @@ def test_values_from_json_and_csv(repro, tmp_path):
         repro.column_values(tmp_path / "validation.csv", "value")
     # Curves run along the logged steps where they rise, else along the rows.
     (tmp_path / "validation.csv").write_text("step,value\n50,3\n100,2\n")
-    assert list(repro._steps(tmp_path / "validation.csv", None, 2)) == [50, 100]
-    assert list(repro._steps(tmp_path / "norms.csv", None, 3)) == [1, 2, 3]
+    assert list(repro._steps(repro.csv_rows(tmp_path / "validation.csv", "step"))) == [50, 100]
+    assert list(repro._steps(repro.csv_rows(tmp_path / "norms.csv", "step"))) == [1, 2, 3]
     (tmp_path / "stages.csv").write_text("step,norm\n1,3\n2,5\n1,4\n")
-    assert list(repro._steps(tmp_path / "stages.csv", None, 3)) == [1, 2, 3]
+    assert list(repro._steps(repro.csv_rows(tmp_path / "stages.csv", "step"))) == [1, 2, 3]
 
 
 TINY_SPEC = """

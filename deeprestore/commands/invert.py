@@ -109,7 +109,8 @@ def command(ctx, method, dry_run, stack, batch_size, channels, top, data_cache, 
     if dry_run:
         print_estimates("invert", settings.network, invert_estimates(settings, seed=state.seed), settings.steps or None)
         return
-    if settings.to:
-        from deeprestore.recipes.invert_layer import invert_to_layer as invert
-    run_recipe(state, "invert", settings, lambda run: invert(settings, run, **progress), name=name,
+    from deeprestore.recipes.invert_layer import invert_to_layer
+
+    recipe = invert_to_layer if settings.to else invert
+    run_recipe(state, "invert", settings, lambda run: recipe(settings, run, **progress), name=name,
                items=item_names(sources))
