@@ -3,10 +3,12 @@
 Each command parses and validates its options, creates a run directory, calls a recipe and prints
 the run directory as its last line, so scripts can chain on it. User errors are one line on stderr
 with exit code 1, an interrupted run exits 130; neither shows a traceback. Keras is imported only
-after the global options are read, so `--backend` can choose the backend.
+when a subcommand runs, after every option is parsed: `--backend` can choose the backend, and `--help`
+(of the group or any subcommand) prints at once without loading a framework.
 """
 
 import contextlib
+import functools
 import importlib
 import os
 import pkgutil
@@ -89,14 +91,39 @@ def native_stderr_silenced():
 @click.pass_context
 def cli(ctx, runs, seed, quiet, backend):
     """Look inside convolutional networks and restore images with them."""
-    use_backend(backend)
     ctx.obj = State(runs=runs, seed=seed, quiet=quiet)
+    ctx.meta["deeprestore.backend"] = backend
+
+
+def loading_backend(callback):
+    """Wraps a subcommand's callback to load the backend chosen by the group's `--backend` first.
+
+    Click runs the group's callback before it parses the subcommand's options, so loading Keras there
+    would make `deeprestore dream --help` wait seconds for a framework it never uses.
+    """
+
+    @functools.wraps(callback)
+    def invoke(*args, **kwargs):
+        use_backend(click.get_current_context().meta.get("deeprestore.backend"))
+        return callback(*args, **kwargs)
+
+    return invoke
+
+
+def load_backend_before(command):
+    """Makes `command`, or each command of a group (`denoise train`), load the backend before it runs."""
+    if isinstance(command, click.Group):
+        for subcommand in command.commands.values():
+            load_backend_before(subcommand)
+    else:
+        command.callback = loading_backend(command.callback)
+    return command
 
 
 # Each module of `deeprestore.commands` (but `common`) defines one subcommand as `command`.
 for module in pkgutil.iter_modules(commands.__path__):
     if module.name != "common":
-        cli.add_command(importlib.import_module(f"deeprestore.commands.{module.name}").command)
+        cli.add_command(load_backend_before(importlib.import_module(f"deeprestore.commands.{module.name}").command))
 
 
 def main():

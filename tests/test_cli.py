@@ -147,3 +147,35 @@ def test_dream_over_a_folder_writes_one_item_per_image_and_shards_cover_it(runne
         result = invoke(runner, tmp_path, *TINY_DREAM, "--image", str(folder), "--shard", f"{index}/2")
         names += [path.name for path in (pathlib.Path(result.output.strip().splitlines()[-1]) / "items").iterdir()]
     assert sorted(names) == items
+
+
+def test_help_of_every_command_loads_no_backend():
+    import subprocess
+    import sys
+
+    # One interpreter runs every `--help` in turn, so the check costs one start-up, not twenty.
+    script = """
+import sys, time
+import click
+from deeprestore.cli import cli
+
+def paths(command, prefix=()):
+    yield prefix
+    if isinstance(command, click.Group):
+        for name, subcommand in command.commands.items():
+            yield from paths(subcommand, prefix + (name,))
+
+start = time.perf_counter()
+for path in paths(cli):
+    try:
+        cli([*path, '--help'], prog_name='deeprestore')
+    except SystemExit as exit:
+        assert exit.code == 0, (path, exit.code)
+    loaded = [name for name in ('keras', 'tensorflow', 'jax') if name in sys.modules]
+    assert not loaded, (path, loaded)
+print('helps', len(list(paths(cli))), 'seconds', time.perf_counter() - start)
+"""
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "helps 16" in completed.stdout.splitlines()[-1]
+    assert float(completed.stdout.split()[-1]) < 30  # generous: the point is no framework, not a benchmark
