@@ -8,6 +8,7 @@ probe once and is reused across octaves and images. A step rule is a callable
 """
 
 import dataclasses
+import warnings
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -191,6 +192,7 @@ class Progress:
     log: object = None
     first_step: int = 0
     context: dict = dataclasses.field(default_factory=dict)
+    notify: object = None  # `message -> None` for notices (L-BFGS stopping early); None: a Python warning
 
 
 def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None, progress=None, targets=None):
@@ -241,18 +243,29 @@ def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None,
 
 
 def _optimise_lbfgs(engine, images, steps, rule, progress, targets):
-    """`optimise` for L-BFGS: scipy's minimiser calls the compiled function; each iteration is a step."""
+    """`optimise` for L-BFGS: scipy's minimiser calls the compiled function; each iteration is a step.
+
+    scipy's stopping tests are absolute (projected gradient below 1e-5, relative loss change with a
+    floor of 1), so a loss with small weights (style's 2.5e-8 content weight) "converges" before its
+    first step. The minimiser therefore sees the loss divided by the largest absolute gradient at the
+    start: the same minimum at any loss weights, with a gradient near 1. The log keeps the true values.
+    When scipy stops before `steps` iterations, its reason goes to `progress.notify`.
+    """
     import scipy.optimize
 
     shape = images.shape
     last = {}
+    scale = {"divisor": None}
 
     def function(flat):
         total, values, gradient = engine(flat.reshape(shape).astype(np.float32), targets)
         if not np.isfinite(total):
             raise DeepRestoreError(f"The loss became {total} ({progress.description}); expected finite values.")
         last.update(values=values, total=total)
-        return float(total), gradient.astype(np.float64).ravel()
+        if scale["divisor"] is None:
+            largest = float(np.max(np.abs(gradient)))
+            scale["divisor"] = largest if np.isfinite(largest) and largest > 0 else 1.0
+        return float(total) / scale["divisor"], gradient.astype(np.float64).ravel() / scale["divisor"]
 
     bar = tqdm(total=steps, desc=progress.description, disable=not progress.show, leave=False)
     counter = {"step": 0}
@@ -271,4 +284,14 @@ def _optimise_lbfgs(engine, images, steps, rule, progress, targets):
         callback=after_iteration, options={"maxiter": steps, "maxcor": rule.history, "maxfun": steps * 4},
     )
     bar.close()
+    if counter["step"] < steps:
+        _notify(progress, f"L-BFGS stopped after {counter['step']} of {steps} iterations ({progress.description}): "
+                          f"scipy says '{result.message}'.")
     return result.x.reshape(shape).astype(np.float32), {**last.get("values", {}), "total": last.get("total")}
+
+
+def _notify(progress, message):
+    if progress.notify is None:
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    else:
+        progress.notify(message)

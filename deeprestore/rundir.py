@@ -3,7 +3,8 @@
 A `RunDir` is a folder `<root>/<command>/<YYYYmmdd-HHMMSS>-<suffix>/` holding `config.json` (every
 resolved option plus the command, creation time and deeprestore version), `argv.txt` (the command
 line, shell-quoted), a `status` file (`running`, `complete`, `failed: <message>` or `interrupted`),
-`losses/`, `images/`, and later `activations.h5` and `checkpoints/`. Used as a context manager, a run
+`losses/`, `images/`, `notices.txt` (what the run told the user, one line each), and later
+`activations.h5` and `checkpoints/`. Used as a context manager, a run
 marks its own status when the block ends. Every file is written atomically, so a killed process
 leaves either the old file or the new one, never half of one.
 
@@ -328,6 +329,13 @@ class RunDir:
         text = to_json(merged)
         atomic_write(self.path / "config.json", text)
         self._config = json.loads(text)
+
+    def note(self, message):
+        """Appends a notice the run printed (L-BFGS stopping early, a setting not honoured) to this task's
+        `notices.txt`, so the run keeps what it told the user."""
+        path = self.task_path / "notices.txt"
+        previous = path.read_text(encoding="utf-8") if path.is_file() else ""
+        atomic_write(path, previous + " ".join(message.split()) + "\n")
 
     def save_json(self, name, data):
         """Writes `data` as JSON to `<run>/<name>` atomically and returns the file's path."""

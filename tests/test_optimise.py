@@ -74,3 +74,29 @@ def test_the_loop_logs_every_step(engine, rng, tmp_path):
     optimise(engine, images, 4, normalised_descent(0.01), progress=Progress(show=False, log=log, first_step=10))
     log.close()
     assert [step for step, _ in log.values("total")] == [11, 12, 13, 14]
+
+
+@pytest.mark.parametrize("weight", [1e-9, 1.0, 1e6])
+def test_lbfgs_makes_progress_at_any_loss_weight(tiny, rng, weight):
+    # Unscaled, scipy's absolute tolerance (projected gradient 1e-5) stops a 1e-9-weighted loss at once.
+    from deeprestore.optimise import LBFGS
+
+    engine = Engine(weight * objectives.l2("relu2"), FeatureProbe(tiny, ["relu2"]))
+    images = rng.uniform(size=(1, 16, 16, 3)).astype(np.float32)
+    before, _, _ = engine(images)
+    notices = []
+    result, values = optimise(engine, images, 5, LBFGS(), progress=Progress(show=False, notify=notices.append))
+    assert values["total"] < 0.5 * before
+    assert not np.allclose(result, images)
+    assert notices == []
+
+
+def test_lbfgs_says_why_it_stopped_before_its_steps(tiny):
+    from deeprestore.optimise import LBFGS
+
+    # Black images at the lower bound already minimise this loss: scipy stops before its first step.
+    engine = Engine(objectives.l2("preprocess"), FeatureProbe(tiny, ["preprocess"]))
+    notices = []
+    optimise(engine, np.zeros((1, 16, 16, 3), np.float32), 7, LBFGS(),
+             progress=Progress(show=False, notify=notices.append, description="test"))
+    assert len(notices) == 1 and "of 7 iterations (test)" in notices[0] and "scipy says" in notices[0]

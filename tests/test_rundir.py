@@ -279,3 +279,10 @@ def test_tasks_joining_one_named_run_at_once_all_land_in_it(tmp_path):
         run = RunDir.open(tmp_path / "dream" / f"job{index}")
         assert run.config["name"] == f"job{index}"
         assert sorted(path.name for path in (run.path / "shards").iterdir()) == [f"{task}-of-4" for task in range(4)]
+
+
+def test_notices_are_kept_one_line_each(tmp_path):
+    run = RunDir.create(tmp_path, "dream", {"settings": {}})
+    run.note("L-BFGS stopped\n early.")
+    run.note("second")
+    assert (run.path / "notices.txt").read_text().splitlines() == ["L-BFGS stopped early.", "second"]

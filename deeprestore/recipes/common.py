@@ -23,6 +23,16 @@ def open_network(settings, run, seed, echo, include_top=False):
     return network
 
 
+def notifier(run, echo):
+    """`message -> None`: prints a notice with `echo` and records it in the run's `notices.txt`."""
+
+    def notify(message):
+        echo(message)
+        run.note(message)
+
+    return notify
+
+
 def resolve_layers(network, layers, kind):
     """Canonical names of the given layers, or of the network's default `kind` layers (`content`, `style`,
     `texture`, `dream`) when none are given; defaults are looked up only then, since a model file may

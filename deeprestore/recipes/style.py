@@ -22,6 +22,7 @@ from deeprestore.optimise import Engine, Progress, optimise
 from deeprestore.recipes.common import (
     TargetFeatures,
     item_rng,
+    notifier,
     open_network,
     pending_items,
     resolve_layers,
@@ -133,7 +134,7 @@ def style(settings, run, seed=0, show_progress=True, echo=print):
             content_features = targets("content", source, content_scaled, (content_layer,))[content_layer]
             progress = Progress(
                 description=f"{name} scale {scale} {size[0]}x{size[1]}", show=show_progress, log=log,
-                first_step=first_step, context={"image": position, "scale": scale},
+                first_step=first_step, context={"image": position, "scale": scale}, notify=notifier(run, echo),
             )
             result, values = optimise(
                 engine, image[None], settings.steps, step_rule(settings.optimiser, settings.learning_rate),

@@ -21,7 +21,14 @@ from deeprestore import objectives
 from deeprestore.losslog import LossLog
 from deeprestore.optimise import LBFGS, Engine, Progress, optimise
 from deeprestore.parametrisations import FourierImage, ParametrisedEngine
-from deeprestore.recipes.common import TargetFeatures, open_network, resolve_layers, step_rule, weights_for
+from deeprestore.recipes.common import (
+    TargetFeatures,
+    notifier,
+    open_network,
+    resolve_layers,
+    step_rule,
+    weights_for,
+)
 
 
 def texture_objective(layers, layer_weights):
@@ -76,7 +83,8 @@ def texture(settings, run, seed=0, show_progress=True, echo=print):
     log = LossLog(run.losses_dir)
     result, _ = optimise(
         engine, start, settings.steps, rule,
-        progress=Progress(description=f"texture {settings.size[0]}x{settings.size[1]}", show=show_progress, log=log),
+        progress=Progress(description=f"texture {settings.size[0]}x{settings.size[1]}", show=show_progress, log=log,
+                          notify=notifier(run, echo)),
         targets=grams,
     )
     log.close()
