@@ -133,6 +133,25 @@ def test_texture_command_synthesises_a_batch_at_any_size(tmp_path):
     assert first.shape == (24, 40, 3) and not np.array_equal(first, second)
 
 
+def colour_deviation(image):
+    """Mean absolute deviation of each channel from the pixel's grey level, in 8-bit steps."""
+    return float(np.abs(image - image.mean(axis=-1, keepdims=True)).mean() * 255)
+
+
+def test_the_default_texture_of_a_grey_source_stays_grey(tmp_path):
+    # On pixels the Gram loss prefers per-pixel colour noise (21/255 here, 40/255 with VGG16); the default
+    # Fourier parametrisation starts near grey and stays there (5.0/255 here, 1.9/255 with VGG16).
+    from deeprestore.images import load_image, save_image
+
+    grey = load_image("gravel", 64).mean(axis=-1, keepdims=True).repeat(3, axis=-1)
+    save_image(tmp_path / "grey.png", grey)
+    arguments = ("texture", "--network", "tiny", "--source", str(tmp_path / "grey.png"), "--size", "32",
+                 "--steps", "20", "--source-size", "64")
+    default = load_image(run_cli(tmp_path, *arguments) / "outputs" / "texture_000.png")
+    pixels = load_image(run_cli(tmp_path, *arguments, "--parametrisation", "pixels") / "outputs" / "texture_000.png")
+    assert colour_deviation(default) < 12 < colour_deviation(pixels)
+
+
 def test_invert_command_writes_reconstructions_figure_and_metrics(tmp_path):
     run = run_cli(tmp_path, "invert", "--network", "tiny", "--layer", "relu2", "--size", "16", "--steps", "5")
     metrics = json.loads((run / "metrics.json").read_text())

@@ -28,8 +28,8 @@ from deeprestore.parametrisations import PARAMETRISATIONS
 @click.option("--steps", default=defaults.TEXTURE.steps, type=click.IntRange(min=1))
 @click.option("--parametrisation", type=click.Choice(PARAMETRISATIONS), default=defaults.TEXTURE.parametrisation,
               show_default=True,
-              help="What is optimised: the pixels, or a decorrelated-colour Fourier spectrum (lucid's; smoother "
-                   "textures; L-BFGS then runs without bounds).")
+              help="What is optimised: a decorrelated-colour Fourier spectrum (lucid's; L-BFGS then runs without "
+                   "bounds), or the pixels (the Gram loss then favours per-pixel colour noise).")
 @click.option("--cache", default=defaults.TEXTURE.cache, type=click.Path(dir_okay=False),
               help="Shared HDF5 activation cache.")
 @click.option("--dry-run", is_flag=True,
