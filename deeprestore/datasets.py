@@ -29,6 +29,7 @@ BUNDLED = "bundled"
 _FORMAT_VERSION = "1"
 # Four corner crops of this fraction of the shorter side, besides the full centre crop.
 _CORNER_FRACTION = 0.6
+BUNDLED_CROPS = 10  # per sample: the centre and four corners, each also flipped
 
 
 def centre_crop(image, size):
@@ -38,6 +39,11 @@ def centre_crop(image, size):
     crop_height, crop_width = max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
     top, left = (height - crop_height) // 2, (width - crop_width) // 2
     return image_io.resize(image[top:top + crop_height, left:left + crop_width], tuple(size))
+
+
+def dataset_length(source):
+    """How many images `ImageDataset.build` makes of a source, without loading them."""
+    return len(image_io.SAMPLES) * BUNDLED_CROPS if source == BUNDLED else len(image_io.list_images(source))
 
 
 def bundled_images(size):

@@ -2,9 +2,9 @@
 
 An `Estimate` comes from the output shapes of the layers a probe needs for an input size (no weights
 are read and nothing is run): FLOPs are those of the convolutions forward plus their input gradient
-backward (no weight gradients: the weights stay fixed); memory is the network's weights, the
-activations kept for the backward pass and a gradient buffer, and the full-size image buffers of the
-optimisation loop. With tiles, activations and FLOPs are those of one tile (times the tile count for
+backward (no weight gradients: the weights stay fixed); memory is the framework's own baseline
+(measured once per backend, `FRAMEWORK_BYTES`), the network's weights, the activations kept for the
+backward pass and a gradient buffer, and the full-size image buffers of the optimisation loop. With tiles, activations and FLOPs are those of one tile (times the tile count for
 FLOPs) while the image buffers stay full size. Time is FLOPs divided by a rate measured once per process
 with a float32 matrix product, scaled by `CONVOLUTION_EFFICIENCY`. `--dry-run` prints a table of these.
 """
@@ -26,6 +26,12 @@ IMAGE_BUFFERS = 8
 # Fraction of the matrix-product rate that a whole dream step reaches: 0.8-1.1 measured for VGG16 at
 # 224 and 384 px (block3 to block5) with TensorFlow on a 2-core x86 CPU. An estimate, not a promise.
 CONVOLUTION_EFFICIENCY = 0.9
+# What a process holds before any image work, by Keras backend: the peak resident set size of a process
+# that imports deeprestore and runs three compiled steps of the `tiny` network on a 16x16 image (whose
+# own tensors are kilobytes), measured by `benchmarks/bench_framework_memory.py` with TensorFlow 2.21 and
+# JAX 0.10 on CPU (Keras 3.15, 2-core x86). The same script checks a VGG16 96x96 step: it peaked at 849 MiB
+# with TensorFlow (estimate with this baseline 812 MiB) and 644 MiB with JAX (486 MiB).
+FRAMEWORK_BYTES = {"tensorflow": 731 * 2**20, "jax": 405 * 2**20}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +39,7 @@ class Estimate:
     """What one optimisation step is expected to cost.
 
     Attributes:
-        peak_bytes: Weights + activations + gradient buffer + image buffers.
+        peak_bytes: Framework baseline + weights + activations + gradient buffer + image buffers.
         seconds_per_step: `flops_per_step / rate`.
         flops_per_step: Forward and input-gradient FLOPs of every tile.
         weight_bytes: The network's weights.
@@ -41,6 +47,7 @@ class Estimate:
         image_bytes: The loop's full-size image buffers.
         tiles: Tiles per step (1: whole image).
         rate: FLOP/s assumed.
+        framework_bytes: What the process holds before any image work (`FRAMEWORK_BYTES`).
     """
 
     peak_bytes: int
@@ -51,6 +58,7 @@ class Estimate:
     image_bytes: int
     tiles: int
     rate: float
+    framework_bytes: int = 0
 
 
 @functools.cache
@@ -122,10 +130,11 @@ def estimate(network, layers, height, width, batch=1, tile=None, rate=None, star
     activation_bytes = BYTES_PER_VALUE * batch * (sum(values) + 2 * max(values))
     weight_bytes = BYTES_PER_VALUE * sum(math.prod(variable.shape) for variable in network.model.weights)
     image_bytes = BYTES_PER_VALUE * batch * math.prod(variable) * IMAGE_BUFFERS
+    framework_bytes = FRAMEWORK_BYTES.get(keras.backend.backend(), max(FRAMEWORK_BYTES.values()))
     return Estimate(
-        peak_bytes=weight_bytes + activation_bytes + image_bytes, seconds_per_step=flops / rate, flops_per_step=flops,
-        weight_bytes=weight_bytes, activation_bytes=activation_bytes, image_bytes=image_bytes,
-        tiles=max(1, len(boxes)), rate=rate,
+        peak_bytes=framework_bytes + weight_bytes + activation_bytes + image_bytes, seconds_per_step=flops / rate,
+        flops_per_step=flops, weight_bytes=weight_bytes, activation_bytes=activation_bytes, image_bytes=image_bytes,
+        tiles=max(1, len(boxes)), rate=rate, framework_bytes=framework_bytes,
     )
 
 
@@ -137,21 +146,30 @@ def format_bytes(count):
         count /= 1024.0
 
 
-def format_estimates(rows, steps=None):
-    """A short table of estimates, one row each, and a footer saying how they were made.
+def format_seconds(seconds):
+    """`95` -> `1.6 min`, `7200` -> `2.0 h`: a duration in the unit a reader plans with."""
+    if seconds < 90:
+        return f"{seconds:.3g} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_estimates(rows, steps):
+    """A short table of estimates, one row each, a total and a footer saying how they were made.
 
     Args:
         rows: `(label, Estimate)` pairs, e.g. one per octave or scale.
-        steps: Steps per row, to add an estimated total time; None for no total.
+        steps: Steps of each row: one number for every row, or one per row.
 
     Returns:
         The table as a string.
     """
-    header = ("", "tiles", "peak memory", "weights", "activations", "images", "GFLOP/step", "time/step")
+    header = ("", "tiles", "peak memory", "framework", "weights", "activations", "images", "GFLOP/step", "time/step")
     lines = [header] + [
-        (label, str(item.tiles), format_bytes(item.peak_bytes), format_bytes(item.weight_bytes),
-         format_bytes(item.activation_bytes), format_bytes(item.image_bytes), f"{item.flops_per_step / 1e9:.1f}",
-         f"{item.seconds_per_step:.3g} s")
+        (label, str(item.tiles), format_bytes(item.peak_bytes), format_bytes(item.framework_bytes),
+         format_bytes(item.weight_bytes), format_bytes(item.activation_bytes), format_bytes(item.image_bytes),
+         f"{item.flops_per_step / 1e9:.1f}", f"{item.seconds_per_step:.3g} s")
         for label, item in rows
     ]
     widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
@@ -159,15 +177,14 @@ def format_estimates(rows, steps=None):
                       for column, (cell, width) in enumerate(zip(line, widths))).rstrip() for line in lines]
     estimates = [item for _, item in rows]
     if estimates:
-        peak = max(item.peak_bytes for item in estimates)
-        summary = f"Estimated peak memory {format_bytes(peak)}"
-        if steps:
-            summary += (f", about {sum(item.seconds_per_step for item in estimates) * steps:.3g} s"
-                        f" for {steps} steps per row")
-        text.append(summary + ".")
+        per_row = [steps] * len(estimates) if isinstance(steps, (int, np.integer)) else list(steps)
+        total = sum(item.seconds_per_step * count for item, count in zip(estimates, per_row))
+        counts = f"{per_row[0]} steps per row" if len(set(per_row)) == 1 else f"{' + '.join(map(str, per_row))} steps"
+        text.append(f"Estimated peak memory {format_bytes(max(item.peak_bytes for item in estimates))}, "
+                    f"total time about {format_seconds(total)} ({counts}).")
         text.append(
-            f"From layer shapes: weights + activations kept for the backward pass + {IMAGE_BUFFERS} image buffers "
-            "(the framework's own memory not included); time = FLOPs / "
+            f"From layer shapes: the framework's measured baseline ({keras.backend.backend()}) + weights + "
+            f"activations kept for the backward pass + {IMAGE_BUFFERS} image buffers; time = FLOPs / "
             f"{estimates[0].rate / 1e9:.3g} GFLOP/s ({CONVOLUTION_EFFICIENCY:g} x this machine's measured matmul rate)."
         )
     return "\n".join(text)

@@ -187,11 +187,21 @@ def test_shards_of_an_array_job_name_their_outputs_by_position(tmp_path):
     assert sorted(names) == ["000_image0.png", "001_image1.png", "002_image2.png"]
 
 
-@pytest.mark.parametrize("command", [("style",), ("texture",), ("invert", "--layer", "relu2")], ids=lambda c: c[0])
-def test_dry_run_prints_estimates_and_creates_no_run(tmp_path, command):
+@pytest.mark.parametrize("command, steps", [
+    (("style",), "60 steps per row"), (("texture",), "100 steps per row"),
+    (("invert", "--layer", "relu2"), "3500 steps per row"),  # the default preset's, not "no total"
+    # 100 bundled images in batches of 8: 13 forward-only batches count as 7 steps, and 2 channels x 1 batch of 3.
+    (("invert", "--method", "deconvnet", "--layer", "pool1", "--channels", "2", "--top", "3"), "9 steps per row"),
+], ids=["style", "texture", "invert", "deconvnet"])
+def test_dry_run_prints_a_total_with_the_framework_and_creates_no_run(tmp_path, command, steps):
+    from deeprestore.estimate import FRAMEWORK_BYTES, format_bytes
+
     result = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), *command, "--network", "tiny", "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert "peak memory" in result.output and "time/step" in result.output
+    assert "peak memory" in result.output and "total time about" in result.output
+    assert format_bytes(min(FRAMEWORK_BYTES.values())) in result.output or format_bytes(
+        max(FRAMEWORK_BYTES.values())) in result.output
+    assert f"({steps})" in result.output
     assert not (tmp_path / "runs").exists()
 
 

@@ -135,7 +135,7 @@ def item_names(sources):
 
 
 def print_estimates(command, network, rows, steps):
-    """Prints `--dry-run` estimates: `rows` of `(label, Estimate)`, for `steps` steps each."""
+    """Prints `--dry-run` estimates: `rows` of `(label, Estimate)`, for `steps` steps each (or per row)."""
     from deeprestore.estimate import format_estimates
 
     click.echo(f"Dry run: {command} on {network}, no run directory created.")

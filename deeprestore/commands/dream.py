@@ -79,7 +79,7 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)
 @click.option("--shard", default=None, help="I/N: dream only the I-th of N shares of a folder or list (array jobs).")
 @name_option
 @click.option("--dry-run", is_flag=True,
-              help="Print the estimated peak memory and time per step, then exit without running or creating a run.")
+              help="Print the estimated peak memory and total time, then exit without running or creating a run.")
 @click.pass_obj
 def command(state, dry_run, name, **options):
     """DeepDream: normalised gradient ascent on layers, channels, neurons, classes or a guide, over octaves."""
@@ -105,7 +105,7 @@ def command(state, dry_run, name, **options):
 
         rows = recipe.dream_estimates(settings, seed=state.seed)
         click.echo(f"Dry run: dream on {settings.network}, no run directory created.")
-        click.echo(format_estimates([(label, item) for label, item, _ in rows], steps=rows[0][2] if rows else None))
+        click.echo(format_estimates([(label, item) for label, item, _ in rows], steps=[steps for _, _, steps in rows]))
         return
     run_recipe(state, "dream", settings, lambda run: recipe.dream(
         settings, run, seed=state.seed, show_progress=not state.quiet, echo=state.echo),

@@ -57,7 +57,8 @@ def given(ctx, name):
               help="optimise: I/N: invert only the I-th of N shares of the images (array jobs).")
 @name_option
 @click.option("--dry-run", is_flag=True,
-              help="optimise: print the estimated peak memory and time per step, then exit without creating a run.")
+              help="optimise, deconvnet: print the estimated peak memory and total time, then exit without creating "
+                   "a run.")
 @click.pass_context
 def command(ctx, method, dry_run, stack, batch_size, channels, top, data_cache, name, **options):
     """Reconstruct images from a layer's activations, and measure how well."""
@@ -67,6 +68,9 @@ def command(ctx, method, dry_run, stack, batch_size, channels, top, data_cache, 
                                "expected --method optimise.")
     if method != "optimise" and given(ctx, "to"):
         raise DeepRestoreError(f"--to applies to --method optimise only; got --method {method}.")
+    if dry_run and method == "learned":
+        raise DeepRestoreError("--dry-run estimates --method optimise and deconvnet; got --method learned, which "
+                               "runs one forward pass of the stack per batch.")
     progress = dict(seed=state.seed, show_progress=not state.quiet, echo=state.echo)
     if method == "learned":
         from deeprestore.inversion.learned import invert_learned
@@ -83,7 +87,7 @@ def command(ctx, method, dry_run, stack, batch_size, channels, top, data_cache, 
             stack, options["images"], run, network, weights, chosen.layer, chosen.size, batch_size, **progress))
         return
     if method == "deconvnet":
-        from deeprestore.inversion.deconvnet import invert_deconvnet
+        from deeprestore.inversion.deconvnet import deconvnet_estimates, invert_deconvnet
 
         chosen = dataclasses.replace(
             defaults.INVERT_DECONVNET,
@@ -91,6 +95,11 @@ def command(ctx, method, dry_run, stack, batch_size, channels, top, data_cache, 
             layers=(options["layer"],) if given(ctx, "layer") else (), channels=channels, top=top, size=options["size"],
             batch_size=batch_size, data_cache=data_cache,
         )
+        if dry_run:
+            rows, batches = deconvnet_estimates(options["network"], chosen.images, chosen.layers, channels, top,
+                                                chosen.size, batch_size, seed=state.seed)
+            print_estimates("invert --method deconvnet", options["network"], rows, batches)
+            return
         config = {"method": method, **dataclasses.asdict(chosen),
                   "network": options["network"], "weights": options["weights"]}
         run_recipe(state, "invert", config, lambda run: invert_deconvnet(
@@ -107,7 +116,8 @@ def command(ctx, method, dry_run, stack, batch_size, channels, top, data_cache, 
     for source in shard(sources, settings.shard):
         load_image(source)
     if dry_run:
-        print_estimates("invert", settings.network, invert_estimates(settings, seed=state.seed), settings.steps or None)
+        rows, steps = invert_estimates(settings, seed=state.seed)
+        print_estimates("invert", settings.network, rows, steps)
         return
     from deeprestore.recipes.invert_layer import invert_to_layer
 

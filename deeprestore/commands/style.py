@@ -39,7 +39,7 @@ from deeprestore.commands.common import item_names, name_option, print_estimates
 @click.option("--shard", default=None, help="I/N: process only the I-th of N shares of the inputs (array jobs).")
 @name_option
 @click.option("--dry-run", is_flag=True,
-              help="Print the estimated peak memory and time per step, then exit without running or creating a run.")
+              help="Print the estimated peak memory and total time, then exit without running or creating a run.")
 @click.pass_obj
 def command(state, dry_run, name, **options):
     """Neural style transfer (Gatys et al.): content of one image, Gram matrices of others."""
@@ -56,7 +56,7 @@ def command(state, dry_run, name, **options):
     if dry_run:
         from deeprestore.recipes.style import style_estimates
 
-        print_estimates("style", settings.network, style_estimates(settings, seed=state.seed), settings.steps or None)
+        print_estimates("style", settings.network, style_estimates(settings, seed=state.seed), settings.steps)
         return
     run_recipe(state, "style", settings, lambda run: style(
         settings, run, seed=state.seed, show_progress=not state.quiet, echo=state.echo),

@@ -33,7 +33,7 @@ from deeprestore.parametrisations import PARAMETRISATIONS
 @click.option("--cache", default=defaults.TEXTURE.cache, type=click.Path(dir_okay=False),
               help="Shared HDF5 activation cache.")
 @click.option("--dry-run", is_flag=True,
-              help="Print the estimated peak memory and time per step, then exit without running or creating a run.")
+              help="Print the estimated peak memory and total time, then exit without running or creating a run.")
 @click.pass_obj
 def command(state, dry_run, **options):
     """Texture synthesis (Gatys et al.): match Gram matrices of a source, at any output size."""
@@ -49,8 +49,7 @@ def command(state, dry_run, **options):
     if dry_run:
         from deeprestore.recipes.texture import texture_estimates
 
-        print_estimates("texture", settings.network, texture_estimates(settings, seed=state.seed),
-                        settings.steps or None)
+        print_estimates("texture", settings.network, texture_estimates(settings, seed=state.seed), settings.steps)
         return
     run_recipe(state, "texture", settings, lambda run: texture(
         settings, run, seed=state.seed, show_progress=not state.quiet, echo=state.echo))

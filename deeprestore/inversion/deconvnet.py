@@ -298,6 +298,27 @@ def layer_figure(network, layer, dataset, maxima, positions, channels, top, batc
     return figures.image_grid(figure_rows, gap=6), found
 
 
+def deconvnet_estimates(network, images=BUNDLED, layers=(), channels=8, top=9, size=0, batch_size=8, seed=0):
+    """`([(label, Estimate)], batches)` for `--dry-run`: per layer, one forward-and-backward batch stands
+    for a step; the search for maxima is a forward pass (half a step) per batch of the dataset, and each
+    channel's projections one step per batch of its `top` activations. No weights are loaded.
+    """
+    from deeprestore.datasets import dataset_length
+    from deeprestore.estimate import estimate
+
+    network = create_network(network, "random", "max", seed=seed)
+    layers = tuple(network.resolve(layer) for layer in layers) or tuple(
+        layer for layer in network.layers if isinstance(network.model.get_layer(layer), keras.layers.MaxPooling2D))
+    size = (size, size) if size else tuple(network.spec.input_size)
+    count = dataset_length(images)
+    rows, batches = [], []
+    for layer in layers:
+        shown = min(channels, network.output_shapes(*size, layers=[layer])[layer][-1])
+        rows.append((f"{layer} ({count} images, {shown} channels)", estimate(network, (layer,), *size, batch=batch_size)))
+        batches.append(math.ceil(math.ceil(count / batch_size) / 2) + shown * math.ceil(top / batch_size))
+    return rows, batches
+
+
 def invert_deconvnet(network, weights, run, images=BUNDLED, layers=(), channels=8, top=9, size=0, batch_size=8,
                      data_cache=None, seed=0, show_progress=True, echo=print):
     """Draws Zeiler & Fergus's figures: per layer, the strongest activations' projections and patches.

@@ -219,8 +219,9 @@ def _write_outputs(run, pending, images, reconstructions, layer, features, engin
 
 
 def invert_estimates(settings, seed=0):
-    """`[(label, Estimate)]` for `--dry-run`: the batch of this shard's images at the inversion size (with
-    `--to`, the batch of that layer's activations, optimised through the layers above it)."""
+    """`([(label, Estimate)], steps)` for `--dry-run`: the batch of this shard's images at the inversion
+    size (with `--to`, the batch of that layer's activations, optimised through the layers above it), and
+    the steps the run takes (the preset's unless given)."""
     from deeprestore.estimate import estimate
     from deeprestore.networks import create_network
 
@@ -228,10 +229,11 @@ def invert_estimates(settings, seed=0):
     layer = network.resolve(settings.layer)
     height, width = _square(settings.size or network.spec.input_size)
     count = len(shard(image_io.list_images(settings.images), settings.shard))
+    steps = chosen_preset(settings, network, layer).steps
     if settings.to:
         from deeprestore.recipes.invert_layer import source_layer
 
         source = source_layer(network, settings.to, layer)
         return [(f"{count} x {source} of {height}x{width}",
-                 estimate(network, (layer,), height, width, batch=count, start=source))]
-    return [(f"{count} x {height}x{width}", estimate(network, ("preprocess", layer), height, width, batch=count))]
+                 estimate(network, (layer,), height, width, batch=count, start=source))], steps
+    return [(f"{count} x {height}x{width}", estimate(network, ("preprocess", layer), height, width, batch=count))], steps
