@@ -4,9 +4,10 @@ An `Estimate` comes from the output shapes of the layers a probe needs for an in
 are read and nothing is run): FLOPs are those of the convolutions forward plus their input gradient
 backward (no weight gradients: the weights stay fixed); memory is the framework's own baseline
 (measured once per backend, `FRAMEWORK_BYTES`), the network's weights, the activations kept for the
-backward pass and a gradient buffer, and the full-size image buffers of the optimisation loop. With tiles, activations and FLOPs are those of one tile (times the tile count for
-FLOPs) while the image buffers stay full size. Time is FLOPs divided by a rate measured once per process
-with a float32 matrix product, scaled by `CONVOLUTION_EFFICIENCY`. `--dry-run` prints a table of these.
+backward pass and a gradient buffer, and the full-size image buffers of the optimisation loop. With
+tiles, activations and FLOPs are those of one tile (times the tile count for FLOPs) while the image
+buffers stay full size. Time is FLOPs divided by a rate measured once per process with a float32 matrix
+product, scaled by `CONVOLUTION_EFFICIENCY`. `--dry-run` prints a table of these.
 """
 
 import dataclasses

@@ -66,6 +66,25 @@ def test_train_writes_a_complete_run_with_model_curves_and_scores(trained):
     assert model.inputs[0].shape[-1] == 1
 
 
+def test_a_run_too_short_to_learn_says_so(trained):
+    rows = {row["method"]: row["psnr"] for row in json.loads((trained / "metrics.json").read_text())["rows"]}
+    assert rows["model"] <= rows["input"]  # 4 steps: the premise of the warning
+    assert "has not learned yet; expected more --steps (its default is 1000)" in (trained / "notices.txt").read_text()
+
+
+def test_no_warning_once_the_model_beats_its_input():
+    from deeprestore import settings
+    from deeprestore.recipes.denoise import resolve, unlearned_warning
+    from deeprestore.restoration.models import get_spec
+
+    resolved = resolve(settings.DenoiseSettings())
+    spec = get_spec(resolved.model)
+    learned = [{"method": "input", "psnr": 20.0}, {"method": "model", "psnr": 24.0}]
+    assert unlearned_warning(learned, resolved, spec) is None
+    assert "20.00 dB against 20.00 dB" in unlearned_warning(
+        [{"method": "input", "psnr": 20.0}, {"method": "model", "psnr": 20.0}], resolved, spec)
+
+
 def test_apply_restores_a_corrupted_image_of_odd_size_in_tiles(runner, tmp_path, trained):
     result = invoke(runner, tmp_path, "denoise", "apply", "--model", str(trained), "--image", "camera", "--size", "90",
                     "--corruption", "salt-and-pepper:0.1", "--tile", "32", "--overlap", "8", "--no-baselines")

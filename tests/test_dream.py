@@ -223,3 +223,13 @@ def test_the_guide_keeps_a_regular_grid_of_at_most_guide_positions():
     np.testing.assert_array_equal(grid[:2], activation[0, [0, 7]])  # every 7th row and column
     small = activation[:16, :16]
     np.testing.assert_array_equal(_guide_grid(small), small.reshape(-1, 2))
+
+
+def test_octaves_too_small_for_the_layers_are_left_out_with_a_notice(tmp_path):
+    # 6, 4 and 3 px: pool2 (two 2x2 poolings) of 3x3 has no pixel left.
+    result = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), "dream", "--network", "tiny", "--layer",
+                                      "pool2", "--octaves", "3", "--size", "6", "--steps", "1"])
+    run = pathlib.Path(str(run_of(result)).split()[-1])  # the last line also holds the progress bar's erasure
+    assert "dreaming 2 of 3 octaves; 3x3 is too small for layers pool2" in result.output
+    assert "dreaming 2 of 3 octaves" in (run / "notices.txt").read_text()
+    assert json.loads((run / "config.json").read_text())["octave_sizes"] == [[4, 4], [6, 6]]

@@ -69,7 +69,7 @@ def test_learned_inversion_writes_every_modules_output_figures_and_metrics(stack
         assert file["modules/conv1_to_image"].shape == (2, 16, 16, 3)
         assert file["modules/pool2_to_conv2"].shape == (2, 8, 8, 16)
     assert json.loads((run.path / "metrics.json").read_text())["chain"] == result["chain"]
-    for name in ("difference.png", "depth.png", "images/000-astronaut.png", "images/001-coffee.png"):
+    for name in ("difference.png", "depth.png", "images/000_astronaut.png", "images/001_coffee.png"):
         assert (run.path / name).exists(), name
 
 

@@ -154,6 +154,24 @@ def test_a_failed_imagenet_download_is_an_error_naming_the_file(tmp_path, monkey
         weights.imagenet_path(VGG16_NOTOP, vgg.KERAS_ORIGIN.format(name="vgg16"))
 
 
+def test_a_failed_download_keeps_the_reason_whole_and_leaves_out_the_url(tmp_path, monkeypatch):
+    origin = vgg.KERAS_ORIGIN.format(name="vgg16")
+
+    def unreachable(*args, **kwargs):  # Keras's own wording, which names the long URL first
+        raise Exception(f"URL fetch failure on {origin + VGG16_NOTOP}: None -- [Errno -2] Name or service not known")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(keras.utils, "get_file", unreachable)
+    with pytest.raises(DeepRestoreError) as caught:
+        weights.imagenet_path(VGG16_NOTOP, origin)
+    assert str(caught.value).endswith("(URL fetch failure: None -- [Errno -2] Name or service not known).")
+
+
+def test_a_long_reason_is_cut_at_a_word():
+    text = weights._shortened("word " * 50, 40)
+    assert len(text) <= 40 and text.endswith(" ...") and text[:-4].split() == ["word"] * 7
+
+
 # --- dense heads and Caffe layouts ----------------------------------------------------------------------
 
 

@@ -314,7 +314,8 @@ def deconvnet_estimates(network, images=BUNDLED, layers=(), channels=8, top=9, s
     rows, batches = [], []
     for layer in layers:
         shown = min(channels, network.output_shapes(*size, layers=[layer])[layer][-1])
-        rows.append((f"{layer} ({count} images, {shown} channels)", estimate(network, (layer,), *size, batch=batch_size)))
+        label = f"{layer} ({count} images, {shown} channels)"
+        rows.append((label, estimate(network, (layer,), *size, batch=batch_size)))
         batches.append(math.ceil(math.ceil(count / batch_size) / 2) + shown * math.ceil(top / batch_size))
     return rows, batches
 

@@ -103,7 +103,7 @@ def invert_learned(stack, images, run, network=None, weights=None, layer="", siz
         result.update(metrics.summary(batch, reconstructions))
         figures.save_difference_figure(run.path / "difference.png", batch, reconstructions)
         for index, (key, reconstruction) in enumerate(zip(keys, reconstructions)):
-            image_io.save_image(run.images_dir / f"{index:03d}-{pathlib.Path(key).stem}.png", reconstruction)
+            image_io.save_image(run.images_dir / f"{index:03d}_{pathlib.Path(key).stem}.png", reconstruction)
         result["by_layer"] = depth_figure(run, model, network, batch, true, chain, batch_size)
     else:
         echo(f"The chain from '{layer}' ends at '{resolved.target_layer[chain[-1]]}', not the image: only "

@@ -244,7 +244,16 @@ def imagenet_path(filename, origin):
         with contextlib.redirect_stdout(io.StringIO()):  # keras prints its own download message
             return pathlib.Path(keras.utils.get_file(filename, origin + filename, cache_subdir="models"))
     except Exception as error:  # keras wraps every network failure in a bare Exception
+        # Keras's message repeats the long URL before the reason; the file name above already says which.
+        reason = _one_line(error).replace(f" on {origin + filename}", "")
         raise DeepRestoreError(
             f"ImageNet weights '{filename}' are not in ~/.keras/models and could not be downloaded "
-            f"({_one_line(error)[:160]})."
+            f"({_shortened(reason, 160)})."
         ) from None
+
+
+def _shortened(text, limit):
+    """`text` cut to at most `limit` characters at a word boundary, with `...` where it was cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit - 4].rsplit(" ", 1)[0] + " ..."

@@ -21,7 +21,7 @@ from deeprestore import images as image_io
 from deeprestore.backend import DataParallel
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
-from deeprestore.recipes.common import Outputs, pending_items
+from deeprestore.recipes.common import Outputs, notifier, pending_items
 from deeprestore.restoration import corruptions, data, models
 from deeprestore.restoration.report import Material, score
 from deeprestore.training import Schedule, train
@@ -112,7 +112,22 @@ def train_denoiser(settings, run, seed=0, resume=False, show_progress=True, echo
                                  settings.channels, settings.test_image)
         material = Material(corruption(clean, rng=seed)[None], clean[None], corruption.task, whole=True,
                             corruption=corruption)
-    return score(model, run, material, settings.baselines, echo)
+    rows = score(model, run, material, settings.baselines, echo)
+    warning = unlearned_warning(rows, settings, spec)
+    if warning:
+        notifier(run, echo)(warning)
+    return rows
+
+
+def unlearned_warning(rows, settings, spec):
+    """A warning when the trained model restores no better than leaving the input alone (the score table's
+    `input` row), the sign of a run too short to learn; None otherwise."""
+    scores = {row["method"]: row["psnr"] for row in rows}
+    if "model" not in scores or scores["model"] > scores.get("input", -np.inf):
+        return None
+    return (f"Warning: after {settings.steps} steps the {settings.model} model restores no better than its input "
+            f"({scores['model']:.2f} dB against {scores['input']:.2f} dB): it has not learned yet; expected more "
+            f"--steps (its default is {spec.defaults.steps}).")
 
 
 def held_out_patches(settings, count):

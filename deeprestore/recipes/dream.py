@@ -44,7 +44,7 @@ from deeprestore.parametrisations import (
     normalised_image_descent,
 )
 from deeprestore.probes import FeatureProbe
-from deeprestore.recipes.common import Outputs, TargetFeatures, final_losses, item_rng, pending_items
+from deeprestore.recipes.common import Outputs, TargetFeatures, final_losses, item_rng, notifier, pending_items
 from deeprestore.sharding import shard
 
 # How each objective option is written: field names with a type and a default (None: required).
@@ -515,7 +515,7 @@ def dream(settings, run, seed=0, show_progress=True, echo=print):
         if not single:
             shutil.rmtree(outputs.path, ignore_errors=True)  # what an interrupted attempt left: start afresh
         dreamed, octaves = _dream_image(settings, source, name, outputs, network, stages, layers, targets,
-                                        cache_path, item_rng(seed, position), show_progress)
+                                        cache_path, item_rng(seed, position), show_progress, notifier(run, echo))
         sizes = [list(size) for size in octaves]
         if single:
             run.update_config(octave_sizes=sizes)
@@ -525,12 +525,19 @@ def dream(settings, run, seed=0, show_progress=True, echo=print):
     return dreams[0] if single else dreams
 
 
-def _dream_image(settings, source, name, outputs, network, stages, layers, targets, cache_path, rng, show_progress):
-    """Dreams one input into `outputs`; returns the dream and its octave sizes."""
+def _dream_image(settings, source, name, outputs, network, stages, layers, targets, cache_path, rng, show_progress,
+                 notify):
+    """Dreams one input into `outputs`; returns the dream and its octave sizes. Octaves too small for the
+    layers are left out, and `notify` says so."""
     image = image_io.load_image(source, settings.size or None)
     transforms.check_tile(settings.tile, *image.shape[:2])
-    sizes = usable_octaves(network, layers, octave_sizes(*image.shape[:2], settings.octaves, settings.octave_scale),
-                           settings.tile)
+    wanted = octave_sizes(*image.shape[:2], settings.octaves, settings.octave_scale)
+    sizes = usable_octaves(network, layers, wanted, settings.tile)
+    if len(sizes) < len(wanted):
+        dropped = [f"{height}x{width}" for height, width in wanted if (height, width) not in sizes]
+        notify(f"{name}: dreaming {len(sizes)} of {len(wanted)} octaves; {', '.join(dropped)} "
+               f"{'is' if len(dropped) == 1 else 'are'} too small for layers "
+               f"{', '.join(layers)} of '{network.name}' (a larger --size or a smaller --octave-scale keeps them).")
     image = start_image(image, settings.start, rng)
     image_io.save_image(outputs.images_dir / "start.png", image)
     # Whole-image activations are cached only untiled: tiling exists because they may not fit in memory.

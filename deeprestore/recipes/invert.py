@@ -236,4 +236,5 @@ def invert_estimates(settings, seed=0):
         source = source_layer(network, settings.to, layer)
         return [(f"{count} x {source} of {height}x{width}",
                  estimate(network, (layer,), height, width, batch=count, start=source))], steps
-    return [(f"{count} x {height}x{width}", estimate(network, ("preprocess", layer), height, width, batch=count))], steps
+    return [(f"{count} x {height}x{width}",
+             estimate(network, ("preprocess", layer), height, width, batch=count))], steps
