@@ -131,6 +131,8 @@ def test_a_weighted_sum_of_terms_logs_each_term_and_the_layer_norms(tmp_path):
     losses = LossLog.read(run / "losses")
     for term in ("l2.relu1", "channel.relu2.3", "class.4", "l2_decay.images", "total"):
         assert len(losses[term]) == 3
+    # relu1's mean square is its l2 term, logged once; the other layers get a monitor.
+    assert "mean_square.relu1" not in losses and {"mean_square.relu2", "mean_square.fc3"} <= set(losses)
     norms = (run / "norms.csv").read_text().splitlines()
     assert norms[0] == "step,frame,octave,layer,norm"
     assert {line.split(",")[3] for line in norms[1:]} == {"relu1", "relu2", "fc3"} and len(norms) == 1 + 3 * 3

@@ -30,9 +30,19 @@ def test_colour_difference_is_grey_where_equal_and_shows_the_missing_channel():
 
 def test_the_difference_figure_has_four_columns_per_image(rng):
     images = rng.uniform(size=(3, 8, 10, 3)).astype(np.float32)
-    figure = figures.difference_figure(images, images + 0.1)
-    assert figure.shape == (3 * 8 + 2 * figures.GAP, 4 * 10 + 3 * figures.GAP, 3)
-    np.testing.assert_array_equal(figure[:8, :10], images[0])
+    line = figures.FONT_SIZE + 2 * figures.TEXT_PADDING  # the column titles
+    figure = figures.difference_figure(images, images + 0.1, smallest=0)
+    assert figure.shape == (line + 3 * 8 + 2 * figures.GAP, 4 * 10 + 3 * figures.GAP, 3)
+    np.testing.assert_array_equal(figure[line:line + 8, :10], images[0])
+
+
+def test_small_panels_are_enlarged_by_a_whole_factor_and_rows_named(rng):
+    images = rng.uniform(size=(2, 64, 64, 3)).astype(np.float32)
+    figure = figures.difference_figure(images, images, title="what", row_titles=["a", "b"])
+    line = figures.FONT_SIZE + 2 * figures.TEXT_PADDING
+    assert figure.shape == (2 * line + 2 * 128 + figures.GAP, line + 4 * 128 + 3 * figures.GAP, 3)
+    np.testing.assert_array_equal(figure[2 * line:2 * line + 128:2, line:line + 128:2], images[0])
+    assert figure[:line].min() < 0.5 and figure[line:2 * line].min() < 0.5  # title and column titles written
 
 
 def test_metrics_match_their_formulas(rng):

@@ -295,7 +295,11 @@ def layer_figure(network, layer, dataset, maxima, positions, channels, top, batc
         found[int(channel)] = [
             {"image": dataset.keys[index], "row": int(spot[0]), "column": int(spot[1]),
              "activation": float(maxima[index, channel])} for index, spot in zip(indices, spots)]
-    return figures.image_grid(figure_rows, gap=6), found
+    figure = figures.image_grid(
+        figure_rows, gap=6, column_titles=("projections", "image patches"), smallest=figures.SMALLEST_PANEL,
+        row_titles=[f"channel {channel}" for channel in channels],
+        title=f"{network.name} {layer}: each channel's {top} strongest activations (receptive field {field[0]} px)")
+    return figure, found
 
 
 def deconvnet_estimates(network, images=BUNDLED, layers=(), channels=8, top=9, size=0, batch_size=8, seed=0):

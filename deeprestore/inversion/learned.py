@@ -101,7 +101,9 @@ def invert_learned(stack, images, run, network=None, weights=None, layer="", siz
     if image_modules:
         reconstructions = network.spec.deprocess(outputs[image_modules[-1]])
         result.update(metrics.summary(batch, reconstructions))
-        figures.save_difference_figure(run.path / "difference.png", batch, reconstructions)
+        figures.save_difference_figure(
+            run.path / "difference.png", batch, reconstructions, row_titles=[pathlib.Path(key).stem for key in keys],
+            title=f"{network.name}: learned inversion from {short_name(network, layer)} through {len(chain)} modules")
         for index, (key, reconstruction) in enumerate(zip(keys, reconstructions)):
             image_io.save_image(run.images_dir / f"{index:03d}_{pathlib.Path(key).stem}.png", reconstruction)
         result["by_layer"] = depth_figure(run, model, network, batch, true, chain, batch_size)
@@ -128,7 +130,7 @@ def module_errors(resolved, outputs, true):
 def depth_figure(run, stack, network, batch, true, chain, batch_size):
     """Draws `depth.png`, the image beside its reconstructions from each layer along the chain (deepest
     first), and returns the mean metrics of each."""
-    rows, by_layer = [list(batch)], {}
+    rows, by_layer, titles = [list(batch)], {}, ["image"]
     for name in chain:
         start = stack.resolved.input_layer[name]
         outputs = stack.reconstruct(true[start], start, batch_size)
@@ -136,5 +138,8 @@ def depth_figure(run, stack, network, batch, true, chain, batch_size):
         reconstructions = np.clip(network.spec.deprocess(outputs[final[-1]]), 0.0, 1.0)
         rows.append(list(reconstructions))
         by_layer[short_name(network, start)] = metrics.summary(batch, reconstructions)["mean"]
-    figures.save_figure(run.path / "depth.png", figures.image_grid(list(map(list, zip(*rows)))))
+        titles.append(f"from {short_name(network, start)}")
+    figures.save_figure(run.path / "depth.png", figures.image_grid(
+        list(map(list, zip(*rows))), column_titles=titles, smallest=figures.SMALLEST_PANEL,
+        title=f"{network.name}: reconstructions from each layer along the chain"))
     return by_layer

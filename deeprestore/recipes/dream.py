@@ -213,13 +213,15 @@ def dream_objective(network, layers=(), channels=(), neurons=(), classes=(), gui
 
 
 def with_monitors(objective):
-    """The objective plus, for each layer it reads, a weight-0 `mean_square.<layer>` term: the logged
-    mean squared response from which the layer's L2 norm is plotted (seed 003, figures 2 and 4)."""
+    """The objective plus, for each layer it reads without an `l2.<layer>` term, a weight-0
+    `mean_square.<layer>` term: the logged mean squared response from which the layer's L2 norm is
+    plotted (seed 003, figures 2 and 4). An `l2.<layer>` term already logs exactly that value."""
+    names = {term.name for term in objective.terms}
     monitors = [
         dataclasses.replace(objectives.l2(layer).terms[0], name=f"mean_square.{layer}", weight=0.0)
-        for layer in objective.layers if layer != "images"
+        for layer in objective.layers if layer != "images" and f"l2.{layer}" not in names
     ]
-    return objective + objectives.Objective(monitors)
+    return objective + objectives.Objective(monitors) if monitors else objective
 
 
 def dream_stages(network, terms, settings):
@@ -452,7 +454,8 @@ def write_norms(run, log, network, layers, steps_at):
     counts = {}
     rows = []
     for layer in layers:
-        values = dict(log.values(f"mean_square.{layer}"))
+        # The mean squared response: the `l2.` term where the objective has one, else its monitor.
+        values = {**dict(log.values(f"mean_square.{layer}")), **dict(log.values(f"l2.{layer}"))}
         for first, last, frame, octave, size in steps_at:
             if size not in counts:
                 counts[size] = {name: math.prod(shape[1:])

@@ -180,7 +180,8 @@ def invert(settings, run, seed=0, show_progress=True, echo=print):
     log.close()
     log.plot()
     reconstructions = np.clip(result, 0.0, 1.0)
-    _write_outputs(run, pending, images, reconstructions, layer, features, engine)
+    title = f"{network.name} {layer}: reconstructed from noise ({settings.preset}, {chosen.steps} steps)"
+    _write_outputs(run, pending, images, reconstructions, layer, features, engine, title)
     return reconstructions
 
 
@@ -201,7 +202,7 @@ def _square(size):
     return (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
 
 
-def _write_outputs(run, pending, images, reconstructions, layer, features, engine):
+def _write_outputs(run, pending, images, reconstructions, layer, features, engine, title):
     """Each reconstruction and its completion marker, then the batch's four-column figure and `metrics.json`."""
     term = f"feature.{layer}"
     for (position, source, name), image, reconstruction, feature in zip(pending, images, reconstructions, features):
@@ -209,7 +210,8 @@ def _write_outputs(run, pending, images, reconstructions, layer, features, engin
         _, values, _ = engine(reconstruction[None], {term: feature[None]})
         metrics = {**image_metrics(image, reconstruction), "feature_error": float(values[term])}
         run.complete_item(name, {"position": position, "source": source, "metrics": metrics})
-    image_io.save_image(run.task_path / "figure.png", difference_figure(images, reconstructions))
+    figure = difference_figure(images, reconstructions, title, row_titles=[name for _, _, name in pending])
+    image_io.save_image(run.task_path / "figure.png", figure)
     _, values, _ = engine(reconstructions, {term: features})
     metrics = summary(images, reconstructions)
     metrics["feature_error"] = values[term]

@@ -24,7 +24,7 @@ import numpy as np
 
 from deeprestore import images as image_io
 from deeprestore.errors import DeepRestoreError
-from deeprestore.figures import activation_figure, save_figure
+from deeprestore.figures import activation_figure, save_figure, titled
 from deeprestore.losslog import LossLog
 from deeprestore.optimise import Engine, Progress, optimise
 from deeprestore.probes import FeatureProbe, SegmentProbe
@@ -183,7 +183,9 @@ def _write_outputs(run, pending, probe, reconstructions, true, goal):
         metrics = {"feature_error": float(feature), "activation_error": float(activation)}
         run.complete_item(name, {"position": position, "source": item_source, "metrics": metrics})
         per_image.append({"image": name, **metrics})
-    save_figure(run.task_path / "figure.png", activation_figure(true, reconstructions, FIGURE_CHANNELS))
+    figure = activation_figure(true, reconstructions, FIGURE_CHANNELS)
+    save_figure(run.task_path / "figure.png", titled(figure, f"{source}: the {FIGURE_CHANNELS} strongest channels of "
+                                                                 f"each image, true (above) and reconstructed from {layer}"))
     atomic_write(run.task_path / "metrics.json", to_json({
         "layer": layer,
         "to": source,
