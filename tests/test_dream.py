@@ -152,11 +152,14 @@ def test_cycles_run_their_stages_in_order(tmp_path):
         (1, 0.01, 2), (1, 0.02, 3), (2, 0.01, 2), (2, 0.02, 3)]
 
 
-def test_guided_dreaming_caches_the_guide_features(tmp_path):
+def test_guided_dreaming_caches_the_guide_features_and_keeps_the_guide(tmp_path):
     import h5py
+
+    from deeprestore.images import load_image
 
     run = run_of(invoke(tmp_path, *TINY, "--guide", "chelsea"))
     assert "guide.relu2" in LossLog.read(run / "losses")
+    np.testing.assert_allclose(load_image(run / "images" / "guide.png"), load_image("chelsea", 32), atol=1 / 255)
     with h5py.File(run / "activations.h5") as file:
         assert any(name.startswith("guide") for name in file)
 

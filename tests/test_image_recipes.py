@@ -116,7 +116,8 @@ def test_style_command_writes_a_complete_run(tmp_path):
                   "--style", "brick", "--style", "grass", "--style-blend", "2", "--style-blend", "1",
                   "--preserve-colour")
     assert (run / "outputs" / "000_chelsea.png").exists()
-    assert {path.name for path in (run / "images").iterdir()} == {"000_chelsea_scale1.png", "000_chelsea_scale2.png"}
+    assert {path.name for path in (run / "images").iterdir()} == {
+        "000_chelsea_scale1.png", "000_chelsea_scale2.png", "000_chelsea_figure.png"}
     config = json.loads((run / "config.json").read_text())
     assert config["style_blend"] == pytest.approx([2 / 3, 1 / 3])
     assert len(LossLog.read(run / "losses")["total"]) == 6

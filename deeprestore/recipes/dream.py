@@ -512,6 +512,8 @@ def dream(settings, run, seed=0, show_progress=True, echo=print):
                                "cycle": stage.cycle} for stage in stages])
     cache_path = settings.cache or run.activations_path
     targets = guide_targets(network, layers, settings, cache_path)
+    if settings.guide:  # the run keeps what it was guided by, at the size its features were taken
+        image_io.save_image(run.images_dir / "guide.png", image_io.load_image(settings.guide, settings.size or None))
     dreams = []
     for position, source, name in pending:
         outputs = Outputs(run.path if single else run.path / "items" / name)

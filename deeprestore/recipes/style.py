@@ -11,12 +11,14 @@ and scale and kept in the activation cache; one compiled function serves every i
 
 import functools
 import operator
+import pathlib
 
 import numpy as np
 import skimage.color
 
+from deeprestore import figures, objectives
 from deeprestore import images as image_io
-from deeprestore import objectives
+from deeprestore.datasets import centre_crop
 from deeprestore.losslog import LossLog
 from deeprestore.optimise import Engine, Progress, optimise
 from deeprestore.recipes.common import (
@@ -146,12 +148,25 @@ def style(settings, run, seed=0, show_progress=True, echo=print):
         if settings.preserve_colour:
             image = with_content_colour(image, content)
         image_io.save_image(run.path / "outputs" / f"{name}.png", image)
+        figures.save_figure(run.images_dir / f"{name}_figure.png",
+                            style_figure(source, content, style_images, image, settings))
         run.complete_item(name, {"position": position, "source": source,
                                  "metrics": {term: float(value) for term, value in values.items()}})
         results.append(image)
     log.close()
     log.plot()
     return results
+
+
+def style_figure(source, content, styles, result, settings):
+    """Content | style image(s) | result, each named; styles are centre crops at the result's size."""
+    panels = [image_io.resize(content, result.shape[:2]), *(centre_crop(image, result.shape[:2]) for image in styles)]
+    names = [f"content: {pathlib.Path(str(source)).stem}",
+             *(f"style: {pathlib.Path(str(style)).stem}" for style in settings.styles), "result"]
+    rows = [[*panels, result]]
+    return figures.image_grid(rows, column_titles=names, smallest=figures.SMALLEST_PANEL,
+                              title=f"{settings.network} {settings.steps} steps x {settings.scales} scales, "
+                                    f"content weight {settings.content_weight:g}, style weight {settings.style_weight:g}")
 
 
 def style_estimates(settings, seed=0):
