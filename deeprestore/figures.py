@@ -9,6 +9,7 @@ channel maps of an intermediate layer.
 """
 
 import functools
+import pathlib
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -227,3 +228,41 @@ def activation_figure(true, reconstructed, channels=4, smallest=64):
                 row.append(np.kron(np.clip(shown, 0.0, 1.0), np.ones((factor, factor), np.float32)))
         rows.extend(pair)
     return image_grid(rows)
+
+
+def save_channel_heatmap(path, channels, title):
+    """Draws per-channel curves as a heatmap, one row per channel and one column per logged step, on a
+    logarithmic colour scale where every value is positive: 64 lines under a legend show nothing.
+
+    Args:
+        path: Destination PNG.
+        channels: `{channel label: (steps, values)}`, each channel logged at the same steps.
+        title: The figure's title.
+
+    Returns:
+        The path written.
+    """
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+
+    labels = sorted(channels, key=lambda label: (len(label), label))  # 2 before 10
+    count = min(len(channels[label][1]) for label in labels)  # a channel cut short by an interruption
+    steps = np.asarray(channels[labels[0]][0][:count])
+    values = np.array([np.asarray(channels[label][1][:count], np.float64) for label in labels])
+    finite = values[np.isfinite(values)]
+    positive = finite.size > 0 and bool(np.all(finite > 0))
+    figure = Figure(figsize=(7, 2 + 0.08 * len(labels)), layout="constrained")
+    axes = figure.add_subplot()
+    shown = axes.imshow(values, aspect="auto", interpolation="nearest", cmap="viridis",
+                        extent=(steps[0] - 0.5, steps[-1] + 0.5, len(labels) - 0.5, -0.5),
+                        norm=LogNorm() if positive else None)
+    ticks = np.unique(np.linspace(0, len(labels) - 1, min(len(labels), 16)).round().astype(int))
+    axes.set_yticks(ticks, [labels[index] for index in ticks])
+    axes.set_xlabel("step")
+    axes.set_ylabel("channel")
+    axes.set_title(title)
+    figure.colorbar(shown, ax=axes, label="mean squared error")
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path

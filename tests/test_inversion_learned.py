@@ -98,3 +98,13 @@ def test_learned_inversion_errors_are_clear(stack_run, tmp_path):
         invert_learned(stack_run, "astronaut", new_run(tmp_path), network="vgg16")
     with pytest.raises(DeepRestoreError, match="No module of the stack reconstructs from 'relu2'"):
         invert_learned(stack_run, "astronaut", new_run(tmp_path), layer="relu2", echo=lambda message: None)
+
+
+def test_per_channel_errors_draw_as_one_heatmap_even_when_a_channel_is_cut_short(tmp_path, rng):
+    from PIL import Image
+
+    channels = {f"{index:03d}": (list(range(1, 11)), list(rng.uniform(0.01, 1.0, 10))) for index in range(64)}
+    channels["063"] = (list(range(1, 8)), list(rng.uniform(0.01, 1.0, 7)))  # an interrupted last step
+    path = figures.save_channel_heatmap(tmp_path / "channels.png", channels, "error per channel")
+    width, height = Image.open(path).size
+    assert width == 700 and height > 400  # one row per channel, not 64 lines under a legend

@@ -206,8 +206,8 @@ def write_summary(run, stack, source, dataset, validation_indices, validation_va
         channels = {path.stem.rsplit("_", 1)[-1]: tuple(zip(*log.values(path.stem)))
                     for path in sorted(run.losses_dir.glob(f"train.{name}_channel_*.csv"))}
         if channels:
-            plot_curves(run.losses_dir / f"channels-{name}.png", channels, f"{name}: error per channel (train)",
-                        "step", "mean squared error")
+            figures.save_channel_heatmap(run.losses_dir / f"channels-{name}.png", channels,
+                                         f"{name}: error per channel (train)")
     curves = {}
     for name in stack.names:
         for split in ("train", "validation"):

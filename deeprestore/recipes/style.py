@@ -163,10 +163,9 @@ def style_figure(source, content, styles, result, settings):
     panels = [image_io.resize(content, result.shape[:2]), *(centre_crop(image, result.shape[:2]) for image in styles)]
     names = [f"content: {pathlib.Path(str(source)).stem}",
              *(f"style: {pathlib.Path(str(style)).stem}" for style in settings.styles), "result"]
-    rows = [[*panels, result]]
-    return figures.image_grid(rows, column_titles=names, smallest=figures.SMALLEST_PANEL,
-                              title=f"{settings.network} {settings.steps} steps x {settings.scales} scales, "
-                                    f"content weight {settings.content_weight:g}, style weight {settings.style_weight:g}")
+    title = (f"{settings.network} {settings.steps} steps x {settings.scales} scales, content weight "
+             f"{settings.content_weight:g}, style weight {settings.style_weight:g}")
+    return figures.image_grid([[*panels, result]], column_titles=names, smallest=figures.SMALLEST_PANEL, title=title)
 
 
 def style_estimates(settings, seed=0):
