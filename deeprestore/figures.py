@@ -194,7 +194,7 @@ def _rgb(image):
     return np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
 
 
-def activation_figure(true, reconstructed, channels=4, smallest=64):
+def activation_figure(true, reconstructed, channels=4, smallest=SMALLEST_PANEL, row_titles=False):
     """Per image, two rows of channel maps: the true activations above, the reconstructed below.
 
     The channels shown are each image's `channels` strongest in the true activations (largest sum of
@@ -207,6 +207,7 @@ def activation_figure(true, reconstructed, channels=4, smallest=64):
         reconstructed: The same shape.
         channels: Channels per image.
         smallest: The least side of a shown map, in pixels.
+        row_titles: Name the rows `true` and `reconstructed`.
 
     Returns:
         A float32 `(height, width, 3)` figure.
@@ -227,7 +228,7 @@ def activation_figure(true, reconstructed, channels=4, smallest=64):
                 shown = 0.5 + values / (2 * largest) if signed else values / largest
                 row.append(np.kron(np.clip(shown, 0.0, 1.0), np.ones((factor, factor), np.float32)))
         rows.extend(pair)
-    return image_grid(rows)
+    return image_grid(rows, row_titles=("true", "reconstructed") * len(true) if row_titles else ())
 
 
 def save_channel_heatmap(path, channels, title):

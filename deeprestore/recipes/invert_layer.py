@@ -183,9 +183,8 @@ def _write_outputs(run, pending, probe, reconstructions, true, goal):
         metrics = {"feature_error": float(feature), "activation_error": float(activation)}
         run.complete_item(name, {"position": position, "source": item_source, "metrics": metrics})
         per_image.append({"image": name, **metrics})
-    figure = activation_figure(true, reconstructions, FIGURE_CHANNELS)
-    title = (f"{source}: the {FIGURE_CHANNELS} strongest channels of each image, true (above) and reconstructed "
-             f"from {layer}")
+    figure = activation_figure(true, reconstructions, FIGURE_CHANNELS, row_titles=True)
+    title = f"{source}: the {FIGURE_CHANNELS} strongest channels of each image, reconstructed from {layer}"
     save_figure(run.task_path / "figure.png", titled(figure, title))
     atomic_write(run.task_path / "metrics.json", to_json({
         "layer": layer,
