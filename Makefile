@@ -31,9 +31,11 @@ docs-install:
 docs: docs-install
 	$(SPHINX) -b html docs docs/_build/html
 
-# Internal links and anchors only: conf.py's linkcheck_ignore skips every external address.
-docs-linkcheck: docs-install
+# Internal links only: conf.py's linkcheck_ignore skips every external address, and check_links.py
+# checks every page's local links, images and anchors in the HTML that `make docs` built.
+docs-linkcheck: docs
 	$(SPHINX) -b linkcheck docs docs/_build/linkcheck
+	$(PYTHON) docs/check_links.py docs/_build/html
 
 bench: install
 	$(PYTHON) benchmarks/bench_dream.py
