@@ -19,6 +19,10 @@ version = release
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx_click"]
 exclude_patterns = ["_build", "examples"]
 templates_path = []
+# The commands' help texts (sphinx-click renders them as reStructuredText) quote code in single
+# backticks and spell options with two hyphens: keep both as typed, not italics and en dashes.
+default_role = "literal"
+smartquotes_action = "qe"
 
 # Google-style docstrings only (the house style); numpy sections are not parsed.
 napoleon_google_docstring = True
@@ -29,7 +33,7 @@ autodoc_typehints = "description"
 
 html_theme = "alabaster"  # ships with Sphinx: no network at build time
 html_static_path = []
-html_theme_options = {"page_width": "1100px", "sidebar_width": "230px"}
+html_theme_options = {"page_width": "1240px", "sidebar_width": "230px", "body_max_width": "none"}
 html_title = f"deeprestore {release}"
 
 # Only the manual's own links are checked: external sites may be unreachable from where it is built.

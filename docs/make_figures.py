@@ -89,7 +89,7 @@ FIGURE_MAKERS = {
     "invert": copy_figure("figure.png"),
     "stack": copy_figure("reconstructions.png"),
     "denoise": copy_figure("figure.png"),
-    "describe": copy_figure("images/map.png"),
+    "describe": copy_figure("results.png"),
 }
 
 
