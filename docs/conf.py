@@ -13,6 +13,7 @@ import deeprestore  # noqa: E402
 
 project = "deeprestore"
 author = "the deeprestore authors"
+copyright = author
 release = deeprestore.__version__
 version = release
 
@@ -28,7 +29,7 @@ smartquotes_action = "qe"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 autodoc_member_order = "bysource"
-autodoc_default_options = {"members": True, "show-inheritance": False}
+autodoc_default_options = {"members": True}
 autodoc_typehints = "description"
 
 html_theme = "alabaster"  # ships with Sphinx: no network at build time
