@@ -1,15 +1,15 @@
 """Sphinx configuration of the deeprestore manual (`make docs`)."""
 
 import os
-import re
 import pathlib
+import re
 import sys
 
 # The manual documents this checkout's package, not an installed copy elsewhere.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import deeprestore  # noqa: E402
+import deeprestore
 
 project = "deeprestore"
 author = "the deeprestore authors"

@@ -89,7 +89,8 @@ def example_command_lines():
                 continue
             while line.endswith("\\"):
                 line = line[:-1] + next(lines)
-            examples.append(pytest.param(line.split(" #")[0].strip(), id=f"{path.relative_to(DOCS)}: {line.strip()[:60]}"))
+            label = f"{path.relative_to(DOCS)}: {line.strip()[:60]}"
+            examples.append(pytest.param(line.split(" #")[0].strip(), id=label))
     return examples
 
 
