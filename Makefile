@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test lint bench repro clean
+.PHONY: install demo test lint docs docs-install docs-linkcheck bench repro clean
 
 install:
 	$(PIP_INSTALL) -e ".[test,jax]"
@@ -20,6 +20,22 @@ test: install
 # ruff.toml holds the rules; ruff is not among the test extras (`pip install ruff`).
 lint:
 	$(PYTHON) -m ruff check .
+
+# The manual (docs/): Sphinx with warnings as errors, then docs/_build/html/index.html. Its figures are
+# checked in; `$(PYTHON) docs/make_figures.py` remakes them (a few minutes on two cores).
+SPHINX = $(PYTHON) -m sphinx -W --keep-going -q
+
+docs-install:
+	$(PIP_INSTALL) -e ".[docs]"
+
+docs: docs-install
+	$(SPHINX) -b html docs docs/_build/html
+
+# Internal links only: conf.py's linkcheck_ignore skips every external address, and check_links.py
+# checks every page's local links, images and anchors in the HTML that `make docs` built.
+docs-linkcheck: docs
+	$(SPHINX) -b linkcheck docs docs/_build/linkcheck
+	$(PYTHON) docs/check_links.py docs/_build/html
 
 bench: install
 	$(PYTHON) benchmarks/bench_dream.py
@@ -45,4 +61,4 @@ repro-%: install
 	$(REPRO) $*
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache results
+	rm -rf build dist *.egg-info .pytest_cache results docs/_build
