@@ -157,7 +157,7 @@ def load_model(source):
         raise DeepRestoreError(
             f"Model '{source}' not found; expected a `denoise train` run directory or a .keras file.")
     try:
-        model = keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)  # never unpickle a Lambda
     except Exception as error:  # Keras raises many types for a file that is not a model
         raise DeepRestoreError(f"Model '{path}' could not be loaded ({' '.join(str(error).split())[:160]}); "
                                "expected a Keras .keras file.") from None
