@@ -1,9 +1,7 @@
 """What every command shares: the global state, run directories, option parsing."""
 
-import contextlib
 import dataclasses
 import signal
-import threading
 
 import click
 
@@ -99,23 +97,14 @@ def run_recipe(state, command, settings, recipe, name=None, items=None):
     return run
 
 
-@contextlib.contextmanager
 def sigterm_interrupts():
-    """Makes SIGTERM (a cluster pre-empting the job) interrupt like Ctrl-C: the run is marked
-    `interrupted` and the command exits with 130, and a resubmission with `--name` redoes only the
-    images not yet complete. Training installs its own handler inside, which checkpoints first."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    """Makes SIGTERM (a cluster pre-empting the job) interrupt like Ctrl-C, between two steps (see
+    `interrupts`): the run is marked `interrupted` and the command exits with 130, and a resubmission
+    with `--name` redoes only the images not yet complete. Training defers SIGINT too, and checkpoints
+    before it stops."""
+    from deeprestore import interrupts
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return interrupts.deferred((signal.SIGTERM,))
 
 
 def name_option(function):

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from deeprestore import images as image_io
+from deeprestore import interrupts
 from deeprestore.backend import DataParallel
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
@@ -218,6 +219,7 @@ def apply_denoiser(settings, run, seed=0, echo=print):
     single = len(sources) == 1 and settings.shard is None and run.name is None
     results = {}
     for position, source, name in pending_items(run, sources, settings.shard, echo):
+        interrupts.raise_if_requested()
         outputs = Outputs(run.path if single else run.path / "items" / name)
         outputs.path.mkdir(parents=True, exist_ok=True)
         material = _material(settings, source, cleans[position], channels, corruption, task, (seed, position))

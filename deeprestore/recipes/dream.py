@@ -32,7 +32,7 @@ import keras
 import numpy as np
 
 from deeprestore import images as image_io
-from deeprestore import objectives, transforms
+from deeprestore import interrupts, objectives, transforms
 from deeprestore.cache import ActivationCache
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
@@ -511,6 +511,7 @@ def dream(settings, run, seed=0, show_progress=True, echo=print):
     targets = guide_targets(network, layers, settings, cache_path)
     dreams = []
     for position, source, name in pending:
+        interrupts.raise_if_requested()
         outputs = Outputs(run.path if single else run.path / "items" / name)
         if not single:
             shutil.rmtree(outputs.path, ignore_errors=True)  # what an interrupted attempt left: start afresh
