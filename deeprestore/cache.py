@@ -9,22 +9,22 @@ and recomputes it, so a cache is never silently wrong.
 
 One file may be shared by any number of processes, on one machine or across an array job's nodes. The
 file is never modified in place: a writer takes an exclusive `fcntl` lock on `<file>.lock`, copies the
-current file to a temporary one beside it, adds its entries there, and renames the copy over the
-file. So a reader (which takes no lock) always opens a whole file, before or after a write; writers
+current file into memory, adds its entries there, writes the result to a temporary file beside it
+and renames that over the file. So a reader (which takes no lock) always opens a whole file, before or after a write; writers
 take turns and each starts from the latest file, so no write is lost; and a process killed at any
 moment leaves the file as it was before or after its write (a leftover temporary copy is removed by
 the next writer). HDF5's own file locking is not used: it is unreliable on network file systems,
 where POSIX record locks (`fcntl`) are what the NFS lock manager implements. The price is one copy
-of the file per write, and writes happen only when targets are first computed.
+of the file per write (in memory, then on disk), and writes happen only when targets are first computed.
 """
 
 import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import io
 import os
 import pathlib
-import shutil
 import tempfile
 
 import h5py
@@ -198,16 +198,18 @@ class ActivationCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._locked():
                 self._remove_leftovers()
+                self._check_is_hdf5()
+                image = io.BytesIO(self.path.read_bytes() if self.path.exists() else b"")
+                # HDF5 edits the copy in memory: on a full disk the library fails mid-write and can crash
+                # when the file is closed, whereas Python's own write below fails cleanly with ENOSPC.
+                with h5py.File(image, "a" if image.getbuffer().nbytes else "w") as file:
+                    yield file
                 descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
                                                          suffix=".tmp")
-                os.close(descriptor)
-                existed = self.path.exists()
-                if existed:
-                    self._check_is_hdf5()
-                    shutil.copyfile(self.path, temporary)
-                with h5py.File(temporary, "a" if existed else "w", locking=False) as file:
-                    yield file
-                _sync(temporary)
+                with os.fdopen(descriptor, "wb") as copy:
+                    copy.write(image.getbuffer())
+                    copy.flush()
+                    os.fsync(copy.fileno())
                 os.chmod(temporary, 0o644)  # mkstemp makes it private; a shared cache is meant to be read by all
                 os.replace(temporary, self.path)
                 temporary = None

@@ -46,6 +46,8 @@ OWNER_FILE = "owner.json"
 # HEARTBEAT_STALE is reported dead (ten missed beats: a busy file system may delay a few).
 HEARTBEAT_SECONDS = 60
 HEARTBEAT_STALE = 600
+# A status rewritten in place on a full disk stays within the smallest file-system block.
+_IN_PLACE_LIMIT = 500
 
 
 def atomic_write(path, data):
@@ -379,7 +381,11 @@ class RunDir:
                 f"Unknown run status {status!r}; expected {', '.join(_PLAIN_STATUSES)} or 'failed: ...'")
         if status == "running":
             _write_owner(self.task_path)
-        atomic_write(self.task_path / "status", status + "\n")
+        try:
+            atomic_write(self.task_path / "status", status + "\n")
+        except OSError:
+            if not _overwrite_in_place(self.task_path / "status", status):
+                raise
 
     def __enter__(self):
         self._heartbeat = _Heartbeat(self.task_path)
@@ -392,10 +398,13 @@ class RunDir:
             heartbeat.stop()
         if exception_type is None or (exception_type is SystemExit and exception.code in (0, None)):
             self.mark("complete")
-        elif issubclass(exception_type, KeyboardInterrupt):
-            self.mark("interrupted")
-        else:
-            self.mark(f"failed: {exception_type.__name__}: {exception}")
+            return False
+        # Marking can fail for the reason the run failed (a full disk); the caller sees the first error.
+        with contextlib.suppress(OSError):
+            if issubclass(exception_type, KeyboardInterrupt):
+                self.mark("interrupted")
+            else:
+                self.mark(f"failed: {exception_type.__name__}: {exception}")
         return False  # Never swallow the exception: the caller still sees it.
 
     def __fspath__(self):
@@ -403,6 +412,24 @@ class RunDir:
 
     def __repr__(self):
         return f"RunDir('{self.path}')"
+
+
+def _overwrite_in_place(path, status):
+    """Rewrites a status file in place, within the block it already holds, for a disk too full for a new file.
+
+    Returns:
+        Whether it was written. A reader may see a mixed line only during this one short write.
+    """
+    data = (status[:_IN_PLACE_LIMIT] + "\n").encode("utf-8", errors="replace")
+    try:
+        with open(path, "r+b") as file:
+            file.write(data)
+            file.truncate(len(data))
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError:
+        return False
+    return True
 
 
 def _task_status(folder):

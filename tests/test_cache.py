@@ -193,17 +193,18 @@ def test_a_cache_in_a_folder_that_cannot_be_written_is_a_one_line_error_and_stay
 
 def test_a_full_disk_during_a_write_is_a_one_line_error_and_leaves_the_cache_and_no_copy(tmp_path, monkeypatch):
     import errno
-    import shutil
+    import os
 
     path = tmp_path / "cache.h5"
     cache = ActivationCache(path)
     cache.get_or_compute("start", random_image(0), LAYERS, RecordingCompute(), **METADATA)
     before = path.read_bytes()
 
-    def full_disk(source, destination):
-        raise OSError(errno.ENOSPC, "No space left on device", str(destination))
+    def full_disk(descriptor, *arguments, **keywords):
+        os.close(descriptor)
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(shutil, "copyfile", full_disk)
+    monkeypatch.setattr(os, "fdopen", full_disk)
     with pytest.raises(DeepRestoreError, match="No space left on device.*unchanged") as error:
         cache.get_or_compute("other", random_image(1), LAYERS, RecordingCompute(), **METADATA)
 
