@@ -285,14 +285,15 @@ def evaluate(settings, run, seed=0, echo=print):
     """
     if settings.model is None and not settings.descriptors:
         raise DeepRestoreError("Nothing to evaluate; expected --model RUN_OR_FILE and/or --descriptors FOLDER.")
+    # A file that is not a model is refused before the dataset is prepared.
+    descriptor = load_descriptor(settings.model) if settings.model is not None else None
     root = prepare_dataset(settings, run, seed)
     split = hpatches.resolve_split(root, settings.split)
     names = hpatches.sequence_names(root) if settings.export and settings.model else list(split.test)
     dataset = hpatches.load_dataset(root, names, noisy=settings.inputs != "clean")
     task_lists = prepare_tasks(settings, root, split, dataset, run, seed)
     results_by_name = {}
-    if settings.model is not None:
-        descriptor = load_descriptor(settings.model)
+    if descriptor is not None:
         described = describe_dataset(descriptor, dataset, names, PatchSource(settings.inputs, settings.denoiser))
         if settings.export:
             export.save_descriptors(run.path / "descriptors" / "descriptor", described)

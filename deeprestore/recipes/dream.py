@@ -104,11 +104,12 @@ def parse_spec(text, option):
     for (name, kind, default), part in zip(fields, parts + [None] * (len(fields) - len(parts))):
         try:
             values.append(default if part is None else kind(part))
-            if kind is float and not math.isfinite(values[-1]):
-                raise ValueError(part)
         except ValueError:
-            raise DeepRestoreError(f"{flag} got '{text}': {name} '{part}' is not a finite {kind.__name__}; expected "
-                                   f"{pattern}, e.g. {example}.") from None
+            raise DeepRestoreError(f"{flag} got '{text}': {name} '{part}' is not {kind.__name__}; expected {pattern}, "
+                                   f"e.g. {example}.") from None
+        if kind is float and not math.isfinite(values[-1]):
+            raise DeepRestoreError(f"{flag} got '{text}': {name} '{part}' is not a finite number; expected {pattern}, "
+                                   f"e.g. {example}.")
     return tuple(values)
 
 
