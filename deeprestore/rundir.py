@@ -257,10 +257,14 @@ class RunDir:
             raise DeepRestoreError(
                 f"'{path}' is not a run directory; expected a folder containing config.json.")
         try:
-            return cls(path)
-        except json.JSONDecodeError as error:
+            run = cls(path)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise DeepRestoreError(
                 f"'{path}/config.json' is not valid JSON ({error}); expected a run's config.") from None
+        if not isinstance(run._config, dict):
+            raise DeepRestoreError(
+                f"'{path}/config.json' holds a {type(run._config).__name__}; expected a run's config (a JSON object).")
+        return run
 
     @property
     def name(self):
