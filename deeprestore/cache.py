@@ -199,10 +199,11 @@ class ActivationCache:
             with self._locked():
                 self._remove_leftovers()
                 self._check_is_hdf5()
-                image = io.BytesIO(self.path.read_bytes() if self.path.exists() else b"")
+                current = self.path.read_bytes() if self.path.exists() else b""
+                image = io.BytesIO(current)
                 # HDF5 edits the copy in memory: on a full disk the library fails mid-write and can crash
                 # when the file is closed, whereas Python's own write below fails cleanly with ENOSPC.
-                with h5py.File(image, "a" if image.getbuffer().nbytes else "w") as file:
+                with h5py.File(image, "a" if current else "w") as file:
                     yield file
                 descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
                                                          suffix=".tmp")
