@@ -63,6 +63,13 @@ def versions():
     return found
 
 
+def is_out_of_memory(error):
+    """Whether `error` is the backend running out of memory: TensorFlow's `ResourceExhaustedError`, or
+    an XLA runtime error with status RESOURCE_EXHAUSTED (JAX)."""
+    return type(error).__name__ == "ResourceExhaustedError" or (
+        type(error).__name__ in ("XlaRuntimeError", "JaxRuntimeError") and "RESOURCE_EXHAUSTED" in str(error))
+
+
 def value_and_gradient(function, variables=()):
     """Compiles `function` and the gradient of its value with respect to its first argument.
 

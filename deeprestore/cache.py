@@ -3,16 +3,29 @@
 An `ActivationCache` is one HDF5 file with a group per image key and a dataset per layer inside it
 (`<group>/block1_conv1`, without the batch dimension). Each group's attributes record what produced
 it: the network, the sha256 of its weights, the preprocessing, the image size and the sha256 of the
-image itself. A lookup whose metadata differs in any way discards the group and recomputes it, so a
-cache is never silently wrong. A group is marked `complete` only after its datasets are written and
-incomplete groups count as missing, so a run killed mid-write costs a recomputation, not a wrong
-answer. The file is open only during each operation, so there is nothing to close.
+image itself; each dataset carries the sha256 of its own values. A lookup whose metadata differs in
+any way, or whose values do not match their digest (a damaged or tampered entry), discards the entry
+and recomputes it, so a cache is never silently wrong.
+
+One file may be shared by any number of processes, on one machine or across an array job's nodes. The
+file is never modified in place: a writer takes an exclusive `fcntl` lock on `<file>.lock`, copies the
+current file into memory, adds its entries there, writes the result to a temporary file beside it
+and renames that over the file. So a reader (which takes no lock) always opens a whole file, before or after a write; writers
+take turns and each starts from the latest file, so no write is lost; and a process killed at any
+moment leaves the file as it was before or after its write (a leftover temporary copy is removed by
+the next writer). HDF5's own file locking is not used: it is unreliable on network file systems,
+where POSIX record locks (`fcntl`) are what the NFS lock manager implements. The price is one copy
+of the file per write (in memory, then on disk), and writes happen only when targets are first computed.
 """
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
+import io
+import os
 import pathlib
+import tempfile
 
 import h5py
 import numpy as np
@@ -109,7 +122,7 @@ class ActivationCache:
         metadata = [image_metadata(image, network=network, weights_sha256=weights_sha256,
                                    preprocessing=preprocessing) for image in images]
         results, missing = {}, {}
-        with self._open("r") as file:
+        with self._reading() as file:
             for key, expected in zip(keys, metadata):
                 results[key] = self._read(file, key, layers, expected)
                 missing[key] = tuple(layer for layer in layers if layer not in results[key])
@@ -125,7 +138,7 @@ class ActivationCache:
             outputs = compute(np.stack([images[index] for index in indices]), computed_layers)
             self.stats.compute_calls += 1
             outputs = _checked_outputs(outputs, computed_layers, len(indices))
-            with self._open("a") as file:
+            with self._writing() as file:
                 for position, index in enumerate(indices):
                     key = keys[index]
                     new = {layer: outputs[layer][position] for layer in missing[key]}
@@ -148,35 +161,83 @@ class ActivationCache:
             raise ValueError(f"Unknown cache metadata {sorted(unknown)}; expected {_METADATA_NAMES}")
         if image is not None:
             metadata.update(_fingerprint(_checked_image(image)))
-        with self._open("r") as file:
+        with self._reading() as file:
             group = self._complete_group(file, key)
-            if group is None or layer not in group:
+            if group is None or not _valid_layers(group, (layer,)):
                 return False
             stored = _stored_metadata(group)
             return all(stored.get(name) == _normalised(name, value) for name, value in metadata.items())
 
     def keys(self):
         """The keys of every complete entry, sorted."""
-        with self._open("r") as file:
-            return sorted(group.attrs["key"] for group in file.values()
-                          if group.attrs.get("complete", False))
+        with self._reading() as file:
+            return sorted(str(group.attrs["key"]) for group in file.values()
+                          if _is_complete(group) and "key" in group.attrs)
 
     @contextlib.contextmanager
-    def _open(self, mode):
-        """Opens the file for one operation; reading a file that does not exist yet yields `{}`."""
-        if mode == "r" and not self.path.exists():
+    def _reading(self):
+        """Opens the current file to read, without a lock; a file that does not exist yet yields `{}`."""
+        if not self.path.exists():
             yield {}
             return
         self._check_is_hdf5()
-        if mode != "r":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            file = h5py.File(self.path, mode)
+            # Writers only ever rename a whole new file over this one, so no HDF5 lock is needed.
+            file = h5py.File(self.path, "r", locking=False)
         except OSError as error:
-            raise DeepRestoreError(f"Activation cache '{self.path}' could not be opened ({error}); "
-                                   "expected an HDF5 file no other process is writing.") from None
+            raise DeepRestoreError(f"Activation cache '{self.path}' could not be read ({_one_line(error)}); "
+                                   "expected a readable HDF5 activation cache.") from None
         with file:
             yield file
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """Yields a copy of the current file to add entries to, then renames it over the file (see module)."""
+        temporary = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._locked():
+                self._remove_leftovers()
+                self._check_is_hdf5()
+                current = self.path.read_bytes() if self.path.exists() else b""
+                image = io.BytesIO(current)
+                # HDF5 edits the copy in memory: on a full disk the library fails mid-write and can crash
+                # when the file is closed, whereas Python's own write below fails cleanly with ENOSPC.
+                with h5py.File(image, "a" if current else "w") as file:
+                    yield file
+                descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                                         suffix=".tmp")
+                with os.fdopen(descriptor, "wb") as copy:
+                    copy.write(image.getbuffer())
+                    copy.flush()
+                    os.fsync(copy.fileno())
+                os.chmod(temporary, 0o644)  # mkstemp makes it private; a shared cache is meant to be read by all
+                os.replace(temporary, self.path)
+                temporary = None
+                _sync(self.path.parent)
+        except OSError as error:
+            raise DeepRestoreError(f"Activation cache '{self.path}' could not be written ({_one_line(error)}); "
+                                   "expected a writable folder with free space. The cache is unchanged.") from None
+        finally:
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """Holds an exclusive POSIX lock on `<file>.lock` (released by the kernel if the process dies)."""
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.lockf(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.lockf(lock, fcntl.LOCK_UN)
+
+    def _remove_leftovers(self):
+        """Removes temporary copies of killed writers; called under the lock, when no writer is active."""
+        for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
     def _check_is_hdf5(self):
         if self.path.exists() and not (self.path.is_file() and h5py.is_hdf5(self.path)):
@@ -185,21 +246,26 @@ class ActivationCache:
 
     def _complete_group(self, file, key):
         group = file.get(group_name(key))
-        return group if group is not None and group.attrs.get("complete", False) else None
+        return group if _is_complete(group) else None
 
     def _read(self, file, key, layers, expected):
-        """The cached layers of `key` whose metadata matches `expected`, as `{layer: array}`."""
+        """The cached layers of `key` whose metadata matches `expected`, as `{layer: array}`.
+
+        An entry whose values do not match their digests, or that is malformed in any way, is missing.
+        """
         group = self._complete_group(file, key)
-        if group is None or _stored_metadata(group) != expected:
+        try:
+            if group is None or _stored_metadata(group) != expected:
+                return {}
+            return _valid_layers(group, [layer for layer in layers if layer in group])
+        except (KeyError, TypeError, ValueError, OSError):
             return {}
-        return {layer: group[layer][()] for layer in layers if layer in group}
 
     def _write(self, file, key, activations, metadata):
-        """Adds `activations` to the group of `key`, replacing the group if its metadata is stale."""
+        """Adds `activations` to the group of `key`, replacing the group if it is stale or damaged."""
         name = group_name(key)
         group = file.get(name)
-        if group is not None and (not group.attrs.get("complete", False)
-                                  or _stored_metadata(group) != metadata):
+        if group is not None and not _reusable(group, metadata):
             del file[name]
             group = None
         if group is None:
@@ -207,14 +273,63 @@ class ActivationCache:
             group.attrs["key"] = key
             for attribute, value in metadata.items():
                 group.attrs[attribute] = np.array(value) if attribute == "image_size" else value
-        # Cleared while datasets are written and set last: a write cut short leaves the group missing.
+        # Cleared while datasets are written and set last, so a copy is never renamed into place with a
+        # half-written entry marked complete (belt and braces: the rename already makes writes whole).
         group.attrs["complete"] = False
         for layer, activation in activations.items():
             if layer in group:
                 del group[layer]
-            group.create_dataset(layer, data=activation)
+            activation = np.ascontiguousarray(activation)
+            group.create_dataset(layer, data=activation).attrs["sha256"] = _digest(activation)
         file.flush()
         group.attrs["complete"] = True
+
+
+def _is_complete(group):
+    try:
+        return isinstance(group, h5py.Group) and bool(group.attrs.get("complete", False))
+    except (TypeError, ValueError, OSError):
+        return False
+
+
+def _reusable(group, metadata):
+    """Whether a group can take more layers: complete, the same metadata, and every dataset intact."""
+    try:
+        return (_is_complete(group) and _stored_metadata(group) == metadata
+                and len(_valid_layers(group, list(group))) == len(group))
+    except (KeyError, TypeError, ValueError, OSError):
+        return False
+
+
+def _valid_layers(group, layers):
+    """`{layer: array}` of the given layers whose float values match the digest stored with them."""
+    valid = {}
+    for layer in layers:
+        dataset = group.get(layer)
+        if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind != "f":
+            continue
+        value = dataset[()]
+        if str(dataset.attrs.get("sha256", "")) == _digest(value):
+            valid[layer] = value
+    return valid
+
+
+def _digest(array):
+    array = np.ascontiguousarray(array)
+    return hashlib.sha256(f"{array.dtype.str}{array.shape}".encode() + array.tobytes()).hexdigest()
+
+
+def _sync(path):
+    """Flushes a file or folder to disk, so a rename after it never exposes unwritten data."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _one_line(error):
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _checked_image(image):

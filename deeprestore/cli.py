@@ -8,6 +8,7 @@ when a subcommand runs, after every option is parsed: `--backend` can choose the
 """
 
 import contextlib
+import errno
 import functools
 import importlib
 import os
@@ -17,14 +18,15 @@ import sys
 import click
 
 from deeprestore import commands
-from deeprestore.commands.common import State
+from deeprestore.commands.common import State, refuse_non_finite
 from deeprestore.errors import DeepRestoreError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ warnings after start-up
 
 
 class Group(click.Group):
-    """Turns user errors and interruptions into one-line messages and exit codes."""
+    """Turns user errors, exhausted memory or disk, and interruptions into one-line messages and exit codes,
+    and makes every float option refuse NaN and infinity before any work."""
 
     def invoke(self, ctx):
         try:
@@ -35,6 +37,45 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+        except Exception as error:  # backends raise their own types for exhausted memory
+            message = environment_error(error)
+            if message is None:
+                raise
+            click.echo(f"Error: {message}", err=True)
+            ctx.exit(1)
+
+    def resolve_command(self, ctx, args):
+        name, command, arguments = super().resolve_command(ctx, args)
+        if command is not None:
+            refuse_non_finite(command)
+        return name, command, arguments
+
+
+# What a full disk, a quota, a file-size limit, a read-only or foreign folder say (errno values).
+_STORAGE_ERRORS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EACCES", "EPERM")
+                            if hasattr(errno, name))
+_STORAGE_WORDS = ("No space left", "Disk quota", "File too large", "Read-only file system", "Permission denied")
+
+
+def environment_error(error):
+    """A one-line message for running out of memory or storage, or None for any other error."""
+    if isinstance(error, MemoryError) or ("keras" in sys.modules and _backend_out_of_memory(error)):
+        detail = " ".join(str(error).split())[:200]
+        return (f"Out of memory ({detail or type(error).__name__}); expected a smaller --size, --batch-size or "
+                "network, or a machine with more memory.")
+    if (isinstance(error, OSError) and error.errno in _STORAGE_ERRORS) or (
+            isinstance(error, (OSError, RuntimeError)) and any(words in str(error) for words in _STORAGE_WORDS)):
+        filename = getattr(error, "filename", None)
+        where = f" writing '{filename}'" if filename else ""
+        reason = getattr(error, "strerror", None) or " ".join(str(error).split())[:200]
+        return f"Storage failed{where}: {reason}; expected a writable folder with free space (see --runs, --cache)."
+    return None
+
+
+def _backend_out_of_memory(error):
+    from deeprestore import backend
+
+    return backend.is_out_of_memory(error)
 
 
 def use_backend(name):

@@ -22,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from deeprestore import images as image_io
+from deeprestore import interrupts
 from deeprestore.errors import DeepRestoreError
 
 BUNDLED = "bundled"
@@ -169,6 +170,7 @@ class ImageDataset:
             images = file.create_dataset("images", (len(items), *size, 3), dtype=np.uint8, chunks=(1, *size, 3))
             keys = []
             for index, item in enumerate(tqdm(items, desc="resizing images", disable=not show_progress, leave=False)):
+                interrupts.raise_if_requested()
                 key, image = item if source == BUNDLED else (item, centre_crop(image_io.load_image(item), size))
                 images[index] = image_io.to_uint8(image)
                 keys.append(key)
@@ -254,6 +256,7 @@ class ActivationStore:
                 chunk = max(batch_size, 64)
                 for start in tqdm(range(0, len(self.dataset), chunk), desc="caching activations",
                                   disable=not show_progress, leave=False):
+                    interrupts.raise_if_requested()
                     indices = np.arange(start, min(start + chunk, len(self.dataset)))
                     features = probe.features(self.dataset.images(indices), batch_size=batch_size)
                     for layer in missing:
@@ -314,6 +317,7 @@ class ActivationStore:
             maxima, positions = [], []
             for start in tqdm(range(0, len(self.dataset), 64), desc=f"maxima of {layer}",
                               disable=not show_progress, leave=False):
+                interrupts.raise_if_requested()
                 indices = np.arange(start, min(start + 64, len(self.dataset)))
                 maps = probe.features(self.dataset.images(indices), batch_size=batch_size)[layer]
                 flat = maps.reshape(len(maps), -1, maps.shape[-1])  # (batch, positions, channels)

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 from tqdm.auto import tqdm
 
-from deeprestore import backend
+from deeprestore import backend, interrupts
 from deeprestore.errors import DeepRestoreError
 from deeprestore.probes import FeatureProbe
 
@@ -225,6 +225,7 @@ def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None,
     values = {}
     bar = tqdm(range(steps), desc=progress.description, disable=not progress.show, leave=False)
     for step in bar:
+        interrupts.raise_if_requested()  # a deferred SIGTERM stops here, between two steps
         shift = tuple(rng.integers(-jitter, jitter + 1, size=2)) if jitter else (0, 0)
         total, values, gradient = engine(roll(images, shift), targets)
         if not np.isfinite(total) or not np.all(np.isfinite(gradient)):
@@ -271,6 +272,7 @@ def _optimise_lbfgs(engine, images, steps, rule, progress, targets):
     counter = {"step": 0}
 
     def after_iteration(flat):
+        interrupts.raise_if_requested()  # a deferred SIGTERM stops here, between two steps
         counter["step"] += 1
         if progress.log is not None:
             progress.log.log(progress.first_step + counter["step"], {**last["values"], "total": last["total"]},

@@ -12,6 +12,11 @@ A run over a list of images marks each image complete with `complete/<NNN_name>.
 its outputs. A *named* run (`RunDir.join`, `<root>/<command>/<name>/`) is shared by the tasks of an
 array job and by their resubmissions: each task keeps its own status, argv, losses and activation
 cache under `shards/<I>-of-<N>/`, and the run's status is derived from those and from the markers.
+
+A running run (or task) also records its owner in `owner.json`: host, process id, the process's start
+time and a heartbeat renewed every minute while the `with` block runs. A process killed without
+marking its status (SIGKILL, a crashed node) is then reported `dead: ...` instead of `running`
+forever: at once on the same host (the process is gone), elsewhere once the heartbeat is stale.
 """
 
 import contextlib
@@ -22,8 +27,11 @@ import pathlib
 import secrets
 import shlex
 import shutil
+import socket
 import sys
 import tempfile
+import threading
+import time
 
 from deeprestore import __version__
 from deeprestore.errors import DeepRestoreError
@@ -34,6 +42,13 @@ from deeprestore.sharding import parse_shard
 _SUFFIX_BYTES = 3
 _CREATE_ATTEMPTS = 100
 _PLAIN_STATUSES = ("running", "complete", "interrupted")
+OWNER_FILE = "owner.json"
+# The owner's heartbeat is renewed this often; a run on another host whose heartbeat is older than
+# HEARTBEAT_STALE is reported dead (ten missed beats: a busy file system may delay a few).
+HEARTBEAT_SECONDS = 60
+HEARTBEAT_STALE = 600
+# A status rewritten in place on a full disk stays within the smallest file-system block.
+_IN_PLACE_LIMIT = 500
 
 
 def atomic_write(path, data):
@@ -243,10 +258,14 @@ class RunDir:
             raise DeepRestoreError(
                 f"'{path}' is not a run directory; expected a folder containing config.json.")
         try:
-            return cls(path)
-        except json.JSONDecodeError as error:
+            run = cls(path)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise DeepRestoreError(
                 f"'{path}/config.json' is not valid JSON ({error}); expected a run's config.") from None
+        if not isinstance(run._config, dict):
+            raise DeepRestoreError(
+                f"'{path}/config.json' holds a {type(run._config).__name__}; expected a run's config (a JSON object).")
+        return run
 
     @property
     def name(self):
@@ -281,27 +300,35 @@ class RunDir:
 
     @property
     def status(self):
-        """The run's status line: `running`, `complete`, `interrupted` or `failed: <message>`.
+        """The run's status line: `running`, `complete`, `interrupted`, `failed: <message>` or `dead: <owner>`.
 
-        A named run's is derived: `complete` when every item is, else `running` while a task runs, else
-        the first failed task's `failed: shard I-of-N: <message>`, else `incomplete: <count> items missing`.
+        `dead` is a run still marked running whose process is gone (see `owner.json`). A named run's is
+        derived: `complete` when every item is, else `running` while a live task runs, else the first
+        failed task's `failed: shard I-of-N: <message>`, else the first dead task's `dead: shard I-of-N:
+        ...`, else `incomplete: <count> items missing`.
         """
         if self.name is None:
-            return (self.path / "status").read_text(encoding="utf-8").strip()
+            return _task_status(self.path)
         missing = self.missing_items()
-        statuses = {path.parent.name: path.read_text(encoding="utf-8").strip()
+        statuses = {path.parent.name: _task_status(path.parent)
                     for path in sorted((self.path / "shards").glob("*/status"))}
-        failed = [f"failed: shard {task}: {status[len('failed: '):]}"
-                  for task, status in statuses.items() if status.startswith("failed:")]
         if not missing:
             return "complete"
         if "running" in statuses.values():
             return "running"
-        return failed[0] if failed else f"incomplete: {len(missing)} items missing"
+        for kind in ("failed", "dead"):
+            for task, status in statuses.items():
+                if status.startswith(f"{kind}:"):
+                    return f"{kind}: shard {task}: {status[len(kind) + 2:]}"
+        return f"incomplete: {len(missing)} items missing"
 
     def item_complete(self, name):
-        """Whether the item `name` (an output name, `NNN_stem`) has its completion marker."""
-        return (self.path / "complete" / f"{name}.json").is_file()
+        """Whether the item `name` (an output name, `NNN_stem`) has a readable completion marker; a
+        damaged marker counts as missing, so a resubmission redoes the item and rewrites it."""
+        try:
+            return isinstance(json.loads((self.path / "complete" / f"{name}.json").read_text(encoding="utf-8")), dict)
+        except (OSError, ValueError):
+            return False
 
     def complete_item(self, name, record):
         """Marks the item `name` complete with `record` (position, source, metrics); call after its outputs."""
@@ -309,9 +336,22 @@ class RunDir:
         return atomic_write(self.path / "complete" / f"{name}.json", to_json({"name": name, **record}))
 
     def item_records(self):
-        """`{name: record}` of every completed item, in name (so position) order."""
-        return {path.stem: json.loads(path.read_text(encoding="utf-8"))
-                for path in sorted((self.path / "complete").glob("*.json"))}
+        """`{name: record}` of every completed item, in name (so position) order.
+
+        Raises:
+            DeepRestoreError: A completion marker is not a JSON record.
+        """
+        records = {}
+        for path in sorted((self.path / "complete").glob("*.json")):
+            try:
+                records[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(records[path.stem], dict) or "position" not in records[path.stem]:
+                    raise ValueError(f"a {type(records[path.stem]).__name__} without a position")
+            except (OSError, ValueError) as error:
+                raise DeepRestoreError(
+                    f"Completion marker '{path}' is damaged ({' '.join(str(error).split())[:100]}); expected a JSON "
+                    "record written by deeprestore. Resubmit the run (same --name) to redo the item.") from None
+        return records
 
     def missing_items(self):
         """`(position, name)` of each item in `config["items"]` without a completion marker."""
@@ -351,18 +391,32 @@ class RunDir:
         elif status not in _PLAIN_STATUSES:
             raise ValueError(
                 f"Unknown run status {status!r}; expected {', '.join(_PLAIN_STATUSES)} or 'failed: ...'")
-        atomic_write(self.task_path / "status", status + "\n")
+        if status == "running":
+            _write_owner(self.task_path)
+        try:
+            atomic_write(self.task_path / "status", status + "\n")
+        except OSError:
+            if not _overwrite_in_place(self.task_path / "status", status):
+                raise
 
     def __enter__(self):
+        self._heartbeat = _Heartbeat(self.task_path)
+        self._heartbeat.start()
         return self
 
     def __exit__(self, exception_type, exception, traceback):
+        heartbeat = getattr(self, "_heartbeat", None)
+        if heartbeat is not None:
+            heartbeat.stop()
         if exception_type is None or (exception_type is SystemExit and exception.code in (0, None)):
             self.mark("complete")
-        elif issubclass(exception_type, KeyboardInterrupt):
-            self.mark("interrupted")
-        else:
-            self.mark(f"failed: {exception_type.__name__}: {exception}")
+            return False
+        # Marking can fail for the reason the run failed (a full disk); the caller sees the first error.
+        with contextlib.suppress(OSError):
+            if issubclass(exception_type, KeyboardInterrupt):
+                self.mark("interrupted")
+            else:
+                self.mark(f"failed: {exception_type.__name__}: {exception}")
         return False  # Never swallow the exception: the caller still sees it.
 
     def __fspath__(self):
@@ -370,3 +424,100 @@ class RunDir:
 
     def __repr__(self):
         return f"RunDir('{self.path}')"
+
+
+def _overwrite_in_place(path, status):
+    """Rewrites a status file in place, within the block it already holds, for a disk too full for a new file.
+
+    Returns:
+        Whether it was written. A reader may see a mixed line only during this one short write.
+    """
+    data = (status[:_IN_PLACE_LIMIT] + "\n").encode("utf-8", errors="replace")
+    try:
+        with open(path, "r+b") as file:
+            file.write(data)
+            file.truncate(len(data))
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError:
+        return False
+    return True
+
+
+def _task_status(folder):
+    """The status line in `folder/status`, with `running` replaced by `dead: ...` when its owner is gone."""
+    try:
+        status = (folder / "status").read_text(encoding="utf-8").strip()
+    except OSError as error:
+        return f"failed: no readable status file ({error.strerror or error})"
+    if status != "running":
+        return status or "failed: empty status file"
+    try:
+        owner = json.loads((folder / OWNER_FILE).read_text(encoding="utf-8"))
+        host, pid, beat = str(owner["host"]), int(owner["pid"]), float(owner["heartbeat"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return status  # a run written before owners were recorded: nothing to judge by
+    stale = time.time() - beat > HEARTBEAT_STALE
+    gone = host == socket.gethostname() and not _same_process(pid, owner.get("process_start"))
+    if not (stale or gone):
+        return status
+    when = datetime.datetime.fromtimestamp(beat).astimezone().isoformat(timespec="seconds")
+    return (f"dead: process {pid} on {host} stopped without marking the run (killed?); last heartbeat {when}. "
+            "Resume or resubmit it.")
+
+
+def _process_start(pid):
+    """A token that identifies the process `pid` on this host (its start time), or None if there is none.
+
+    The start time tells a reused process id from the owner; where `/proc` is missing, a live pid counts.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as file:
+            return file.read().rsplit(")", 1)[1].split()[19]  # field 22, starttime, counted after the name
+    except FileNotFoundError:
+        return None
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return "alive"
+
+
+def _same_process(pid, recorded_start):
+    """Whether process `pid` on this host is still the one that started at `recorded_start`."""
+    current = _process_start(pid)
+    if current is None:
+        return False
+    return recorded_start in (None, "alive") or current in ("alive", recorded_start)
+
+
+def _write_owner(folder):
+    """Records this process as the owner of the task in `folder`, with a fresh heartbeat."""
+    owner = {"host": socket.gethostname(), "pid": os.getpid(), "process_start": _process_start(os.getpid()),
+             "heartbeat": time.time()}
+    atomic_write(folder / OWNER_FILE, to_json(owner))
+
+
+class _Heartbeat:
+    """Renews the owner's heartbeat every `HEARTBEAT_SECONDS` from a daemon thread until stopped."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="deeprestore-heartbeat", daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join()
+
+    def _beat(self):
+        while not self.stopped.wait(HEARTBEAT_SECONDS):
+            with contextlib.suppress(OSError):  # a full or read-only disk must not kill the run from here
+                _write_owner(self.folder)

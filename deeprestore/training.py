@@ -23,6 +23,7 @@ import signal
 import numpy as np
 from tqdm.auto import tqdm
 
+from deeprestore import interrupts
 from deeprestore.backend import DataParallel
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog
@@ -119,17 +120,10 @@ def _restore(variables, arrays, prefix, directory):
 
 @contextlib.contextmanager
 def stop_on_signals(flag):
-    """Sets `flag["stop"]` on SIGTERM or SIGINT instead of dying mid-step; restores the old handlers."""
-
-    def handle(signum, frame):
-        flag["stop"] = signal.Signals(signum).name
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    """Sets `flag["stop"]` on SIGTERM or SIGINT instead of dying mid-step (the one mechanism of `interrupts`)."""
+    with interrupts.deferred((signal.SIGTERM, signal.SIGINT), second_raises=False, raise_on_exit=False,
+                             on_signal=lambda name: flag.setdefault("stop", name)):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def truncate_log(directory, step):

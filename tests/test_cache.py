@@ -148,3 +148,65 @@ def test_an_image_that_is_not_rgb_is_refused(tmp_path):
 
     with pytest.raises(DeepRestoreError, match=r"expected \(height, width, 3\)"):
         cache.get_or_compute("gray", np.zeros((4, 4), np.float32), LAYERS, RecordingCompute(), **METADATA)
+
+
+@pytest.mark.parametrize("poison", ["values", "shape", "text", "dataset_for_group"])
+def test_a_poisoned_entry_with_the_right_name_and_metadata_is_recomputed(poison, tmp_path):
+    path, compute, image = tmp_path / "cache.h5", RecordingCompute(), random_image(0)
+    cache = ActivationCache(path)
+    cache.get_or_compute("start", image, LAYERS, compute, **METADATA)
+    with h5py.File(path, "a") as file:
+        group = file[group_name("start")]
+        if poison == "dataset_for_group":
+            del file[group_name("start")]
+            file[group_name("start")] = np.zeros(3)
+        else:
+            del group["block1_conv1"]
+            group["block1_conv1"] = {"values": image * 7, "shape": np.zeros((2, 2), np.float32),
+                                     "text": "not activations"}[poison]
+
+    result = cache.get_or_compute("start", image, LAYERS, compute, **METADATA)
+
+    assert len(compute.calls) == 2
+    np.testing.assert_array_equal(result["block1_conv1"], image)
+    assert cache.contains("start", "block1_conv1", image=image, **METADATA)
+
+
+def test_a_cache_in_a_folder_that_cannot_be_written_is_a_one_line_error_and_stays_unchanged(tmp_path):
+    import os
+
+    folder = tmp_path / "shared"
+    cache = ActivationCache(folder / "cache.h5")
+    cache.get_or_compute("start", random_image(0), LAYERS, RecordingCompute(), **METADATA)
+    before = (folder / "cache.h5").read_bytes()
+    folder.chmod(0o555)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user that may write anywhere")
+        with pytest.raises(DeepRestoreError, match="could not be written.*unchanged") as error:
+            cache.get_or_compute("other", random_image(1), LAYERS, RecordingCompute(), **METADATA)
+    finally:
+        folder.chmod(0o755)
+
+    assert "\n" not in str(error.value) and (folder / "cache.h5").read_bytes() == before
+
+
+def test_a_full_disk_during_a_write_is_a_one_line_error_and_leaves_the_cache_and_no_copy(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    path = tmp_path / "cache.h5"
+    cache = ActivationCache(path)
+    cache.get_or_compute("start", random_image(0), LAYERS, RecordingCompute(), **METADATA)
+    before = path.read_bytes()
+
+    def full_disk(descriptor, *arguments, **keywords):
+        os.close(descriptor)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", full_disk)
+    with pytest.raises(DeepRestoreError, match="No space left on device.*unchanged") as error:
+        cache.get_or_compute("other", random_image(1), LAYERS, RecordingCompute(), **METADATA)
+
+    assert "\n" not in str(error.value) and path.read_bytes() == before
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["cache.h5", "cache.h5.lock"]

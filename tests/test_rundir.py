@@ -39,7 +39,7 @@ def test_create_writes_the_explaining_files_and_folders(tmp_path):
     assert run.path.parent == tmp_path / "dream"
     assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", run.path.name)
     assert sorted(entry.name for entry in run.path.iterdir()) == [
-        "argv.txt", "config.json", "images", "losses", "status"]
+        "argv.txt", "config.json", "images", "losses", "owner.json", "status"]
     assert run.images_dir.is_dir() and run.losses_dir.is_dir()
     assert run.activations_path == run.path / "activations.h5"
     assert shlex.split((run.path / "argv.txt").read_text()) == ["deeprestore", "dream", "my image.png"]

@@ -1,9 +1,8 @@
 """What every command shares: the global state, run directories, option parsing."""
 
-import contextlib
 import dataclasses
+import math
 import signal
-import threading
 
 import click
 
@@ -26,6 +25,40 @@ class DeviceCount(click.ParamType):
         if text.isdigit() and int(text) >= 1:
             return int(text)
         self.fail(f"got '{value}'; expected a number of devices (1, 2, ...) or all.", param, ctx)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A float option (with the bounds of its `FloatRange`, if any) that refuses NaN and infinity.
+
+    `nan` passes every range check (all its comparisons are false) and would run a whole command to a
+    meaningless result, so it is refused while the options are parsed, before any work.
+    """
+
+    def __init__(self, min=None, max=None, min_open=False, max_open=False):  # noqa: A002 (click's names)
+        super().__init__(min=min, max=max, min_open=min_open, max_open=max_open)
+        if min is None and max is None:
+            self.name = "float"  # shown as FLOAT, like a plain float option
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f"got {value}; expected a finite number.", param, ctx)
+        return value
+
+    def _describe_range(self):
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
+
+def refuse_non_finite(command):
+    """Gives every float option of `command` (and of its subcommands) the `FiniteFloatRange` of its bounds."""
+    for param in command.params:
+        if isinstance(param.type, click.FloatRange) and not isinstance(param.type, FiniteFloatRange):
+            bounds = param.type
+            param.type = FiniteFloatRange(bounds.min, bounds.max, bounds.min_open, bounds.max_open)
+        elif param.type is click.FLOAT:
+            param.type = FiniteFloatRange()
+    for subcommand in getattr(command, "commands", {}).values():
+        refuse_non_finite(subcommand)
 
 
 def devices_option(default):
@@ -99,23 +132,14 @@ def run_recipe(state, command, settings, recipe, name=None, items=None):
     return run
 
 
-@contextlib.contextmanager
 def sigterm_interrupts():
-    """Makes SIGTERM (a cluster pre-empting the job) interrupt like Ctrl-C: the run is marked
-    `interrupted` and the command exits with 130, and a resubmission with `--name` redoes only the
-    images not yet complete. Training installs its own handler inside, which checkpoints first."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    """Makes SIGTERM (a cluster pre-empting the job) interrupt like Ctrl-C, between two steps (see
+    `interrupts`): the run is marked `interrupted` and the command exits with 130, and a resubmission
+    with `--name` redoes only the images not yet complete. Training defers SIGINT too, and checkpoints
+    before it stops."""
+    from deeprestore import interrupts
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return interrupts.deferred((signal.SIGTERM,))
 
 
 def name_option(function):

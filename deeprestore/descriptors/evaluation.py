@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from deeprestore import interrupts
 from deeprestore.descriptors.hpatches import LEVELS
 from deeprestore.errors import DeepRestoreError
 
@@ -309,6 +310,7 @@ def evaluate_verification(descriptors, tasks):
     ends = {kind: _pair_ends(getattr(tasks, kind), codes) for kind in kinds}
     results = {}
     for level in LEVELS:
+        interrupts.raise_if_requested()
         # One level's images at a time (image ids 0..5 are `ref` and images 1..5 of the level) keeps the
         # stacked copy small; all the level's pairs are measured in one threaded pass.
         table = _Table(descriptors, names, ["ref"] + [f"{level}{k}" for k in range(1, 6)])
@@ -331,6 +333,7 @@ def evaluate_matching(descriptors, sequences):
     results = {level: {} for level in LEVELS}
     images = [f"{level}{k}" for level in LEVELS for k in range(1, 6)]
     for sequence in sequences:
+        interrupts.raise_if_requested()
         reference = np.asarray(descriptors[sequence]["ref"])
         if len(reference):
             # One search against all 15 images of the sequence, a block of columns per image.
@@ -429,6 +432,7 @@ def evaluate_retrieval(descriptors, tasks, pool_sizes=POOL_SIZES):
     counts = np.zeros((*positive_distances.shape, len(pool_sizes)), np.int64)
     slab = max(1, _SLAB_ENTRIES // max(len(distractors), 1))
     for start in range(0, len(queries), slab):
+        interrupts.raise_if_requested()
         rows = np.arange(start, min(start + slab, len(queries)))
         counts[rows] = pools.closer_counts(rows, queries[rows], positive_distances[rows])
     ranks = np.arange(1, RETRIEVAL_POSITIVES + 1)[None, None, :, None] + np.cumsum(counts, axis=-1)

@@ -22,7 +22,7 @@ import pathlib
 import keras
 import numpy as np
 
-from deeprestore import figures
+from deeprestore import figures, interrupts
 from deeprestore.datasets import BUNDLED, ActivationStore, ImageDataset, source_fingerprint
 from deeprestore.errors import DeepRestoreError
 from deeprestore.networks import create_network
@@ -279,6 +279,7 @@ def layer_figure(network, layer, dataset, maxima, positions, channels, top, batc
     side = math.ceil(math.sqrt(top))
     figure_rows, found = [], {}
     for channel in channels:
+        interrupts.raise_if_requested()
         indices, spots = strongest(maxima, positions, channel, top)
         images = dataset.images(indices)
         order = np.argsort(indices, kind="stable")  # dataset.images returns sorted indices

@@ -19,6 +19,7 @@ layers or modules, that do not chain, or whose shapes do not fit.
 """
 
 import json
+import math
 import pathlib
 
 import keras
@@ -100,8 +101,9 @@ def parse_spec(entry, where="module"):
     if "in_loss" in values and not isinstance(values["in_loss"], bool):
         raise DeepRestoreError(f"In {label}: in_loss is {values['in_loss']!r}; expected true or false.")
     weight = values.get("weight")
-    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0):
-        raise DeepRestoreError(f"In {label}: weight is {weight!r}; expected a number >= 0, or null for the "
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float))
+                               or not math.isfinite(weight) or weight < 0):
+        raise DeepRestoreError(f"In {label}: weight is {weight!r}; expected a finite number >= 0, or null for the "
                                "automatic weight.")
     if weight is not None:
         values["weight"] = float(weight)

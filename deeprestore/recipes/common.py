@@ -80,6 +80,11 @@ class TargetFeatures:
     def __call__(self, role, source, image, layers=None):
         """Returns `{layer: activation}` (no batch axis) of one image."""
         layers = tuple(layers or self.probe.layers)
+        try:
+            self.network.output_shapes(*image.shape[:2], layers=layers)
+        except DeepRestoreError as error:  # say which image, before the network fails on it
+            raise DeepRestoreError(f"The {role} image '{source}' ({image.shape[0]}x{image.shape[1]} after resizing): "
+                                   f"{error}") from None
         key = f"{role}:{source}@{image.shape[0]}x{image.shape[1]}"
         return self.cache.get_or_compute(
             key, image, layers, lambda batch, missing: self.probe.features(batch),

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from deeprestore import images as image_io
+from deeprestore import interrupts
 from deeprestore.backend import DataParallel
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
@@ -172,7 +173,7 @@ def load_model(source):
         raise DeepRestoreError(
             f"Model '{source}' not found; expected a `denoise train` run directory or a .keras file.")
     try:
-        model = keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)  # never unpickle a Lambda
     except Exception as error:  # Keras raises many types for a file that is not a model
         raise DeepRestoreError(f"Model '{path}' could not be loaded ({' '.join(str(error).split())[:160]}); "
                                "expected a Keras .keras file.") from None
@@ -233,6 +234,7 @@ def apply_denoiser(settings, run, seed=0, echo=print):
     single = len(sources) == 1 and settings.shard is None and run.name is None
     results = {}
     for position, source, name in pending_items(run, sources, settings.shard, echo):
+        interrupts.raise_if_requested()
         outputs = Outputs(run.path if single else run.path / "items" / name)
         outputs.path.mkdir(parents=True, exist_ok=True)
         material = _material(settings, source, cleans[position], channels, corruption, task, (seed, position))

@@ -78,7 +78,7 @@ def load_denoiser(path):
     if not path.is_file():
         raise DeepRestoreError(f"Denoiser '{path}' not found; expected a saved Keras model (.keras).")
     try:
-        denoiser = keras.saving.load_model(path, compile=False)
+        denoiser = keras.saving.load_model(path, compile=False, safe_mode=True)  # never unpickle a Lambda
     except Exception as error:  # Keras raises many types for a foreign file
         raise DeepRestoreError(f"Denoiser '{path}' could not be loaded ({error}); expected a .keras model.") from None
     patch = (None, model.PATCH_SIZE, model.PATCH_SIZE, 1)
@@ -267,7 +267,14 @@ def load_descriptor(path):
     if not file.is_file():
         raise DeepRestoreError(f"Descriptor '{path}' not found; expected a `describe train` run directory "
                                f"(holding {DESCRIPTOR_FILE}) or a .keras file.")
-    return keras.saving.load_model(file, compile=False)
+    try:
+        descriptor = keras.saving.load_model(file, compile=False, safe_mode=True)  # never unpickle a Lambda
+    except Exception as error:  # Keras, h5py and zipfile each raise their own kinds for a foreign file
+        raise DeepRestoreError(f"Descriptor '{file}' could not be loaded ({' '.join(str(error).split())[:160]}); "
+                               "expected a .keras model saved by `describe train`.") from None
+    if not isinstance(descriptor, keras.Model):
+        raise DeepRestoreError(f"Descriptor '{file}' holds a {type(descriptor).__name__}; expected a Keras model.")
+    return descriptor
 
 
 def evaluate(settings, run, seed=0, echo=print):
@@ -278,14 +285,15 @@ def evaluate(settings, run, seed=0, echo=print):
     """
     if settings.model is None and not settings.descriptors:
         raise DeepRestoreError("Nothing to evaluate; expected --model RUN_OR_FILE and/or --descriptors FOLDER.")
+    # A file that is not a model is refused before the dataset is prepared.
+    descriptor = load_descriptor(settings.model) if settings.model is not None else None
     root = prepare_dataset(settings, run, seed)
     split = hpatches.resolve_split(root, settings.split)
     names = hpatches.sequence_names(root) if settings.export and settings.model else list(split.test)
     dataset = hpatches.load_dataset(root, names, noisy=settings.inputs != "clean")
     task_lists = prepare_tasks(settings, root, split, dataset, run, seed)
     results_by_name = {}
-    if settings.model is not None:
-        descriptor = load_descriptor(settings.model)
+    if descriptor is not None:
         described = describe_dataset(descriptor, dataset, names, PatchSource(settings.inputs, settings.denoiser))
         if settings.export:
             export.save_descriptors(run.path / "descriptors" / "descriptor", described)

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 
 from deeprestore import images as image_io
-from deeprestore import objectives, transforms
+from deeprestore import interrupts, objectives, transforms
 from deeprestore.cache import ActivationCache
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
@@ -107,6 +107,9 @@ def parse_spec(text, option):
         except ValueError:
             raise DeepRestoreError(f"{flag} got '{text}': {name} '{part}' is not {kind.__name__}; expected {pattern}, "
                                    f"e.g. {example}.") from None
+        if kind is float and not math.isfinite(values[-1]):
+            raise DeepRestoreError(f"{flag} got '{text}': {name} '{part}' is not a finite number; expected {pattern}, "
+                                   f"e.g. {example}.")
     return tuple(values)
 
 
@@ -516,6 +519,7 @@ def dream(settings, run, seed=0, show_progress=True, echo=print):
         image_io.save_image(run.images_dir / "guide.png", image_io.load_image(settings.guide, settings.size or None))
     dreams = []
     for position, source, name in pending:
+        interrupts.raise_if_requested()
         outputs = Outputs(run.path if single else run.path / "items" / name)
         if not single:
             shutil.rmtree(outputs.path, ignore_errors=True)  # what an interrupted attempt left: start afresh

@@ -1,0 +1,77 @@
+"""SIGTERM is recorded by the handler and acted on between steps, so nothing can swallow it."""
+
+import gc
+import os
+import signal
+import weakref
+
+import numpy as np
+import pytest
+
+from deeprestore import interrupts
+from deeprestore.optimise import gradient_descent, optimise
+
+
+def send_sigterm():
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+class Steps:
+    """A stand-in engine: a quadratic loss that counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, images, targets=None):
+        self.calls += 1
+        return float(np.sum(images**2)), {"square": float(np.sum(images**2))}, 2 * images
+
+
+def test_a_deferred_sigterm_is_recorded_and_raised_between_steps_not_in_the_handler():
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), interrupts.deferred():
+        send_sigterm()
+        assert interrupts.requested() == "SIGTERM"  # still running: the handler raised nothing
+        interrupts.raise_if_requested()
+    assert interrupts.requested() is None and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_sigterm_that_lands_in_a_weakref_callback_still_stops_the_optimisation_loop(capsys):
+    """The old handler raised from inside the callback, where Python prints 'Exception ignored' and goes on."""
+
+    class Target:
+        pass
+
+    engine, target = Steps(), Target()
+    reference = weakref.ref(target, lambda _: send_sigterm())
+    with pytest.raises(KeyboardInterrupt), interrupts.deferred():
+        del target
+        gc.collect()
+        optimise(engine, np.ones((1, 2, 2, 3), np.float32), 50, gradient_descent(0.1), progress=None)
+
+    assert reference() is None and engine.calls == 0
+    assert "Exception ignored" not in capsys.readouterr().err
+
+
+def test_a_signal_after_the_last_check_is_raised_when_the_block_ends():
+    with pytest.raises(KeyboardInterrupt), interrupts.deferred():
+        send_sigterm()
+
+
+def test_a_second_sigterm_raises_at_once_for_a_step_that_never_ends():
+    with pytest.raises(KeyboardInterrupt), interrupts.deferred():
+        send_sigterm()
+        send_sigterm()
+        pytest.fail("the second signal should have raised")
+
+
+def test_training_inside_a_command_records_its_stop_and_the_command_block_clears_the_record():
+    flag = {}
+    from deeprestore.training import stop_on_signals
+
+    with pytest.raises(KeyboardInterrupt), interrupts.deferred():
+        with stop_on_signals(flag):
+            send_sigterm()
+            send_sigterm()  # training lets every signal through to its own check
+        assert flag == {"stop": "SIGTERM"}
+        raise KeyboardInterrupt("training's Interrupted")
+    assert interrupts.requested() is None and signal.getsignal(signal.SIGINT) is signal.default_int_handler

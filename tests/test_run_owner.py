@@ -1,0 +1,105 @@
+"""A run killed without marking its status is reported dead, not `running` forever."""
+
+import json
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+from click.testing import CliRunner
+
+from deeprestore import rundir
+from deeprestore.cli import cli
+from deeprestore.rundir import RunDir
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Starts a run (named with an item list when asked), prints its folder and waits to be killed.
+OWNER = """
+import sys, time
+from deeprestore.rundir import RunDir
+root, name = sys.argv[1], sys.argv[2]
+config = {"settings": {}, "seed": 0, "items": ["000_a", "001_b"]}
+run = RunDir.create(root, "dream", config) if name == "-" else RunDir.join(root, "dream", name, config)
+with run:
+    print(run.path, flush=True)
+    time.sleep(600)
+"""
+
+
+def killed_run(tmp_path, name="-"):
+    process = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path / "runs"), name], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    path = pathlib.Path(process.stdout.readline().strip())
+    assert RunDir.open(path).status == "running", process.communicate()[1][-500:]
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    return path, process.pid
+
+
+def test_a_run_killed_with_sigkill_is_reported_dead_with_its_process(tmp_path):
+    path, pid = killed_run(tmp_path)
+
+    status = RunDir.open(path).status
+
+    assert status.startswith("dead: ") and f"process {pid} on " in status and "\n" not in status
+    assert (path / "status").read_text() == "running\n"  # the file is untouched; only the reading changed
+
+
+def test_summary_of_a_named_run_whose_task_was_killed_says_dead_not_running(tmp_path):
+    path, pid = killed_run(tmp_path, "job")
+
+    result = CliRunner().invoke(cli, ["--quiet", "summary", str(path)])
+
+    assert result.exit_code == 0, result.output
+    assert f"(status: dead: shard 0-of-1: process {pid}" in result.output and "status: running" not in result.output
+
+
+def test_the_current_process_owns_its_run_and_is_running(tmp_path):
+    with RunDir.create(tmp_path, "dream", {}) as run:
+        owner = json.loads((run.path / "owner.json").read_text())
+        assert run.status == "running" and owner["pid"] > 0 and owner["process_start"]
+    assert run.status == "complete"
+
+
+def test_a_run_on_another_host_is_dead_only_once_its_heartbeat_is_stale(tmp_path):
+    run = RunDir.create(tmp_path, "dream", {})
+    owner = json.loads((run.path / "owner.json").read_text())
+    elsewhere = {**owner, "host": "another-node", "pid": 1}
+
+    (run.path / "owner.json").write_text(json.dumps({**elsewhere, "heartbeat": time.time() - 60}))
+    assert run.status == "running"
+    (run.path / "owner.json").write_text(json.dumps({**elsewhere, "heartbeat": time.time() - 2 * rundir.HEARTBEAT_STALE}))
+    assert run.status.startswith("dead: process 1 on another-node")
+
+
+def test_a_reused_process_id_is_not_taken_for_the_owner(tmp_path):
+    run = RunDir.create(tmp_path, "dream", {})
+    owner = json.loads((run.path / "owner.json").read_text())
+    (run.path / "owner.json").write_text(json.dumps({**owner, "process_start": "1"}))  # same pid, other start
+
+    assert run.status.startswith("dead: ")
+
+
+def test_the_heartbeat_is_renewed_while_the_run_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(rundir, "HEARTBEAT_SECONDS", 0.02)
+    with RunDir.create(tmp_path, "dream", {}) as run:
+        first = json.loads((run.path / "owner.json").read_text())["heartbeat"]
+        deadline = time.monotonic() + 30
+        while json.loads((run.path / "owner.json").read_text())["heartbeat"] == first:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+
+def test_a_damaged_completion_marker_counts_as_missing_and_summary_says_so_in_one_line(tmp_path):
+    run = RunDir.join(tmp_path / "runs", "dream", "job", {"settings": {}, "seed": 0, "items": ["000_a", "001_b"]})
+    with run:
+        run.complete_item("000_a", {"position": 0})
+        run.complete_item("001_b", {"position": 1})
+    (run.path / "complete" / "001_b.json").write_text('{"name": "001_b", "posi')
+
+    result = CliRunner().invoke(cli, ["--quiet", "summary", str(run.path)])
+
+    assert not run.item_complete("001_b") and run.missing_items() == [(1, "001_b")]
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert "Completion marker" in result.output and "001_b.json" in result.output and "Traceback" not in result.output
