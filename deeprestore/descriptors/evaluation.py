@@ -1,15 +1,18 @@
 """The HPatches benchmark protocol (verification, matching, retrieval), exactly, and vectorised.
 
 Descriptors are `{sequence: {image: float32 array (patches, dimension)}}` for the 16 images of each
-test sequence. The definitions are hpatches-benchmark's Python ones (`utils/metrics.py`,
-`utils/tasks.py`, `utils/results.py`): scores are negative Euclidean distances, computed in float64
-from the float32 descriptors as `sqrt(sum((a - b)^2))`; rankings use a stable sort (ties keep input
-order); AP is the trapezoidal area under precision over recall with a (recall 0, precision 1) point
-first. Rankings are scored from counts (how many negatives come before each positive) rather than by
-sorting everything. Large distance matrices come from one float32 matrix product
-(`|b|^2 - 2ab`), which differs from the definition by up to a proven bound; every comparison whose
-outcome that difference could change is recomputed with the definition, so results equal a per-pair
-implementation's to the last tie.
+test sequence; like the benchmark, which reads them as float32, every task converts them to float32
+first. The definitions are hpatches-benchmark's Python ones (`utils/metrics.py`, `utils/tasks.py`),
+down to its arithmetic: verification distances are `scipy.spatial.distance.euclidean` of two float32
+rows (the difference in float32, its norm accumulated in double by BLAS, the result rounded to
+float32: `verification_distances`); matching and retrieval distances are `scipy.spatial.distance.cdist`'s
+(float64 differences of the float32 values, squares summed left to right over the dimensions:
+`distances`). Scores are negative distances; rankings use a stable sort (ties keep input order); AP is
+the trapezoidal area under precision over recall with a (recall 0, precision 1) point first. Rankings
+are scored from counts (how many negatives come before each positive) rather than by sorting
+everything. Large distance matrices come from one float32 matrix product (`|b|^2 - 2ab`), which
+differs from the definition by up to a proven bound; every comparison whose outcome that difference
+could change is recomputed with the definition, so results equal the benchmark's to the last tie.
 
 Reference:
     Balntas, Lenc, Vedaldi & Mikolajczyk, 2017. HPatches: a benchmark and evaluation of handcrafted and
@@ -123,24 +126,41 @@ def _rank_average_precision(ranks, positives):
 
 
 def distances(first, second):
-    """Row-wise Euclidean distances in float64, by the definition: `sqrt(sum((a - b)^2, axis=-1))`."""
+    """Row-wise Euclidean distances as `scipy.spatial.distance.cdist` computes them: float64
+    differences, squares summed left to right over the dimensions, square root.
+
+    `np.sum` sums pairwise and differs from cdist in the last bit, which decides some nearest
+    neighbours among tied descriptors; `np.add.accumulate` adds strictly in order.
+    """
     difference = np.subtract(first, second, dtype=np.float64)
     np.multiply(difference, difference, out=difference)
-    return np.sqrt(np.sum(difference, axis=-1))
+    return np.sqrt(np.add.accumulate(difference, axis=-1)[..., -1])
 
 
-def _indexed_distances(first, second, first_rows, second_rows, block=2048):
-    """`distances(first[first_rows], second[second_rows])`, a block of rows at a time.
+def verification_distances(first, second):
+    """Row-wise Euclidean distances as `scipy.spatial.distance.euclidean` computes them on float32
+    rows (the benchmark's verification): the difference in float32, its norm accumulated in double (BLAS
+    `snrm2`), the result rounded to float32. Returned as float64 holding those float32 values.
+
+    The rounding to float32 makes many more distances equal than float64 arithmetic would, and ties
+    decide the verification APs.
+    """
+    difference = np.subtract(np.asarray(first, np.float32), np.asarray(second, np.float32)).astype(np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", difference, difference)).astype(np.float32).astype(np.float64)
+
+
+def _indexed_distances(first, second, first_rows, second_rows, measure=distances, block=2048):
+    """`measure(first[first_rows], second[second_rows])`, a block of rows at a time.
 
     Blocks keep the float64 differences in cache; they run on a few threads, since the random-access
-    gathers dominate and numpy releases the GIL in them. Each row is still summed on its own, in
-    `distances`'s order, so the results are the same bits.
+    gathers dominate and numpy releases the GIL in them. Each row is still computed on its own, in
+    `measure`'s order, so the results are the same bits.
     """
     result = np.empty(len(first_rows))
 
     def fill(start):
         part = slice(start, start + block)
-        result[part] = distances(first[first_rows[part]], second[second_rows[part]])
+        result[part] = measure(first[first_rows[part]], second[second_rows[part]])
 
     starts = range(0, len(first_rows), block)
     if len(starts) < 8:  # starting threads costs more than it saves
@@ -239,8 +259,7 @@ class _Table:
     """
 
     def __init__(self, descriptors, sequences, images):
-        blocks = [np.asarray(descriptors[name][image]) for name in sequences for image in images]
-        # Keep the descriptors' own dtype: rows are converted to float64 only when differenced.
+        blocks = [np.asarray(descriptors[name][image], np.float32) for name in sequences for image in images]
         self.stack = np.concatenate(blocks) if blocks else np.empty((0, 0), np.float32)
         sizes = np.array([len(block) for block in blocks], np.int64)
         self.offsets = (np.cumsum(sizes) - sizes).reshape(len(sequences), len(images))  # first row of each block
@@ -250,20 +269,21 @@ class _Table:
         return self.offsets[codes, images] + rows
 
     def distances(self, first, second):
-        """`distances` between the stack rows at positions `first` and `second`."""
-        return _indexed_distances(self.stack, self.stack, first, second)
+        """`verification_distances` between the stack rows at positions `first` and `second`."""
+        return _indexed_distances(self.stack, self.stack, first, second, verification_distances)
 
 
 def _rows(descriptors, sequences, image, indices):
-    """float64 descriptors of one image at the given (sequence, row) pairs, one gather per sequence
-    (retrieval's few thousand rows are not worth stacking every descriptor for)."""
+    """Descriptors of one image at the given (sequence, row) pairs, as float32 (like the benchmark's
+    retrieval) held in float64, one gather per sequence (retrieval's few thousand rows are not worth
+    stacking every descriptor for)."""
     names, inverse = np.unique(np.asarray(sequences, dtype=str), return_inverse=True)
     indices = np.asarray(indices, np.int64)
     dimension = np.shape(next(iter(next(iter(descriptors.values())).values())))[1]
     result = np.empty((len(indices), dimension), np.float64)
     for number, name in enumerate(names):
         rows = np.flatnonzero(inverse == number)
-        result[rows] = np.asarray(descriptors[name][image])[indices[rows]]
+        result[rows] = np.asarray(descriptors[name][image], np.float32)[indices[rows]]
     return result
 
 
@@ -331,10 +351,10 @@ def evaluate_matching(descriptors, sequences):
     results = {level: {} for level in LEVELS}
     images = [f"{level}{k}" for level in LEVELS for k in range(1, 6)]
     for sequence in sequences:
-        reference = np.asarray(descriptors[sequence]["ref"])
+        reference = np.asarray(descriptors[sequence]["ref"], np.float32)
         if len(reference):
             # One search against all 15 images of the sequence, a block of columns per image.
-            others = np.concatenate([np.asarray(descriptors[sequence][image]) for image in images])
+            others = np.concatenate([np.asarray(descriptors[sequence][image], np.float32) for image in images])
             nearest, nearest_distances = nearest_neighbours(reference, others, len(reference))
             correct = nearest == np.arange(len(reference))[:, None]
             scores = _rows_average_precision(nearest_distances.T, correct.T, len(reference))
