@@ -89,8 +89,12 @@ def native_stderr_silenced():
 @click.pass_context
 def cli(ctx, runs, seed, quiet, backend):
     """Look inside convolutional networks and restore images with them."""
-    use_backend(backend)
-    ctx.obj = State(runs=runs, seed=seed, quiet=quiet)
+    ctx.obj = State(runs=runs, seed=seed, quiet=quiet, backend=backend)
+    # A command marked `lazy_backend` loads Keras itself (`State.load_backend`) when it needs it: scoring
+    # descriptor files should not wait for TensorFlow to start.
+    subcommand = cli.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+    if not getattr(subcommand, "lazy_backend", False):
+        use_backend(backend)
 
 
 # Each module of `deeprestore.commands` (but `common`) defines one subcommand as `command`.

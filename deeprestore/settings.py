@@ -442,7 +442,8 @@ INVERT = InvertSettings()
 DESCRIBE_INPUTS = ("clean", "noisy", "denoised")
 DESCRIBE_LOSSES = ("triplet", "hardest")
 DESCRIBE_OPTIMIZERS = ("sgd", "adam")
-DESCRIBE_SPLITS = ("a", "b", "c", "illum", "view", "full")
+DESCRIBE_SPLITS = ("a", "b", "c", "illum", "view", "full")  # the official ones; splits.json names others
+DESCRIBE_BASELINES = ("raw16", "sift")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -451,7 +452,8 @@ class DescribeDataSettings:
 
     Attributes:
         data: HPatches-format dataset folder; `None` generates the synthetic dataset into the run.
-        split: `a`, `b`, `c`, `illum`, `view` or `full` (a dataset's `splits.json` defines its own).
+        split: `a`, `b`, `c`, `illum`, `view` or `full`, or a split of the `splits.json` in the dataset
+            folder or in `<tasks>/splits/` (which replaces the official ones).
         inputs: patches the descriptor sees: `clean`, `noisy` (`_noise` twins) or `denoised` (noisy
             twins through `denoiser`).
         denoiser: a saved Keras model (`.keras`) mapping (N, 32, 32, 1) to (N, 32, 32, 1).
@@ -514,11 +516,15 @@ class DescribeEvaluateSettings(DescribeDataSettings):
         model: a `describe train` run directory or a saved descriptor `.keras` file.
         descriptors: CSV folders in the benchmark layout (`<root>/<name>`), scored side by side.
         export: also write the model's descriptors as CSV into the run's `descriptors/`.
+        baselines: built-in descriptors scored beside the others (`raw16`, `sift`).
+        delimiter: the field separator of the descriptor CSVs; `None` detects it per file.
     """
 
     model: str | None = None
     descriptors: tuple = ()
     export: bool = False
+    baselines: tuple = ()
+    delimiter: str | None = None
 
 
 DESCRIBE = DescribeSettings()

@@ -16,8 +16,9 @@ def data_options(function):
     options = [
         click.option("--data", type=click.Path(exists=True, file_okay=False), default=TRAIN.data,
                      help="HPatches-format dataset folder (default: a synthetic one made from the bundled photos)."),
-        click.option("--split", type=click.Choice(defaults.DESCRIBE_SPLITS), default=TRAIN.split,
-                     help="Benchmark split (a dataset's splits.json defines its own)."),
+        click.option("--split", default=TRAIN.split,
+                     help=f"Benchmark split: {', '.join(defaults.DESCRIBE_SPLITS)}, or one named in the splits.json "
+                     "of the dataset folder or of <tasks>/splits/ (which replaces the official ones)."),
         click.option("--inputs", type=click.Choice(defaults.DESCRIBE_INPUTS), default=TRAIN.inputs,
                      help="Patches the descriptor sees: clean, the _noise twins, or those through --denoiser."),
         click.option("--denoiser", type=click.Path(exists=True, dir_okay=False), default=TRAIN.denoiser,
@@ -39,8 +40,14 @@ def data_options(function):
 
 
 @click.group("describe")
-def command():
+@click.pass_context
+def command(context):
     """Patch descriptors (seed 004): train on triplets, evaluate with the HPatches benchmark protocol."""
+    if context.invoked_subcommand != "evaluate":  # evaluate loads Keras itself, only for a trained descriptor
+        context.obj.load_backend()
+
+
+command.lazy_backend = True  # see `deeprestore.cli.cli`
 
 
 @command.command("train")
@@ -85,6 +92,11 @@ def train_command(context, resume, **options):
 
 @command.command("evaluate")
 @data_options
+@click.option("--baseline", "baselines", multiple=True, type=click.Choice(defaults.DESCRIBE_BASELINES),
+              help="Also score a built-in descriptor: raw16 (16x16 pixels, zero mean, unit norm) or sift "
+              "(scikit-image's, at the patch centre); repeat for several.")
+@click.option("--delimiter", default=EVALUATE.delimiter,
+              help="Field separator of the descriptor CSVs (default: detected per file: , ; tab or spaces).")
 @click.option("--model", type=click.Path(exists=True), default=EVALUATE.model,
               help="A `describe train` run directory or a descriptor .keras file.")
 @click.option("--descriptors", multiple=True, type=click.Path(exists=True, file_okay=False),
@@ -93,14 +105,17 @@ def train_command(context, resume, **options):
               help="Also write the model's descriptors as CSV into the run's descriptors/.")
 @click.pass_obj
 def evaluate_command(state, **options):
-    """Score a trained descriptor and/or descriptor CSV folders with the HPatches protocol, side by side."""
-    from deeprestore.recipes import describe as recipe
+    """Score a trained descriptor, baselines and/or descriptor CSV folders with the HPatches protocol, side by side."""
+    from deeprestore.recipes import describe_evaluate as recipe
 
-    options["descriptors"] = tuple(options["descriptors"])
+    options["descriptors"], options["baselines"] = tuple(options["descriptors"]), tuple(options["baselines"])
     settings = defaults.DescribeEvaluateSettings(**options)
     _check_inputs(settings)
+    if settings.model is not None:  # only a trained descriptor needs Keras
+        state.load_backend()
     run_recipe(state, "describe-evaluate", settings, lambda run: recipe.evaluate(settings, run, seed=state.seed,
-                                                                                 echo=state.echo))
+                                                                                 echo=state.echo),
+               uses_backend=settings.model is not None)
 
 
 @command.command("synth")

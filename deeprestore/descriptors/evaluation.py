@@ -346,9 +346,14 @@ def evaluate_verification(descriptors, tasks):
     return results
 
 
-def evaluate_matching(descriptors, sequences):
-    """Matching: `{level: {sequence: [ap for k = 1..5]}}`, nearest neighbour from `ref` to image k."""
+def evaluate_matching(descriptors, sequences, success_rates=False):
+    """Matching: `{level: {sequence: [ap for k = 1..5]}}`, nearest neighbour from `ref` to image k.
+
+    With `success_rates`, returns `(aps, rates)`: `rates` has the same shape and holds the benchmark's
+    `sr`, the fraction of ref patches whose nearest neighbour is the same row.
+    """
     results = {level: {} for level in LEVELS}
+    rates = {level: {} for level in LEVELS}
     images = [f"{level}{k}" for level in LEVELS for k in range(1, 6)]
     for sequence in sequences:
         reference = np.asarray(descriptors[sequence]["ref"], np.float32)
@@ -358,11 +363,13 @@ def evaluate_matching(descriptors, sequences):
             nearest, nearest_distances = nearest_neighbours(reference, others, len(reference))
             correct = nearest == np.arange(len(reference))[:, None]
             scores = _rows_average_precision(nearest_distances.T, correct.T, len(reference))
+            success = correct.mean(axis=0)
         else:
-            scores = np.zeros(len(images))  # no patches: the benchmark's AP of an empty ranking
-        for image, score in zip(images, scores):
+            scores = success = np.zeros(len(images))  # no patches: the benchmark's AP of an empty ranking
+        for image, score, rate in zip(images, scores, success):
             results[image[0]].setdefault(sequence, []).append(float(score))
-    return results
+            rates[image[0]].setdefault(sequence, []).append(float(rate))
+    return (results, rates) if success_rates else results
 
 
 class _Pools:
@@ -474,8 +481,14 @@ def evaluate(descriptors, tasks, sequences, pool_sizes=POOL_SIZES):
         DeepRestoreError: descriptors are missing for a test sequence or image, or disagree in size.
     """
     check_descriptors(descriptors, sequences)
-    return summarise(evaluate_verification(descriptors, tasks), evaluate_matching(descriptors, sequences),
-                     evaluate_retrieval(descriptors, tasks, pool_sizes), tasks.split)
+    matching, success = evaluate_matching(descriptors, sequences, success_rates=True)
+    counts = {"sequences": len(sequences),
+              "patches": int(sum(len(descriptors[sequence]["ref"]) for sequence in sequences)),
+              "dimension": int(np.shape(descriptors[sequences[0]]["ref"])[1]) if len(sequences) else 0,
+              "verification_pairs": {kind: len(getattr(tasks, kind)) for kind in ("positives", "intra", "inter")},
+              "queries": len(tasks.queries), "distractors": len(tasks.distractors)}
+    return summarise(evaluate_verification(descriptors, tasks), matching, evaluate_retrieval(descriptors, tasks, pool_sizes),
+                     tasks.split, success, counts)
 
 
 def check_descriptors(descriptors, sequences):
@@ -500,13 +513,16 @@ def check_descriptors(descriptors, sequences):
         raise DeepRestoreError(f"Descriptors have different dimensions {sorted(dimensions)}; expected one.")
 
 
-def summarise(verification, matching, retrieval, split):
+def summarise(verification, matching, retrieval, split, success=None, counts=None):
     """The results dict: every table entry and the three numbers seed 004 reports.
 
     `verification[level][intra|inter][balanced|imbalanced]`; `matching[level]` (mean over sequences
-    and k) with `matching_by_sequence`; `retrieval[level][pool size]` (mean over queries); and
-    `summary`: verification = mean of the six imbalanced APs, matching = mean over levels, retrieval =
-    mean over pool sizes of the level-mean.
+    and k) with `matching_by_sequence`; `retrieval[level][pool size]` (mean over queries) with
+    `retrieval_by_query` (every query's AP, in task-file order); and `summary`: verification = mean of
+    the six imbalanced APs, matching = mean over levels, retrieval = mean over pool sizes of the
+    level-mean. With `success` (`{level: {sequence: [rate for k = 1..5]}}`), `matching_success` (mean
+    over sequences and k), `matching_success_by_sequence` and `matching_success_mean`; with
+    `counts`, `counts` (sequences, patches, pairs, queries, distractors).
     """
     matching_means = {level: float(np.mean([np.mean(scores) for scores in by_sequence.values()]))
                       for level, by_sequence in matching.items()}
@@ -520,21 +536,35 @@ def summarise(verification, matching, retrieval, split):
         "retrieval": float(np.mean([np.mean([retrieval_means[level][size] for level in LEVELS])
                                     for size in pool_sizes])),
     }
-    return {
+
+    def by_sequence(table):
+        return {level: {sequence: [float(value) for value in values] for sequence, values in entries.items()}
+                for level, entries in table.items()}
+
+    results = {
         "split": split,
         "summary": summary,
         "verification": {level: {kind: {balance: float(value) for balance, value in entry.items()}
                                  for kind, entry in by_kind.items()} for level, by_kind in verification.items()},
         "matching": matching_means,
-        "matching_by_sequence": {level: {sequence: [float(score) for score in scores]
-                                         for sequence, scores in by_sequence.items()}
-                                 for level, by_sequence in matching.items()},
+        "matching_by_sequence": by_sequence(matching),
         "retrieval": retrieval_means,
+        "retrieval_by_query": {level: {str(size): [float(value) for value in values] for size, values in by_pool.items()}
+                               for level, by_pool in retrieval.items()},
     }
+    if success is not None:
+        results["matching_success"] = {level: float(np.mean([np.mean(rates) for rates in entries.values()]))
+                                       for level, entries in success.items()}
+        results["matching_success_by_sequence"] = by_sequence(success)
+        results["matching_success_mean"] = float(np.mean(list(results["matching_success"].values())))
+    if counts is not None:
+        results["counts"] = counts
+    return results
 
 
-def format_table(results, name="descriptor"):
-    """The benchmark's tables as text: verification, matching and retrieval per level, and the summary."""
+def format_table(results, name="descriptor", per_sequence=False):
+    """The benchmark's tables as text: verification, matching (mAP and success rate) and retrieval per
+    level, the summary and the counts; with `per_sequence`, matching per sequence too."""
     lines = [f"HPatches results for {name} (split {results['split']}), mAP in %", ""]
     lines.append(f"{'verification':<14}{'intra bal.':>12}{'intra imb.':>12}{'inter bal.':>12}{'inter imb.':>12}")
     for level in LEVELS:
@@ -543,6 +573,9 @@ def format_table(results, name="descriptor"):
                                               for kind in ("intra", "inter") for balance in ("balanced", "imbalanced")))
     lines += ["", f"{'matching':<14}" + "".join(f"{level:>10}" for level in LEVELS)]
     lines.append(f"{'mAP':<14}" + "".join(f"{100 * results['matching'][level]:>10.2f}" for level in LEVELS))
+    if "matching_success" in results:
+        lines.append(f"{'success rate':<14}" + "".join(f"{100 * results['matching_success'][level]:>10.2f}"
+                                                      for level in LEVELS))
     pools = list(results["retrieval"][LEVELS[0]])
     lines += ["", f"{'retrieval':<14}" + "".join(f"{pool:>9}" for pool in pools)]
     for level in LEVELS:
@@ -550,6 +583,32 @@ def format_table(results, name="descriptor"):
     summary = results["summary"]
     lines += ["", f"{'summary':<14}{'verification':>14}{'matching':>10}{'retrieval':>11}",
               f"{'mAP':<14}{summary['verification']:>14.4f}{summary['matching']:>10.4f}{summary['retrieval']:>11.4f}"]
+    if "counts" in results:
+        counts = results["counts"]
+        pairs = counts["verification_pairs"]
+        lines += ["", f"{counts['sequences']} test sequences, {counts['patches']} patches per image in all, "
+                  f"dimension {counts['dimension']}; verification pairs {pairs['positives']} positive, "
+                  f"{pairs['intra']} intra, {pairs['inter']} inter; {counts['queries']} queries, "
+                  f"{counts['distractors']} distractors"]
+    if per_sequence and "matching_success_by_sequence" in results:
+        lines += ["", f"{'matching by sequence':<24}" + "".join(f"{'mAP ' + level:>9}{'SR ' + level:>8}"
+                                                              for level in LEVELS)]
+        for sequence in results["matching_by_sequence"][LEVELS[0]]:
+            lines.append(f"{sequence:<24}" + "".join(
+                f"{100 * np.mean(results['matching_by_sequence'][level][sequence]):>9.2f}"
+                f"{100 * np.mean(results['matching_success_by_sequence'][level][sequence]):>8.2f}" for level in LEVELS))
+    return "\n".join(lines) + "\n"
+
+
+def format_comparison(results_by_name):
+    """One table of the summary numbers of several descriptors (in %), so a user sees which is best."""
+    width = max([len(name) for name in results_by_name] + [10]) + 2
+    lines = [f"{'descriptor':<{width}}{'verification':>14}{'matching':>10}{'success':>10}{'retrieval':>11}"]
+    for name, results in results_by_name.items():
+        summary = results["summary"]
+        success = results.get("matching_success_mean", float("nan"))
+        lines.append(f"{name:<{width}}{100 * summary['verification']:>14.2f}{100 * summary['matching']:>10.2f}"
+                     f"{100 * success:>10.2f}{100 * summary['retrieval']:>11.2f}")
     return "\n".join(lines) + "\n"
 
 
