@@ -95,5 +95,54 @@ def retrieval(descriptors, tasks, pool_sizes=POOL_SIZES):
 
 
 def evaluate(descriptors, tasks, sequences, pool_sizes=POOL_SIZES):
-    return summarise(verification(descriptors, tasks), matching(descriptors, sequences),
-                     retrieval(descriptors, tasks, pool_sizes), tasks.split)
+    aps, rates = matching(descriptors, sequences, success=True)
+    counts = {"sequences": len(sequences), "patches": sum(len(descriptors[name]["ref"]) for name in sequences),
+              "dimension": len(descriptors[sequences[0]]["ref"][0]),
+              "verification_pairs": {kind: len(getattr(tasks, kind)) for kind in ("positives", "intra", "inter")},
+              "queries": len(tasks.queries), "distractors": len(tasks.distractors)}
+    return summarise(verification(descriptors, tasks), aps, retrieval(descriptors, tasks, pool_sizes), tasks.split,
+                     rates, counts)
+
+
+def load_descriptors(folder, sequences, delimiter=","):
+    """The benchmark's `load_descrs`: one parse per file (`pd.read_csv(header=None, sep=...)`, here
+    numpy's C parser as pandas is not a dependency), as float32."""
+    import pathlib
+
+    from deeprestore.descriptors.hpatches import IMAGES
+
+    return {sequence: {image: np.loadtxt(pathlib.Path(folder) / sequence / f"{image}.csv", delimiter=delimiter,
+                                         ndmin=2).astype(np.float32) for image in IMAGES}
+            for sequence in sequences}
+
+
+def main():
+    """End to end as the benchmark runs it: read the split, task files and descriptor CSVs, evaluate,
+    write the results as JSON."""
+    import argparse
+    import json
+    import pathlib
+
+    from deeprestore.descriptors import hpatches, tasks
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--tasks", required=True)
+    parser.add_argument("--split", required=True)
+    parser.add_argument("--descriptors", required=True)
+    parser.add_argument("--out", required=True)
+    arguments = parser.parse_args()
+    split = hpatches.dataset_splits(arguments.data, arguments.tasks)[arguments.split]
+    descriptors = load_descriptors(arguments.descriptors, split.test)
+    counts = {name: len(descriptors[name]["ref"]) for name in split.test}
+    task_lists = tasks.read_tasks(pathlib.Path(arguments.tasks), split.name, counts)
+    results = evaluate(descriptors, task_lists, list(split.test))
+    pathlib.Path(arguments.out).write_text(json.dumps(results))
+
+
+if __name__ == "__main__":
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    main()

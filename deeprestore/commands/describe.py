@@ -122,12 +122,15 @@ def evaluate_command(state, **options):
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write the dataset into.")
 @click.option("--patches", type=click.IntRange(min=8), default=TRAIN.patches, help="Tracks per sequence.")
 @click.option("--patch-size", type=click.IntRange(min=8), default=32, help="32 (N-HPatches) or 65 (hpatches-release).")
+@click.option("--heldout", is_flag=True, help="Photos that training never sees (score it with --split full).")
 @click.pass_obj
-def synth_command(state, out, patches, patch_size):
+def synth_command(state, out, patches, patch_size, heldout):
     """Write the synthetic HPatches-format dataset (bundled photos, known warps, _noise twins) to a folder."""
     from deeprestore.descriptors import synthetic
 
-    spec = synthetic.SyntheticSpec(count=patches, patch_size=patch_size, region=max(32, patch_size), seed=state.seed)
+    base = synthetic.HELDOUT if heldout else synthetic.SyntheticSpec()
+    seed = base.seed + state.seed
+    spec = dataclasses.replace(base, count=patches, patch_size=patch_size, region=max(32, patch_size), seed=seed)
     click.echo(str(synthetic.synthesize(out, spec)))
 
 
