@@ -490,20 +490,25 @@ class DescribeSettings(DescribeDataSettings):
         triplets: fresh triplets drawn each epoch.
         batch_size: triplets per step.
         l2_normalise: L2-normalise the descriptor's output (HardNet).
+        standardise: standardise each input patch inside the model (zero mean, unit deviation; seed 004
+            fed raw pixels: `False`).
         dropout: dropout rate before the last convolution.
         devices: devices each step's batch is split over, or `all`; `batch_size` and `triplets` must
             be multiples of it.
     """
 
+    # Defaults measured on the held-out set (README): HardNet's loss on L2-normalised descriptors with
+    # Adam beats seed 004's triplet loss with SGD, and 2 x 8192 triplets fit in 15 minutes on 2 cores.
     train_inputs: str | None = None
-    loss: str = "triplet"
+    loss: str = "hardest"
     margin: float = 1.0
-    optimizer: str = "sgd"
+    optimizer: str = "adam"
     learning_rate: float | None = None
-    epochs: int = 3
-    triplets: int = 1024
+    epochs: int = 2
+    triplets: int = 8192
     batch_size: int = 64
-    l2_normalise: bool = False
+    l2_normalise: bool = True
+    standardise: bool = True
     dropout: float = 0.3
     devices: int | str = 1
 

@@ -171,7 +171,8 @@ def train(settings, run, seed=0, echo=print, show_progress=True):
     with parallel.scope():  # the weights and the optimiser's state live on every device
         if state is None:
             keras.utils.set_random_seed(seed)
-            descriptor = model.descriptor_network(settings.l2_normalise, settings.dropout, seed=seed)
+            descriptor = model.descriptor_network(settings.l2_normalise, settings.dropout, seed=seed,
+                                                  standardise=settings.standardise)
             trainer = model.triplet_model(descriptor)
             trainer.compile(optimizer=_optimizer(settings), loss=model.create_loss(settings.loss, settings.margin))
             first_epoch = 0
