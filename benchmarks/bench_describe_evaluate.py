@@ -3,7 +3,8 @@
 Usage: `python benchmarks/bench_describe_evaluate.py [--sequences 20 --patches 400 --pairs 100000
 --queries 2000 --distractors 20000 --seed 0]` (the benchmark's own tasks have 1,000,000 pairs, 5,000
 queries and 20,000 distractors). Both read the same CSV files with a C parser, so the ratio grows with
-the number of tasks per descriptor file: with few pairs and queries, reading dominates both. Writes an HPatches-format dataset (random PNG stacks),
+the number of tasks per descriptor file: with few pairs and queries, reading dominates both.
+Writes an HPatches-format dataset (random PNG stacks),
 tie-heavy quantised 128-d descriptor CSVs and task files into a temporary folder, then runs, each as
 a fresh process: `hpatches_reference.py` (the benchmark's steps: read the CSVs, evaluate with the same
 scipy calls, write JSON) and the command. Prints both wall times, their ratio, and whether the two
@@ -74,9 +75,11 @@ def main():
         data, task_folder, descriptors = write_data(folder, arguments.sequences, arguments.patches,
                                                     arguments.dimension, arguments.pairs, arguments.queries,
                                                     arguments.distractors, arguments.seed)
-        print(f"{arguments.sequences} sequences x {arguments.patches} patches x {arguments.dimension} dims (quantised); "
+        print(f"{arguments.sequences} sequences x {arguments.patches} patches x {arguments.dimension} dims "
+              "(quantised); "
               f"{arguments.pairs} pairs, {arguments.queries} queries, {arguments.distractors} distractors")
-        common = ["--data", str(data), "--tasks", str(task_folder), "--split", "bench", "--descriptors", str(descriptors)]
+        common = ["--data", str(data), "--tasks", str(task_folder), "--split", "bench",
+                  "--descriptors", str(descriptors)]
         _, reference_seconds = timed([sys.executable, str(ROOT / "benchmarks" / "hpatches_reference.py"), *common,
                                       "--out", str(folder / "reference.json")])
         completed, command_seconds = timed([sys.executable, "-m", "deeprestore", "--runs", str(folder / "runs"),
@@ -86,7 +89,8 @@ def main():
         theirs = json.loads((folder / "reference.json").read_text())["summary"]
         difference = max(abs(ours[task] - theirs[task]) for task in theirs)
         print(f"reference (benchmark loop)  {reference_seconds:7.2f} s")
-        print(f"describe evaluate           {command_seconds:7.2f} s   ratio {reference_seconds / command_seconds:5.1f}x")
+        ratio = reference_seconds / command_seconds
+        print(f"describe evaluate           {command_seconds:7.2f} s   ratio {ratio:5.1f}x")
         print(f"summary {ours}; largest difference from the reference {difference:.3g}"
               f" ({'equal' if difference <= 1e-12 else 'DIFFERENT'})")
 

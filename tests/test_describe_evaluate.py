@@ -64,8 +64,10 @@ def test_sift_describes_each_patch_on_its_own():
 
 
 def test_csv_evaluation_never_imports_a_keras_backend(dataset, raw_folder, tmp_path):
+    arguments = ["--runs", str(tmp_path / "runs"), "--quiet", "describe", "evaluate", "--data", str(dataset),
+                 "--pairs", "200", "--queries", "10", "--descriptors", str(raw_folder)]
     code = ("import sys\nfrom deeprestore.cli import cli\n"
-            f"try:\n    cli({['--runs', str(tmp_path / 'runs'), '--quiet', 'describe', 'evaluate', '--data', str(dataset), '--pairs', '200', '--queries', '10', '--descriptors', str(raw_folder)]!r}, standalone_mode=False)\n"
+            f"try:\n    cli({arguments!r}, standalone_mode=False)\n"
             "finally:\n    print('loaded:', sorted({'keras', 'tensorflow', 'jax'} & set(sys.modules)))\n")
     completed = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                                env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)})
@@ -180,15 +182,15 @@ def test_a_wrong_delimiter_is_named_in_one_line(raw_folder, tmp_path):
     folder = _copy(raw_folder, tmp_path / "semicolons")
     for path in folder.rglob("*.csv"):
         path.write_text(path.read_text().replace(",", ";"))
-    with pytest.raises(DeepRestoreError, match="not numeric CSV separated by ','.*--delimiter") as caught:
+    with pytest.raises(DeepRestoreError, match=r"not numeric CSV separated by ','.*--delimiter") as caught:
         export.load_descriptors(folder, delimiter=",")
     assert len(str(caught.value)) < 400  # not the whole row
     for path in folder.rglob("*.csv"):
         path.write_text("\n".join(row.split(";")[0] for row in path.read_text().splitlines()))
-    with pytest.raises(DeepRestoreError, match="1 value per row when split at spaces.*--delimiter"):
+    with pytest.raises(DeepRestoreError, match=r"1 value per row when split at spaces.*--delimiter"):
         export.load_descriptors(folder)
 
 
 def test_patch_counts_come_from_the_png_headers(dataset):
     names = hpatches.sequence_names(dataset)
-    assert hpatches.patch_counts(dataset, names) == {name: COUNT for name in names}
+    assert hpatches.patch_counts(dataset, names) == dict.fromkeys(names, COUNT)

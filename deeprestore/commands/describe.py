@@ -63,7 +63,8 @@ command.lazy_backend = True  # see `deeprestore.cli.cli`
 @click.option("--epochs", type=click.IntRange(min=1), default=TRAIN.epochs, help="Epochs in all (also when resuming).")
 @click.option("--triplets", type=click.IntRange(min=1), default=TRAIN.triplets, help="Fresh triplets per epoch.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=TRAIN.batch_size)
-@click.option("--l2-normalise/--no-l2-normalise", default=TRAIN.l2_normalise, help="L2-normalise descriptors (HardNet).")
+@click.option("--l2-normalise/--no-l2-normalise", default=TRAIN.l2_normalise,
+              help="L2-normalise descriptors (HardNet).")
 @click.option("--standardise/--no-standardise", default=TRAIN.standardise,
               help="Standardise each patch (zero mean, unit deviation) inside the model; seed 004 did not.")
 @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=TRAIN.dropout)

@@ -60,7 +60,8 @@ def sift(patches):
     # (level s of octave 0 has sigma_min * 2^(s / n_scales)).
     level = int(np.clip(np.round(extractor.n_scales * np.log2(sigma / extractor.sigma_min)), 0, extractor.n_scales + 2))
     numbers = np.arange(count)
-    centres = np.stack([numbers // _SIFT_TILES * cell + cell / 2 - 0.5, numbers % _SIFT_TILES * cell + cell / 2 - 0.5], 1)
+    row, column = np.divmod(numbers, _SIFT_TILES)
+    centres = np.stack([row * cell + cell / 2 - 0.5, column * cell + cell / 2 - 0.5], 1)  # (row, column)
     extractor.positions = centres
     extractor.keypoints = np.round(centres).astype(int)
     extractor.octaves = np.zeros(count, int)

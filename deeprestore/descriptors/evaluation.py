@@ -487,8 +487,8 @@ def evaluate(descriptors, tasks, sequences, pool_sizes=POOL_SIZES):
               "dimension": int(np.shape(descriptors[sequences[0]]["ref"])[1]) if len(sequences) else 0,
               "verification_pairs": {kind: len(getattr(tasks, kind)) for kind in ("positives", "intra", "inter")},
               "queries": len(tasks.queries), "distractors": len(tasks.distractors)}
-    return summarise(evaluate_verification(descriptors, tasks), matching, evaluate_retrieval(descriptors, tasks, pool_sizes),
-                     tasks.split, success, counts)
+    retrieval = evaluate_retrieval(descriptors, tasks, pool_sizes)
+    return summarise(evaluate_verification(descriptors, tasks), matching, retrieval, tasks.split, success, counts)
 
 
 def check_descriptors(descriptors, sequences):
@@ -549,8 +549,8 @@ def summarise(verification, matching, retrieval, split, success=None, counts=Non
         "matching": matching_means,
         "matching_by_sequence": by_sequence(matching),
         "retrieval": retrieval_means,
-        "retrieval_by_query": {level: {str(size): [float(value) for value in values] for size, values in by_pool.items()}
-                               for level, by_pool in retrieval.items()},
+        "retrieval_by_query": {level: {str(size): [float(value) for value in values]
+                                       for size, values in by_pool.items()} for level, by_pool in retrieval.items()},
     }
     if success is not None:
         results["matching_success"] = {level: float(np.mean([np.mean(rates) for rates in entries.values()]))

@@ -62,7 +62,8 @@ def read_descriptor_file(path, delimiter=None, rows=None):
             warnings.simplefilter("ignore", UserWarning)  # an empty file: checked below
             values = np.loadtxt(path, delimiter=separator, ndmin=2, dtype=np.float64, comments=None)
     except ValueError as error:
-        detail = str(error) if len(str(error)) < 160 else f"{str(error)[:100]}...{str(error)[-50:]}"  # a whole row is long
+        text = str(error)  # holds the whole offending row: shortened
+        detail = text if len(text) < 160 else f"{text[:100]}...{text[-50:]}"
         raise DeepRestoreError(f"Descriptor file '{path}' is not numeric CSV separated by {shown} ({detail}); expected "
                                "one row of numbers per patch, no header (--delimiter sets the separator).") from None
     if values.size == 0:

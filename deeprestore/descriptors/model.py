@@ -46,9 +46,9 @@ def descriptor_network(l2_normalise=False, dropout=0.3, seed=0, standardise=True
     """Seed 004's HardNet-like descriptor: 1,336,928 parameters (1,336,032 trainable).
 
     Each patch is first standardised (zero mean, unit deviation, `PatchStandardization`, no weights),
-    inside the model so that training, evaluation and export all apply it. Then six 3x3 convolutions (32, 32, 64 stride 2, 64, 128 stride 2, 128 maps; same padding, with
-    biases), each followed by batch normalisation and ReLU, dropout, then an 8x8 valid convolution to
-    128 outputs, reshaped to a vector.
+    inside the model so that training, evaluation and export all apply it. Then six 3x3 convolutions (32,
+    32, 64 stride 2, 64, 128 stride 2, 128 maps; same padding, with biases), each followed by batch
+    normalisation and ReLU, dropout, then an 8x8 valid convolution to 128 outputs, reshaped to a vector.
 
     Reference:
         Mishchuk et al., 2017. Working hard to know your neighbor's margins: local descriptor learning

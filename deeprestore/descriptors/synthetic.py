@@ -3,13 +3,14 @@
 Each photo gives two sequences, `v_<photo>` (viewpoint: five homographies of increasing strength,
 moderate photometric change) and `i_<photo>` (illumination: five photometric changes of increasing
 strength, slight homographies). Photometric change is what HPatches' illumination sequences show:
-brightness, contrast, gamma and shading (a gradient and a soft light spot). Image k of a sequence is the photo warped by its homography `H_k`
-(a real resampling), changed photometrically and given sensor noise. Patches are taken at corner
-locations of the reference; in image k the patch frame is the reference frame carried through `H_k`
-(its position `H_k(x)` and local Jacobian), then perturbed by the level's geometric jitter (`e` <
-`h` < `t`), as HPatches does with its easy, hard and tough patches. So row j of every stack is a real
-correspondence. Optional `_noise` twins add our own N-HPatches-like perturbation (the N-HPatches noise
-model was never published): Gaussian noise plus salt-and-pepper. Everything is seeded.
+brightness, contrast, gamma and shading (a gradient and a soft light spot). Image k of a sequence is
+the photo warped by its homography `H_k` (a real resampling), changed photometrically and given sensor
+noise. Patches are taken at corner locations of the reference; in image k the patch frame is the
+reference frame carried through `H_k` (its position `H_k(x)` and local Jacobian), then perturbed by the
+level's geometric jitter (`e` < `h` < `t`), as HPatches does with its easy, hard and tough patches. So
+row j of every stack is a real correspondence. Optional `_noise` twins add our own N-HPatches-like
+perturbation (the N-HPatches noise model was never published): Gaussian noise plus salt-and-pepper.
+Everything is seeded.
 
 `HELDOUT_PHOTOS` are other scikit-image photos, none of them in `SAMPLES` (the training photos):
 `HELDOUT` makes from them a held-out evaluation set that training never sees.

@@ -230,7 +230,8 @@ def _check(path, sequences, indices, counts, images=None):
     unknown = np.flatnonzero(names[place] != sequences) if len(names) else np.arange(len(sequences))
     if len(unknown):
         line = int(unknown[0])
-        raise DeepRestoreError(f"Task file '{path}' line {line + 2} names unknown sequence '{sequences[line]}'; expected "
+        raise DeepRestoreError(f"Task file '{path}' line {line + 2} names unknown sequence '{sequences[line]}'; "
+                               "expected "
                                f"one of the split's test sequences ({', '.join(sorted(counts)[:6])}, ...).")
     limits = np.array([counts[name] for name in names], np.int64)[place]
     outside = np.flatnonzero((indices < 0) | (indices >= limits))

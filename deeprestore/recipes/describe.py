@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from deeprestore.backend import DataParallel
-from deeprestore.descriptors import evaluation, export, hpatches, model, synthetic, tasks
+from deeprestore.descriptors import evaluation, hpatches, model
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
 from deeprestore.recipes.describe_evaluate import evaluate, prepare_dataset, prepare_tasks, save_results  # noqa: F401
