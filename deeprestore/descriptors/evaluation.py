@@ -130,11 +130,16 @@ def distances(first, second):
     differences, squares summed left to right over the dimensions, square root.
 
     `np.sum` sums pairwise and differs from cdist in the last bit, which decides some nearest
-    neighbours among tied descriptors; `np.add.accumulate` adds strictly in order.
+    neighbours among tied descriptors; adding one dimension at a time over all rows keeps cdist's
+    order (and is three times faster than `np.add.accumulate` along each row).
     """
-    difference = np.subtract(first, second, dtype=np.float64)
-    np.multiply(difference, difference, out=difference)
-    return np.sqrt(np.add.accumulate(difference, axis=-1)[..., -1])
+    first, second = np.broadcast_arrays(np.asarray(first), np.asarray(second))
+    squares = np.subtract(np.moveaxis(first, -1, 0), np.moveaxis(second, -1, 0), dtype=np.float64)
+    np.multiply(squares, squares, out=squares)  # (dimension, ...)
+    total = squares[0].copy()
+    for square in squares[1:]:
+        total += square
+    return np.sqrt(total)
 
 
 def verification_distances(first, second):
@@ -145,8 +150,9 @@ def verification_distances(first, second):
     The rounding to float32 makes many more distances equal than float64 arithmetic would, and ties
     decide the verification APs.
     """
-    difference = np.subtract(np.asarray(first, np.float32), np.asarray(second, np.float32)).astype(np.float64)
-    return np.sqrt(np.einsum("ij,ij->i", difference, difference)).astype(np.float32).astype(np.float64)
+    difference = np.subtract(np.asarray(first, np.float32), np.asarray(second, np.float32))
+    squares = np.einsum("ij,ij->i", difference, difference, dtype=np.float64)  # products and sums in double
+    return np.sqrt(squares).astype(np.float32).astype(np.float64)
 
 
 def _indexed_distances(first, second, first_rows, second_rows, measure=distances, block=2048):
