@@ -132,8 +132,7 @@ def native_stderr_silenced():
 @click.pass_context
 def cli(ctx, runs, seed, quiet, backend):
     """Look inside convolutional networks and restore images with them."""
-    ctx.obj = State(runs=runs, seed=seed, quiet=quiet)
-    ctx.meta["deeprestore.backend"] = backend
+    ctx.obj = State(runs=runs, seed=seed, quiet=quiet, backend=backend)
 
 
 def loading_backend(callback):
@@ -145,18 +144,22 @@ def loading_backend(callback):
 
     @functools.wraps(callback)
     def invoke(*args, **kwargs):
-        use_backend(click.get_current_context().meta.get("deeprestore.backend"))
+        click.get_current_context().find_object(State).load_backend()
         return callback(*args, **kwargs)
 
     return invoke
 
 
 def load_backend_before(command):
-    """Makes `command`, or each command of a group (`denoise train`), load the backend before it runs."""
+    """Makes `command`, or each command of a group (`denoise train`), load the backend before it runs.
+
+    A command marked `lazy_backend` loads it itself (`State.load_backend`) only when it needs it: scoring
+    descriptor files should not wait for TensorFlow to start.
+    """
     if isinstance(command, click.Group):
         for subcommand in command.commands.values():
             load_backend_before(subcommand)
-    else:
+    elif not getattr(command, "lazy_backend", False):
         command.callback = loading_backend(command.callback)
     return command
 

@@ -30,6 +30,34 @@ def test_descriptor_has_seed_004_parameter_counts():
     assert descriptor.output_shape == (None, 128)
 
 
+def test_standardised_inputs_hide_brightness_and_contrast():
+    descriptor = model.descriptor_network(seed=1)
+    patches = np.random.default_rng(0).random((4, 32, 32)).astype(np.float32) * 0.5
+    np.testing.assert_allclose(model.describe_patches(descriptor, 0.3 + 1.7 * patches),
+                               model.describe_patches(descriptor, patches), rtol=1e-3, atol=1e-3)
+    raw = model.descriptor_network(seed=1, standardise=False)
+    assert raw.count_params() == descriptor.count_params()
+    assert not np.allclose(model.describe_patches(raw, 0.3 + 1.7 * patches), model.describe_patches(raw, patches),
+                           atol=1e-3)
+
+
+def test_a_saved_standardising_descriptor_loads_and_gives_the_same_outputs(tmp_path):
+    descriptor = model.descriptor_network(seed=2)
+    descriptor.save(tmp_path / "descriptor.keras")
+    loaded = keras.saving.load_model(tmp_path / "descriptor.keras", compile=False)
+    patches = np.random.default_rng(1).random((3, 32, 32))
+    np.testing.assert_allclose(model.describe_patches(loaded, patches), model.describe_patches(descriptor, patches),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_heldout_sequences_use_photos_training_never_sees(tmp_path):
+    assert not set(synthetic.HELDOUT_PHOTOS) & set(synthetic.SyntheticSpec().photos)
+    spec = synthetic.SyntheticSpec(photos=("coins",), count=8, size=128, seed=1)
+    sequence = hpatches.load_dataset(synthetic.synthesize(tmp_path / "heldout", spec))["i_coins"]
+    ref, lit = sequence.images["ref"].astype(float), sequence.images["t5"].astype(float)
+    assert sequence.count == 8 and abs(lit.mean() - ref.mean()) + abs(lit.std() - ref.std()) > 1.0
+
+
 def test_l2_normalised_descriptors_have_unit_norm():
     descriptor = model.descriptor_network(l2_normalise=True)
     outputs = model.describe_patches(descriptor, np.random.default_rng(0).random((4, 32, 32)))

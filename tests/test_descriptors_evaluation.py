@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from scipy.spatial import distance
 
 from deeprestore.descriptors import evaluation, export, hpatches, tasks
 from deeprestore.errors import DeepRestoreError
@@ -115,7 +116,7 @@ def _near_tie_descriptors(gap):
 def test_nearest_neighbours_decide_near_ties_by_the_definition(gap):
     first, second = _near_tie_descriptors(gap)
     nearest, nearest_distances = evaluation.nearest_neighbours(first, second)
-    exact = np.sqrt(((first[0] - second) ** 2).sum(axis=1))
+    exact = distance.cdist(first[:1], second)[0]
     assert nearest[0, 0] == np.argmin(exact) == (2 if gap > 0 else 1)
     assert nearest_distances[0, 0] == exact.min()
 
@@ -126,12 +127,12 @@ def test_nearest_neighbours_search_each_block_of_columns_on_its_own():
     first, second = 1e3 + rng.normal(size=(30, 8)), 1e3 + np.round(rng.normal(size=(3 * 20, 8)), 1)
     nearest, nearest_distances = evaluation.nearest_neighbours(first, second, block_size=20)
     for block in range(3):
-        exact = np.sqrt(((first[:, None] - second[None, block * 20:(block + 1) * 20]) ** 2).sum(axis=-1))
+        exact = distance.cdist(first, second[block * 20:(block + 1) * 20])
         np.testing.assert_array_equal(nearest[:, block], np.argmin(exact, axis=1))
         np.testing.assert_array_equal(nearest_distances[:, block], exact.min(axis=1))
 
 
-@pytest.mark.parametrize("gap", [1e-12, 0.0, -1e-12])
+@pytest.mark.parametrize("gap", [2.0 ** -23, 0.0, -2.0 ** -23])  # one float32 step
 def test_retrieval_counts_only_distractors_strictly_closer_than_a_positive(gap):
     # The query's first positive is at distance 1; a distractor of another sequence sits at 1 - gap:
     # closer (ranked before the positive) only when gap > 0, since a tie keeps the positive first.
@@ -153,7 +154,7 @@ def test_retrieval_counts_only_distractors_strictly_closer_than_a_positive(gap):
     assert (fast["e"][7][0] < 1.0) == (gap > 0)
 
 
-@pytest.mark.parametrize("gap", [1e-12, 0.0, -1e-12])
+@pytest.mark.parametrize("gap", [2.0 ** -23, 0.0, -2.0 ** -23])  # one float32 step
 def test_verification_ranks_tied_negatives_before_positives(gap):
     descriptors = _toy()
     descriptors["i_a"]["e1"] = descriptors["i_a"]["ref"] + np.array([[1.0], [1.0], [1.0]], np.float32)
@@ -177,12 +178,43 @@ def test_verification_ranks_tied_negatives_before_positives(gap):
     assert fast["e"]["intra"]["balanced"] == pytest.approx((6 + (3 if gap < 0 else 0)) / 9)
 
 
-def test_distance_rows_equal_one_pair_at_a_time():
-    rng = np.random.default_rng(3)
-    first, second = rng.normal(size=(50, 128)).astype(np.float32), rng.normal(size=(50, 128)).astype(np.float32)
-    rows = evaluation.distances(first, second)
-    one_by_one = [np.sqrt(np.sum((a.astype(np.float64) - b.astype(np.float64)) ** 2)) for a, b in zip(first, second)]
-    np.testing.assert_array_equal(rows, one_by_one)
+def _quantised(rows, seed, dimension=128, levels=4):
+    """Random projections quantised to a few levels: many exactly equal distances (tie-heavy)."""
+    rng = np.random.default_rng(seed)
+    values = np.round(rng.normal(size=(rows, dimension)) * levels / 4) / (levels - 1) * 0.7
+    return values.astype(np.float32)
+
+
+def test_distances_equal_scipy_cdist_bit_for_bit():
+    first, second = _quantised(400, 3), _quantised(400, 4)
+    np.testing.assert_array_equal(evaluation.distances(first, second),
+                                  [distance.cdist(a[None], b[None])[0, 0] for a, b in zip(first, second)])
+    matrix = distance.cdist(first[:50], second)
+    np.testing.assert_array_equal(evaluation.distances(first[:50, None], second[None]), matrix)
+    # numpy's pairwise np.sum is not cdist's order: on these rows some distances differ in the last bit
+    pairwise = np.sqrt(((first[:50, None].astype(np.float64) - second[None]) ** 2).sum(axis=-1))
+    assert (pairwise != matrix).any()
+
+
+def test_verification_distances_equal_scipy_euclidean_on_float32_rows():
+    first = np.concatenate([_quantised(300, 5), np.random.default_rng(6).normal(size=(300, 128)).astype(np.float32)])
+    second = np.concatenate([_quantised(300, 7), np.random.default_rng(8).normal(size=(300, 128)).astype(np.float32)])
+    measured = evaluation.verification_distances(first, second)
+    np.testing.assert_array_equal(measured, [distance.euclidean(a, b) for a, b in zip(first, second)])
+    assert len(np.unique(measured[:300])) < len(np.unique(evaluation.distances(first[:300], second[:300])))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tie_heavy_quantised_descriptors_give_the_benchmarks_numbers(seed):
+    rng = np.random.default_rng(seed)
+    descriptors = {}
+    for number in range(4):
+        base = rng.normal(size=(30, 128))
+        descriptors[f"{'iv'[number % 2]}_{number}"] = {
+            image: (np.round((base if image == "ref" else base + {"e": .4, "h": .8, "t": 1.2}[image[0]]
+                              * rng.normal(size=base.shape)) * 0.8) / 3).astype(np.float32)
+            for image in hpatches.IMAGES}
+    _assert_equals_reference(descriptors, *_tasks(descriptors, seed, pairs=2000, queries=40, distractors=80))
 
 
 def test_nearest_neighbours_take_the_first_of_tied_minima():

@@ -73,30 +73,46 @@ class State:
     runs: str
     seed: int
     quiet: bool
+    backend: str | None = None
+
+    def load_backend(self):
+        """Imports Keras with the chosen backend, for commands that load it only when needed (see
+        `deeprestore.cli.cli`)."""
+        from deeprestore.cli import use_backend
+
+        use_backend(self.backend)
 
     def echo(self, message):
         if not self.quiet:
             click.echo(message, err=True)
 
 
-def start_run(state, command, settings, name=None, items=None):
+def start_run(state, command, settings, name=None, items=None, uses_backend=True):
     """Creates the run directory of a command, with every resolved option in its config.
+
+    A command that computes nothing with Keras passes `uses_backend=False`: its config then records
+    no backend and numpy's version, and Keras is not imported.
 
     With `name`, the run is `<runs>/<command>/<name>/`, shared by every task that gives the same name:
     the first creates it, the others join it (see `RunDir.join`); its config leaves out the shard.
     `items` are the output names of the whole list of inputs, recorded so gaps can be found later.
     """
-    from deeprestore import backend
     from deeprestore.rundir import RunDir
 
-    backend.check_supported()
     settings = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings)
+    if uses_backend:
+        from deeprestore import backend
+
+        backend.check_supported()
+        machine = {"backend": backend.name(), "device": backend.device(), "versions": backend.versions()}
+    else:
+        import numpy
+
+        machine = {"backend": None, "device": "cpu", "versions": {"numpy": numpy.__version__}}
     config = {
         "settings": settings,
         "seed": state.seed,
-        "backend": backend.name(),
-        "device": backend.device(),
-        "versions": backend.versions(),
+        **machine,
         **({} if items is None else {"items": list(items)}),
     }
     if name is None:
@@ -118,14 +134,14 @@ def parse_size(text):
     return tuple(parts)
 
 
-def run_recipe(state, command, settings, recipe, name=None, items=None):
+def run_recipe(state, command, settings, recipe, name=None, items=None, uses_backend=True):
     """Creates (or, with `name`, joins) the run directory, runs `recipe(run)` inside it and prints the
     directory last.
 
     The run (a named run's task) is marked complete only when the recipe returns; a user error marks it
     failed, an interruption interrupted (see `RunDir`).
     """
-    run = start_run(state, command, settings, name=name, items=items)
+    run = start_run(state, command, settings, name=name, items=items, uses_backend=uses_backend)
     with run, sigterm_interrupts():
         recipe(run)
     click.echo(str(run.path))

@@ -16,8 +16,9 @@ def data_options(function):
     options = [
         click.option("--data", type=click.Path(exists=True, file_okay=False), default=TRAIN.data,
                      help="HPatches-format dataset folder (default: a synthetic one made from the bundled photos)."),
-        click.option("--split", type=click.Choice(defaults.DESCRIBE_SPLITS), default=TRAIN.split,
-                     help="Benchmark split (a dataset's splits.json defines its own)."),
+        click.option("--split", default=TRAIN.split,
+                     help=f"Benchmark split: {', '.join(defaults.DESCRIBE_SPLITS)}, or one named in the splits.json "
+                     "of the dataset folder or of <tasks>/splits/ (which replaces the official ones)."),
         click.option("--inputs", type=click.Choice(defaults.DESCRIBE_INPUTS), default=TRAIN.inputs,
                      help="Patches the descriptor sees: clean, the _noise twins, or those through --denoiser."),
         click.option("--denoiser", type=click.Path(exists=True, dir_okay=False), default=TRAIN.denoiser,
@@ -56,7 +57,10 @@ def command():
 @click.option("--epochs", type=click.IntRange(min=1), default=TRAIN.epochs, help="Epochs in all (also when resuming).")
 @click.option("--triplets", type=click.IntRange(min=1), default=TRAIN.triplets, help="Fresh triplets per epoch.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=TRAIN.batch_size)
-@click.option("--l2-normalise", is_flag=True, default=TRAIN.l2_normalise, help="L2-normalise descriptors (HardNet).")
+@click.option("--l2-normalise/--no-l2-normalise", default=TRAIN.l2_normalise,
+              help="L2-normalise descriptors (HardNet).")
+@click.option("--standardise/--no-standardise", default=TRAIN.standardise,
+              help="Standardise each patch (zero mean, unit deviation) inside the model; seed 004 did not.")
 @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=TRAIN.dropout)
 @devices_option(TRAIN.devices)
 @click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
@@ -85,6 +89,11 @@ def train_command(context, resume, **options):
 
 @command.command("evaluate")
 @data_options
+@click.option("--baseline", "baselines", multiple=True, type=click.Choice(defaults.DESCRIBE_BASELINES),
+              help="Also score a built-in descriptor: raw16 (16x16 pixels, zero mean, unit norm) or sift "
+              "(scikit-image's, at the patch centre); repeat for several.")
+@click.option("--delimiter", default=EVALUATE.delimiter,
+              help="Field separator of the descriptor CSVs (default: detected per file: , ; tab or spaces).")
 @click.option("--model", type=click.Path(exists=True), default=EVALUATE.model,
               help="A `describe train` run directory or a descriptor .keras file.")
 @click.option("--descriptors", multiple=True, type=click.Path(exists=True, file_okay=False),
@@ -93,26 +102,35 @@ def train_command(context, resume, **options):
               help="Also write the model's descriptors as CSV into the run's descriptors/.")
 @click.pass_obj
 def evaluate_command(state, **options):
-    """Score a trained descriptor and/or descriptor CSV folders with the HPatches protocol, side by side."""
-    from deeprestore.recipes import describe as recipe
+    """Score a trained descriptor, baselines and/or descriptor CSV folders with the HPatches protocol, side by side."""
+    from deeprestore.recipes import describe_evaluate as recipe
 
-    options["descriptors"] = tuple(options["descriptors"])
+    options["descriptors"], options["baselines"] = tuple(options["descriptors"]), tuple(options["baselines"])
     settings = defaults.DescribeEvaluateSettings(**options)
     _check_inputs(settings)
+    if settings.model is not None:  # only a trained descriptor needs Keras
+        state.load_backend()
     run_recipe(state, "describe-evaluate", settings, lambda run: recipe.evaluate(settings, run, seed=state.seed,
-                                                                                 echo=state.echo))
+                                                                                 echo=state.echo),
+               uses_backend=settings.model is not None)
+
+
+evaluate_command.lazy_backend = True  # Keras loads only for a trained descriptor (see `deeprestore.cli`)
 
 
 @command.command("synth")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write the dataset into.")
 @click.option("--patches", type=click.IntRange(min=8), default=TRAIN.patches, help="Tracks per sequence.")
 @click.option("--patch-size", type=click.IntRange(min=8), default=32, help="32 (N-HPatches) or 65 (hpatches-release).")
+@click.option("--heldout", is_flag=True, help="Photos that training never sees (score it with --split full).")
 @click.pass_obj
-def synth_command(state, out, patches, patch_size):
+def synth_command(state, out, patches, patch_size, heldout):
     """Write the synthetic HPatches-format dataset (bundled photos, known warps, _noise twins) to a folder."""
     from deeprestore.descriptors import synthetic
 
-    spec = synthetic.SyntheticSpec(count=patches, patch_size=patch_size, region=max(32, patch_size), seed=state.seed)
+    base = synthetic.HELDOUT if heldout else synthetic.SyntheticSpec()
+    seed = base.seed + state.seed
+    spec = dataclasses.replace(base, count=patches, patch_size=patch_size, region=max(32, patch_size), seed=seed)
     click.echo(str(synthetic.synthesize(out, spec)))
 
 

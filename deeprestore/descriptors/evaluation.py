@@ -1,15 +1,18 @@
 """The HPatches benchmark protocol (verification, matching, retrieval), exactly, and vectorised.
 
 Descriptors are `{sequence: {image: float32 array (patches, dimension)}}` for the 16 images of each
-test sequence. The definitions are hpatches-benchmark's Python ones (`utils/metrics.py`,
-`utils/tasks.py`, `utils/results.py`): scores are negative Euclidean distances, computed in float64
-from the float32 descriptors as `sqrt(sum((a - b)^2))`; rankings use a stable sort (ties keep input
-order); AP is the trapezoidal area under precision over recall with a (recall 0, precision 1) point
-first. Rankings are scored from counts (how many negatives come before each positive) rather than by
-sorting everything. Large distance matrices come from one float32 matrix product
-(`|b|^2 - 2ab`), which differs from the definition by up to a proven bound; every comparison whose
-outcome that difference could change is recomputed with the definition, so results equal a per-pair
-implementation's to the last tie.
+test sequence; like the benchmark, which reads them as float32, every task converts them to float32
+first. The definitions are hpatches-benchmark's Python ones (`utils/metrics.py`, `utils/tasks.py`),
+down to its arithmetic: verification distances are `scipy.spatial.distance.euclidean` of two float32
+rows (the difference in float32, its norm accumulated in double by BLAS, the result rounded to
+float32: `verification_distances`); matching and retrieval distances are `scipy.spatial.distance.cdist`'s
+(float64 differences of the float32 values, squares summed left to right over the dimensions:
+`distances`). Scores are negative distances; rankings use a stable sort (ties keep input order); AP is
+the trapezoidal area under precision over recall with a (recall 0, precision 1) point first. Rankings
+are scored from counts (how many negatives come before each positive) rather than by sorting
+everything. Large distance matrices come from one float32 matrix product (`|b|^2 - 2ab`), which
+differs from the definition by up to a proven bound; every comparison whose outcome that difference
+could change is recomputed with the definition, so results equal the benchmark's to the last tie.
 
 Reference:
     Balntas, Lenc, Vedaldi & Mikolajczyk, 2017. HPatches: a benchmark and evaluation of handcrafted and
@@ -124,24 +127,47 @@ def _rank_average_precision(ranks, positives):
 
 
 def distances(first, second):
-    """Row-wise Euclidean distances in float64, by the definition: `sqrt(sum((a - b)^2, axis=-1))`."""
-    difference = np.subtract(first, second, dtype=np.float64)
-    np.multiply(difference, difference, out=difference)
-    return np.sqrt(np.sum(difference, axis=-1))
+    """Row-wise Euclidean distances as `scipy.spatial.distance.cdist` computes them: float64
+    differences, squares summed left to right over the dimensions, square root.
+
+    `np.sum` sums pairwise and differs from cdist in the last bit, which decides some nearest
+    neighbours among tied descriptors; adding one dimension at a time over all rows keeps cdist's
+    order (and is three times faster than `np.add.accumulate` along each row).
+    """
+    first, second = np.broadcast_arrays(np.asarray(first), np.asarray(second))
+    squares = np.subtract(np.moveaxis(first, -1, 0), np.moveaxis(second, -1, 0), dtype=np.float64)
+    np.multiply(squares, squares, out=squares)  # (dimension, ...)
+    total = squares[0].copy()
+    for square in squares[1:]:
+        total += square
+    return np.sqrt(total)
 
 
-def _indexed_distances(first, second, first_rows, second_rows, block=2048):
-    """`distances(first[first_rows], second[second_rows])`, a block of rows at a time.
+def verification_distances(first, second):
+    """Row-wise Euclidean distances as `scipy.spatial.distance.euclidean` computes them on float32
+    rows (the benchmark's verification): the difference in float32, its norm accumulated in double (BLAS
+    `snrm2`), the result rounded to float32. Returned as float64 holding those float32 values.
+
+    The rounding to float32 makes many more distances equal than float64 arithmetic would, and ties
+    decide the verification APs.
+    """
+    difference = np.subtract(np.asarray(first, np.float32), np.asarray(second, np.float32))
+    squares = np.einsum("ij,ij->i", difference, difference, dtype=np.float64)  # products and sums in double
+    return np.sqrt(squares).astype(np.float32).astype(np.float64)
+
+
+def _indexed_distances(first, second, first_rows, second_rows, measure=distances, block=2048):
+    """`measure(first[first_rows], second[second_rows])`, a block of rows at a time.
 
     Blocks keep the float64 differences in cache; they run on a few threads, since the random-access
-    gathers dominate and numpy releases the GIL in them. Each row is still summed on its own, in
-    `distances`'s order, so the results are the same bits.
+    gathers dominate and numpy releases the GIL in them. Each row is still computed on its own, in
+    `measure`'s order, so the results are the same bits.
     """
     result = np.empty(len(first_rows))
 
     def fill(start):
         part = slice(start, start + block)
-        result[part] = distances(first[first_rows[part]], second[second_rows[part]])
+        result[part] = measure(first[first_rows[part]], second[second_rows[part]])
 
     starts = range(0, len(first_rows), block)
     if len(starts) < 8:  # starting threads costs more than it saves
@@ -240,8 +266,7 @@ class _Table:
     """
 
     def __init__(self, descriptors, sequences, images):
-        blocks = [np.asarray(descriptors[name][image]) for name in sequences for image in images]
-        # Keep the descriptors' own dtype: rows are converted to float64 only when differenced.
+        blocks = [np.asarray(descriptors[name][image], np.float32) for name in sequences for image in images]
         self.stack = np.concatenate(blocks) if blocks else np.empty((0, 0), np.float32)
         sizes = np.array([len(block) for block in blocks], np.int64)
         self.offsets = (np.cumsum(sizes) - sizes).reshape(len(sequences), len(images))  # first row of each block
@@ -251,20 +276,21 @@ class _Table:
         return self.offsets[codes, images] + rows
 
     def distances(self, first, second):
-        """`distances` between the stack rows at positions `first` and `second`."""
-        return _indexed_distances(self.stack, self.stack, first, second)
+        """`verification_distances` between the stack rows at positions `first` and `second`."""
+        return _indexed_distances(self.stack, self.stack, first, second, verification_distances)
 
 
 def _rows(descriptors, sequences, image, indices):
-    """float64 descriptors of one image at the given (sequence, row) pairs, one gather per sequence
-    (retrieval's few thousand rows are not worth stacking every descriptor for)."""
+    """Descriptors of one image at the given (sequence, row) pairs, as float32 (like the benchmark's
+    retrieval) held in float64, one gather per sequence (retrieval's few thousand rows are not worth
+    stacking every descriptor for)."""
     names, inverse = np.unique(np.asarray(sequences, dtype=str), return_inverse=True)
     indices = np.asarray(indices, np.int64)
     dimension = np.shape(next(iter(next(iter(descriptors.values())).values())))[1]
     result = np.empty((len(indices), dimension), np.float64)
     for number, name in enumerate(names):
         rows = np.flatnonzero(inverse == number)
-        result[rows] = np.asarray(descriptors[name][image])[indices[rows]]
+        result[rows] = np.asarray(descriptors[name][image], np.float32)[indices[rows]]
     return result
 
 
@@ -328,24 +354,31 @@ def evaluate_verification(descriptors, tasks):
     return results
 
 
-def evaluate_matching(descriptors, sequences):
-    """Matching: `{level: {sequence: [ap for k = 1..5]}}`, nearest neighbour from `ref` to image k."""
+def evaluate_matching(descriptors, sequences, success_rates=False):
+    """Matching: `{level: {sequence: [ap for k = 1..5]}}`, nearest neighbour from `ref` to image k.
+
+    With `success_rates`, returns `(aps, rates)`: `rates` has the same shape and holds the benchmark's
+    `sr`, the fraction of ref patches whose nearest neighbour is the same row.
+    """
     results = {level: {} for level in LEVELS}
+    rates = {level: {} for level in LEVELS}
     images = [f"{level}{k}" for level in LEVELS for k in range(1, 6)]
     for sequence in sequences:
         interrupts.raise_if_requested()
-        reference = np.asarray(descriptors[sequence]["ref"])
+        reference = np.asarray(descriptors[sequence]["ref"], np.float32)
         if len(reference):
             # One search against all 15 images of the sequence, a block of columns per image.
-            others = np.concatenate([np.asarray(descriptors[sequence][image]) for image in images])
+            others = np.concatenate([np.asarray(descriptors[sequence][image], np.float32) for image in images])
             nearest, nearest_distances = nearest_neighbours(reference, others, len(reference))
             correct = nearest == np.arange(len(reference))[:, None]
             scores = _rows_average_precision(nearest_distances.T, correct.T, len(reference))
+            success = correct.mean(axis=0)
         else:
-            scores = np.zeros(len(images))  # no patches: the benchmark's AP of an empty ranking
-        for image, score in zip(images, scores):
+            scores = success = np.zeros(len(images))  # no patches: the benchmark's AP of an empty ranking
+        for image, score, rate in zip(images, scores, success):
             results[image[0]].setdefault(sequence, []).append(float(score))
-    return results
+            rates[image[0]].setdefault(sequence, []).append(float(rate))
+    return (results, rates) if success_rates else results
 
 
 class _Pools:
@@ -458,8 +491,14 @@ def evaluate(descriptors, tasks, sequences, pool_sizes=POOL_SIZES):
         DeepRestoreError: descriptors are missing for a test sequence or image, or disagree in size.
     """
     check_descriptors(descriptors, sequences)
-    return summarise(evaluate_verification(descriptors, tasks), evaluate_matching(descriptors, sequences),
-                     evaluate_retrieval(descriptors, tasks, pool_sizes), tasks.split)
+    matching, success = evaluate_matching(descriptors, sequences, success_rates=True)
+    counts = {"sequences": len(sequences),
+              "patches": int(sum(len(descriptors[sequence]["ref"]) for sequence in sequences)),
+              "dimension": int(np.shape(descriptors[sequences[0]]["ref"])[1]) if len(sequences) else 0,
+              "verification_pairs": {kind: len(getattr(tasks, kind)) for kind in ("positives", "intra", "inter")},
+              "queries": len(tasks.queries), "distractors": len(tasks.distractors)}
+    retrieval = evaluate_retrieval(descriptors, tasks, pool_sizes)
+    return summarise(evaluate_verification(descriptors, tasks), matching, retrieval, tasks.split, success, counts)
 
 
 def check_descriptors(descriptors, sequences):
@@ -484,13 +523,16 @@ def check_descriptors(descriptors, sequences):
         raise DeepRestoreError(f"Descriptors have different dimensions {sorted(dimensions)}; expected one.")
 
 
-def summarise(verification, matching, retrieval, split):
+def summarise(verification, matching, retrieval, split, success=None, counts=None):
     """The results dict: every table entry and the three numbers seed 004 reports.
 
     `verification[level][intra|inter][balanced|imbalanced]`; `matching[level]` (mean over sequences
-    and k) with `matching_by_sequence`; `retrieval[level][pool size]` (mean over queries); and
-    `summary`: verification = mean of the six imbalanced APs, matching = mean over levels, retrieval =
-    mean over pool sizes of the level-mean.
+    and k) with `matching_by_sequence`; `retrieval[level][pool size]` (mean over queries) with
+    `retrieval_by_query` (every query's AP, in task-file order); and `summary`: verification = mean of
+    the six imbalanced APs, matching = mean over levels, retrieval = mean over pool sizes of the
+    level-mean. With `success` (`{level: {sequence: [rate for k = 1..5]}}`), `matching_success` (mean
+    over sequences and k), `matching_success_by_sequence` and `matching_success_mean`; with
+    `counts`, `counts` (sequences, patches, pairs, queries, distractors).
     """
     matching_means = {level: float(np.mean([np.mean(scores) for scores in by_sequence.values()]))
                       for level, by_sequence in matching.items()}
@@ -504,21 +546,35 @@ def summarise(verification, matching, retrieval, split):
         "retrieval": float(np.mean([np.mean([retrieval_means[level][size] for level in LEVELS])
                                     for size in pool_sizes])),
     }
-    return {
+
+    def by_sequence(table):
+        return {level: {sequence: [float(value) for value in values] for sequence, values in entries.items()}
+                for level, entries in table.items()}
+
+    results = {
         "split": split,
         "summary": summary,
         "verification": {level: {kind: {balance: float(value) for balance, value in entry.items()}
                                  for kind, entry in by_kind.items()} for level, by_kind in verification.items()},
         "matching": matching_means,
-        "matching_by_sequence": {level: {sequence: [float(score) for score in scores]
-                                         for sequence, scores in by_sequence.items()}
-                                 for level, by_sequence in matching.items()},
+        "matching_by_sequence": by_sequence(matching),
         "retrieval": retrieval_means,
+        "retrieval_by_query": {level: {str(size): [float(value) for value in values]
+                                       for size, values in by_pool.items()} for level, by_pool in retrieval.items()},
     }
+    if success is not None:
+        results["matching_success"] = {level: float(np.mean([np.mean(rates) for rates in entries.values()]))
+                                       for level, entries in success.items()}
+        results["matching_success_by_sequence"] = by_sequence(success)
+        results["matching_success_mean"] = float(np.mean(list(results["matching_success"].values())))
+    if counts is not None:
+        results["counts"] = counts
+    return results
 
 
-def format_table(results, name="descriptor"):
-    """The benchmark's tables as text: verification, matching and retrieval per level, and the summary."""
+def format_table(results, name="descriptor", per_sequence=False):
+    """The benchmark's tables as text: verification, matching (mAP and success rate) and retrieval per
+    level, the summary and the counts; with `per_sequence`, matching per sequence too."""
     lines = [f"HPatches results for {name} (split {results['split']}), mAP in %", ""]
     lines.append(f"{'verification':<14}{'intra bal.':>12}{'intra imb.':>12}{'inter bal.':>12}{'inter imb.':>12}")
     for level in LEVELS:
@@ -527,6 +583,9 @@ def format_table(results, name="descriptor"):
                                               for kind in ("intra", "inter") for balance in ("balanced", "imbalanced")))
     lines += ["", f"{'matching':<14}" + "".join(f"{level:>10}" for level in LEVELS)]
     lines.append(f"{'mAP':<14}" + "".join(f"{100 * results['matching'][level]:>10.2f}" for level in LEVELS))
+    if "matching_success" in results:
+        lines.append(f"{'success rate':<14}" + "".join(f"{100 * results['matching_success'][level]:>10.2f}"
+                                                      for level in LEVELS))
     pools = list(results["retrieval"][LEVELS[0]])
     lines += ["", f"{'retrieval':<14}" + "".join(f"{pool:>9}" for pool in pools)]
     for level in LEVELS:
@@ -534,6 +593,32 @@ def format_table(results, name="descriptor"):
     summary = results["summary"]
     lines += ["", f"{'summary':<14}{'verification':>14}{'matching':>10}{'retrieval':>11}",
               f"{'mAP':<14}{summary['verification']:>14.4f}{summary['matching']:>10.4f}{summary['retrieval']:>11.4f}"]
+    if "counts" in results:
+        counts = results["counts"]
+        pairs = counts["verification_pairs"]
+        lines += ["", f"{counts['sequences']} test sequences, {counts['patches']} patches per image in all, "
+                  f"dimension {counts['dimension']}; verification pairs {pairs['positives']} positive, "
+                  f"{pairs['intra']} intra, {pairs['inter']} inter; {counts['queries']} queries, "
+                  f"{counts['distractors']} distractors"]
+    if per_sequence and "matching_success_by_sequence" in results:
+        lines += ["", f"{'matching by sequence':<24}" + "".join(f"{'mAP ' + level:>9}{'SR ' + level:>8}"
+                                                              for level in LEVELS)]
+        for sequence in results["matching_by_sequence"][LEVELS[0]]:
+            lines.append(f"{sequence:<24}" + "".join(
+                f"{100 * np.mean(results['matching_by_sequence'][level][sequence]):>9.2f}"
+                f"{100 * np.mean(results['matching_success_by_sequence'][level][sequence]):>8.2f}" for level in LEVELS))
+    return "\n".join(lines) + "\n"
+
+
+def format_comparison(results_by_name):
+    """One table of the summary numbers of several descriptors (in %), so a user sees which is best."""
+    width = max([len(name) for name in results_by_name] + [10]) + 2
+    lines = [f"{'descriptor':<{width}}{'verification':>14}{'matching':>10}{'success':>10}{'retrieval':>11}"]
+    for name, results in results_by_name.items():
+        summary = results["summary"]
+        success = results.get("matching_success_mean", float("nan"))
+        lines.append(f"{name:<{width}}{100 * summary['verification']:>14.2f}{100 * summary['matching']:>10.2f}"
+                     f"{100 * success:>10.2f}{100 * summary['retrieval']:>11.2f}")
     return "\n".join(lines) + "\n"
 
 

@@ -5,8 +5,9 @@ A dataset is a folder with one sub-folder per sequence. A sequence folder holds 
 is the patch size (65 in `hpatches-release`, 32 in N-HPatches); row j of every image is the same
 patch, a *track*. N-HPatches adds a noisy twin `<image>_noise.png` of each image. A `Split` names the
 test and train sequences; the official splits `a`, `b`, `c`, `illum`, `view` and `full` are built in,
-and a `splits.json` in the dataset folder (the benchmark's own format) replaces them, which is how a
-dataset with other sequence names (such as the synthetic one) defines its splits.
+and a `splits.json` (the benchmark's own format) in the dataset folder, or in `<tasks>/splits/` as the
+benchmark keeps it, replaces them, which is how a dataset with other sequence names (such as the
+synthetic one) or a custom split is named.
 """
 
 import dataclasses
@@ -81,39 +82,54 @@ def official_splits():
     return {name: Split(name, test, tuple(sorted(set(full) - set(test)))) for name, test in tests.items()}
 
 
-def dataset_splits(root):
-    """The splits of the dataset at `root`: its `splits.json` if it has one, else the official ones.
+def splits_file(root, tasks=None):
+    """The `splits.json` that names the dataset's splits: the task folder's given as `tasks`
+    (`<tasks>/splits/splits.json` as the benchmark keeps it, or `<tasks>/splits.json`), else
+    `<root>/splits.json`, else `<root>/tasks/splits/splits.json`; `None` when there is none."""
+    def in_tasks(folder):
+        return [pathlib.Path(folder) / "splits" / "splits.json", pathlib.Path(folder) / "splits.json"]
+
+    candidates = (in_tasks(tasks) if tasks else []) + [pathlib.Path(root) / "splits.json"] + in_tasks(
+        pathlib.Path(root) / "tasks")
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def dataset_splits(root, tasks=None):
+    """The splits of the dataset at `root`: those of its `splits.json` (see `splits_file`) if it has
+    one, else the official ones.
 
     `splits.json` follows the benchmark's format, `{name: {"test": [...], "train": [...]}}`; a
-    missing `train` list means every other sequence of the dataset.
+    missing or empty `train` list means every other sequence of the dataset.
 
     Raises:
         DeepRestoreError: `splits.json` is not valid JSON of that shape.
     """
-    path = pathlib.Path(root) / "splits.json"
-    if not path.is_file():
+    path = splits_file(root, tasks)
+    if path is None:
         return official_splits()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         names = sequence_names(root)
-        return {name: Split(name, tuple(entry["test"]),
-                            tuple(entry.get("train") or sorted(set(names) - set(entry["test"]))))
+        return {str(name): Split(str(name), tuple(entry["test"]),
+                                 tuple(entry.get("train") or sorted(set(names) - set(entry["test"]))))
                 for name, entry in data.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise DeepRestoreError(f"'{path}' is not a valid splits file ({error}); expected "
                                '{"<split>": {"test": [...], "train": [...]}, ...}.') from None
 
 
-def resolve_split(root, name):
-    """The split `name` of the dataset at `root`, checked against the sequences it holds.
+def resolve_split(root, name, tasks=None):
+    """The split `name` of the dataset at `root` (or of `<tasks>/splits/splits.json`), checked against
+    the sequences the dataset holds.
 
     Raises:
         DeepRestoreError: the split is unknown, or names sequences that the dataset lacks.
     """
-    splits = dataset_splits(root)
+    splits = dataset_splits(root, tasks)
     if name not in splits:
-        raise DeepRestoreError(f"Unknown split '{name}' for dataset '{root}'; expected one of "
-                               f"{', '.join(splits)}.")
+        source = splits_file(root, tasks) or "the official splits"
+        raise DeepRestoreError(f"Unknown split '{name}' for dataset '{root}' (splits from {source}); expected one "
+                               f"of {', '.join(splits)}.")
     split = splits[name]
     present = set(sequence_names(root))
     missing = [sequence for sequence in split.test + split.train if sequence not in present]
@@ -227,6 +243,31 @@ def has_noisy_twins(root, names=None):
     root = pathlib.Path(root)
     return all((root / name / f"{image}{NOISE_SUFFIX}.png").is_file()
                for name in (names or sequence_names(root)) for image in IMAGES)
+
+
+def patch_counts(root, names):
+    """`{name: patches per image}` of the named sequences, from the size of each `ref.png` alone (the
+    PNG header, without decoding the pixels; other formats are decoded).
+
+    Raises:
+        DeepRestoreError: a `ref.png` is missing or malformed.
+    """
+    counts = {}
+    for name in names:
+        path = pathlib.Path(root) / name / "ref.png"
+        try:
+            with open(path, "rb") as file:
+                header = file.read(24)
+        except OSError:
+            header = b""
+        # A PNG starts with its 8-byte signature and the IHDR chunk: length, type, width, height.
+        if header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR":
+            width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+            if width and height % width == 0 and height:
+                counts[name] = height // width
+                continue
+        counts[name] = read_stack(path).shape[0]  # decoding gives the precise error
+    return counts
 
 
 def load_dataset(root, names=None, noisy=False):

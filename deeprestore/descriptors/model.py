@@ -16,12 +16,39 @@ PATCH_SIZE = 32
 DESCRIPTOR_SIZE = 128
 
 
-def descriptor_network(l2_normalise=False, dropout=0.3, seed=0):
+@keras.saving.register_keras_serializable(package="deeprestore")
+class PatchStandardization(keras.layers.Layer):
+    """Each patch minus its mean, divided by its standard deviation (plus `epsilon`): the descriptor
+    then cannot see a patch's brightness or contrast, which change between views of one scene.
+
+    Reference:
+        Tian, Fan & Wu, 2017 (L2-Net) and Mishchuk et al., 2017 (HardNet) normalise input patches so.
+    """
+
+    def __init__(self, epsilon=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def call(self, patches):
+        mean = keras.ops.mean(patches, axis=(1, 2, 3), keepdims=True)
+        centred = patches - mean
+        deviation = keras.ops.sqrt(keras.ops.mean(keras.ops.square(centred), axis=(1, 2, 3), keepdims=True))
+        return centred / (deviation + self.epsilon)  # epsilon: flat patches stay finite (zeros)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+def descriptor_network(l2_normalise=False, dropout=0.3, seed=0, standardise=True):
     """Seed 004's HardNet-like descriptor: 1,336,928 parameters (1,336,032 trainable).
 
-    Six 3x3 convolutions (32, 32, 64 stride 2, 64, 128 stride 2, 128 maps; same padding, with
-    biases), each followed by batch normalisation and ReLU, dropout, then an 8x8 valid convolution to
-    128 outputs, reshaped to a vector.
+    Each patch is first standardised (zero mean, unit deviation, `PatchStandardization`, no weights),
+    inside the model so that training, evaluation and export all apply it. Then six 3x3 convolutions (32,
+    32, 64 stride 2, 64, 128 stride 2, 128 maps; same padding, with biases), each followed by batch
+    normalisation and ReLU, dropout, then an 8x8 valid convolution to 128 outputs, reshaped to a vector.
 
     Reference:
         Mishchuk et al., 2017. Working hard to know your neighbor's margins: local descriptor learning
@@ -31,13 +58,14 @@ def descriptor_network(l2_normalise=False, dropout=0.3, seed=0):
         l2_normalise: divide each output by its L2 norm (HardNet).
         dropout: dropout rate before the last convolution.
         seed: seed of the initial weights and of the dropout.
+        standardise: standardise each input patch (seed 004 fed raw pixels / 255: `False`).
 
     Returns:
         A `keras.Model` named `descriptor`.
     """
     initializer = keras.initializers.GlorotUniform(seed=seed)
     inputs = keras.Input((PATCH_SIZE, PATCH_SIZE, 1), name="patches")
-    features = inputs
+    features = PatchStandardization(name="standardise")(inputs) if standardise else inputs
     for index, (filters, strides) in enumerate([(32, 1), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1)], 1):
         features = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", name=f"conv{index}",
                                        kernel_initializer=keras.initializers.GlorotUniform(seed=seed + index))(features)

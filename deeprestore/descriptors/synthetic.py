@@ -1,14 +1,19 @@
 """A small HPatches-format dataset made from the bundled photos, with known warps.
 
 Each photo gives two sequences, `v_<photo>` (viewpoint: five homographies of increasing strength,
-mild photometric change) and `i_<photo>` (illumination: five photometric changes of increasing
-strength, slight homographies). Image k of a sequence is the photo warped by its homography `H_k`
-(a real resampling), changed photometrically and given sensor noise. Patches are taken at corner
-locations of the reference; in image k the patch frame is the reference frame carried through `H_k`
-(its position `H_k(x)` and local Jacobian), then perturbed by the level's geometric jitter (`e` <
-`h` < `t`), as HPatches does with its easy, hard and tough patches. So row j of every stack is a real
-correspondence. Optional `_noise` twins add our own N-HPatches-like perturbation (the N-HPatches noise
-model was never published): Gaussian noise plus salt-and-pepper. Everything is seeded.
+moderate photometric change) and `i_<photo>` (illumination: five photometric changes of increasing
+strength, slight homographies). Photometric change is what HPatches' illumination sequences show:
+brightness, contrast, gamma and shading (a gradient and a soft light spot). Image k of a sequence is
+the photo warped by its homography `H_k` (a real resampling), changed photometrically and given sensor
+noise. Patches are taken at corner locations of the reference; in image k the patch frame is the
+reference frame carried through `H_k` (its position `H_k(x)` and local Jacobian), then perturbed by the
+level's geometric jitter (`e` < `h` < `t`), as HPatches does with its easy, hard and tough patches. So
+row j of every stack is a real correspondence. Optional `_noise` twins add our own N-HPatches-like
+perturbation (the N-HPatches noise model was never published): Gaussian noise plus salt-and-pepper.
+Everything is seeded.
+
+`HELDOUT_PHOTOS` are other scikit-image photos, none of them in `SAMPLES` (the training photos):
+`HELDOUT` makes from them a held-out evaluation set that training never sees.
 """
 
 import dataclasses
@@ -28,6 +33,11 @@ from deeprestore.images import SAMPLES, load_image, to_uint8
 # patch side) standard deviations. Our choice, growing like HPatches' easy/hard/tough overlaps.
 JITTER = {"e": (4.0, 0.04, 0.03), "h": (10.0, 0.10, 0.07), "t": (18.0, 0.18, 0.12)}
 SENSOR_NOISE = 0.01  # standard deviation of the noise added to every image, in [0, 1] units
+# Strength of the geometric and photometric change at image 5 of each kind of sequence (image k has k / 5).
+GEOMETRY = {"v": 1.0, "i": 0.1}
+PHOTOMETRY = {"v": 0.5, "i": 1.0}
+# Bundled scikit-image photos that are not among the training photos (`SAMPLES`), for held-out sequences.
+HELDOUT_PHOTOS = ("moon", "page", "clock", "coins", "hubble_deep_field", "immunohistochemistry", "retina", "cell")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +61,17 @@ class SyntheticSpec:
     size: int = 384
     noise: float = 0.1
     seed: int = 0
+
+
+def _photo(name, size):
+    """A bundled photo as grey float in [0, 1], its longer side `size`: a training sample or a held-out one."""
+    if name in HELDOUT_PHOTOS:
+        import skimage.data
+
+        from deeprestore.images import resize, to_float_rgb
+
+        return resize(to_float_rgb(getattr(skimage.data, name)()), size).mean(axis=-1)
+    return load_image(name, size).mean(axis=-1)
 
 
 def _homography(rng, strength, center):
@@ -83,13 +104,19 @@ def _jacobians(matrix, points):
 
 
 def _photometric(image, rng, strength, shape):
-    """Gain, gamma and a smooth illumination gradient, growing with strength, then sensor noise."""
+    """Brightness (gain), contrast, gamma and shading (a linear gradient and a soft light spot), growing
+    with strength, then sensor noise."""
     gamma = np.exp(rng.uniform(-1, 1) * 0.5 * strength)
     gain = np.exp(rng.uniform(-1, 1) * 0.4 * strength)
+    contrast = np.exp(rng.uniform(-1, 1) * 0.4 * strength)
     rows, columns = np.mgrid[0:shape[0], 0:shape[1]] / max(shape)
     direction = rng.uniform(-1, 1, 2) * 0.5 * strength
     gradient = 1.0 + direction[0] * (rows - 0.5) + direction[1] * (columns - 0.5)
-    changed = gain * gradient * np.clip(image, 0, 1) ** gamma
+    centre, radius = rng.uniform(0, 1, 2) * np.array(shape) / max(shape), rng.uniform(0.15, 0.4)
+    spot = 1.0 + rng.uniform(-0.6, 0.6) * strength * np.exp(
+        -((rows - centre[0]) ** 2 + (columns - centre[1]) ** 2) / (2 * radius**2))
+    changed = gain * gradient * spot * np.clip(image, 0, 1) ** gamma
+    changed = changed.mean() + contrast * (changed - changed.mean())
     return np.clip(changed + rng.normal(0.0, SENSOR_NOISE, shape), 0.0, 1.0)
 
 
@@ -135,10 +162,10 @@ def _sample(image, centers, linear, spec):
 
 def synthesize_sequence(photo, kind, spec, rng):
     """The 16 clean stacks `{image: float (count, size, size)}` of one sequence (`kind` "v" or "i")."""
-    reference = load_image(photo, spec.size).mean(axis=-1)
+    reference = _photo(photo, spec.size)
     shape = reference.shape
     center = np.array([shape[1], shape[0]]) / 2.0
-    geometry, photometry = (1.0, 0.15) if kind == "v" else (0.1, 1.0)
+    geometry, photometry = GEOMETRY[kind], PHOTOMETRY[kind]
     homographies = [np.eye(3)] + [_homography(rng, geometry * k / 5, center) for k in range(1, 6)]
     warped = [reference] + [
         _photometric(skimage.transform.warp(reference, skimage.transform.ProjectiveTransform(matrix).inverse,
@@ -155,6 +182,10 @@ def synthesize_sequence(photo, kind, spec, rng):
         valid &= inside
     chosen = np.flatnonzero(valid)[:spec.count]
     return {image: stack[chosen] for image, stack in stacks.items()}
+
+
+# The held-out evaluation set: other photos, another seed; evaluate it with `--split full`.
+HELDOUT = SyntheticSpec(photos=HELDOUT_PHOTOS, seed=1)
 
 
 def synthesize(root, spec=SyntheticSpec()):

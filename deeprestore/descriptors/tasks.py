@@ -181,12 +181,13 @@ def read_tasks(folder, split, counts):
         path = folder / f"{stem}_split-{split}.csv"
         sequences, indices = _read_csv(path, PATCH_COLUMNS)
         _check(path, sequences, indices, counts)
-        patches[attribute] = Patches(np.asarray(sequences, dtype=object), np.asarray(indices, dtype=np.int64))
+        patches[attribute] = Patches(sequences.astype(object), indices)
     return Tasks(split, pairs["positives"], pairs["intra"], pairs["inter"], patches["queries"], patches["distractors"])
 
 
 def _read_csv(path, header):
-    """The columns of a task file (str for `s*` columns, int otherwise)."""
+    """The columns of a task file (str arrays for `s*` columns, int64 otherwise), converted a column at
+    a time (a per-cell loop took most of an evaluation of descriptor files)."""
     if not path.is_file():
         raise DeepRestoreError(f"Task file '{path}' is missing; expected the benchmark's task files or none "
                                "(then they are generated).")
@@ -195,27 +196,49 @@ def _read_csv(path, header):
     if not rows or tuple(cell.strip() for cell in rows[0]) != header:
         raise DeepRestoreError(f"Task file '{path}' starts with {rows[0] if rows else 'nothing'}; expected "
                                f"the header {','.join(header)}.")
-    columns = [[] for _ in header]
-    for number, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise DeepRestoreError(f"Task file '{path}' line {number} has {len(row)} fields; expected {len(header)}.")
-        for column, (name, cell) in enumerate(zip(header, row)):
+    widths = np.fromiter(map(len, rows), np.int64, len(rows))
+    if (widths[1:] != len(header)).any():
+        number = int(np.flatnonzero(widths[1:] != len(header))[0])
+        raise DeepRestoreError(f"Task file '{path}' line {number + 2} has {widths[number + 1]} fields; expected "
+                               f"{len(header)}.")
+    cells = np.array(rows[1:], dtype=str).reshape(-1, len(header))
+    columns = []
+    for column, name in enumerate(header):
+        values = np.char.strip(cells[:, column])
+        if not name.startswith("s"):
             try:
-                columns[column].append(cell.strip() if name.startswith("s") else int(cell))
+                values = values.astype(np.int64)
             except ValueError:
-                raise DeepRestoreError(f"Task file '{path}' line {number}: '{cell}' in column {name} is not an "
-                                       "integer.") from None
+                number = next(line for line, cell in enumerate(values) if not _is_integer(cell))
+                raise DeepRestoreError(f"Task file '{path}' line {number + 2}: '{values[number]}' in column {name} is "
+                                       "not an integer.") from None
+        columns.append(values)
     return columns
 
 
+def _is_integer(text):
+    try:
+        int(text)
+        return True
+    except ValueError:
+        return False
+
+
 def _check(path, sequences, indices, counts, images=None):
-    for line, (sequence, index) in enumerate(zip(sequences, indices), start=2):
-        if sequence not in counts:
-            raise DeepRestoreError(f"Task file '{path}' line {line} names unknown sequence '{sequence}'; expected "
-                                   f"one of the split's test sequences ({', '.join(sorted(counts)[:6])}, ...).")
-        if not 0 <= index < counts[sequence]:
-            raise DeepRestoreError(f"Task file '{path}' line {line} asks for patch {index} of '{sequence}', which "
-                                   f"has {counts[sequence]}; expected 0..{counts[sequence] - 1}.")
+    names = np.array(sorted(counts), dtype=str)
+    place = np.clip(np.searchsorted(names, sequences), 0, max(len(names) - 1, 0))
+    unknown = np.flatnonzero(names[place] != sequences) if len(names) else np.arange(len(sequences))
+    if len(unknown):
+        line = int(unknown[0])
+        raise DeepRestoreError(f"Task file '{path}' line {line + 2} names unknown sequence '{sequences[line]}'; "
+                               "expected "
+                               f"one of the split's test sequences ({', '.join(sorted(counts)[:6])}, ...).")
+    limits = np.array([counts[name] for name in names], np.int64)[place]
+    outside = np.flatnonzero((indices < 0) | (indices >= limits))
+    if len(outside):
+        line, sequence = int(outside[0]), sequences[outside[0]]
+        raise DeepRestoreError(f"Task file '{path}' line {line + 2} asks for patch {indices[line]} of '{sequence}', "
+                               f"which has {counts[sequence]}; expected 0..{counts[sequence] - 1}.")
     if images is not None:
         bad = [image for image in images if not 0 <= image <= 5]
         if bad:

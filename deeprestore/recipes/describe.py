@@ -20,33 +20,13 @@ import keras
 import numpy as np
 
 from deeprestore.backend import DataParallel
-from deeprestore.descriptors import evaluation, export, hpatches, model, synthetic, tasks
+from deeprestore.descriptors import evaluation, hpatches, model
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
+from deeprestore.recipes.describe_evaluate import evaluate, prepare_dataset, prepare_tasks, save_results  # noqa: F401
 
 CHECKPOINT_STATE = "state.json"
 DESCRIPTOR_FILE = "descriptor.keras"
-
-
-def prepare_dataset(settings, run, seed):
-    """The dataset folder: `settings.data`, or the synthetic dataset generated into `<run>/data`."""
-    if settings.data is not None:
-        return pathlib.Path(settings.data)
-    spec = synthetic.SyntheticSpec(count=settings.patches, seed=seed)
-    return synthetic.synthesize(run.path / "data", spec)
-
-
-def prepare_tasks(settings, root, split, dataset, run, seed):
-    """The split's tasks: from `settings.tasks` or `<data>/tasks`, else generated into `<run>/tasks`."""
-    counts = {name: dataset[name].count for name in split.test}
-    for folder in ([settings.tasks] if settings.tasks else []) + [root / "tasks"]:
-        if tasks.has_tasks(folder, split.name) or folder == settings.tasks:
-            return tasks.read_tasks(folder, split.name, counts)
-    patch_std = {name: dataset[name].images["ref"].reshape(dataset[name].count, -1).std(axis=1) for name in split.test}
-    generated = tasks.generate_tasks(split, counts, patch_std, seed=seed, pairs=settings.pairs,
-                                     queries=settings.queries, distractors=settings.distractors)
-    tasks.write_tasks(run.path / "tasks", generated)
-    return generated
 
 
 class PatchSource:
@@ -148,15 +128,6 @@ class TripletBatches(keras.utils.PyDataset):
         return triplets[..., None], np.zeros(len(rows), np.float32)
 
 
-def save_results(run, results_by_name):
-    """Writes `results.json` (every entry), `results.txt` (the tables) and `results.png`."""
-    run.save_json("results.json", results_by_name)
-    text = "".join(evaluation.format_table(results, name) + "\n" for name, results in results_by_name.items())
-    (run.path / "results.txt").write_text(text, encoding="utf-8")
-    evaluation.plot_results(run.path / "results.png", results_by_name)
-    return text
-
-
 def _optimizer(settings):
     learning_rate = settings.learning_rate or (0.1 if settings.optimizer == "sgd" else 1e-3)
     if settings.optimizer == "sgd":
@@ -178,7 +149,7 @@ def train(settings, run, seed=0, echo=print, show_progress=True):
         The final results dict (see `evaluation.summarise`).
     """
     root = prepare_dataset(settings, run, seed)
-    split = hpatches.resolve_split(root, settings.split)
+    split = hpatches.resolve_split(root, settings.split, settings.tasks)
     train_inputs = settings.train_inputs or settings.inputs
     noisy = "clean" not in (settings.inputs, train_inputs)
     dataset = hpatches.load_dataset(root, split.test + split.train, noisy=noisy)
@@ -200,7 +171,8 @@ def train(settings, run, seed=0, echo=print, show_progress=True):
     with parallel.scope():  # the weights and the optimiser's state live on every device
         if state is None:
             keras.utils.set_random_seed(seed)
-            descriptor = model.descriptor_network(settings.l2_normalise, settings.dropout, seed=seed)
+            descriptor = model.descriptor_network(settings.l2_normalise, settings.dropout, seed=seed,
+                                                  standardise=settings.standardise)
             trainer = model.triplet_model(descriptor)
             trainer.compile(optimizer=_optimizer(settings), loss=model.create_loss(settings.loss, settings.margin))
             first_epoch = 0
@@ -275,37 +247,6 @@ def load_descriptor(path):
     if not isinstance(descriptor, keras.Model):
         raise DeepRestoreError(f"Descriptor '{file}' holds a {type(descriptor).__name__}; expected a Keras model.")
     return descriptor
-
-
-def evaluate(settings, run, seed=0, echo=print):
-    """Scores a trained descriptor and/or CSV descriptor folders on the split, side by side.
-
-    Returns:
-        `{name: results}`.
-    """
-    if settings.model is None and not settings.descriptors:
-        raise DeepRestoreError("Nothing to evaluate; expected --model RUN_OR_FILE and/or --descriptors FOLDER.")
-    # A file that is not a model is refused before the dataset is prepared.
-    descriptor = load_descriptor(settings.model) if settings.model is not None else None
-    root = prepare_dataset(settings, run, seed)
-    split = hpatches.resolve_split(root, settings.split)
-    names = hpatches.sequence_names(root) if settings.export and settings.model else list(split.test)
-    dataset = hpatches.load_dataset(root, names, noisy=settings.inputs != "clean")
-    task_lists = prepare_tasks(settings, root, split, dataset, run, seed)
-    results_by_name = {}
-    if descriptor is not None:
-        described = describe_dataset(descriptor, dataset, names, PatchSource(settings.inputs, settings.denoiser))
-        if settings.export:
-            export.save_descriptors(run.path / "descriptors" / "descriptor", described)
-        results_by_name["descriptor"] = evaluation.evaluate(described, task_lists, split.test)
-    for folder in settings.descriptors:
-        name = pathlib.Path(folder).name
-        if name in results_by_name:
-            name = f"{name}-{len(results_by_name)}"
-        loaded = export.load_descriptors(folder, split.test)
-        results_by_name[name] = evaluation.evaluate(loaded, task_lists, split.test)
-    echo(save_results(run, results_by_name).rstrip())
-    return results_by_name
 
 
 def resumable_settings(run_path, epochs, devices=None):

@@ -1,0 +1,128 @@
+"""`describe evaluate`: score descriptors on an HPatches-format dataset with the benchmark's protocol.
+
+Descriptor CSV folders, built-in baselines (`raw16`, `sift`) and a trained descriptor are scored on the
+same task lists and reported side by side. Only a trained descriptor needs Keras: this module imports
+it (through `deeprestore.recipes.describe`) only then, so scoring CSV files starts in a second rather
+than in the backend's start-up time. The dataset, task and results helpers here are shared with
+`describe train`.
+"""
+
+import pathlib
+
+from deeprestore.descriptors import evaluation, export, hpatches, tasks
+from deeprestore.errors import DeepRestoreError
+
+
+def prepare_dataset(settings, run, seed):
+    """The dataset folder: `settings.data`, or the synthetic dataset generated into `<run>/data`."""
+    if settings.data is not None:
+        return pathlib.Path(settings.data)
+    from deeprestore.descriptors import synthetic
+
+    spec = synthetic.SyntheticSpec(count=settings.patches, seed=seed)
+    return synthetic.synthesize(run.path / "data", spec)
+
+
+def prepare_tasks(settings, root, split, dataset, run, seed):
+    """The split's tasks: from `settings.tasks` or `<data>/tasks`, else generated into `<run>/tasks`
+    (also when `settings.tasks` holds other splits' files only, as the benchmark's task folder does for
+    a split it does not know; a folder with some but not all of the split's files is an error).
+
+    Args:
+        dataset: `{name: Sequence}` holding at least the test sequences, or `None`: then the patch
+            counts come from the PNG headers, and `ref` stacks are read only to generate tasks.
+    """
+    if dataset is None:
+        counts = hpatches.patch_counts(root, split.test)
+    else:
+        counts = {name: dataset[name].count for name in split.test}
+    for folder in ([settings.tasks] if settings.tasks else []) + [root / "tasks"]:
+        partial = folder == settings.tasks and any(pathlib.Path(folder).glob(f"*_split-{split.name}.csv"))
+        if tasks.has_tasks(folder, split.name) or partial:
+            return tasks.read_tasks(folder, split.name, counts)
+
+    def reference(name):
+        return dataset[name].images["ref"] if dataset is not None else hpatches.read_stack(root / name / "ref.png")
+
+    patch_std = {name: reference(name).reshape(counts[name], -1).std(axis=1) for name in split.test}
+    generated = tasks.generate_tasks(split, counts, patch_std, seed=seed, pairs=settings.pairs,
+                                     queries=settings.queries, distractors=settings.distractors)
+    tasks.write_tasks(run.path / "tasks", generated)
+    return generated
+
+
+def save_results(run, results_by_name):
+    """Writes `results.json` (every entry), `results.txt` (the tables, per sequence too) and
+    `results.png`; returns the text to print: each descriptor's tables and, for several, one
+    comparison table."""
+    run.save_json("results.json", results_by_name)
+    text = "".join(evaluation.format_table(results, name, per_sequence=True) + "\n"
+                   for name, results in results_by_name.items())
+    printed = "".join(evaluation.format_table(results, name) + "\n" for name, results in results_by_name.items())
+    if len(results_by_name) > 1:
+        comparison = "Summary, mAP and success rate in %\n" + evaluation.format_comparison(results_by_name)
+        text, printed = text + comparison, printed + comparison
+    (run.path / "results.txt").write_text(text, encoding="utf-8")
+    evaluation.plot_results(run.path / "results.png", results_by_name)
+    return printed
+
+
+def _unique(name, taken):
+    return name if name not in taken else f"{name}-{len(taken)}"
+
+
+def evaluate(settings, run, seed=0, echo=print):
+    """Scores a trained descriptor, baselines and/or CSV descriptor folders on the split, side by side.
+
+    Returns:
+        `{name: results}`.
+    """
+    baselines = tuple(getattr(settings, "baselines", ()))
+    if settings.model is None and not settings.descriptors and not baselines:
+        raise DeepRestoreError("Nothing to evaluate; expected --model RUN_OR_FILE, --descriptors FOLDER and/or "
+                               "--baseline NAME.")
+    descriptor = None
+    if settings.model is not None:  # a file that is not a model is refused before the dataset is prepared
+        from deeprestore.recipes import describe as training  # imports Keras
+
+        descriptor = training.load_descriptor(settings.model)
+    root = prepare_dataset(settings, run, seed)
+    split = hpatches.resolve_split(root, settings.split, settings.tasks)
+    needs_patches = settings.model is not None or bool(baselines)
+    names = hpatches.sequence_names(root) if settings.export and settings.model else list(split.test)
+    dataset = hpatches.load_dataset(root, names, noisy=settings.inputs != "clean") if needs_patches else None
+    task_lists = prepare_tasks(settings, root, split, dataset, run, seed)
+    counts = ({name: dataset[name].count for name in split.test} if dataset is not None
+              else hpatches.patch_counts(root, split.test))
+    results_by_name = {}
+    if descriptor is not None:
+        source = training.PatchSource(settings.inputs, settings.denoiser)
+        described = training.describe_dataset(descriptor, dataset, names, source)
+        if settings.export:
+            export.save_descriptors(run.path / "descriptors" / "descriptor", described)
+        results_by_name["descriptor"] = evaluation.evaluate(described, task_lists, split.test)
+    for baseline in baselines:
+        described = describe_with_baseline(baseline, dataset, split.test, settings.inputs)
+        results_by_name[_unique(baseline, results_by_name)] = evaluation.evaluate(described, task_lists, split.test)
+    for folder in settings.descriptors:
+        loaded = export.load_descriptors(folder, split.test, counts, getattr(settings, "delimiter", None))
+        results_by_name[_unique(pathlib.Path(folder).name, results_by_name)] = evaluation.evaluate(
+            loaded, task_lists, split.test)
+    echo(save_results(run, results_by_name).rstrip())
+    return results_by_name
+
+
+def describe_with_baseline(name, dataset, names, inputs="clean"):
+    """`{sequence: {image: descriptors}}` of a built-in baseline (see `baselines.BASELINES`) on the
+    clean patches, or the `_noise` twins for other inputs (baselines see no denoiser)."""
+    from deeprestore.descriptors import baselines
+
+    function = baselines.BASELINES[name]
+    described = {}
+    for sequence in names:
+        stacks = dataset[sequence].images if inputs == "clean" else dataset[sequence].noisy
+        if stacks is None:
+            raise DeepRestoreError(f"Sequence '{sequence}' has no '_noise' twins; expected them for inputs "
+                                   f"'{inputs}', or --inputs clean.")
+        described[sequence] = {image: function(stacks[image]) for image in hpatches.IMAGES}
+    return described
