@@ -93,9 +93,10 @@ def cli(ctx, runs, seed, quiet, backend):
     ctx.obj = State(runs=runs, seed=seed, quiet=quiet)
 
 
-# Each module of `deeprestore.commands` (but `common`) defines one subcommand as `command`.
+# Each module of `deeprestore.commands` but the shared ones defines one subcommand as `command`.
+SHARED_MODULES = ("aliases", "common", "resume")
 for module in pkgutil.iter_modules(commands.__path__):
-    if module.name != "common":
+    if module.name not in SHARED_MODULES:
         cli.add_command(importlib.import_module(f"deeprestore.commands.{module.name}").command)
 
 
