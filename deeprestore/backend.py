@@ -247,8 +247,10 @@ class DataParallel:
 class EventWriter:
     """TensorBoard event files: scalars and images by step, written with TensorFlow's summary writer.
 
-    TensorFlow ships the writer, so it is imported here also on JAX (TensorFlow is installed with
-    deeprestore; nothing else of it runs there).
+    The values go in as TensorFlow `Summary` protocol buffers (`simple_value`, PNG images), which
+    TensorBoard reads, so the `tensorboard` package itself is not needed to write them. TensorFlow
+    ships the writer, so it is imported here also on JAX (it is installed with deeprestore; nothing else
+    of it runs there).
 
     Args:
         directory: Folder of the event files (created if missing).
@@ -261,16 +263,27 @@ class EventWriter:
         with tf.device("/cpu:0"):
             self._writer = tf.summary.create_file_writer(str(directory))
 
+    def _write(self, step, values):
+        summary = self._tf.compat.v1.Summary(value=values)
+        with self._tf.device("/cpu:0"), self._writer.as_default():
+            self._tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=int(step))
+
     def scalars(self, step, values):
         """Writes `{tag: value}` at `step`."""
-        with self._tf.device("/cpu:0"), self._writer.as_default(step=int(step)):
-            for tag, value in values.items():
-                self._tf.summary.scalar(tag, float(value))
+        Value = self._tf.compat.v1.Summary.Value
+        self._write(step, [Value(tag=tag, simple_value=float(value)) for tag, value in values.items()])
 
     def images(self, step, tag, images):
-        """Writes a batch `(count, height, width, channels)` of images in [0, 1] at `step`."""
-        with self._tf.device("/cpu:0"), self._writer.as_default(step=int(step)):
-            self._tf.summary.image(tag, np.asarray(images, np.float32), max_outputs=len(images))
+        """Writes a batch `(count, height, width, channels)` of images in [0, 1] at `step`, as `tag/<i>`."""
+        summary = self._tf.compat.v1.Summary
+        values = []
+        for index, image in enumerate(np.asarray(images, np.float32)):
+            pixels = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)  # (height, width, channels)
+            encoded = self._tf.io.encode_png(pixels).numpy()
+            values.append(summary.Value(tag=f"{tag}/{index}", image=summary.Image(
+                height=pixels.shape[0], width=pixels.shape[1], colorspace=pixels.shape[2],
+                encoded_image_string=encoded)))
+        self._write(step, values)
 
     def flush(self):
         self._writer.flush()

@@ -113,7 +113,7 @@ def test_tensorboard_events_hold_every_logged_value_and_the_images(tmp_path):
             for value in event.summary.value:
                 steps.setdefault(value.tag, []).append(event.step)
     assert steps["train/loss"] == [1, 2, 3, 4, 5, 6]
-    assert steps["validation/loss"] == [3, 6] and steps["samples"] == [3, 6]
+    assert steps["validation/loss"] == [3, 6] and steps["samples/0"] == steps["samples/1"] == [3, 6]
 
 
 def test_validation_is_logged_on_its_interval(tmp_path):
