@@ -6,11 +6,12 @@ memory of a stack run whose activation cache is read from HDF5.
    and a stack's VGG16 pool2-to-conv2_2 module (random weights) on cached activations held in memory.
    `previous_loop` is a copy of the hand-written `train_on_batch` loop that `training.train` was
    before it went through `fit` (per-step loss log rows, a checkpoint at the end), without the
-   progress bar. Both write their loss log; the final checkpoint is left out of both.
+   progress bar. Both write their loss log; `training.train`'s final checkpoint is timed apart and
+   left out.
 2. Peak resident memory (ru_maxrss) of `deeprestore stack` runs in child processes with the cache
    loaded into memory and with it read from HDF5 in block-shuffled chunks (`IN_MEMORY_BYTES = 0`).
 
-Usage: python3 benchmarks/bench_training.py [--steps 30] [--rounds 3] [--size 64]
+Usage: python3 benchmarks/bench_training.py [--steps 60] [--rounds 3] [--size 64]
 """
 
 import argparse
@@ -52,40 +53,40 @@ def previous_loop(model, batches, start, steps, log_directory):
 
 
 def fit_path(model, batches, start, steps, directory):
-    """`training.train` from `start` to `steps` (a checkpoint only at `start`, which is not timed)."""
-    training.save_checkpoint(model, directory / "checkpoints", start)
-    training.train(model, batches, training.Schedule(steps, checkpoint_every=10**9),
-                   checkpoints=directory / "checkpoints", log_directory=directory / "losses", resume=True,
-                   show_progress=False)
+    """`training.train` over the steps `start` to `steps` of one model (which keeps its optimiser state)."""
+    training.train(model, lambda step: batches(start + step), training.Schedule(steps - start, checkpoint_every=10**9),
+                   checkpoints=directory / "checkpoints", log_directory=directory / "losses", show_progress=False)
 
 
 def compare(name, make_model, batches, steps, rounds, folder):
-    """Median steps per second of each path over `rounds` alternating rounds, on fresh copies of one model."""
+    """Median steps per second of each path over `rounds` alternating rounds, each path on its own copy
+    of one model; `training.train`'s checkpoint after its last step is timed apart and left out."""
     rates = {"previous loop (train_on_batch)": [], "training.train (fit)": []}
     models_by_path = {path: make_model() for path in rates}
     warm = 3
     previous_loop(models_by_path["previous loop (train_on_batch)"], batches, 0, warm, folder / "old-warm")
-    fit_path(models_by_path["training.train (fit)"], batches, 0, warm, folder / "new")
+    fit_path(models_by_path["training.train (fit)"], batches, 0, warm, folder / "new-warm")
     done = warm
     for _ in range(rounds):
         for path, model in models_by_path.items():
-            start = time.perf_counter()
             if path.startswith("previous"):
+                start = time.perf_counter()
                 previous_loop(model, batches, done, done + steps, folder / "old")
+                rates[path].append(steps / (time.perf_counter() - start))
             else:
-                # the checkpoint fit_path writes first is not part of the loop; time it apart
-                began = time.perf_counter()
+                start = time.perf_counter()
                 training.save_checkpoint(model, folder / "alone", done)
-                start += time.perf_counter() - began
+                checkpoint = time.perf_counter() - start
+                start = time.perf_counter()
                 fit_path(model, batches, done, done + steps, folder / "new")
-            rates[path].append(steps / (time.perf_counter() - start))
+                rates[path].append(steps / (time.perf_counter() - start - checkpoint))
         done += steps
     print(f"{name}:")
     for path, values in rates.items():
         print(f"  {path:<34} {statistics.median(values):8.2f} steps/s  (rounds: "
               + ", ".join(f"{value:.2f}" for value in values) + ")")
     old, new = (statistics.median(values) for values in rates.values())
-    print(f"  fit / previous loop: {new / old:.3f}")
+    print(f"  fit / previous loop: {new / old:.3f}", flush=True)
 
 
 def denoise_case(steps, rounds, folder):
@@ -159,7 +160,7 @@ def memory_case(size, folder):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per round and path")
+    parser.add_argument("--steps", type=int, default=60, help="timed steps per round and path")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size", type=int, default=64, help="side of the stack's crops")
     options = parser.parse_args()

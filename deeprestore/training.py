@@ -3,8 +3,8 @@
 `train(model, batches, schedule, checkpoints=...)` runs `model.fit` over `StepBatches`, a
 `keras.utils.PyDataset` whose item `i` is `batches(start + i)`: data come from a function
 `batches(step) -> (inputs, targets)` of the step alone, so a resumed run sees exactly the batches an
-uninterrupted one would. Each step is one Keras epoch of one batch, so Keras resets its metrics every
-step and the logged values are that step's own, and a resumed run starts at `initial_epoch=step`.
+uninterrupted one would. The whole run is one Keras epoch; the metrics are reset before each step, so
+the values Keras logs after it are that step's own (not the epoch's running mean).
 
 What every command shares is a callback (`TrainingCallback`): the loss log (`train.<name>` every step,
 `validation.<name>` every `validate_every` steps and at the end), checkpoints and stopping on a signal.
@@ -272,17 +272,22 @@ class TrainingCallback(keras.callbacks.Callback):
         flag: The dict `stop_on_signals` sets `stop` in.
         bar: A tqdm progress bar.
         tensorboard: A `TensorBoardCallback` that gets every logged value too, or None.
+        start: The step training starts from (the checkpoint's, when resuming).
     """
 
-    def __init__(self, schedule, checkpoints, log, validation, flag, bar, tensorboard=None):
+    def __init__(self, schedule, checkpoints, log, validation, flag, bar, tensorboard=None, start=0):
         super().__init__()
+        self.start = start
         self.schedule, self.checkpoints, self.log = schedule, checkpoints, log
         self.validation, self.flag, self.bar, self.tensorboard = validation, flag, bar, tensorboard
         self.step = 0
         self.results = {}
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.step = step = epoch + 1
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.reset_metrics()  # each step logs its own values
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step = step = self.start + batch + 1
         values = {f"train.{name}": float(value) for name, value in (logs or {}).items()}
         if not all(np.isfinite(value) for value in values.values()):
             raise DeepRestoreError(f"The training loss became non-finite at step {step} ({values}); expected finite "
@@ -320,12 +325,12 @@ class Every(keras.callbacks.Callback):
     def __init__(self, steps, function, total):
         super().__init__()
         self.steps, self.function, self.total = steps, function, total
+        self.start = 0
 
-    def on_epoch_end(self, epoch, logs=None):
-        step = epoch + 1
-        if self.model.stop_training:
-            return
-        if (self.steps and step % self.steps == 0) or step == self.total:
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.start + batch + 1
+        due = (self.steps and step % self.steps == 0) or step == self.total
+        if due and not self.model.stop_training:  # `model` copies JAX's training state into the variables first
             self.function(step)
 
 
@@ -389,13 +394,16 @@ def train(model, batches, schedule, *, checkpoints, log_directory=None, validati
     log = LossLog(log_directory) if log_directory is not None else None
     flag = {}
     bar = tqdm(total=schedule.steps, initial=step, desc=description, disable=not show_progress, leave=False)
-    main = TrainingCallback(schedule, checkpoints, log, validation, flag, bar, tensorboard)
+    main = TrainingCallback(schedule, checkpoints, log, validation, flag, bar, tensorboard, start=step)
+    extra = [*callbacks, *([tensorboard] if tensorboard is not None else [])]
+    for callback in extra:
+        if isinstance(callback, Every):
+            callback.start = step
     try:
         if step < schedule.steps:
             with stop_on_signals(flag), parallel.scope():  # fit splits each batch over the devices
-                model.fit(StepBatches(batches, step, schedule.steps), epochs=schedule.steps, initial_epoch=step,
-                          steps_per_epoch=1, shuffle=False, verbose=0,
-                          callbacks=[main, *callbacks, *([tensorboard] if tensorboard is not None else [])])
+                model.fit(StepBatches(batches, step, schedule.steps), epochs=1, shuffle=False, verbose=0,
+                          callbacks=[main, *extra])
     finally:
         bar.close()
         if log is not None:
