@@ -44,6 +44,7 @@ bench: install
 	$(PYTHON) benchmarks/bench_describe.py
 	$(PYTHON) benchmarks/bench_denoise.py
 	$(PYTHON) benchmarks/bench_stack.py
+	$(PYTHON) benchmarks/bench_training.py
 
 # Reproductions of the seeds' figures (experiments/repro/*.yaml): `make repro-seed003-layers`, `make repro`.
 # SCALE=cpu (default, minutes each on bundled data) or SCALE=full with the weights and data it needs, e.g.

@@ -1,4 +1,5 @@
-"""The one backend-specific module: gradients with respect to an input, devices, data parallelism.
+"""The one backend-specific module: gradients with respect to an input, devices, data parallelism,
+TensorBoard event files.
 
 Everything else in deeprestore is written with `keras` and `keras.ops` and runs on any backend that
 Keras supports. What Keras does not abstract, computing the gradient of a scalar with respect to an
@@ -201,8 +202,9 @@ class DataParallel:
     is a `tf.distribute.MirroredStrategy`, on JAX a `keras.distribution.DataParallel`. One device
     (the default) is plain Keras, unchanged.
 
-    Models and optimisers must be built, and checkpoints loaded, inside `scope()`; training steps go
-    through `train_on_batch`. Prediction and `test_on_batch` work outside the scope on any batch size.
+    Models and optimisers must be built, checkpoints loaded and `fit` called inside `scope()`, which
+    makes `fit` split each batch over the devices. Prediction and `test_on_batch` work outside the
+    scope on any batch size.
 
     Args:
         devices: How many devices to use (the first ones of `parallel_devices()`), or `"all"`.
@@ -248,35 +250,47 @@ class DataParallel:
                 f"multiple of {self.replicas} (the batch is global: each device takes batch / devices)."
             )
 
-    def train_on_batch(self, model, inputs, targets):
-        """One training step of a compiled model on a global batch; returns the logged values by name."""
-        if self._engine is None:
-            return model.train_on_batch(inputs, targets, return_dict=True)
-        self.check_batch(len(keras.tree.flatten(inputs)[0]))
-        if name() == "jax":
-            with self.scope():  # Keras shards the batch over the distribution's devices
-                return model.train_on_batch(inputs, targets, return_dict=True)
-        return self._tensorflow_train_on_batch(model, inputs, targets)
 
-    def _tensorflow_train_on_batch(self, model, inputs, targets):
-        # Keras's train_on_batch hands every replica the whole batch; its compiled train step, fed
-        # one slice per replica as fit does, splits the work. That step needs the metric, loss and
-        # optimiser state built beforehand under the strategy, which Keras does at the first
-        # test_on_batch: one example is enough, and no weight changes.
-        strategy = self._engine
-        if model.train_function is None:
-            with strategy.scope():
-                model.test_on_batch(*keras.tree.map_structure(lambda values: values[:1], (inputs, targets)))
-            model.make_train_function()
-        model.reset_metrics()
-        logs = model.train_function(iter([(self._split(inputs), self._split(targets), None)]))
-        return {key: float(value) for key, value in logs.items()}
+class EventWriter:
+    """TensorBoard event files: scalars and images by step, written with TensorFlow's summary writer.
 
-    def _split(self, structure):
-        """Per-replica values of a nested structure of arrays: replica `i` takes the i-th equal slice."""
-        def part(context):
-            size = len(keras.tree.flatten(structure)[0]) // self.replicas
-            start = context.replica_id_in_sync_group * size
-            return keras.tree.map_structure(lambda values: values[start:start + size], structure)
+    The values go in as TensorFlow `Summary` protocol buffers (`simple_value`, PNG images), which
+    TensorBoard reads, so the `tensorboard` package itself is not needed to write them. TensorFlow
+    ships the writer, so it is imported here also on JAX (it is installed with deeprestore; nothing else
+    of it runs there).
 
-        return self._engine.experimental_distribute_values_from_function(part)
+    Args:
+        directory: Folder of the event files (created if missing).
+    """
+
+    def __init__(self, directory):
+        import tensorflow as tf
+
+        self._tf = tf
+        with tf.device("/cpu:0"):
+            self._writer = tf.summary.create_file_writer(str(directory))
+
+    def _write(self, step, values):
+        summary = self._tf.compat.v1.Summary(value=values)
+        with self._tf.device("/cpu:0"), self._writer.as_default():
+            self._tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=int(step))
+
+    def scalars(self, step, values):
+        """Writes `{tag: value}` at `step`."""
+        Value = self._tf.compat.v1.Summary.Value
+        self._write(step, [Value(tag=tag, simple_value=float(value)) for tag, value in values.items()])
+
+    def images(self, step, tag, images):
+        """Writes a batch `(count, height, width, channels)` of images in [0, 1] at `step`, as `tag/<i>`."""
+        summary = self._tf.compat.v1.Summary
+        values = []
+        for index, image in enumerate(np.asarray(images, np.float32)):
+            pixels = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)  # (height, width, channels)
+            encoded = self._tf.io.encode_png(pixels).numpy()
+            values.append(summary.Value(tag=f"{tag}/{index}", image=summary.Image(
+                height=pixels.shape[0], width=pixels.shape[1], colorspace=pixels.shape[2],
+                encoded_image_string=encoded)))
+        self._write(step, values)
+
+    def flush(self):
+        self._writer.flush()

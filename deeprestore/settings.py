@@ -19,7 +19,7 @@ class DreamSettings:
     network's default dream layers are used.
 
     Attributes:
-        image: Start image: a path or a bundled sample.
+        images: Start image(s): a file, a bundled sample, a folder or a list file.
         network: Registered network name, or a Keras model file (README, "Networks from model files").
         weights: `auto`, `imagenet`, `offline`, `random` or a path.
         pooling: `max` or `average`.
@@ -59,7 +59,7 @@ class DreamSettings:
             spends a dream's steps on low-frequency colour drift; 0.5 keeps the patterns and smooths them.
     """
 
-    image: str = "astronaut"
+    images: str = "astronaut"
     network: str = "vgg16"
     weights: str = "auto"
     pooling: str = "max"
@@ -130,6 +130,8 @@ class StackSettings:
         figure_images: Validation images in each reconstruction figure.
         devices: Devices each step's batch is split over (data parallelism), or `all`; `batch_size` is
             the global batch and must be a multiple of it.
+        keep_every: Checkpoints at multiples of this step are kept besides the last (0: only the last).
+        tensorboard: Also write TensorBoard event files into the run's `tensorboard/`.
     """
 
     network: str = "vgg16"
@@ -153,6 +155,8 @@ class StackSettings:
     data_cache: str | None = None
     figure_images: int = 4
     devices: int | str = 1
+    keep_every: int = 0
+    tensorboard: bool = False
 
 
 STACK = StackSettings()
@@ -204,7 +208,7 @@ class DeconvnetSettings:
 INVERT_DECONVNET = DeconvnetSettings()
 
 DENOISE_LOSSES = ("mae", "mse", "bce")
-DENOISE_OPTIMIZERS = ("sgd", "adam")
+DENOISE_OPTIMISERS = ("sgd", "adam")
 DENOISE_SCHEDULES = ("cosine", "constant")
 
 
@@ -226,7 +230,7 @@ class DenoiseSettings:
         batch_size: Patches per step.
         steps: Training steps in all (a resumed run continues to this many).
         loss: `mae`, `mse` or `bce`.
-        optimizer: `sgd` (Nesterov momentum) or `adam`.
+        optimiser: `sgd` (Nesterov momentum) or `adam`.
         learning_rate: Step size.
         momentum: Nesterov momentum of `sgd`.
         schedule: `cosine` (the step size decays to 0 over `steps`, so the last weights are not caught
@@ -240,6 +244,8 @@ class DenoiseSettings:
         baselines: Also score scikit-image's classical methods.
         devices: Devices each step's batch is split over (data parallelism), or `all`; `batch_size` is
             the global batch and must be a multiple of it.
+        keep_every: Checkpoints at multiples of this step are kept besides the last (0: only the last).
+        tensorboard: Also write TensorBoard event files into the run's `tensorboard/`.
     """
 
     model: str = "unet"
@@ -250,7 +256,7 @@ class DenoiseSettings:
     batch_size: int | None = None
     steps: int | None = None
     loss: str | None = None
-    optimizer: str | None = None
+    optimiser: str | None = None
     learning_rate: float | None = None
     momentum: float | None = None
     schedule: str = "cosine"
@@ -262,6 +268,8 @@ class DenoiseSettings:
     test_size: int = 256
     baselines: bool = True
     devices: int | str = 1
+    keep_every: int = 0
+    tensorboard: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,7 +278,7 @@ class DenoiseApplySettings:
 
     Attributes:
         model: A `denoise train` run directory or a saved `.keras` model.
-        image: The image(s) to restore: a file, a bundled sample, a folder or a list file.
+        images: The image(s) to restore: a file, a bundled sample, a folder or a list file.
         clean: Their clean versions (as many, in the same order), for PSNR and SSIM.
         corruption: Corrupt `image` with this `KIND:VALUE` first (then `image` is the clean reference).
         grey: Convert a colour image to grey for a one-channel model.
@@ -282,7 +290,7 @@ class DenoiseApplySettings:
     """
 
     model: str | None = None
-    image: str | None = None
+    images: str | None = None
     clean: str | None = None
     corruption: str | None = None
     grey: bool = False
@@ -445,7 +453,7 @@ INVERT = InvertSettings()
 
 DESCRIBE_INPUTS = ("clean", "noisy", "denoised")
 DESCRIBE_LOSSES = ("triplet", "hardest")
-DESCRIBE_OPTIMIZERS = ("sgd", "adam")
+DESCRIBE_OPTIMISERS = ("sgd", "adam")
 DESCRIBE_SPLITS = ("a", "b", "c", "illum", "view", "full")  # the official ones; splits.json names others
 DESCRIBE_BASELINES = ("raw16", "sift")
 
@@ -488,9 +496,11 @@ class DescribeSettings(DescribeDataSettings):
         train_inputs: patches to train on (`clean`, `noisy`, `denoised`); `None` means `inputs`.
         loss: `triplet` (seed 004: margin on mean squared distances) or `hardest` (HardNet).
         margin: the triplet margin.
-        optimizer: `sgd` (seed 004: no momentum) or `adam`.
+        optimiser: `sgd` (seed 004: no momentum) or `adam`.
         learning_rate: step size; `None` means 0.1 for SGD (seed 004) and 0.001 for Adam.
-        epochs: epochs in all (a resumed run continues to this many).
+        steps: training steps in all (a resumed run continues to this many); an epoch is
+            `triplets // batch_size` steps of fresh triplets, and the mAPs are measured after each.
+        checkpoint_every: steps between checkpoints.
         triplets: fresh triplets drawn each epoch.
         batch_size: triplets per step.
         l2_normalise: L2-normalise the descriptor's output (HardNet).
@@ -499,6 +509,8 @@ class DescribeSettings(DescribeDataSettings):
         dropout: dropout rate before the last convolution.
         devices: devices each step's batch is split over, or `all`; `batch_size` and `triplets` must
             be multiples of it.
+        keep_every: Checkpoints at multiples of this step are kept besides the last (0: only the last).
+        tensorboard: Also write TensorBoard event files into the run's `tensorboard/`.
     """
 
     # Defaults measured on the held-out set (README): HardNet's loss on L2-normalised descriptors with
@@ -506,15 +518,18 @@ class DescribeSettings(DescribeDataSettings):
     train_inputs: str | None = None
     loss: str = "hardest"
     margin: float = 1.0
-    optimizer: str = "adam"
+    optimiser: str = "adam"
     learning_rate: float | None = None
-    epochs: int = 2
+    steps: int = 256  # two epochs of --triplets
+    checkpoint_every: int = 128
     triplets: int = 8192
     batch_size: int = 64
     l2_normalise: bool = True
     standardise: bool = True
     dropout: float = 0.3
     devices: int | str = 1
+    keep_every: int = 0
+    tensorboard: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

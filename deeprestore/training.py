@@ -1,35 +1,46 @@
-"""The one training path for everything that learns weights (stack, denoise, describe).
+"""The one training path for everything that learns weights (stack, denoise, describe): Keras `fit`.
 
-`train(model, batches, schedule, checkpoints=...)` runs the model's compiled Keras train step. Data
-come from a function `batches(step) -> (inputs, targets)` that depends only on the step number, so a
-resumed run sees exactly the batches an uninterrupted one would. A checkpoint holds every model
-variable (weights, batch-norm statistics, dropout seed state) and every optimiser variable, and is
-written atomically: a run killed at any moment resumes from its last checkpoint and loses only the
-steps after it. SIGTERM and SIGINT (a cluster pre-empting the job, Ctrl-C) make the loop finish the
-current step, write a checkpoint and raise `Interrupted`. With a `backend.DataParallel` over several
-devices each step splits its batch over them; checkpoints hold plain arrays, so a run resumes on any
-number of devices.
+`train(model, batches, schedule, checkpoints=...)` runs `model.fit` over `StepBatches`, a
+`keras.utils.PyDataset` whose item `i` is `batches(start + i)`: data come from a function
+`batches(step) -> (inputs, targets)` of the step alone, so a resumed run sees exactly the batches an
+uninterrupted one would. The whole run is one Keras epoch; the metrics are reset before each step, so
+the values Keras logs after it are that step's own (not the epoch's running mean).
 
-Every logged value (`loss`, per-output losses, metrics) becomes a loss-log column under
-`train.<name>`, and validation every N steps under `validation.<name>`.
+What every command shares is a callback (`TrainingCallback`): the loss log (`train.<name>` every step,
+`validation.<name>` every `validate_every` steps and at the end), checkpoints and stopping on a signal.
+A checkpoint (`step-<NNNNNNNN>.weights.h5`) holds every model variable (weights, batch-norm statistics,
+dropout seed state, which Keras's own `save_weights` leaves out) and every optimiser variable, keyed
+by variable path; it is written to a temporary file and renamed, then `state.json` points at it, so a
+run killed at any moment resumes from its last checkpoint and loses only the steps after it. The last
+checkpoint is kept, and every one whose step is a multiple of `keep_every`. SIGTERM and SIGINT (a
+cluster pre-empting the job, Ctrl-C) make the run finish the current step, write a checkpoint and
+raise `Interrupted`. A recipe adds its own work with `Every(steps, function)` (figures of
+reconstructions, mAP) and `--tensorboard` adds `TensorBoardCallback`.
+
+With a `backend.DataParallel` over several devices, `fit` runs inside its scope and splits each batch
+over them; checkpoints hold plain arrays, so a run resumes on any number of devices.
 """
 
+import collections
 import contextlib
 import dataclasses
 import json
 import pathlib
 import signal
 
+import h5py
+import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from deeprestore import interrupts
+from deeprestore import backend, interrupts
 from deeprestore.backend import DataParallel
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog
 from deeprestore.rundir import atomic_write
 
 STATE_FILE = "state.json"
+CHECKPOINT_SUFFIX = ".weights.h5"
 
 
 class Interrupted(KeyboardInterrupt):
@@ -45,77 +56,166 @@ class Schedule:
         checkpoint_every: Steps between checkpoints (and the granularity of resuming).
         validate_every: Steps between validations (0: only at the end).
         log_every: Steps between loss-log rows.
+        keep_every: Checkpoints at multiples of this step are kept besides the last (0: only the last).
     """
 
     steps: int
     checkpoint_every: int = 100
     validate_every: int = 0
     log_every: int = 1
+    keep_every: int = 0
 
 
-def save_checkpoint(model, directory, step, extra=None):
+class StepBatches(keras.utils.PyDataset):
+    """The batches of steps `start` to `steps - 1`: item `i` is `batches(start + i)`.
+
+    No worker threads or processes: a batch is made when `fit` asks for it (tf.data may prefetch a
+    few ahead), so the batches are a function of the step alone, whatever the process did before.
+    """
+
+    def __init__(self, batches, start, steps):
+        super().__init__()
+        self.batches, self.start, self.steps = batches, start, steps
+
+    def __len__(self):
+        return self.steps - self.start
+
+    def __getitem__(self, index):
+        return self.batches(self.start + index)
+
+
+def _keyed(variables, prefix):
+    """`{key: variable}` keyed by `<prefix>/<variable path>`; a path that repeats (two modules with
+    layers of one name) gets `#<k>` for its k-th repetition, in the model's own variable order."""
+    seen = collections.Counter()
+    keyed = {}
+    for variable in variables:
+        key = f"{prefix}/{variable.path}"
+        seen[key] += 1
+        keyed[key if seen[key] == 1 else f"{key}#{seen[key] - 1}"] = variable
+    return keyed
+
+
+def checkpoint_variables(model):
+    """Every variable a checkpoint holds, `{key: variable}`: the model's, then its optimiser's."""
+    keyed = _keyed(model.variables, "model")
+    if model.optimizer is not None and model.optimizer.built:
+        keyed.update(_keyed(model.optimizer.variables, "optimizer"))
+    return keyed
+
+
+def save_checkpoint(model, directory, step, keep_every=0, extra=None):
     """Writes every model and optimiser variable at `step`, atomically, and points `state.json` at it.
 
-    The previous checkpoint is removed only after the new one is complete and recorded.
+    The previous checkpoint is removed only after the new one is complete and recorded, and only when
+    its step is not a multiple of `keep_every`.
     """
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    name = f"step-{step:08d}.npz"
-    arrays = {f"model/{index}": np.asarray(variable.value) for index, variable in enumerate(model.variables)}
-    if model.optimizer is not None and model.optimizer.built:
-        arrays.update({f"optimizer/{index}": np.asarray(variable.value)
-                       for index, variable in enumerate(model.optimizer.variables)})
+    name = f"step-{step:08d}{CHECKPOINT_SUFFIX}"
     temporary = directory / f".{name}.partial"
-    with open(temporary, "wb") as file:
-        np.savez(file, **arrays)
+    with h5py.File(temporary, "w") as file:
+        file.attrs["step"] = step
+        for index, (key, variable) in enumerate(checkpoint_variables(model).items()):
+            file.create_dataset(key, data=np.asarray(variable.numpy())).attrs["index"] = index
     temporary.replace(directory / name)
     previous = read_state(directory)
     atomic_write(directory / STATE_FILE, json.dumps({"step": step, "file": name, **(extra or {})}, indent=2))
-    if previous and previous["file"] != name:
+    if previous and previous["file"] != name and not (keep_every and previous["step"] % keep_every == 0):
         (directory / previous["file"]).unlink(missing_ok=True)
 
 
 def read_state(directory):
-    """Returns the last checkpoint's state (`step`, `file`, ...) or None when there is none."""
+    """Returns the last checkpoint's state (`step`, `file`, ...) or None when there is none.
+
+    Raises:
+        DeepRestoreError: `state.json` is not a checkpoint state.
+    """
     path = pathlib.Path(directory) / STATE_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state.get("step"), int) or not isinstance(state.get("file"), str):
+            raise ValueError("no integer step and file name")
+    except (ValueError, AttributeError, UnicodeDecodeError) as error:
+        raise DeepRestoreError(f"Checkpoint state '{path}' is unreadable ({error}); expected JSON with the step and "
+                               "file of the last checkpoint, as training writes it.") from None
+    return state
+
+
+def check_checkpoint(directory):
+    """The last checkpoint's state after checking that its file opens and holds arrays; None without one.
+
+    Raises:
+        DeepRestoreError: The state or the checkpoint file is damaged (truncated, not HDF5, empty).
+    """
+    state = read_state(directory)
+    if state is None:
+        return None
+    path = pathlib.Path(directory) / state["file"]
+    try:
+        with h5py.File(path, "r") as file:
+            if "model" not in file:
+                raise ValueError("no model variables")
+    except (OSError, ValueError) as error:
+        raise DeepRestoreError(f"Checkpoint '{path}' cannot be read ({' '.join(str(error).split())[:120]}); "
+                               "expected the HDF5 file training wrote.") from None
+    return state
 
 
 def load_checkpoint(model, directory):
     """Restores the last checkpoint in `directory` into a compiled model; returns its state.
 
+    Every variable is checked before any is assigned, so a checkpoint that does not fit leaves the
+    model as it was.
+
     Raises:
-        DeepRestoreError: There is no checkpoint, or it does not fit the model.
+        DeepRestoreError: There is no checkpoint, it cannot be read, or it does not fit the model.
     """
-    state = read_state(directory)
+    state = check_checkpoint(directory)
     if state is None:
         raise DeepRestoreError(f"No checkpoint in '{directory}'; expected {STATE_FILE} written by a training run.")
-    with np.load(pathlib.Path(directory) / state["file"]) as arrays:
-        _restore(model.variables, arrays, "model", directory)
-        optimizer_keys = [key for key in arrays.files if key.startswith("optimizer/")]
-        if optimizer_keys:
-            if not model.optimizer.built:
-                model.optimizer.build(model.trainable_variables)
-            _restore(model.optimizer.variables, arrays, "optimizer", directory)
+    path = pathlib.Path(directory) / state["file"]
+    with h5py.File(path, "r") as file:
+        stored = {}
+        file.visititems(lambda key, item: stored.update({key: item}) if isinstance(item, h5py.Dataset) else None)
+        if any(key.startswith("optimizer/") for key in stored) and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        wanted = _match(checkpoint_variables(model), stored, path)
+        for key, variable in wanted.items():
+            if tuple(stored[key].shape) != tuple(variable.shape):
+                raise DeepRestoreError(f"Checkpoint '{path}' does not fit variable '{key}': it has shape "
+                                       f"{stored[key].shape}, expected {tuple(variable.shape)}.")
+        for key, variable in wanted.items():
+            variable.assign(stored[key][()])
     return state
 
 
-def _restore(variables, arrays, prefix, directory):
-    keys = sorted((key for key in arrays.files if key.startswith(prefix + "/")), key=lambda key: int(key.split("/")[1]))
-    if len(keys) != len(variables):
-        raise DeepRestoreError(
-            f"Checkpoint in '{directory}' holds {len(keys)} {prefix} variables; the {prefix} has {len(variables)}."
-        )
-    for key, variable in zip(keys, variables):
-        value = arrays[key]
-        if tuple(value.shape) != tuple(variable.shape):
-            raise DeepRestoreError(
-                f"Checkpoint in '{directory}' does not fit {prefix} variable '{variable.path}': "
-                f"it has shape {value.shape}, expected {tuple(variable.shape)}."
-            )
-        variable.assign(value)
+def _match(wanted, stored, path):
+    """`{stored key: variable}`: by path, or where Keras numbered the layers differently (the same model
+    built twice in one process: `dense_1` for `dense`), in order, by variable name and shape (the
+    optimiser's variables, whose names hold the layers', by shape).
+
+    Raises:
+        DeepRestoreError: The checkpoint holds other variables than the model.
+    """
+    if set(wanted) == set(stored):
+        return wanted
+
+    def signature(keys, shapes):  # optimiser variables carry the layer's name in their own: shapes only
+        return [(key.split("/")[0], key.rsplit("/", 1)[-1].split("#")[0] if key.startswith("model/") else "",
+                 tuple(shape)) for key, shape in zip(keys, shapes)]
+
+    ordered = sorted(stored, key=lambda key: stored[key].attrs.get("index", 0))
+    shapes = [variable.shape for variable in wanted.values()]
+    if signature(ordered, [stored[key].shape for key in ordered]) == signature(wanted, shapes):
+        return dict(zip(ordered, wanted.values()))
+    missing, extra = sorted(set(wanted) - set(stored)), sorted(set(stored) - set(wanted))
+    raise DeepRestoreError(
+        f"Checkpoint '{path}' does not fit the model: {len(missing)} of its {len(wanted)} variables are not in it "
+        f"({', '.join(missing[:3]) or 'none'}) and it holds {len(extra)} others ({', '.join(extra[:3]) or 'none'}); "
+        "expected a checkpoint of this run's model.")
 
 
 @contextlib.contextmanager
@@ -132,78 +232,15 @@ def truncate_log(directory, step):
         lines = path.read_text().splitlines()
         if not lines:
             continue
-        kept = [lines[0]] + [line for line in lines[1:] if line and int(float(line.split(",")[0])) <= step]
+        kept = [lines[0]] + [line for line in lines[1:] if _row_step(line) is not None and _row_step(line) <= step]
         atomic_write(path, "\n".join(kept) + "\n")
 
 
-def train(model, batches, schedule, *, checkpoints, log_directory=None, validation=None, resume=False,
-          show_progress=True, description="train", parallel=None):
-    """Trains a compiled Keras model with checkpoints, resuming and signal handling.
-
-    Each step is one call of the model's compiled train step (`train_on_batch`): no data threads run
-    behind the loop, so a signal is handled between two steps and the process exits promptly.
-
-    Args:
-        model: A compiled Keras model.
-        batches: `step -> (inputs, targets)`, deterministic in the step.
-        schedule: A `Schedule`.
-        checkpoints: Folder of the checkpoints (`RunDir.checkpoints_dir`).
-        log_directory: Folder of the loss log (`RunDir.losses_dir`), or None for no log.
-        validation: `() -> iterable of (inputs, targets)` evaluated every `schedule.validate_every`
-            steps and at the end, or None.
-        resume: Continue from the last checkpoint in `checkpoints`.
-        show_progress: Whether to show a progress bar.
-        description: The bar's label.
-        parallel: The `DataParallel` the model was built in, or None for one device.
-
-    Returns:
-        The last validation results `{name: value}` (empty without validation).
-
-    Raises:
-        Interrupted: A signal stopped training; a checkpoint was written.
-        DeepRestoreError: The loss became NaN or infinite.
-    """
-    parallel = parallel or DataParallel()
-    step = 0
-    if resume:
-        with parallel.scope():  # optimiser variables a checkpoint creates must be replicated too
-            step = load_checkpoint(model, checkpoints)["step"]
-    log = LossLog(log_directory) if log_directory is not None else None
-    if resume and log_directory is not None:
-        truncate_log(log_directory, step)
-    flag = {}
-    results = {}
-    bar = tqdm(total=schedule.steps, initial=step, desc=description, disable=not show_progress, leave=False)
+def _row_step(line):
     try:
-        with stop_on_signals(flag):
-            while step < schedule.steps and not flag:
-                inputs, targets = batches(step)
-                values = {f"train.{name}": float(value)
-                          for name, value in parallel.train_on_batch(model, inputs, targets).items()}
-                step += 1
-                if not all(np.isfinite(value) for value in values.values()):
-                    raise DeepRestoreError(
-                        f"The training loss became non-finite at step {step} ({values}); expected finite "
-                        "values: lower the learning rate or check the data."
-                    )
-                if log is not None and step % schedule.log_every == 0:
-                    log.log(step, values)
-                bar.update(1)
-                bar.set_postfix(loss=f"{values.get('train.loss', float('nan')):.4g}", refresh=False)
-                if step % schedule.checkpoint_every == 0 or step == schedule.steps or flag:
-                    save_checkpoint(model, checkpoints, step)
-                due = schedule.validate_every and step % schedule.validate_every == 0
-                if validation is not None and (due or step == schedule.steps) and not flag:
-                    results = evaluate(model, validation)
-                    if log is not None:
-                        log.log(step, {f"validation.{name}": value for name, value in results.items()})
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
-    if flag.get("stop"):
-        raise Interrupted(f"Training stopped by {flag['stop']} at step {step}; checkpoint written.")
-    return results
+        return int(float(line.split(",")[0]))
+    except ValueError:  # half a row from a kill mid-write
+        return None
 
 
 def evaluate(model, validation):
@@ -215,3 +252,155 @@ def evaluate(model, validation):
             totals[name] = totals.get(name, 0.0) + float(value)
         count += 1
     return {name: total / max(count, 1) for name, total in totals.items()}
+
+
+class TrainingCallback(keras.callbacks.Callback):
+    """What every training run does after each step: log, check, checkpoint, validate, stop on a signal.
+
+    Args:
+        schedule: The `Schedule`.
+        checkpoints: Folder of the checkpoints.
+        log: A `LossLog`, or None.
+        validation: `() -> iterable of (inputs, targets)`, or None.
+        flag: The dict `stop_on_signals` sets `stop` in.
+        bar: A tqdm progress bar.
+        tensorboard: A `TensorBoardCallback` that gets every logged value too, or None.
+        start: The step training starts from (the checkpoint's, when resuming).
+    """
+
+    def __init__(self, schedule, checkpoints, log, validation, flag, bar, tensorboard=None, start=0):
+        super().__init__()
+        self.start = start
+        self.schedule, self.checkpoints, self.log = schedule, checkpoints, log
+        self.validation, self.flag, self.bar, self.tensorboard = validation, flag, bar, tensorboard
+        self.step = 0
+        self.results = {}
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.reset_metrics()  # each step logs its own values
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step = step = self.start + batch + 1
+        values = {f"train.{name}": float(value) for name, value in (logs or {}).items()}
+        if not all(np.isfinite(value) for value in values.values()):
+            raise DeepRestoreError(f"The training loss became non-finite at step {step} ({values}); expected finite "
+                                   "values: lower the learning rate or check the data.")
+        if step % self.schedule.log_every == 0:
+            self._record(step, values)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{values.get('train.loss', float('nan')):.4g}", refresh=False)
+        if step % self.schedule.checkpoint_every == 0 or step == self.schedule.steps or self.flag:
+            save_checkpoint(self.model, self.checkpoints, step, self.schedule.keep_every)
+        if self.flag:
+            self.model.stop_training = True
+            return
+        due = self.schedule.validate_every and step % self.schedule.validate_every == 0
+        if self.validation is not None and (due or step == self.schedule.steps):
+            self.results = evaluate(self.model, self.validation)
+            self._record(step, {f"validation.{name}": value for name, value in self.results.items()})
+
+    def _record(self, step, values):
+        if self.log is not None:
+            self.log.log(step, values)
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(step, values)
+
+
+class Every(keras.callbacks.Callback):
+    """Calls `function(step)` every `steps` steps and at the last one (`total`), unless training stops early.
+
+    Args:
+        steps: The interval (0: only at the last step).
+        function: `step -> None`, e.g. drawing a figure of reconstructions.
+        total: The last step.
+    """
+
+    def __init__(self, steps, function, total):
+        super().__init__()
+        self.steps, self.function, self.total = steps, function, total
+        self.start = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.start + batch + 1
+        due = (self.steps and step % self.steps == 0) or step == self.total
+        if due and not self.model.stop_training:  # `model` copies JAX's training state into the variables first
+            self.function(step)
+
+
+class TensorBoardCallback(Every):
+    """Writes TensorBoard event files into `directory`: every value the loss log gets (`train/loss`,
+    `validation/loss`, ...) and, every `steps` steps and at the last, the images `images()` returns,
+    `{tag: (count, height, width, channels)}` in [0, 1]. Uses TensorFlow's summary writer (see
+    `backend.EventWriter`); pass it to `train` as `tensorboard`."""
+
+    def __init__(self, directory, steps, total, images=None):
+        super().__init__(steps, self._write_images, total)
+        self.writer = backend.EventWriter(directory)
+        self.images = images
+
+    def scalars(self, step, values):
+        """Writes `{term: value}` at `step`, a term's first dot becoming TensorBoard's group separator."""
+        self.writer.scalars(step, {name.replace(".", "/", 1): value for name, value in values.items()})
+
+    def _write_images(self, step):
+        if self.images is not None:
+            for tag, images in self.images().items():
+                self.writer.images(step, tag, np.clip(np.asarray(images, np.float32), 0.0, 1.0))
+
+    def on_train_end(self, logs=None):
+        self.writer.flush()
+
+
+def train(model, batches, schedule, *, checkpoints, log_directory=None, validation=None, resume=False,
+          show_progress=True, description="train", parallel=None, callbacks=(), tensorboard=None):
+    """Trains a compiled Keras model with `fit`, checkpoints, resuming and signal handling.
+
+    Args:
+        model: A compiled Keras model.
+        batches: `step -> (inputs, targets)`, deterministic in the step, every batch the same size.
+        schedule: A `Schedule`.
+        checkpoints: Folder of the checkpoints (`RunDir.checkpoints_dir`).
+        log_directory: Folder of the loss log (`RunDir.losses_dir`), or None for no log.
+        validation: `() -> iterable of (inputs, targets)` evaluated every `schedule.validate_every`
+            steps and at the end, or None.
+        resume: Continue from the last checkpoint in `checkpoints`; without one, start from step 0.
+        show_progress: Whether to show a progress bar.
+        description: The bar's label.
+        parallel: The `DataParallel` the model was built in, or None for one device.
+        callbacks: More Keras callbacks, run after each step's checkpoint and validation (`Every`).
+        tensorboard: A `TensorBoardCallback`, or None.
+
+    Returns:
+        The last validation results `{name: value}` (empty without validation).
+
+    Raises:
+        Interrupted: A signal stopped training; a checkpoint was written.
+        DeepRestoreError: The loss became NaN or infinite, or the checkpoint does not fit.
+    """
+    parallel = parallel or DataParallel()
+    step = 0
+    if resume and read_state(checkpoints) is not None:
+        with parallel.scope():  # optimiser variables a checkpoint creates must be replicated too
+            step = load_checkpoint(model, checkpoints)["step"]
+    if resume and log_directory is not None:
+        truncate_log(log_directory, step)
+    log = LossLog(log_directory) if log_directory is not None else None
+    flag = {}
+    bar = tqdm(total=schedule.steps, initial=step, desc=description, disable=not show_progress, leave=False)
+    main = TrainingCallback(schedule, checkpoints, log, validation, flag, bar, tensorboard, start=step)
+    extra = [*callbacks, *([tensorboard] if tensorboard is not None else [])]
+    for callback in extra:
+        if isinstance(callback, Every):
+            callback.start = step
+    try:
+        if step < schedule.steps:
+            with stop_on_signals(flag), parallel.scope():  # fit splits each batch over the devices
+                model.fit(StepBatches(batches, step, schedule.steps), epochs=1, shuffle=False, verbose=0,
+                          callbacks=[main, *extra])
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    if flag.get("stop"):
+        raise Interrupted(f"Training stopped by {flag['stop']} at step {main.step}; checkpoint written.")
+    return main.results

@@ -181,7 +181,7 @@ def _invoke(tmp_path, *arguments):
     return result, pathlib.Path(result.output.strip().splitlines()[-1]) if result.output.strip() else None
 
 
-TRAIN = ("train", "--epochs", "1", "--triplets", "32", "--batch-size", "16", "--pairs", "200", "--queries", "10")
+TRAIN = ("train", "--steps", "2", "--triplets", "32", "--batch-size", "16", "--pairs", "200", "--queries", "10")
 
 
 def test_describe_train_evaluate_and_resume_write_complete_runs(dataset, tmp_path):
@@ -190,15 +190,15 @@ def test_describe_train_evaluate_and_resume_write_complete_runs(dataset, tmp_pat
     assert run.parent == tmp_path / "runs" / "describe-train" and (run / "status").read_text().strip() == "complete"
     assert {"results.json", "results.txt", "results.png", "descriptor.keras", "config.json", "argv.txt"} <= \
         {path.name for path in run.iterdir()}
-    assert (run / "images" / "map.png").exists() and (run / "checkpoints" / "epoch-0001.keras").exists()
+    assert (run / "images" / "map.png").exists() and (run / "checkpoints" / "step-00000002.weights.h5").exists()
     assert len(list((run / "tasks").glob("*.csv"))) == 5
     results = json.loads((run / "results.json").read_text())["descriptor"]
     assert set(results["summary"]) == {"verification", "matching", "retrieval"}
     assert set(results["retrieval"]["t"]) == {"100", "500", "1000", "5000", "10000", "15000", "20000"}
 
-    result, resumed = _invoke(tmp_path, "train", "--resume", str(run), "--epochs", "2")
+    result, resumed = _invoke(tmp_path, "train", "--resume", str(run), "--epochs", "2")  # the old spelling
     assert result.exit_code == 0, result.output
-    assert resumed == run and (run / "checkpoints" / "epoch-0002.keras").exists()
+    assert resumed == run and (run / "checkpoints" / "step-00000004.weights.h5").exists()
     assert (run / "losses" / "map.matching.csv").read_text().count("\n") == 3  # header + epochs 1 and 2
 
     result, evaluated = _invoke(tmp_path, "evaluate", "--data", str(dataset), "--inputs", "noisy", "--model", str(run),

@@ -150,7 +150,7 @@ print(json.dumps({
 
 def test_training_commands_run_on_two_devices_and_resume_on_one(tmp_path):
     completed = subprocess.run([sys.executable, "-c", TWO_TENSORFLOW_DEVICES + CLI_SCRIPT, str(tmp_path / "runs")],
-                               check=False, capture_output=True, text=True, timeout=300)
+                               check=False, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result["codes"] == [0, 0, 0, 1]

@@ -1,19 +1,16 @@
 """`deeprestore denoise`: train restoration models (seeds 001, 004), apply them, list them."""
 
-import dataclasses
-
 import click
 
 from deeprestore import settings as defaults
+from deeprestore.commands.aliases import aliased_option
 from deeprestore.commands.common import devices_option, item_names, name_option, run_recipe
+from deeprestore.commands.resume import resume_run, training_options
 from deeprestore.errors import DeepRestoreError
 
 TRAIN = defaults.DENOISE
 APPLY = defaults.DENOISE_APPLY
 MODEL_DEFAULT = "per model; see `deeprestore denoise models`"
-# Options a resumed run may change: how long it trains and on how many devices. Everything else comes
-# from its config.json.
-RESUMABLE = ("steps", "devices", "resume")
 
 
 @click.group("denoise")
@@ -32,8 +29,8 @@ def list_models():
         parameters = models.trainable_parameters(models.create_model(name, channels=values.channels))
         click.echo(f"{name:<20} {spec.task:<8} {parameters:>8,} parameters  {spec.summary}")
         click.echo(f"{'':<29} defaults: {values.channels} channel(s), {values.corruption}, loss {values.loss}, "
-                   f"{values.optimizer} "
-                   f"{values.learning_rate:g}" + (f" momentum {values.momentum:g}" if values.optimizer == "sgd" else "")
+                   f"{values.optimiser} "
+                   f"{values.learning_rate:g}" + (f" momentum {values.momentum:g}" if values.optimiser == "sgd" else "")
                    + f", batch {values.batch_size} x {values.patch_size}x{values.patch_size}, {values.steps} steps")
 
 
@@ -56,7 +53,8 @@ def list_models():
               help=f"Training steps in all, also when resuming [default: {MODEL_DEFAULT}].")
 @click.option("--loss", default=TRAIN.loss, type=click.Choice(defaults.DENOISE_LOSSES),
               help=f"Mean absolute error, mean squared error or binary cross-entropy [default: {MODEL_DEFAULT}].")
-@click.option("--optimizer", default=TRAIN.optimizer, type=click.Choice(defaults.DENOISE_OPTIMIZERS),
+@aliased_option("--optimiser", "optimiser", aliases=("--optimizer",), default=TRAIN.optimiser,
+              type=click.Choice(defaults.DENOISE_OPTIMISERS),
               help=f"SGD with Nesterov momentum, or Adam [default: {MODEL_DEFAULT}].")
 @click.option("--learning-rate", default=TRAIN.learning_rate, type=click.FloatRange(min=0.0, min_open=True),
               help=f"Step size [default: {MODEL_DEFAULT}].")
@@ -81,9 +79,7 @@ def list_models():
 @click.option("--baselines/--no-baselines", default=TRAIN.baselines,
               help="Also score scikit-image's classical methods.")
 @devices_option(TRAIN.devices)
-@click.option("--resume", "resume", default=None, type=click.Path(exists=True, file_okay=False),
-              help="Continue the run in this directory from its last checkpoint, with its own settings "
-              "(only --steps and --devices may change).")
+@training_options(TRAIN)
 @click.pass_context
 def train_command(context, resume, **options):
     """Train a restoration model on corrupted patches; writes model.keras, curves and a score table."""
@@ -92,7 +88,11 @@ def train_command(context, resume, **options):
     options["channels"] = None if options["channels"] is None else int(options["channels"])
     state = context.obj
     if resume:
-        return resume_training(context, resume, options)
+        resume_run(context, resume, "denoise-train", defaults.DenoiseSettings, options,
+                   lambda settings, run, seed: train_denoiser(settings, run, seed=seed, resume=True,
+                                                              show_progress=not state.quiet, echo=state.echo),
+                   stored_key="resolved")
+        return
     settings = defaults.DenoiseSettings(**options)
     resolve(settings)  # fail on an unknown model or corruption, a bad patch size or loss before any work
     if settings.data is not None and settings.corruption is not None:
@@ -105,49 +105,16 @@ def train_command(context, resume, **options):
         settings, run, seed=state.seed, show_progress=not state.quiet, echo=state.echo))
 
 
-def resume_training(context, path, options):
-    """Continues a `denoise train` run from its last checkpoint, with its settings and seed."""
-    from deeprestore.recipes.denoise import train_denoiser
-    from deeprestore.rundir import RunDir
-    from deeprestore.training import read_state
-
-    given = [name for name in options
-             if name not in RESUMABLE and context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
-    if given:
-        raise DeepRestoreError(
-            f"--resume continues '{path}' with its own settings; got --{given[0].replace('_', '-')} as well. "
-            "Expected only --steps (to train longer) or --devices."
-        )
-    run = RunDir.open(path)
-    config = run.config
-    if config.get("command") != "denoise-train" or read_state(run.path / "checkpoints") is None:
-        raise DeepRestoreError(f"'{path}' is not a `denoise train` run with a checkpoint; expected a run directory "
-                               "holding checkpoints/state.json.")
-    # The resolved settings, so a resumed run trains as it started even if a model's defaults changed since.
-    settings = defaults.DenoiseSettings(**(config.get("resolved") or config["settings"]))
-    if options["steps"] is not None:
-        settings = dataclasses.replace(settings, steps=options["steps"])
-    if context.get_parameter_source("devices") != click.core.ParameterSource.DEFAULT:
-        settings = dataclasses.replace(settings, devices=options["devices"])
-    run.update_config(settings=dataclasses.asdict(settings), resumes=config.get("resumes", 0) + 1)
-    state = context.obj
-    run.mark("running")
-    with run:
-        train_denoiser(settings, run, seed=config["seed"], resume=True, show_progress=not state.quiet,
-                       echo=state.echo)
-    click.echo(str(run.path))
-
-
 @command.command("apply")
 @click.option("--model", "model", required=True, type=click.Path(exists=True),
               help="A `denoise train` run directory, or a saved .keras model.")
-@click.option("--image", required=True,
+@aliased_option("--images", "images", aliases=("--image",), required=True,
               help="Image(s) to restore: a file, a bundled sample (camera, astronaut, ...), a folder or a list file "
               "(each restored into items/<NNN_name>/ of the run).")
 @click.option("--clean", default=APPLY.clean,
-              help="The clean version of --image, for PSNR and SSIM: as many images, in the same order.")
+              help="The clean version of --images, for PSNR and SSIM: as many images, in the same order.")
 @click.option("--corruption", default=APPLY.corruption, metavar="KIND:VALUE",
-              help="Corrupt --image first (seeded), which then serves as the clean reference: gaussian:SIGMA, "
+              help="Corrupt --images first (seeded), which then serves as the clean reference: gaussian:SIGMA, "
               "salt-and-pepper:AMOUNT, centre:FRACTION or perturbation:easy|hard|tough.")
 @click.option("--grey", is_flag=True, default=APPLY.grey,
               help="Convert a colour image to grey for a one-channel model.")
@@ -174,12 +141,12 @@ def apply_command(state, name, **options):
 
     if options["clean"] and options["corruption"]:
         raise DeepRestoreError("Got both --clean and --corruption; expected one: --clean names the clean version of "
-                               "--image, --corruption makes --image the clean version.")
+                               "--images, --corruption makes --images the clean version.")
     settings = defaults.DenoiseApplySettings(**options)
     check_tiling(settings.tile, settings.overlap)
     if settings.corruption:
         corruptions.parse(settings.corruption)
-    sources = image_io.list_images(settings.image)
+    sources = image_io.list_images(settings.images)
     selected = shard(zip(sources, clean_sources(settings, len(sources))), settings.shard)
     model, _ = load_model(settings.model)
     for source, clean in selected:  # fail on a missing image or one the model cannot take before any work

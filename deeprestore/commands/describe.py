@@ -1,11 +1,12 @@
 """`deeprestore describe`: train patch descriptors and score them with the HPatches protocol."""
 
-import dataclasses
-
 import click
 
 from deeprestore import settings as defaults
+from deeprestore.commands.aliases import aliased_option
 from deeprestore.commands.common import devices_option, run_recipe
+from deeprestore.commands.resume import resume_run, training_options
+from deeprestore.errors import DeepRestoreError
 
 TRAIN = defaults.DESCRIBE
 EVALUATE = defaults.DESCRIBE_EVALUATE
@@ -51,10 +52,17 @@ def command():
 @click.option("--loss", type=click.Choice(defaults.DESCRIBE_LOSSES), default=TRAIN.loss,
               help="triplet: seed 004's margin on mean squared distances; hardest: HardNet's hardest in batch.")
 @click.option("--margin", type=click.FloatRange(min=0.0), default=TRAIN.margin)
-@click.option("--optimizer", type=click.Choice(defaults.DESCRIBE_OPTIMIZERS), default=TRAIN.optimizer)
+@aliased_option("--optimiser", "optimiser", aliases=("--optimizer",), type=click.Choice(defaults.DESCRIBE_OPTIMISERS),
+                default=TRAIN.optimiser, help="Plain SGD (seed 004) or Adam.")
 @click.option("--learning-rate", type=click.FloatRange(min=0.0, min_open=True), default=TRAIN.learning_rate,
               help="Default 0.1 for SGD (seed 004), 0.001 for Adam.")
-@click.option("--epochs", type=click.IntRange(min=1), default=TRAIN.epochs, help="Epochs in all (also when resuming).")
+@click.option("--steps", type=click.IntRange(min=1), default=TRAIN.steps,
+              help="Training steps in all, also when resuming; an epoch is --triplets // --batch-size steps of fresh "
+              "triplets, with the mAPs measured after each.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, hidden=True,
+              help="Old spelling of the training length: --steps of that many epochs.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=TRAIN.checkpoint_every,
+              help="Steps between checkpoints.")
 @click.option("--triplets", type=click.IntRange(min=1), default=TRAIN.triplets, help="Fresh triplets per epoch.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=TRAIN.batch_size)
 @click.option("--l2-normalise/--no-l2-normalise", default=TRAIN.l2_normalise,
@@ -63,28 +71,44 @@ def command():
               help="Standardise each patch (zero mean, unit deviation) inside the model; seed 004 did not.")
 @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=TRAIN.dropout)
 @devices_option(TRAIN.devices)
-@click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Continue this `describe train` run from its last epoch checkpoint (other options but --epochs "
-              "and --devices are ignored).")
+@training_options(TRAIN)
 @click.pass_context
-def train_command(context, resume, **options):
+def train_command(context, resume, epochs, **options):
     """Train seed 004's descriptor; mAP after every epoch, checkpoints, results.json/txt/png."""
     from deeprestore.recipes import describe as recipe
 
     state = context.obj
+    if epochs is not None:
+        _epochs_to_steps(context, resume, epochs, options)
     if resume is not None:
-        given = context.get_parameter_source("devices") != click.core.ParameterSource.DEFAULT
-        run, settings = recipe.resumable_settings(resume, options["epochs"], options["devices"] if given else None)
-        run.update_config(settings=dataclasses.asdict(settings))
-        run.mark("running")
-        with run:
-            recipe.train(settings, run, seed=run.config["seed"], echo=state.echo, show_progress=not state.quiet)
-        click.echo(str(run.path))
+        resume_run(context, resume, "describe-train", defaults.DescribeSettings, options,
+                   lambda settings, run, seed: recipe.train(settings, run, seed=seed, echo=state.echo,
+                                                            show_progress=not state.quiet, resume=True))
         return
     settings = defaults.DescribeSettings(**options)
     _check_inputs(settings)
+    recipe.steps_per_epoch(settings.triplets, settings.batch_size)
     run_recipe(state, "describe-train", settings, lambda run: recipe.train(
         settings, run, seed=state.seed, echo=state.echo, show_progress=not state.quiet))
+
+
+def _epochs_to_steps(context, resume, epochs, options):
+    """Turns the old `--epochs N` into `--steps`: N epochs of `--triplets // --batch-size` steps (those
+    of the resumed run unless given)."""
+    from deeprestore.commands.resume import given_options
+    from deeprestore.recipes.describe import steps_per_epoch
+    from deeprestore.rundir import RunDir
+
+    if "steps" in given_options(context, options):
+        raise DeepRestoreError(f"Got --epochs {epochs} and --steps {options['steps']}; expected one (--epochs is the "
+                               "old spelling of --steps).")
+    sizes = {name: options[name] for name in ("triplets", "batch_size")}
+    if resume is not None:
+        stored = RunDir.open(resume).config.get("settings") or {}
+        sizes = {name: value if name in given_options(context, options) else stored.get(name, value)
+                 for name, value in sizes.items()}
+    options["steps"] = epochs * steps_per_epoch(sizes["triplets"], sizes["batch_size"])
+    context.set_parameter_source("steps", click.core.ParameterSource.COMMANDLINE)
 
 
 @command.command("evaluate")

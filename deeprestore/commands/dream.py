@@ -3,6 +3,7 @@
 import click
 
 from deeprestore import settings as defaults
+from deeprestore.commands.aliases import aliased_option
 from deeprestore.commands.common import item_names, name_option, run_recipe
 from deeprestore.parametrisations import PARAMETRISATIONS
 
@@ -11,7 +12,7 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)
 
 
 @click.command("dream")
-@click.option("--image", default=defaults.DREAM.image,
+@aliased_option("--images", "images", aliases=("--image",), default=defaults.DREAM.images,
               help="Start image: a file, a bundled sample (astronaut, brick, chelsea, coffee, grass, ...), "
                    "or a folder or list file of images (dreamed one by one with the network loaded once).")
 @click.option("--network", default=defaults.DREAM.network,
@@ -95,7 +96,7 @@ def command(state, dry_run, name, **options):
         recipe.parse_terms(settings)  # malformed objective options fail before any work
     except DeepRestoreError as error:
         raise click.UsageError(str(error)) from None
-    sources = list_images(settings.image)
+    sources = list_images(settings.images)
     for source in shard(sources, settings.shard):
         load_image(source)  # fail on a bad image before building anything
     if settings.guide:

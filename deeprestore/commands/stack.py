@@ -1,18 +1,12 @@
 """`deeprestore stack`: train a stack of inversion modules, or resume a run of it."""
 
-import shlex
-import sys
-
 import click
-from click.core import ParameterSource
 
 from deeprestore import settings as defaults
 from deeprestore.commands.common import devices_option, run_recipe
-from deeprestore.errors import DeepRestoreError
+from deeprestore.commands.resume import resume_run, training_options
 
 STACK = defaults.STACK
-# Options a resumed run may change: how long it trains and on how many devices (checkpoints fit any).
-RESUMABLE = ("steps", "devices")
 
 
 @click.command("stack")
@@ -50,9 +44,7 @@ RESUMABLE = ("steps", "devices")
 @click.option("--figure-images", default=STACK.figure_images, type=click.IntRange(min=1),
               help="Validation images in each reconstruction figure.")
 @devices_option(STACK.devices)
-@click.option("--resume", default=None, type=click.Path(exists=True, file_okay=False),
-              help="Continue this stack run from its last checkpoint, with its own settings (--steps may grow, "
-                   "--devices may change).")
+@training_options(STACK)
 @click.pass_context
 def command(ctx, resume, **options):
     """Train inversion modules that reconstruct a layer's input from its output, stacked to go deep."""
@@ -60,37 +52,9 @@ def command(ctx, resume, **options):
 
     state = ctx.obj
     if resume:
-        run, settings, seed = reopen(ctx, resume, options)
-        with run:
-            train_stack(settings, run, seed=seed, resume=True, show_progress=not state.quiet, echo=state.echo)
-        click.echo(str(run.path))
+        resume_run(ctx, resume, "stack", defaults.StackSettings, options, lambda settings, run, seed: train_stack(
+            settings, run, seed=seed, resume=True, show_progress=not state.quiet, echo=state.echo))
         return
     settings = defaults.StackSettings(**options)
     run_recipe(state, "stack", settings, lambda run: train_stack(
         settings, run, seed=state.seed, show_progress=not state.quiet, echo=state.echo))
-
-
-def reopen(ctx, path, options):
-    """The run to resume, its settings (with a new --steps if given) and its seed; marks it running."""
-    from deeprestore import backend
-    from deeprestore.rundir import RunDir, atomic_write
-
-    backend.check_supported()
-    run = RunDir.open(path)
-    if run.config.get("command") != "stack":
-        raise DeepRestoreError(f"'{path}' is a '{run.config.get('command')}' run; expected a stack run to resume.")
-    changed = [name for name in options if name not in RESUMABLE
-               and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
-    if changed:
-        raise DeepRestoreError(f"--resume continues a run with its own settings; drop --{changed[0].replace('_', '-')} "
-                               "(only --steps and --devices may change).")
-    stored = run.config["settings"]
-    for name in RESUMABLE:
-        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
-            stored[name] = options[name]
-    settings = defaults.StackSettings(**stored)
-    run.update_config(settings=stored)
-    argv = (run.path / "argv.txt").read_text() + shlex.join(sys.argv) + "\n"
-    atomic_write(run.path / "argv.txt", argv)
-    run.mark("running")
-    return run, settings, run.config["seed"]

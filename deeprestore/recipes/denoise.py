@@ -4,8 +4,8 @@ Reference:
     Hassan, 2019 (seed 004): the U-Net and DnCNN denoisers of N-HPatches. Mesana, 2017 (seed 001): a
     convolutional autoencoder filling in a missing middle.
 
-`train_denoiser` trains a registered model through `deeprestore.training.train` (checkpoints, exact
-resume), saves `model.keras`, draws the loss curves and scores the model on held-out material against
+`train_denoiser` trains a registered model through `deeprestore.training.train` (Keras `fit`,
+checkpoints, exact resume), saves `model.keras`, draws the loss curves and scores the model on held-out material against
 the corrupted input and scikit-image's classical methods. `apply_denoiser` restores one image of any
 size with a saved model, tile by tile, and scores it when the clean image is known; over a folder or
 list of images, each goes into `items/<NNN_name>/` of the run.
@@ -25,7 +25,7 @@ from deeprestore.losslog import LossLog, plot_curves
 from deeprestore.recipes.common import Outputs, notifier, pending_items
 from deeprestore.restoration import corruptions, data, models
 from deeprestore.restoration.report import Material, score
-from deeprestore.training import Schedule, train
+from deeprestore.training import Schedule, TensorBoardCallback, train
 
 MODEL_FILE = "model.keras"
 # Patches scored when the held-out material is patches rather than a whole image.
@@ -89,15 +89,22 @@ def train_denoiser(settings, run, seed=0, resume=False, show_progress=True, echo
     patches, corruption = load_data(settings, seed)
     with parallel.scope():  # the weights and the optimiser's state live on every device
         model = models.create_model(settings.model, settings.channels, seed=seed)
-        models.compile_model(model, settings.loss, settings.optimizer, settings.learning_rate, settings.momentum,
+        models.compile_model(model, settings.loss, settings.optimiser, settings.learning_rate, settings.momentum,
                              output=spec.output, decay_steps=settings.steps if settings.schedule == "cosine" else None)
     run.update_config(resolved=dataclasses.asdict(settings), task=spec.task, data=patches.description,
                       trainable_parameters=models.trainable_parameters(model), devices=list(parallel.devices))
     schedule = Schedule(steps=settings.steps, checkpoint_every=settings.checkpoint_every,
-                        validate_every=settings.validate_every)
+                        validate_every=settings.validate_every, keep_every=settings.keep_every)
+    tensorboard = None
+    if settings.tensorboard:
+        samples = patches.validation()[0]
+        tensorboard = TensorBoardCallback(
+            run.path / "tensorboard", settings.validate_every, settings.steps,
+            images=lambda: {"corrupted": samples[0][:4], "restored": model.predict(samples[0][:4], verbose=0),
+                            "clean": samples[1][:4]})
     train(model, patches.batch, schedule, checkpoints=run.checkpoints_dir, log_directory=run.losses_dir,
           validation=patches.validation, resume=resume, show_progress=show_progress,
-          description=f"denoise {settings.model}", parallel=parallel)
+          description=f"denoise {settings.model}", parallel=parallel, tensorboard=tensorboard)
     model.save(run.path / MODEL_FILE)
     plot_training_curves(run, settings.loss)
 
@@ -197,13 +204,13 @@ def clean_sources(settings, count):
     """The clean reference of each input (None when unknown): `--clean` lists one per input, by position.
 
     Raises:
-        DeepRestoreError: `--clean` lists a different number of images than `--image`.
+        DeepRestoreError: `--clean` lists a different number of images than `--images`.
     """
     if not settings.clean:
         return [None] * count
     cleans = image_io.list_images(settings.clean)
     if len(cleans) != count:
-        raise DeepRestoreError(f"--clean lists {len(cleans)} image(s) for {count} in --image; expected one clean "
+        raise DeepRestoreError(f"--clean lists {len(cleans)} image(s) for {count} in --images; expected one clean "
                                "image per input, in the same order.")
     return cleans
 
@@ -226,7 +233,7 @@ def apply_denoiser(settings, run, seed=0, echo=print):
     """
     model, config = load_model(settings.model)
     channels = int(model.inputs[0].shape[-1])
-    sources = image_io.list_images(settings.image)
+    sources = image_io.list_images(settings.images)
     cleans = clean_sources(settings, len(sources))
     corruption = corruptions.parse(settings.corruption) if settings.corruption else None
     task = corruption.task if corruption is not None else config.get("task", "denoise")

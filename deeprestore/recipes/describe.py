@@ -5,27 +5,26 @@ Reference:
     N-HPatches, scored by verification, matching and retrieval mAP. Balntas et al., 2017 (HPatches).
 
 `train` draws fresh triplets of tracks from the split's train sequences each epoch, fits the
-descriptor with Keras `fit`, evaluates the three mAPs on the test sequences after every epoch (seed
-004's figure 6), and checkpoints the whole training model (weights and optimiser state) so that
-`--resume` continues a run. `evaluate` scores a trained descriptor and/or descriptor CSV folders side
-by side. Both write `results.json`, `results.txt` and `results.png` into the run.
+descriptor through `deeprestore.training.train` (Keras `fit`, step-exact checkpoints of weights,
+optimiser and dropout state, so `--resume` continues a run exactly), and evaluates the three mAPs on
+the test sequences after every epoch (seed 004's figure 6). `evaluate` scores a trained descriptor
+and/or descriptor CSV folders side by side. Both write `results.json`, `results.txt` and `results.png` into the run.
 """
 
-import dataclasses
-import json
+import functools
 import math
 import pathlib
 
 import keras
 import numpy as np
 
+from deeprestore import training
 from deeprestore.backend import DataParallel
 from deeprestore.descriptors import evaluation, hpatches, model
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
 from deeprestore.recipes.describe_evaluate import evaluate, prepare_dataset, prepare_tasks, save_results  # noqa: F401
 
-CHECKPOINT_STATE = "state.json"
 DESCRIPTOR_FILE = "descriptor.keras"
 
 
@@ -129,21 +128,47 @@ class TripletBatches(keras.utils.PyDataset):
 
 
 def _optimizer(settings):
-    learning_rate = settings.learning_rate or (0.1 if settings.optimizer == "sgd" else 1e-3)
-    if settings.optimizer == "sgd":
+    learning_rate = settings.learning_rate or (0.1 if settings.optimiser == "sgd" else 1e-3)
+    if settings.optimiser == "sgd":
         return keras.optimizers.SGD(learning_rate)
     return keras.optimizers.Adam(learning_rate)
 
 
-def _last_checkpoint(run):
-    state = run.path / "checkpoints" / CHECKPOINT_STATE
-    return json.loads(state.read_text()) if state.is_file() else None
+def steps_per_epoch(triplets, batch_size):
+    """Full batches in an epoch of `triplets` fresh triplets (at least one).
+
+    Raises:
+        DeepRestoreError: Fewer triplets than a batch.
+    """
+    if triplets < batch_size:
+        raise DeepRestoreError(f"--triplets {triplets} is fewer than --batch-size {batch_size}; expected at least one "
+                               "batch of triplets per epoch.")
+    return triplets // batch_size
 
 
-def train(settings, run, seed=0, echo=print, show_progress=True):
+def triplet_batches(bank, sampler, settings):
+    """`batches(step) -> (triplets, dummy targets)`: step `s` is batch `s % n` of epoch `s // n`'s fresh
+    triplets (`n` full batches per epoch), a function of the seed and step alone."""
+    per_epoch = steps_per_epoch(settings.triplets, settings.batch_size)
+
+    @functools.lru_cache(maxsize=2)
+    def epoch_batches(epoch):
+        indices = sampler.sample(settings.triplets, epoch, distinct_tracks=settings.loss == "hardest",
+                                 batch_size=settings.batch_size)
+        return TripletBatches(bank, indices, settings.batch_size)
+
+    def batches(step):
+        epoch, index = divmod(step, per_epoch)
+        return epoch_batches(epoch)[index]
+
+    return batches
+
+
+def train(settings, run, seed=0, echo=print, show_progress=True, resume=False):
     """Trains the descriptor, evaluating it after every epoch, and writes results into the run.
 
-    A run that already holds a checkpoint (opened with `--resume`) continues from its last epoch.
+    Training goes through `deeprestore.training.train` (Keras `fit`, step-exact checkpoints); with
+    `resume` it continues from the run's last checkpoint.
 
     Returns:
         The final results dict (see `evaluation.summarise`).
@@ -161,66 +186,45 @@ def train(settings, run, seed=0, echo=print, show_progress=True):
     training_source = (evaluation_source if train_inputs == settings.inputs
                        else PatchSource(train_inputs, settings.denoiser))
     bank, tracks = patch_bank(dataset, split.train, training_source)
-    sampler = model.TripletSampler(tracks, seed=seed)
+    batches = triplet_batches(bank, model.TripletSampler(tracks, seed=seed), settings)
+    per_epoch = steps_per_epoch(settings.triplets, settings.batch_size)
 
     parallel = DataParallel(settings.devices)
     parallel.check_batch(settings.batch_size)
-    parallel.check_batch(settings.triplets, "--triplets")  # the epoch's last, partial batch splits evenly too
-    run.update_config(devices=list(parallel.devices))
-    state = _last_checkpoint(run)
+    run.update_config(devices=list(parallel.devices), steps_per_epoch=per_epoch)
     with parallel.scope():  # the weights and the optimiser's state live on every device
-        if state is None:
-            keras.utils.set_random_seed(seed)
-            descriptor = model.descriptor_network(settings.l2_normalise, settings.dropout, seed=seed,
-                                                  standardise=settings.standardise)
-            trainer = model.triplet_model(descriptor)
-            trainer.compile(optimizer=_optimizer(settings), loss=model.create_loss(settings.loss, settings.margin))
-            first_epoch = 0
-        else:
-            trainer = keras.saving.load_model(run.path / "checkpoints" / state["file"])
-            descriptor = trainer.get_layer("shared_descriptor").layer
-            first_epoch = state["epoch"]
-            echo(f"Resuming {run.path} after epoch {first_epoch}.")
+        keras.utils.set_random_seed(seed)
+        descriptor = model.descriptor_network(settings.l2_normalise, settings.dropout, seed=seed,
+                                              standardise=settings.standardise)
+        trainer = model.triplet_model(descriptor)
+        trainer.compile(optimizer=_optimizer(settings), loss=model.create_loss(settings.loss, settings.margin))
     log = LossLog(run.losses_dir)
-    results = None
-    for epoch in range(first_epoch, settings.epochs):
-        keras.utils.set_random_seed(seed * 1000 + epoch)  # dropout and shuffling of this epoch
-        indices = sampler.sample(settings.triplets, epoch, distinct_tracks=settings.loss == "hardest",
-                                 batch_size=settings.batch_size)
-        with parallel.scope():  # fit splits each batch over the devices
-            history = trainer.fit(TripletBatches(bank, indices, settings.batch_size), epochs=epoch + 1,
-                                  initial_epoch=epoch, verbose=int(show_progress) * 2)
-        results = evaluation.evaluate(describe_dataset(descriptor, dataset, split.test, evaluation_source),
-                                      task_lists, split.test)
-        log.log(epoch + 1, {"train.loss": history.history["loss"][-1],
-                            **{f"map.{task}": value for task, value in results["summary"].items()}})
-        echo(f"epoch {epoch + 1}/{settings.epochs}: loss {history.history['loss'][-1]:.4f}, "
-             + ", ".join(f"{task} {value:.3f}" for task, value in results["summary"].items()))
-        _save_checkpoint(run, trainer, epoch + 1)
+    results = {}
+
+    def evaluate_descriptor(step):
+        results["last"] = evaluation.evaluate(describe_dataset(descriptor, dataset, split.test, evaluation_source),
+                                              task_lists, split.test)
+        summary = results["last"]["summary"]
+        log.log(step, {f"map.{task}": value for task, value in summary.items()})
+        echo(f"step {step}/{settings.steps} (epoch {step / per_epoch:g}): "
+             + ", ".join(f"{task} {value:.3f}" for task, value in summary.items()))
+
+    tensorboard = None
+    if settings.tensorboard:
+        tensorboard = training.TensorBoardCallback(run.path / "tensorboard", per_epoch, settings.steps)
+    training.train(trainer, batches, training.Schedule(settings.steps, settings.checkpoint_every,
+                                                       keep_every=settings.keep_every),
+                   checkpoints=run.checkpoints_dir, log_directory=run.losses_dir, resume=resume,
+                   show_progress=show_progress, description="describe", parallel=parallel,
+                   callbacks=[training.Every(per_epoch, evaluate_descriptor, settings.steps)], tensorboard=tensorboard)
     log.close()
     log.plot()
     _plot_map(run, log)
     descriptor.save(run.path / DESCRIPTOR_FILE)
-    if results is None:  # resumed a finished run: evaluate once more for the results files
-        results = evaluation.evaluate(describe_dataset(descriptor, dataset, split.test, evaluation_source),
-                                      task_lists, split.test)
-    echo(save_results(run, {"descriptor": results}).rstrip())
-    return results
-
-
-def _save_checkpoint(run, trainer, epoch):
-    """Saves the training model (weights and optimiser state) and records it as the last checkpoint."""
-    from deeprestore.rundir import atomic_write
-
-    folder = run.checkpoints_dir
-    name = f"epoch-{epoch:04d}.keras"
-    partial = folder / f".{name}.partial.keras"
-    trainer.save(partial)
-    partial.replace(folder / name)
-    previous = _last_checkpoint(run)
-    atomic_write(folder / CHECKPOINT_STATE, json.dumps({"epoch": epoch, "file": name}) + "\n")
-    if previous and previous["file"] != name:
-        (folder / previous["file"]).unlink(missing_ok=True)
+    if "last" not in results:  # resumed a finished run: evaluate once more for the results files
+        evaluate_descriptor(settings.steps)
+    echo(save_results(run, {"descriptor": results["last"]}).rstrip())
+    return results["last"]
 
 
 def _plot_map(run, log):
@@ -229,7 +233,7 @@ def _plot_map(run, log):
     for task in ("verification", "matching", "retrieval"):
         values = log.values(f"map.{task}")
         curves[task] = ([step for step, _ in values], [value for _, value in values])
-    plot_curves(run.images_dir / "map.png", curves, "mAP on the test sequences", "epoch", "mAP", logy=False)
+    plot_curves(run.images_dir / "map.png", curves, "mAP on the test sequences", "step", "mAP", logy=False)
 
 
 def load_descriptor(path):
@@ -247,16 +251,3 @@ def load_descriptor(path):
     if not isinstance(descriptor, keras.Model):
         raise DeepRestoreError(f"Descriptor '{file}' holds a {type(descriptor).__name__}; expected a Keras model.")
     return descriptor
-
-
-def resumable_settings(run_path, epochs, devices=None):
-    """The settings stored in a run's config, with `epochs` (and `devices` unless None) replaced, for `--resume`."""
-    from deeprestore.rundir import RunDir
-    from deeprestore.settings import DescribeSettings
-
-    run = RunDir.open(run_path)
-    stored = run.config.get("settings", {})
-    known = {field.name for field in dataclasses.fields(DescribeSettings)}
-    if run.config.get("command") != "describe-train" or not set(stored) <= known:
-        raise DeepRestoreError(f"'{run_path}' is not a `describe train` run; expected a run directory made by it.")
-    return run, DescribeSettings(**{**stored, "epochs": epochs, **({} if devices is None else {"devices": devices})})

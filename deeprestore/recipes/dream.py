@@ -334,7 +334,7 @@ def dream_estimates(settings, seed=0):
     network = open_dream_network(settings, terms, seed, weights="random")
     stages = dream_stages(network, resolve_terms(network, terms), settings)
     layers = network_layers(stages)
-    first = shard(image_io.list_images(settings.image), settings.shard)[0]
+    first = shard(image_io.list_images(settings.images), settings.shard)[0]
     height, width = image_io.load_image(first, settings.size or None).shape[:2]
     transforms.check_tile(settings.tile, height, width)
     sizes = usable_octaves(network, layers, octave_sizes(height, width, settings.octaves, settings.octave_scale),
@@ -501,7 +501,7 @@ def dream(settings, run, seed=0, show_progress=True, echo=print):
         DeepRestoreError: Malformed or inconsistent options, or a tile larger than the image.
     """
     terms = parse_terms(settings)
-    inputs = image_io.list_images(settings.image)
+    inputs = image_io.list_images(settings.images)
     single = len(inputs) == 1 and settings.shard is None and run.name is None
     pending = pending_items(run, inputs, settings.shard, echo)
     if not pending:

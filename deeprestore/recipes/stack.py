@@ -4,9 +4,10 @@ The images are resized once into an HDF5 dataset and the frozen network's activa
 the modules read are cached beside it; each step then reads a seeded batch of cached activations,
 from memory or, for caches too large for it, from HDF5 in block-shuffled chunks (`batches(step)`
 depends only on the step, so a resumed run sees the batches an uninterrupted one would). Training
-goes through `deeprestore.training.train` in segments of `validate_every` steps; after each, the
-validation losses are logged, the modules saved to `modules/` and the chain's reconstructions of a
-few validation images drawn into `images/validation-<step>.png`.
+goes through `deeprestore.training.train` (Keras `fit`); every `validate_every` steps and at the end
+the validation losses are logged, the modules saved to `modules/` and the chain's reconstructions of
+a few validation images drawn into `images/validation-<step>.png` (and, with `--tensorboard`, into
+the run's TensorBoard events).
 
 Reference:
     Dosovitskiy & Brox, 2016. Inverting visual representations with convolutional networks.
@@ -157,30 +158,32 @@ def train_stack(settings, run, seed=0, resume=False, show_progress=True, echo=pr
                  "validation": len(validation_indices), "fingerprint": dataset.fingerprint},
         devices=list(parallel.devices),
     )
-    state = training.read_state(run.checkpoints_dir) if resume else None
-    step = start = state["step"] if state else 0
-    if resume and state is None:
-        training.truncate_log(run.losses_dir, 0)  # killed before its first checkpoint: start over
-    every = settings.validate_every or settings.steps
-    ends = sorted(set(range(every, settings.steps, every)) | {settings.steps})
     source = resolved.sources()[0]
     figure_indices = validation_indices[:settings.figure_images]
-    results = {}
-    for end in (end for end in ends if end > step):
-        results = training.train(
-            model, batches, training.Schedule(end, settings.checkpoint_every), checkpoints=run.checkpoints_dir,
-            log_directory=run.losses_dir, validation=validation, resume=step > 0, show_progress=show_progress,
-            description=f"stack {settings.mode}", parallel=parallel,
-        )
-        step = end
+
+    def reconstructions():
+        return chain_images(stack, source, {source: validation_values[source][:len(figure_indices)]})
+
+    def save_and_draw(step):
         stack.save(run.path / "modules", size, network.weights.sha256)
-        reconstructions = chain_images(stack, source, {source: validation_values[source][:len(figure_indices)]})
-        if reconstructions is not None:
+        images = reconstructions()
+        if images is not None:
             figures.save_difference_figure(run.images_dir / f"validation-{step:06d}.png",
-                                           dataset.images(figure_indices), reconstructions)
-    if start >= settings.steps:  # resumed a finished run: nothing trained, the saved modules are final
-        with parallel.scope():
-            stack.load_weights(run.path / "modules")
+                                           dataset.images(figure_indices), images)
+
+    tensorboard = None
+    if settings.tensorboard:
+        tensorboard = training.TensorBoardCallback(
+            run.path / "tensorboard", settings.validate_every, settings.steps,
+            images=lambda: {} if (images := reconstructions()) is None else {"reconstructions": images})
+    results = training.train(
+        model, batches, training.Schedule(settings.steps, settings.checkpoint_every, settings.validate_every,
+                                          keep_every=settings.keep_every),
+        checkpoints=run.checkpoints_dir, log_directory=run.losses_dir, validation=validation, resume=resume,
+        show_progress=show_progress, description=f"stack {settings.mode}", parallel=parallel,
+        callbacks=[training.Every(settings.validate_every, save_and_draw, settings.steps)], tensorboard=tensorboard)
+    if not (run.path / "modules" / "specs.json").is_file():  # resumed at its last step: nothing trained
+        save_and_draw(settings.steps)
     write_summary(run, stack, source, dataset, validation_indices, validation_values, settings.batch_size)
     return results
 

@@ -19,7 +19,7 @@ from deeprestore.errors import DeepRestoreError
 SIZE_MULTIPLE = 4
 TASKS = ("denoise", "inpaint")
 LOSSES = {"mae": "mean_absolute_error", "mse": "mean_squared_error", "bce": "binary_crossentropy"}
-OPTIMIZERS = ("sgd", "adam")
+OPTIMISERS = ("sgd", "adam")
 # cszn/DnCNN's Keras code: batch-norm epsilon 1e-4 and momentum 0, so the moving statistics are those
 # of the last training batch (no warm-up bias in short runs).
 DNCNN_EPSILON = 1e-4
@@ -33,7 +33,7 @@ class TrainingDefaults:
 
     Attributes:
         loss: `mae`, `mse` or `bce`.
-        optimizer: `sgd` (with Nesterov momentum) or `adam`.
+        optimiser: `sgd` (with Nesterov momentum) or `adam`.
         learning_rate: Step size.
         momentum: Nesterov momentum of `sgd` (unused by `adam`).
         batch_size: Patches per step.
@@ -44,7 +44,7 @@ class TrainingDefaults:
     """
 
     loss: str
-    optimizer: str
+    optimiser: str
     learning_rate: float
     momentum: float
     batch_size: int
@@ -181,14 +181,14 @@ def _autoencoder_variant(name, **options):
 # Seed 004 trained the U-Net with SGD (Nesterov momentum 0.9) at 1e-5 on batches of 50 32x32 patches
 # with mean absolute error, for 30 epochs of N-HPatches (hundreds of thousands of steps); at 1e-5 a few
 # hundred steps leave it where it started, so the default here is the learning rule the seed chose for
-# DnCNN, Adam at 1e-3, on batches of 16 (more steps per CPU minute). `--optimizer sgd --learning-rate
+# DnCNN, Adam at 1e-3, on batches of 16 (more steps per CPU minute). `--optimiser sgd --learning-rate
 # 1e-5 --batch-size 50` is the seed's exact recipe. DnCNN: Adam at 1e-3 (seed 004), 40x40 patches (Zhang
 # et al.). Seed 001: Adam and binary cross-entropy on 64x64 images with the middle 32x32 missing; its
 # batch size is not given.
-_SEED_004_UNET = TrainingDefaults(loss="mae", optimizer="adam", learning_rate=1e-3, momentum=0.9, batch_size=16,
+_SEED_004_UNET = TrainingDefaults(loss="mae", optimiser="adam", learning_rate=1e-3, momentum=0.9, batch_size=16,
                                   patch_size=32, steps=1000, channels=1, corruption="gaussian:0.1")
 _SEED_004_DNCNN = dataclasses.replace(_SEED_004_UNET, patch_size=40, steps=1000)
-_SEED_001 = TrainingDefaults(loss="bce", optimizer="adam", learning_rate=1e-3, momentum=0.0, batch_size=32,
+_SEED_001 = TrainingDefaults(loss="bce", optimiser="adam", learning_rate=1e-3, momentum=0.0, batch_size=32,
                              patch_size=32, steps=300, channels=3, corruption="centre:0.5")
 _AUTOENCODER_REFERENCE = "Mesana 2017, seed 001"
 
@@ -265,7 +265,7 @@ def check_loss(loss, name, output):
         )
 
 
-def compile_model(model, loss, optimizer, learning_rate, momentum=0.0, output="linear", decay_steps=None):
+def compile_model(model, loss, optimiser, learning_rate, momentum=0.0, output="linear", decay_steps=None):
     """Compiles a restoration model with a named loss and optimiser and a mean-squared-error metric.
 
     Only Keras's own losses, optimisers, schedules and metrics are used, so the saved model loads anywhere.
@@ -273,7 +273,7 @@ def compile_model(model, loss, optimizer, learning_rate, momentum=0.0, output="l
     Args:
         model: The model.
         loss: `mae`, `mse` or `bce`.
-        optimizer: `sgd` (Nesterov momentum) or `adam`.
+        optimiser: `sgd` (Nesterov momentum) or `adam`.
         learning_rate: Step size (the first one, with `decay_steps`).
         momentum: Nesterov momentum for `sgd`.
         output: The model's output kind, `linear` or `sigmoid`.
@@ -283,11 +283,11 @@ def compile_model(model, loss, optimizer, learning_rate, momentum=0.0, output="l
         DeepRestoreError: Unknown loss or optimiser, or binary cross-entropy on a linear output.
     """
     check_loss(loss, model.name, output)
-    if optimizer not in OPTIMIZERS:
-        raise DeepRestoreError(f"Unknown optimizer '{optimizer}'; expected one of {', '.join(OPTIMIZERS)}.")
+    if optimiser not in OPTIMISERS:
+        raise DeepRestoreError(f"Unknown optimiser '{optimiser}'; expected one of {', '.join(OPTIMISERS)}.")
     if decay_steps:
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
-    if optimizer == "sgd":
+    if optimiser == "sgd":
         step_rule = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=momentum > 0)
     else:
         step_rule = keras.optimizers.Adam(learning_rate)

@@ -1,0 +1,165 @@
+"""What the training commands (stack, denoise train, describe train) share: their options, and resuming.
+
+`--resume RUN` continues a run from its last checkpoint (from step 0 when it was killed before its
+first one) with its stored settings. An option given on the command line that would change the model
+or the data is refused, naming the option, its stored and its given value; the options in `RESUMABLE`
+(how long to train, on how many devices, how often to checkpoint and validate) may change, and the
+new values go into `config.json` and the command line into `argv.txt`. Every check runs before the
+run is touched, and a resume that fails before its first new checkpoint puts `config.json`,
+`argv.txt` and `status` back as they were, so a typo never damages finished work.
+"""
+
+import contextlib
+import dataclasses
+import json
+import shlex
+import sys
+
+import click
+from click.core import ParameterSource
+
+from deeprestore.errors import DeepRestoreError
+
+# Options a resumed run may change: none changes the model or the data a step sees.
+RESUMABLE = ("steps", "devices", "checkpoint_every", "validate_every", "keep_every", "tensorboard")
+_SNAPSHOT_FILES = ("config.json", "argv.txt", "status")
+
+
+def training_options(defaults):
+    """`--keep-every`, `--tensorboard` and `--resume` of a training command, defaults from its settings."""
+
+    def decorate(function):
+        for option in reversed([
+            click.option("--keep-every", default=defaults.keep_every, type=click.IntRange(min=0),
+                         help="Keep every checkpoint whose step is a multiple of this besides the last (0: only "
+                              "the last)."),
+            click.option("--tensorboard", is_flag=True, default=defaults.tensorboard,
+                         help="Also write TensorBoard event files (losses, and images at each validation) into "
+                              "the run's tensorboard/; uses TensorFlow's writer, also on JAX."),
+            click.option("--resume", default=None, type=click.Path(exists=True, file_okay=False), metavar="RUN",
+                         help="Continue this run from its last checkpoint with its own settings; only --steps, "
+                              "--devices, --checkpoint-every, --validate-every, --keep-every and --tensorboard may "
+                              "change."),
+        ]):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+def given_options(context, options):
+    """The options typed on the command line (or set by environment), `{name: value}`."""
+    return {name: value for name, value in options.items()
+            if context.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
+
+
+def _comparable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def reopen(context, path, command, settings_class, options, stored_key="settings"):
+    """Checks a resume of the run at `path` and returns `(run, settings, seed, step)` without touching it.
+
+    Args:
+        context: The click context (to tell given options from defaults).
+        path: The run directory.
+        command: The command the run must have been made by, e.g. `denoise-train`.
+        settings_class: The command's settings dataclass.
+        options: The command's options as parsed.
+        stored_key: The config entry holding the settings to compare with (`resolved` where the
+            command stores its settings with model defaults filled in).
+
+    Raises:
+        DeepRestoreError: Not a run of `command`, a damaged checkpoint, a changed model or data option,
+            fewer steps than trained already, or a bad `--devices` value.
+    """
+    from deeprestore import backend, training
+    from deeprestore.backend import DataParallel
+    from deeprestore.rundir import RunDir
+
+    backend.check_supported()
+    run = RunDir.open(path)
+    config = run.config
+    if config.get("command") != command:
+        raise DeepRestoreError(f"'{path}' is a '{config.get('command')}' run; expected a {command} run to resume.")
+    if not isinstance(config.get("settings"), dict) or not isinstance(config.get("seed"), int):
+        raise DeepRestoreError(f"'{path}' has no stored settings and seed in its config.json; expected a run made by "
+                               f"{command}.")
+    known = {field.name for field in dataclasses.fields(settings_class)}
+    stored = dict(config["settings"])
+    compared = {**stored, **(config.get(stored_key) or {})}
+    if not set(stored) <= known:
+        unknown = sorted(set(stored) - known)
+        raise DeepRestoreError(f"'{path}' stores settings this version does not know ({', '.join(unknown)}); expected "
+                               f"a {command} run made by this version.")
+    state = training.check_checkpoint(run.path / "checkpoints")
+    for name, value in given_options(context, options).items():
+        if name not in RESUMABLE and name in known and _comparable(value) != _comparable(compared.get(name)):
+            raise DeepRestoreError(
+                f"{_flag(name)} {value} differs from the run's stored {compared.get(name)}; --resume continues "
+                f"'{path}' with its own model and data (only {', '.join(map(_flag, RESUMABLE))} may change).")
+    changed = {name: value for name, value in given_options(context, options).items() if name in RESUMABLE}
+    trained = state["step"] if state else 0
+    if "steps" in changed and changed["steps"] < trained:
+        raise DeepRestoreError(f"--steps {changed['steps']} is fewer than the {trained} steps '{path}' has trained; "
+                               f"expected at least {trained}.")
+    settings = settings_class(**{name: value for name, value in {**compared, **changed}.items() if name in known})
+    DataParallel(settings.devices)  # a bad --devices value fails here, before the run is touched
+    return run, settings, config["seed"], trained
+
+
+@contextlib.contextmanager
+def resumed(run, settings):
+    """Marks `run` running with its new settings and command line, and puts them back on a failure
+    before the first new checkpoint (so a refused resume leaves the run as it was)."""
+    from deeprestore import training
+    from deeprestore.rundir import atomic_write
+
+    snapshot = {name: (run.task_path / name).read_bytes() for name in _SNAPSHOT_FILES
+                if (run.task_path / name).is_file()}
+    before = training.read_state(run.path / "checkpoints")
+    run.update_config(settings=dataclasses.asdict(settings), resumes=run.config.get("resumes", 0) + 1)
+    atomic_write(run.task_path / "argv.txt", snapshot.get("argv.txt", b"").decode() + shlex.join(sys.argv) + "\n")
+    run.mark("running")
+    try:
+        with run:
+            yield run
+    except BaseException:
+        if _last_state(run) == before:
+            for name, data in snapshot.items():
+                atomic_write(run.task_path / name, data)
+        raise
+
+
+def _last_state(run):
+    from deeprestore import training
+
+    try:
+        return training.read_state(run.path / "checkpoints")
+    except DeepRestoreError:
+        return None
+
+
+def resume_run(context, path, command, settings_class, options, recipe, stored_key="settings"):
+    """Resumes the run at `path`: `recipe(settings, run, seed)` inside it, then prints the run directory.
+
+    Args:
+        context: The click context.
+        path: The run directory to resume.
+        command: The command that made it.
+        settings_class: Its settings dataclass.
+        options: The parsed options.
+        recipe: `(settings, run, seed) -> result`, run with `resume=True`.
+        stored_key: See `reopen`.
+    """
+    from deeprestore.commands.common import sigterm_interrupts
+
+    run, settings, seed, _ = reopen(context, path, command, settings_class, options, stored_key)
+    with resumed(run, settings), sigterm_interrupts():
+        recipe(settings, run, seed)
+    click.echo(str(run.path))
+    return run
