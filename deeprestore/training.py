@@ -24,6 +24,7 @@ over them; checkpoints hold plain arrays, so a run resumes on any number of devi
 import collections
 import contextlib
 import dataclasses
+import gc
 import json
 import pathlib
 import signal
@@ -402,5 +403,8 @@ def train(model, batches, schedule, *, checkpoints, log_directory=None, validati
         if log is not None:
             log.close()
     if flag.get("stop"):
+        # fit stopped with tf.data still prefetching from the PyDataset in its own thread; freeing that
+        # pipeline now, while the interpreter is whole, keeps the process from hanging at exit.
+        gc.collect()
         raise Interrupted(f"Training stopped by {flag['stop']} at step {main.step}; checkpoint written.")
     return main.results

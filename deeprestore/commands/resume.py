@@ -22,7 +22,8 @@ from deeprestore.errors import DeepRestoreError
 
 # Options a resumed run may change: none changes the model or the data a step sees.
 RESUMABLE = ("steps", "devices", "checkpoint_every", "validate_every", "keep_every", "tensorboard")
-_SNAPSHOT_FILES = ("config.json", "argv.txt", "status")
+# What marking a run running changes; a resume refused before its first checkpoint puts them back.
+_SNAPSHOT_FILES = ("config.json", "argv.txt", "status", "owner.json")
 
 
 def training_options(defaults):
@@ -130,8 +131,11 @@ def resumed(run, settings):
             yield run
     except BaseException:
         if _last_state(run) == before:
-            for name, data in snapshot.items():
-                atomic_write(run.task_path / name, data)
+            for name in _SNAPSHOT_FILES:
+                if name in snapshot:
+                    atomic_write(run.task_path / name, snapshot[name])
+                else:
+                    (run.task_path / name).unlink(missing_ok=True)
         raise
 
 
