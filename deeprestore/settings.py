@@ -20,7 +20,8 @@ class DreamSettings:
 
     Attributes:
         images: Start image(s): a file, a bundled sample, a folder or a list file.
-        network: Registered network name, or a Keras model file (README, "Networks from model files").
+        network: Registered network name, or a Keras model file (manual, docs/networks.rst: "Networks from
+            model files").
         weights: `auto`, `imagenet`, `offline`, `random` or a path.
         pooling: `max` or `average`.
         layers: `LAYER[:WEIGHT]`: raise the L2 norm of a layer (weight 1 by default).
@@ -105,7 +106,8 @@ class StackSettings:
     """Training a stack of inversion modules, one per network operation (seed 000; Dosovitskiy & Brox).
 
     Attributes:
-        network: Registered network name, or a Keras model file (README, "Networks from model files").
+        network: Registered network name, or a Keras model file (manual, docs/networks.rst: "Networks from
+            model files").
         weights: `auto`, `imagenet`, `offline`, `random` or a path.
         modules: A JSON/YAML module spec file; None builds the default chain from `source` to `target`.
         source: Layer the default chain inverts from (e.g. `pool1`).
@@ -371,7 +373,8 @@ class TextureSettings:
     Attributes:
         sources: Texture images; their Grams are blended with `blend`.
         blend: One weight per source (default: equal).
-        network: Registered network name, or a Keras model file (README, "Networks from model files").
+        network: Registered network name, or a Keras model file (manual, docs/networks.rst: "Networks from
+            model files").
         weights: `auto`, `imagenet`, `offline`, `random` or a path.
         pooling: `average` or `max`.
         layers: Gram layers; empty means conv1_1 and pool1 .. pool4 (the seed's slides).
@@ -420,7 +423,8 @@ class InvertSettings:
 
     Attributes:
         images: Image(s) to invert: a file, a folder, a list file or a bundled sample.
-        network: Registered network name, or a Keras model file (README, "Networks from model files").
+        network: Registered network name, or a Keras model file (manual, docs/networks.rst: "Networks from
+            model files").
         weights: `auto`, `imagenet`, `offline`, `random` or a path.
         pooling: `max` or `average`.
         layer: The layer to invert (pre- or post-activation).
@@ -513,8 +517,9 @@ class DescribeSettings(DescribeDataSettings):
         tensorboard: Also write TensorBoard event files into the run's `tensorboard/`.
     """
 
-    # Defaults measured on the held-out set (README): HardNet's loss on L2-normalised descriptors with
-    # Adam beats seed 004's triplet loss with SGD, and 2 x 8192 triplets fit in 15 minutes on 2 cores.
+    # Defaults measured on the held-out set (manual, docs/experiments/describe.rst): HardNet's loss on
+    # L2-normalised descriptors with Adam beats seed 004's triplet loss with SGD, and 2 x 8192 triplets
+    # fit in 15 minutes on 2 cores.
     train_inputs: str | None = None
     loss: str = "hardest"
     margin: float = 1.0

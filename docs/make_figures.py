@@ -5,9 +5,9 @@ pages include through `docs/examples/<name>.txt`), run in a temporary runs folde
 run's own output, composed beside its inputs where the run writes the result alone. The figures go
 to `docs/figures/<name>.png` and are checked in, so building the manual needs no run.
 
-Sizes and steps are small: on two CPU cores shared with other jobs each example took 63 s (denoise)
-to 210 s (describe), the whole script 13 minutes. The pages say what the same commands give at full
-scale.
+Sizes and steps are small: on two CPU cores, more or less shared with other jobs, each example took
+16 s (invert) to 93 s (style); each page states its example's time. The pages say what the same commands give at
+full scale.
 
 Usage: python3 docs/make_figures.py [--only dream --only style ...] [--keep RUNS_FOLDER]
 """

@@ -1,6 +1,6 @@
 """The manual against the commands: docs/cli.rst, built by Sphinx as the manual builds it, names every
 command and every option of the click tree, each in its own command's section; every `deeprestore`
-command line of the manual's code blocks and worked examples parses (so a renamed option fails here
+command line of the manual's and README's code blocks and worked examples parses (so a renamed option fails here
 until the pages follow); the worked examples are the ones docs/make_figures.py runs.
 
 Only cli.rst is built (with sphinx-click alone, as plain text), which takes seconds; `make docs`
@@ -78,9 +78,9 @@ def test_every_argument_is_in_its_usage_line(reference, path, command):
 
 
 def example_command_lines():
-    """Every `deeprestore ...` line of the manual's code blocks and example files, continuations joined."""
+    """Every `deeprestore ...` line of the manual's and README's code blocks and example files, joined."""
     examples = []
-    for path in sorted([*DOCS.rglob("*.rst"), *(DOCS / "examples").glob("*.txt")]):
+    for path in sorted([*DOCS.rglob("*.rst"), *(DOCS / "examples").glob("*.txt"), DOCS.parent / "README.rst"]):
         if "_build" in path.parts:
             continue
         lines = iter(path.read_text().splitlines())
@@ -89,7 +89,7 @@ def example_command_lines():
                 continue
             while line.endswith("\\"):
                 line = line[:-1] + next(lines)
-            label = f"{path.relative_to(DOCS)}: {line.strip()[:60]}"
+            label = f"{path.relative_to(DOCS.parent)}: {line.strip()[:60]}"
             examples.append(pytest.param(line.split(" #")[0].strip(), id=label))
     return examples
 

@@ -10,7 +10,7 @@ modules, so Keras logs `<module>_loss` for each and `train` turns them into loss
   the losses of the modules marked `in_loss`; the others are logged with weight 0. A module's weight
   is its spec's `weight` (1 by default), or with `weight: null` `1 / scale^2` of its target layer,
   which measures its mean squared error in that layer's normalised units. The default of 1 lets
-  large-valued layers weigh more, and reconstructed better in our runs (see README).
+  large-valued layers weigh more, and reconstructed better in our runs (see docs/experiments/stack.rst).
 - `end-to-end`: the chain, with only the final modules' losses in the objective.
 
 `reconstruct(activations, layer)` runs the chain from a layer down, returning every module's output.

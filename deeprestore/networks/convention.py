@@ -134,7 +134,7 @@ def read_convention(path, model_path):
     if not path.is_file():
         raise DeepRestoreError(
             f"No input convention for model '{model_path}': expected {path} saying how the model's input encodes "
-            f"an image, e.g. {EXAMPLE} (see README, 'Networks from model files')."
+            f"an image, e.g. {EXAMPLE} (see the manual, docs/networks.rst, 'Networks from model files')."
         )
     try:
         values = json.loads(path.read_text())
