@@ -11,11 +11,7 @@ from deeprestore.cli import cli
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog
 from deeprestore.optimise import Engine, Progress, normalised_descent, optimise
-from deeprestore.parametrisations import (
-    FourierImage,
-    ParametrisedEngine,
-    normalised_image_descent,
-)
+from deeprestore.parametrisations import FourierImage, normalised_image_descent
 from deeprestore.recipes import dream as recipe
 from deeprestore.settings import DreamSettings
 
@@ -71,9 +67,8 @@ def test_a_few_fourier_steps_raise_the_objective(tiny, rng, terms, term):
     images = rng.uniform(0.1, 0.9, size=(2, 32, 32, 3)).astype(np.float32)
     parametrisation = FourierImage(images.shape[:3], decay_power=0.5)
     start = parametrisation.parameters_of(images)
-    parametrised = ParametrisedEngine(engine, parametrisation, jitter=2, rng=np.random.default_rng(0))
-    result, _ = optimise(parametrised, start, 4, normalised_image_descent(0.02, parametrisation),
-                         progress=Progress(show=False))
+    result, _ = optimise(engine, start, 4, normalised_image_descent(0.02, parametrisation), jitter=2,
+                         rng=np.random.default_rng(0), progress=Progress(show=False), parametrisation=parametrisation)
     assert engine(parametrisation.images(result))[1][term] > engine(images)[1][term]
 
 

@@ -20,7 +20,7 @@ from deeprestore import images as image_io
 from deeprestore import objectives
 from deeprestore.losslog import LossLog
 from deeprestore.optimise import LBFGS, Engine, Progress, optimise
-from deeprestore.parametrisations import FourierImage, ParametrisedEngine
+from deeprestore.parametrisations import FourierImage
 from deeprestore.recipes.common import TargetFeatures, open_network, resolve_layers, step_rule, weights_for
 
 
@@ -66,7 +66,6 @@ def texture(settings, run, seed=0, show_progress=True, echo=print):
     rule = step_rule(settings.optimiser, settings.learning_rate)
     if settings.parametrisation == "fourier":
         parametrisation = FourierImage((settings.count, *settings.size), seed=seed)
-        engine = ParametrisedEngine(engine, parametrisation)
         start = parametrisation.parameters
         if isinstance(rule, LBFGS):
             rule = LBFGS(bounds=None, history=rule.history)
@@ -77,7 +76,7 @@ def texture(settings, run, seed=0, show_progress=True, echo=print):
     result, _ = optimise(
         engine, start, settings.steps, rule,
         progress=Progress(description=f"texture {settings.size[0]}x{settings.size[1]}", show=show_progress, log=log),
-        targets=grams,
+        targets=grams, parametrisation=parametrisation,
     )
     log.close()
     log.plot()
