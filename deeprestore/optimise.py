@@ -28,7 +28,8 @@ from deeprestore import backend
 from deeprestore.errors import DeepRestoreError
 from deeprestore.probes import FeatureProbe
 
-# Most steps one compiled call runs; the loop also returns to the host about every CHUNK_SECONDS.
+# Most steps one compiled call runs (a fixed number, so that one trace serves every run length); the
+# loop also returns to the host about every CHUNK_SECONDS, where an interruption can be noticed.
 CHUNK_STEPS = 16
 CHUNK_SECONDS = 2.0
 
@@ -412,7 +413,7 @@ def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None,
     plan = Plan(parametrisation, ((Jitter(jitter),) if jitter else ()) + tuple(transforms), tiling)
     constraints = tuple(callback for callback in callbacks if isinstance(callback, Constraint))
     host_callbacks = [callback for callback in callbacks if not isinstance(callback, Constraint)]
-    loop = _Loop(engine, plan, step_rule, constraints, min(steps, CHUNK_STEPS))
+    loop = _Loop(engine, plan, step_rule, constraints, CHUNK_STEPS)
     state = step_rule.initial_state(variables)
     hyperparameters = {name: np.float32(value) for name, value in step_rule.hyperparameters.items()}
     target_arrays = _as_arrays(targets)

@@ -218,3 +218,29 @@ def test_the_guide_keeps_a_regular_grid_of_at_most_guide_positions():
     np.testing.assert_array_equal(grid[:2], activation[0, [0, 7]])  # every 7th row and column
     small = activation[:16, :16]
     np.testing.assert_array_equal(_guide_grid(small), small.reshape(-1, 2))
+
+
+def test_a_bfloat16_dream_keeps_a_float32_image_and_raises_the_objective(tmp_path):
+    run = run_of(invoke(tmp_path, *TINY, "--precision", "bfloat16", "--steps", "4", "--layer", "relu2"))
+    assert json.loads((run / "config.json").read_text())["settings"]["precision"] == "bfloat16"
+    values = LossLog.read(run / "losses")["l2.relu2"]
+    assert (run / "dream.png").exists() and len(values) == 4 and values[-1] > values[0]
+
+
+def test_mixed_precision_steps_match_float32_ones_roughly(rng):
+    from deeprestore.networks import create_network
+    from deeprestore.recipes.common import network_precision
+
+    images = rng.uniform(size=(1, 32, 32, 3)).astype(np.float32)
+    results = {}
+    for precision in ("float32", "bfloat16"):
+        with network_precision(precision):
+            network = create_network("tiny", weights="random", seed=0)
+        engine = Engine.for_objective(recipe.dream_objective(network, layers=(("relu2", 1.0),)), network)
+        result, _ = optimise(engine, images, 3, normalised_descent(0.02), progress=Progress(show=False))
+        assert result.dtype == np.float32
+        results[precision] = (result, engine(result)[1]["l2.relu2"], engine(images)[1]["l2.relu2"])
+    assert results["bfloat16"][1] > results["bfloat16"][2]
+    # bfloat16 keeps 8 bits of mantissa: the steps agree to a few percent of their size.
+    step = np.abs(results["float32"][0] - images).mean()
+    assert np.abs(results["bfloat16"][0] - results["float32"][0]).mean() < 0.2 * step

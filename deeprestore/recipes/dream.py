@@ -42,7 +42,14 @@ from deeprestore.networks import create_network
 from deeprestore.optimise import Constraint, Engine, Progress, every, normalised_descent, optimise
 from deeprestore.parametrisations import FourierImage, normalised_image_descent
 from deeprestore.probes import FeatureProbe
-from deeprestore.recipes.common import Outputs, TargetFeatures, final_losses, item_rng, pending_items
+from deeprestore.recipes.common import (
+    Outputs,
+    TargetFeatures,
+    final_losses,
+    item_rng,
+    network_precision,
+    pending_items,
+)
 from deeprestore.sharding import shard
 
 # How each objective option is written: field names with a type and a default (None: required).
@@ -292,9 +299,10 @@ def usable_octaves(network, layers, sizes, tile=0):
 
 
 def open_dream_network(settings, terms, seed, weights=None):
-    """Builds the settings' network, with its classifier head when a class term needs it."""
-    return create_network(settings.network, weights or settings.weights, settings.pooling,
-                          include_top=terms.needs_head, seed=seed)
+    """Builds the settings' network in their precision, with its classifier head when a class term needs it."""
+    with network_precision(settings.precision):
+        return create_network(settings.network, weights or settings.weights, settings.pooling,
+                              include_top=terms.needs_head, seed=seed)
 
 
 def guide_targets(network, layers, settings, cache_path):
