@@ -16,7 +16,6 @@ costs what the pixels cost.
 """
 
 import dataclasses
-import math
 
 import keras
 import numpy as np

@@ -1,4 +1,5 @@
-"""The Fourier parametrisation: it matches a numpy reference, autodiff gives its adjoint, it round-trips and optimises."""
+"""The Fourier parametrisation: it matches a numpy reference, autodiff gives its adjoint, it round-trips and
+optimises."""
 
 import json
 import pathlib

@@ -134,7 +134,8 @@ def test_blur_matches_scipy(rng, sigma):
 
 
 @pytest.mark.parametrize("transform", [transforms.Jitter(3), transforms.Pad(4, 0.0), transforms.RandomScale((0.9, 1.1)),
-                                       transforms.RandomRotation((-10, 10))], ids=lambda transform: transform.key[0])
+                                       transforms.RandomRotation((-10, 10))],
+                         ids=lambda transform: transform.key[0])
 def test_random_transforms_are_differentiable_and_seeded(rng, transform):
     images = rng.uniform(size=(1, 20, 24, 3)).astype(np.float32)
     draws = transform.draw(np.random.default_rng(7), 3)
@@ -145,7 +146,8 @@ def test_random_transforms_are_differentiable_and_seeded(rng, transform):
         return backend.gradient(lambda inputs: (keras.ops.sum(weights * transform.apply(inputs, draw)), {}), values)
 
     total, _, gradient = backend.compiled(function)(images, draws[0])
-    # The transforms are linear in the images (the pad is of zeros), so the gradient's inner product with them is the value.
+    # The transforms are linear in the images (the pad is of zeros): the gradient's inner product with them is
+    # the value.
     assert float(np.sum(gradient * images)) == pytest.approx(float(total), rel=1e-4)
     assert np.abs(gradient).sum() > 0
 
