@@ -149,6 +149,21 @@ def gradient(function, variables):
     return loss, aux, found
 
 
+def sequential_loop(lower, upper, body, initial):
+    """`keras.ops.fori_loop` whose iterations run strictly one after the other, inside a compiled function.
+
+    TensorFlow's while loop otherwise starts up to ten iterations at once when they do not depend on
+    each other; the tiles of a step would then all hold their activations together, and memory would
+    no longer be bounded by the tile. JAX's loop is sequential already.
+    """
+    if name() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.while_loop(lambda index, carry: index < upper, lambda index, carry: (index + 1, body(index, carry)),
+                             (tf.constant(lower), initial), parallel_iterations=1)[1]
+    return keras.ops.fori_loop(lower, upper, body, initial)
+
+
 def compiled(function, variables=(), static_shapes=False):
     """Compiles `function(*args) -> tensors` (features of fixed images, or a whole optimisation chunk).
 

@@ -309,8 +309,9 @@ class Tiling:
     a pixel's receptive field lies inside its tile; term values are averaged over tiles, weighted by
     the area each tile keeps. In `random` mode the image is rolled by a random shift below the tile
     size before tiling and the gradient rolled back, so tile borders move every step and leave no
-    seams (as the TensorFlow DeepDream tutorial does). The tiles run one after the other in a loop
-    inside the compiled step (`keras.ops.fori_loop`): one network is traced, whatever the tile count.
+    seams (as the TensorFlow DeepDream tutorial does). The tiles run strictly one after the other in a
+    loop inside the compiled step (`backend.sequential_loop`): one network is traced, whatever the tile
+    count, and one tile's activations are held at a time.
 
     Args:
         tile: Largest tile side in pixels.
@@ -374,7 +375,7 @@ class Tiling:
 
         zero = keras.ops.zeros((), "float32")
         carry = (keras.ops.zeros_like(images), zero, {name: zero for name in names})
-        gradient, total, values = keras.ops.fori_loop(0, len(boxes), body, carry)
+        gradient, total, values = backend.sequential_loop(0, len(boxes), body, carry)
         if self.mode != "overlap":
             # Neighbouring even tiles may share a pixel row or column; its gradient is their mean.
             rows, columns = np.zeros(height, np.float32), np.zeros(width, np.float32)
