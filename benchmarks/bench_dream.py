@@ -1,16 +1,17 @@
 """Times our dream step against the TensorFlow DeepDream tutorial's, and measures dream's peak memory.
 
-Usage: `python benchmarks/bench_dream.py [--size 256 --tiled-size 512 --tile 256 --steps 4
---memory-size 4096 --untiled-memory-size 2048 --skip-memory]`.
+Usage: `python benchmarks/bench_dream.py [--sizes 412x500 640x960 --tiled-size 1267x1537 --tile 512
+--steps 4 --memory-size 4096 --untiled-memory-size 2048 --skip-memory]`.
 
 Speed: one script, one network (VGG16 with the offline weights), the same layers, objective (mean
 squared activation), image size and backend for both sides:
-- ours: `Engine` + `optimise` (a compiled value-and-gradient, the normalised step in numpy), and for
-  tiles `TiledEngine` in random mode;
+- ours: `Engine` + `optimise` (the whole step, with the normalised step and the clamp, compiled and run
+  several steps per call), and for tiles a `Tiling` in random mode (even tiles inside the same call);
 - the tutorial (tensorflow.org/tutorials/generative/deepdream): a `tf.function` running the gradient
   steps in-graph on one whole image, and for tiles its `TiledGradients` (random roll, a gradient of the
   whole rolled image per tile, in one `tf.function`), the step taken in Python.
 Both sides run interleaved, the best of several rounds counted, because the machine may be shared.
+A last row compares our tiled step with our untiled step on the tiled image (the cost of tiling).
 
 Memory: peak RSS (`ru_maxrss` of each child process) of `deeprestore dream` for one step at a low layer
 (so that a 4096x4096 step takes about a minute on a CPU), tiled at `--memory-size` against untiled at
@@ -35,8 +36,8 @@ import tensorflow as tf
 from deeprestore import objectives
 from deeprestore.estimate import estimate, format_bytes
 from deeprestore.networks import create_network
-from deeprestore.optimise import Engine, Progress, normalised_descent, optimise
-from deeprestore.transforms import TiledEngine
+from deeprestore.optimise import Engine, Progress, clamp, normalised_descent, optimise
+from deeprestore.transforms import Tiling
 
 LAYERS = ("block4_relu3", "block5_relu1")  # deeprestore's default dream layers for VGG16
 STEP_SIZE = 0.01  # the tutorial's step size; ours is in units of the mean absolute gradient
@@ -111,30 +112,38 @@ def best_seconds_per_step(function, steps, rounds=ROUNDS):
     return best
 
 
-def speed(network, size, tiled_size, tile, steps):
-    """`[(label, ours s/step, tutorial s/step)]` untiled and tiled."""
+def size_of(text):
+    """`(height, width)` of `HxW` (or `N`: a square)."""
+    height, _, width = text.partition("x")
+    return int(height), int(width or height)
+
+
+def speed(network, sizes, tiled_size, tile, steps):
+    """`[(label, ours s/step, baseline s/step)]`: untiled at each size, tiled, and our tiled against our untiled."""
     model = keras.Model(network.model.input, [network.model.get_layer(layer).output for layer in LAYERS])
     engine = Engine.for_objective(-(objectives.l2(LAYERS[0]) + objectives.l2(LAYERS[1])), network)
     rng = np.random.default_rng(0)
+    deepdream = tutorial_untiled(model)
     rows = []
 
-    image = rng.uniform(size=(size, size, 3)).astype(np.float32)
-    deepdream = tutorial_untiled(model)
+    def ours_on(image, tiling=None):
+        def run(count):
+            optimise(engine, image[None], count, normalised_descent(STEP_SIZE), callbacks=[clamp()],
+                     progress=Progress(show=False), tiling=tiling)
 
-    def ours(count):
-        optimise(engine, image[None], count, normalised_descent(STEP_SIZE), progress=Progress(show=False))
+        return run
 
-    def theirs(count):
-        deepdream(tf.constant(image), tf.constant(count), tf.constant(STEP_SIZE))[1].numpy()
+    for height, width in sizes:
+        image = rng.uniform(size=(height, width, 3)).astype(np.float32)
 
-    rows.append((f"untiled {size}x{size}", best_seconds_per_step(ours, steps), best_seconds_per_step(theirs, steps)))
+        def theirs(count, image=image):
+            deepdream(tf.constant(image), tf.constant(count), tf.constant(STEP_SIZE))[1].numpy()
 
-    image = rng.uniform(size=(tiled_size, tiled_size, 3)).astype(np.float32)
-    tiled_engine = TiledEngine(engine, tile, "random", rng=np.random.default_rng(0))
+        rows.append((f"untiled {height}x{width}", best_seconds_per_step(ours_on(image), steps),
+                     best_seconds_per_step(theirs, steps)))
+
+    image = rng.uniform(size=(*tiled_size, 3)).astype(np.float32)
     tiled_step = tutorial_tiled(model)
-
-    def ours_tiled(count):
-        optimise(tiled_engine, image[None], count, normalised_descent(STEP_SIZE), progress=Progress(show=False))
 
     def theirs_tiled(count):
         current = tf.constant(image)
@@ -143,8 +152,10 @@ def speed(network, size, tiled_size, tile, steps):
         current.numpy()
 
     tiled_steps = max(1, steps // 2)
-    rows.append((f"tiled {tiled_size}x{tiled_size}, tile {tile}", best_seconds_per_step(ours_tiled, tiled_steps),
-                 best_seconds_per_step(theirs_tiled, tiled_steps)))
+    ours_tiled = best_seconds_per_step(ours_on(image, Tiling(tile, "random")), tiled_steps)
+    label = f"tiled {tiled_size[0]}x{tiled_size[1]}, tile {tile}"
+    rows.append((label, ours_tiled, best_seconds_per_step(theirs_tiled, tiled_steps)))
+    rows.append((f"{label}: ours untiled", ours_tiled, best_seconds_per_step(ours_on(image), tiled_steps)))
     return rows
 
 
@@ -164,9 +175,10 @@ def peak_rss(arguments):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=256, help="untiled image side")
-    parser.add_argument("--tiled-size", type=int, default=512, help="tiled image side")
-    parser.add_argument("--tile", type=int, default=256, help="tile side")
+    parser.add_argument("--sizes", type=size_of, nargs="+", default=[(412, 500), (640, 960)],
+                        help="untiled image sizes, HxW")
+    parser.add_argument("--tiled-size", type=size_of, default=(1267, 1537), help="tiled image size, HxW")
+    parser.add_argument("--tile", type=int, default=512, help="tile side")
     parser.add_argument("--steps", type=int, default=4, help="timed steps per round (half for tiles)")
     parser.add_argument("--memory-size", type=int, default=4096, help="image side of the tiled memory run")
     parser.add_argument("--untiled-memory-size", type=int, default=2048, help="largest untiled side that fits")
@@ -176,9 +188,9 @@ def main():
 
     network = create_network("vgg16", "offline")
     print(f"backend {keras.backend.backend()}, VGG16 offline weights, layers {', '.join(LAYERS)}")
-    print(f"{'':34} {'ours s/step':>12} {'tutorial s/step':>16} {'speed ratio':>12}")
-    for label, ours, theirs in speed(network, arguments.size, arguments.tiled_size, arguments.tile, arguments.steps):
-        print(f"{label:34} {ours:12.3f} {theirs:16.3f} {theirs / ours:11.2f}x")
+    print(f"{'':44} {'ours s/step':>12} {'baseline s/step':>16} {'speed ratio':>12}  (baseline: the tutorial)")
+    for label, ours, theirs in speed(network, arguments.sizes, arguments.tiled_size, arguments.tile, arguments.steps):
+        print(f"{label:44} {ours:12.3f} {theirs:16.3f} {theirs / ours:11.2f}x")
     if arguments.skip_memory:
         return
     print(f"\npeak RSS of `deeprestore dream`, one step at {MEMORY_LAYER}:")

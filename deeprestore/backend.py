@@ -131,12 +131,56 @@ def _jax_value_and_gradient(function, variables):
     return call
 
 
-def compiled(function, variables=()):
-    """Compiles a forward-only `function(*args) -> tensors` (features of fixed images, for instance).
+def gradient(function, variables):
+    """The value of `function(variables)` and its gradient, for use inside a compiled function.
+
+    Unlike `value_and_gradient` this compiles nothing: it is a traceable step of a larger function
+    (the optimisation loop of `optimise`, which differentiates, steps and constrains in one call).
+
+    Args:
+        function: `variables -> (loss, aux)`: a scalar tensor and a dict of tensors, in `keras.ops`.
+        variables: The tensor to differentiate with respect to.
+
+    Returns:
+        `(loss, aux, gradient)` as tensors, the gradient the shape of `variables`.
+    """
+    if name() == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(variables)
+            loss, aux = function(variables)
+        return loss, aux, tape.gradient(loss, variables)
+    import jax
+
+    (loss, aux), found = jax.value_and_grad(function, has_aux=True)(variables)
+    return loss, aux, found
+
+
+def sequential_loop(lower, upper, body, initial):
+    """`keras.ops.fori_loop` whose iterations run strictly one after the other, inside a compiled function.
+
+    TensorFlow's while loop otherwise starts up to ten iterations at once when they do not depend on
+    each other; the tiles of a step would then all hold their activations together, and memory would
+    no longer be bounded by the tile. JAX's loop is sequential already.
+    """
+    if name() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.while_loop(lambda index, carry: index < upper, lambda index, carry: (index + 1, body(index, carry)),
+                             (tf.constant(lower), initial), parallel_iterations=1)[1]
+    return keras.ops.fori_loop(lower, upper, body, initial)
+
+
+def compiled(function, variables=(), static_shapes=False):
+    """Compiles `function(*args) -> tensors` (features of fixed images, or a whole optimisation chunk).
 
     Args:
         function: `(*args) -> tensor or dict of tensors`, written with `keras.ops`.
         variables: Keras variables that `function` reads (see `value_and_gradient`).
+        static_shapes: Whether `function` needs the static shapes of its arguments (a tiling does):
+            TensorFlow then traces once per input shape instead of generalising to unknown sizes, as
+            JAX always does.
 
     Returns:
         A callable with the same arguments returning numpy arrays (or a dict of them).
@@ -145,7 +189,7 @@ def compiled(function, variables=()):
     if name() == "tensorflow":
         import tensorflow as tf
 
-        step = tf.function(function, reduce_retracing=True)
+        step = tf.function(function, reduce_retracing=not static_shapes, autograph=not static_shapes)
     else:
         import jax
 

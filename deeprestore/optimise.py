@@ -1,15 +1,27 @@
 """The one image-optimisation loop, shared by dream, style, texture and optimisation-based inversion.
 
-`optimise(engine, images, steps, step_rule)` repeats: jitter the batch, compute the objective and its
-gradient with respect to the pixels in one compiled call, undo the jitter on the gradient, take a
-step, run the callbacks that are due, and log each term. An `Engine` compiles an objective over a
-probe once and is reused across octaves and images. A step rule is a callable
-`(images, gradient, step) -> images`; a callback is `(images, step) -> images`.
+A step has lucid's shape: parameters -> parametrisation -> transforms -> (tiles) -> network ->
+objective, differentiated as one function, then the step rule and the constraints, all inside one
+compiled function that runs several steps per call (`keras.ops.fori_loop`) and returns each step's
+loss terms as arrays for the loss log. Control comes back to the host between these chunks of steps:
+that is where progress is shown, the log written, host callbacks (saving images) run and an
+interruption is noticed. The random numbers of a chunk (jitter shifts, tile shifts) are drawn on the
+host from the seeded generator and passed in, so `--seed` reproduces a run on every backend.
+
+An `Engine` holds an objective over a probe and compiles, once per configuration, the chunk function
+and a plain value-and-gradient (for scipy's L-BFGS, which must stay on the host). A step rule
+(`normalised_descent`, `gradient_descent`, `Momentum`, `Adam`, `Adagrad`) is written in `keras.ops` on
+a state it declares. A constraint (`clamp`, or `Constraint(key, function)`) runs on the device after
+every step; a callback `(images, step) -> images` runs on the host, after every step unless it is
+wrapped by `every(interval, callback)`.
 """
 
 import dataclasses
+import time
 import warnings
+from collections.abc import Callable
 
+import keras
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -17,13 +29,18 @@ from deeprestore import backend, interrupts
 from deeprestore.errors import DeepRestoreError
 from deeprestore.probes import FeatureProbe
 
+# Most steps one compiled call runs (a fixed number, so that one trace serves every run length); the
+# loop also returns to the host about every CHUNK_SECONDS, where an interruption can be noticed.
+CHUNK_STEPS = 16
+CHUNK_SECONDS = 2.0
+
 
 class Engine:
     """An objective over a probe's features, compiled with its gradient.
 
     Args:
         objective: An `Objective` whose layers the probe provides.
-        probe: A `FeatureProbe`.
+        probe: A `FeatureProbe` (or a `SegmentProbe`).
     """
 
     def __init__(self, objective, probe):
@@ -32,92 +49,223 @@ class Engine:
             raise ValueError(f"The probe lacks layers {missing} that the objective reads.")
         self.objective = objective
         self.probe = probe
-        self._compiled = backend.value_and_gradient(self._loss, probe.variables)
+        self._compiled = {}
 
     @classmethod
     def for_objective(cls, objective, network):
         """An engine with a probe of exactly the layers the objective reads."""
         return cls(objective, FeatureProbe(network, [layer for layer in objective.layers if layer != "images"]))
 
-    def _loss(self, images, targets):
-        return self.objective({**self.probe(images), "images": images, "targets": targets})
+    def loss(self, images, targets):
+        """`(total, {term: value})` of a batch of images, as tensors (traceable)."""
+        features = self.probe(images)
+        # Under mixed precision the network computes in bfloat16; objectives always sum in float32.
+        features = {name: keras.ops.cast(value, "float32") for name, value in features.items()}
+        return self.objective({**features, "images": images, "targets": targets})
 
-    def __call__(self, images, targets=None):
-        """Returns `(total, {term: value}, gradient)` for a numpy batch and the terms' target arrays."""
-        targets = {name: np.asarray(value, np.float32) for name, value in (targets or {}).items()}
-        total, values, gradient = self._compiled(np.asarray(images, np.float32), targets)
-        return total, {name: float(value) for name, value in values.items()}, gradient
+    def value_and_gradient(self, variables, targets, plan, draws):
+        """`(total, {term: value}, gradient)` with respect to `variables` under `plan`, as tensors
+        (traceable): the parametrisation decodes, the transforms apply, and the tiling splits the work."""
+
+        def transformed(values):
+            images = plan.parametrisation.decode(values) if plan.parametrisation is not None else values
+            for transform in plan.transforms:
+                images = transform.apply(images, draws[str(transform.key)])
+            return images
+
+        height, width = _image_shape(variables, plan.parametrisation)
+        if plan.tiling is None or not plan.tiling.splits(height, width):
+            return backend.gradient(lambda values: self.loss(transformed(values), targets), variables)
+        images = transformed(variables)
+        total, values, image_gradient = plan.tiling.value_and_gradient(
+            lambda tiles: self.loss(tiles, targets), images, draws[str(plan.tiling.key)], self.objective.names)
+        if plan.parametrisation is None and not plan.transforms:
+            return total, values, image_gradient
+        # The tiles' image gradient, pulled back through the transforms and the parametrisation: the
+        # gradient of <transformed(variables), image_gradient> is exactly that vector-Jacobian product.
+        _, _, gradient = backend.gradient(
+            lambda parameters: (keras.ops.sum(transformed(parameters) * image_gradient), {}), variables)
+        return total, values, gradient
+
+    def compiled(self, key, build):
+        """The compiled function `build()` makes, kept under `key` so that it is traced once per shape."""
+        if key not in self._compiled:
+            self._compiled[key] = backend.compiled(build(), self.probe.variables, static_shapes=True)
+        return self._compiled[key]
+
+    def __call__(self, variables, targets=None, parametrisation=None, tiling=None, rng=None):
+        """Returns `(total, {term: value}, gradient)` as numpy for a batch and the terms' target arrays,
+        through a parametrisation and a tiling if given (`rng` draws the tiles' shift)."""
+        plan = Plan(parametrisation=parametrisation, tiling=tiling)
+        variables = np.asarray(variables, np.float32)
+        draws = {}
+        if tiling is not None:
+            height, width = _image_shape(variables, parametrisation)
+            draws[str(tiling.key)] = tiling.draw(rng or np.random.default_rng(0), 1, height, width)[0]
+
+        def build():
+            def function(values, target_values, draws):
+                return self.value_and_gradient(values, target_values, plan, draws)
+
+            return function
+
+        total, values, gradient = self.compiled(("value_and_gradient", plan.key), build)(
+            variables, _as_arrays(targets), draws)
+        return float(total), {name: float(value) for name, value in values.items()}, gradient
 
 
-def normalised_descent(step_size):
+def _image_shape(variables, parametrisation):
+    if parametrisation is not None:
+        return parametrisation.height, parametrisation.width
+    return variables.shape[1], variables.shape[2]
+
+
+def _as_arrays(targets):
+    return {name: np.asarray(value, np.float32) for name, value in (targets or {}).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How a step turns variables into what the network sees: everything but the objective and rule."""
+
+    parametrisation: object = None
+    transforms: tuple = ()
+    tiling: object = None
+
+    @property
+    def key(self):
+        return (getattr(self.parametrisation, "key", None), tuple(transform.key for transform in self.transforms),
+                getattr(self.tiling, "key", None))
+
+
+# Step rules. Each has `hyperparameters` (floats passed to the compiled function, so that a new step
+# size does not recompile), a `key` (what does need a new compilation), `initial_state(variables)` and
+# `apply(hyperparameters, variables, gradient, state, step)` in keras.ops.
+
+
+class StepRule:
+    """A step rule: `apply` moves the variables along the gradient and updates the rule's state."""
+
+    hyperparameters = {}
+
+    @property
+    def key(self):
+        return (type(self).__name__,)
+
+    def initial_state(self, variables):
+        return ()
+
+    def apply(self, hyperparameters, variables, gradient, state, step):
+        raise NotImplementedError
+
+    def __call__(self, variables, gradient, step):
+        """One step of a stateless rule on numpy arrays (for tests and host code)."""
+        hyperparameters = {name: np.float32(value) for name, value in self.hyperparameters.items()}
+        moved, _ = self.apply(hyperparameters, keras.ops.convert_to_tensor(np.asarray(variables, np.float32)),
+                              keras.ops.convert_to_tensor(np.asarray(gradient, np.float32)), (), step)
+        return np.asarray(moved)
+
+
+def _per_item_mean(values):
+    """The mean over every axis but the first, shaped to broadcast against `values`."""
+    return keras.ops.mean(values, axis=tuple(range(1, len(values.shape))), keepdims=True)
+
+
+class normalised_descent(StepRule):  # noqa: N801 - a factory-like rule, named as the other factories
     """Gradient descent with the step divided by the mean absolute gradient of each image.
 
     The normalisation keeps one step size usable across layers (seed 003, section 2.3). The mean is
-    over every axis but the first, so the rule works on any batch of variables (pixels, or the
-    spectra of a `parametrisations.FourierImage`).
+    over every axis but the first, so the rule works on any batch of variables.
 
     Args:
         step_size: The step in units of the mean absolute gradient (DeepDream's usual 0.01).
     """
 
-    def rule(images, gradient, step):
-        scale = np.mean(np.abs(gradient), axis=tuple(range(1, gradient.ndim)), keepdims=True) + 1e-8
-        return images - step_size * gradient / scale
+    def __init__(self, step_size):
+        self.hyperparameters = {"step_size": float(step_size)}
 
-    return rule
+    def apply(self, hyperparameters, variables, gradient, state, step):
+        scale = _per_item_mean(keras.ops.abs(gradient)) + 1e-8
+        return variables - hyperparameters["step_size"] * gradient / scale, state
 
 
-def gradient_descent(step_size):
+class gradient_descent(StepRule):  # noqa: N801
     """Plain gradient descent with a fixed step."""
 
-    def rule(images, gradient, step):
-        return images - step_size * gradient
+    def __init__(self, step_size):
+        self.hyperparameters = {"step_size": float(step_size)}
 
-    return rule
+    def apply(self, hyperparameters, variables, gradient, state, step):
+        return variables - hyperparameters["step_size"] * gradient, state
 
 
-def step_schedule(boundaries=(), factors=()):
+@dataclasses.dataclass(frozen=True)
+class step_schedule:  # noqa: N801
     """A piecewise-constant multiplier of the learning rate: `factors[i]` from step `boundaries[i]` on.
 
     Example: `step_schedule((300, 600), (0.1, 0.01))` divides the rate by 10 at step 300 and 600.
+    Called on a Python int or on a step tensor inside the compiled loop.
     """
-    boundaries, factors = tuple(boundaries), tuple(factors)
-    if len(boundaries) != len(factors):
-        raise ValueError("A step schedule needs one factor per boundary.")
 
-    def multiplier(step):
-        value = 1.0
-        for boundary, factor in zip(boundaries, factors):
-            if step >= boundary:
-                value = factor
+    boundaries: tuple = ()
+    factors: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "boundaries", tuple(self.boundaries))
+        object.__setattr__(self, "factors", tuple(float(factor) for factor in self.factors))
+        if len(self.boundaries) != len(self.factors):
+            raise ValueError("A step schedule needs one factor per boundary.")
+
+    def __call__(self, step):
+        if isinstance(step, int):
+            value = 1.0
+            for boundary, factor in zip(self.boundaries, self.factors):
+                if step >= boundary:
+                    value = factor
+            return value
+        value = keras.ops.ones((), "float32")
+        for boundary, factor in zip(self.boundaries, self.factors):
+            value = keras.ops.where(step >= boundary, factor, value)
         return value
 
-    return multiplier
+
+class _ScheduledRule(StepRule):
+    """A rule with a learning rate and an optional schedule (part of the compiled function's key)."""
+
+    def __init__(self, learning_rate, schedule, **hyperparameters):
+        self.learning_rate = learning_rate
+        self.schedule = schedule or step_schedule()
+        self.hyperparameters = {"learning_rate": float(learning_rate), **hyperparameters}
+
+    @property
+    def key(self):
+        return (type(self).__name__, self.schedule)
+
+    def rate(self, hyperparameters, step):
+        return hyperparameters["learning_rate"] * self.schedule(step)
 
 
-class Momentum:
+class Momentum(_ScheduledRule):
     """SGD with momentum: `v = momentum * v - rate(t) * g; x += v` (Mahendran & Vedaldi 2015).
 
     Args:
         learning_rate: The base rate.
         momentum: The momentum coefficient.
-        schedule: `step -> multiplier` of the rate (e.g. `step_schedule`).
+        schedule: A `step_schedule` multiplying the rate.
     """
 
     def __init__(self, learning_rate, momentum=0.9, schedule=None):
-        self.learning_rate = learning_rate
-        self.momentum = momentum
-        self.schedule = schedule or (lambda step: 1.0)
-        self.velocity = None
+        super().__init__(learning_rate, schedule, momentum=float(momentum))
 
-    def __call__(self, images, gradient, step):
-        if self.velocity is None or self.velocity.shape != images.shape:
-            self.velocity = np.zeros_like(images)
-        self.velocity = self.momentum * self.velocity - self.learning_rate * self.schedule(step) * gradient
-        return images + self.velocity
+    def initial_state(self, variables):
+        return (np.zeros_like(variables),)
+
+    def apply(self, hyperparameters, variables, gradient, state, step):
+        velocity = hyperparameters["momentum"] * state[0] - self.rate(hyperparameters, step) * gradient
+        return variables + velocity, (velocity,)
 
 
-class Adam:
+class Adam(_ScheduledRule):
     """Adam on the pixels (Kingma & Ba, 2015), with an optional step schedule (Mahendran & Vedaldi 2016).
 
     Args:
@@ -125,29 +273,48 @@ class Adam:
         beta_1: Decay of the first moment.
         beta_2: Decay of the second moment.
         epsilon: Added to the root of the second moment.
-        schedule: `step -> multiplier` of the rate.
+        schedule: A `step_schedule` multiplying the rate.
     """
 
     def __init__(self, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8, schedule=None):
-        self.learning_rate = learning_rate
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.schedule = schedule or (lambda step: 1.0)
-        self.moments = None
-        self.count = 0
+        super().__init__(learning_rate, schedule, beta_1=float(beta_1), beta_2=float(beta_2), epsilon=float(epsilon))
 
-    def __call__(self, images, gradient, step):
-        if self.moments is None or self.moments[0].shape != images.shape:
-            self.moments = (np.zeros_like(images), np.zeros_like(images))
-            self.count = 0
-        self.count += 1
-        first = self.beta_1 * self.moments[0] + (1 - self.beta_1) * gradient
-        second = self.beta_2 * self.moments[1] + (1 - self.beta_2) * gradient**2
-        self.moments = (first, second)
-        corrected = first / (1 - self.beta_1**self.count)
-        scale = np.sqrt(second / (1 - self.beta_2**self.count)) + self.epsilon
-        return images - self.learning_rate * self.schedule(step) * corrected / scale
+    def initial_state(self, variables):
+        return (np.zeros_like(variables), np.zeros_like(variables), np.zeros((), np.float32))
+
+    def apply(self, hyperparameters, variables, gradient, state, step):
+        beta_1, beta_2 = hyperparameters["beta_1"], hyperparameters["beta_2"]
+        first, second, count = state
+        count = count + 1.0
+        first = beta_1 * first + (1 - beta_1) * gradient
+        second = beta_2 * second + (1 - beta_2) * keras.ops.square(gradient)
+        corrected = first / (1 - keras.ops.power(beta_1, count))
+        scale = keras.ops.sqrt(second / (1 - keras.ops.power(beta_2, count))) + hyperparameters["epsilon"]
+        return variables - self.rate(hyperparameters, step) * corrected / scale, (first, second, count)
+
+
+class Adagrad(_ScheduledRule):
+    """Adagrad (Duchi, Hazan & Singer, 2011): each variable's step divided by the root of its summed
+    squared gradients, so rarely moved pixels keep large steps (seed 003 compares it for dreams).
+
+    Args:
+        learning_rate: The base rate.
+        initial_accumulator: Starting value of the sum of squares (Keras's 0.1).
+        epsilon: Added to the root of the sum.
+        schedule: A `step_schedule` multiplying the rate.
+    """
+
+    def __init__(self, learning_rate, initial_accumulator=0.1, epsilon=1e-7, schedule=None):
+        super().__init__(learning_rate, schedule, epsilon=float(epsilon))
+        self.initial_accumulator = float(initial_accumulator)
+
+    def initial_state(self, variables):
+        return (np.full_like(variables, self.initial_accumulator),)
+
+    def apply(self, hyperparameters, variables, gradient, state, step):
+        accumulator = state[0] + keras.ops.square(gradient)
+        step_size = self.rate(hyperparameters, step) / (keras.ops.sqrt(accumulator) + hyperparameters["epsilon"])
+        return variables - step_size * gradient, (accumulator,)
 
 
 @dataclasses.dataclass
@@ -164,23 +331,39 @@ class LBFGS:
     history: int = 10
 
 
-def roll(images, shift):
-    """Rolls a batch by `(dy, dx)` pixels with wrap-around (jitter)."""
-    return np.roll(images, shift, axis=(1, 2))
+@dataclasses.dataclass(frozen=True)
+class Constraint:
+    """What runs on the device after every step: `function(variables, number) -> variables`, with
+    `number` the 1-based step count of the whole run (a tensor). `key` names it for compilation."""
 
+    key: tuple
+    function: Callable = dataclasses.field(compare=False, hash=False)
 
-def every(interval, callback):
-    """Runs `callback(images, step)` after every `interval`-th step."""
-
-    def maybe(images, step):
-        return callback(images, step) if (step + 1) % interval == 0 else images
-
-    return maybe
+    def __call__(self, variables, number):
+        """The constraint on a numpy batch (for tests and host code)."""
+        return np.asarray(self.function(keras.ops.convert_to_tensor(np.asarray(variables, np.float32)), number))
 
 
 def clamp(low=0.0, high=1.0):
-    """Keeps pixels within the valid range."""
-    return lambda images, step: np.clip(images, low, high)
+    """Keeps pixels within the valid range, on the device after every step."""
+    return Constraint(("clamp", low, high), lambda variables, number: keras.ops.clip(variables, low, high))
+
+
+@dataclasses.dataclass(frozen=True)
+class every:  # noqa: N801
+    """Runs the host callback `callback(images, step)` after every `interval`-th step, counting from
+    `offset` steps before this loop (a run's steps numbered across several loops)."""
+
+    interval: int
+    callback: Callable
+    offset: int = 0
+
+    def due_in(self, step):
+        """How many steps from local step `step` on until the callback is due (1: after this one)."""
+        return self.interval - (self.offset + step) % self.interval
+
+    def __call__(self, images, step):
+        return self.callback(images, step) if self.due_in(step) == 1 else images
 
 
 @dataclasses.dataclass
@@ -195,55 +378,145 @@ class Progress:
     notify: object = None  # `message -> None` for notices (L-BFGS stopping early); None: a Python warning
 
 
-def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None, progress=None, targets=None):
-    """Optimises a batch of images to minimise the engine's objective.
+def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None, progress=None, targets=None,
+             parametrisation=None, transforms=(), tiling=None):
+    """Optimises a batch of images (or a parametrisation's parameters) to minimise the engine's objective.
 
     Args:
         engine: An `Engine`.
-        images: `(batch, height, width, 3)` float32 RGB.
+        images: `(batch, height, width, 3)` float32 RGB, or the parametrisation's parameters.
         steps: Number of steps.
-        step_rule: `(images, gradient, step) -> images`.
-        jitter: Largest random shift, in pixels, applied before each step (0: none).
-        callbacks: `(images, step) -> images`, run after each step in order.
-        rng: A `numpy.random.Generator` for the jitter.
+        step_rule: A `StepRule`, or `LBFGS`.
+        jitter: Largest random shift, in pixels, of the images before each step (0: none).
+        callbacks: `Constraint`s (on the device, every step) and host callbacks `(images, step) -> images`
+            (after every step, or on the interval of `every`).
+        rng: A `numpy.random.Generator` for the jitter, transforms and tiles.
         progress: A `Progress` (bar and loss log).
         targets: `{term name: array}` the objective's targets (see `objectives`).
+        parametrisation: How `images` become pixels (`parametrisations.FourierImage`), or None for pixels.
+        transforms: Random transforms (`transforms.Jitter`, ...) applied after `jitter`.
+        tiling: A `transforms.Tiling`, to compute each step tile by tile.
 
     Returns:
-        The optimised images, and the last `{term: value}` with `total`.
+        The optimised images (or parameters), and the last `{term: value}` with `total`.
 
     Raises:
         DeepRestoreError: The loss stopped being finite.
     """
+    from deeprestore.transforms import Jitter
+
     progress = progress or Progress()
     rng = rng or np.random.default_rng(0)
-    images = np.array(images, np.float32)
+    variables = np.array(images, np.float32)
     if isinstance(step_rule, LBFGS):
-        if jitter:
+        if jitter or transforms or tiling is not None:
             raise DeepRestoreError("L-BFGS cannot be combined with jitter; expected --jitter 0 or another optimiser.")
-        return _optimise_lbfgs(engine, images, steps, step_rule, progress, targets)
+        return _optimise_lbfgs(engine, variables, steps, step_rule, progress, targets, parametrisation)
+    plan = Plan(parametrisation, ((Jitter(jitter),) if jitter else ()) + tuple(transforms), tiling)
+    constraints = tuple(callback for callback in callbacks if isinstance(callback, Constraint))
+    host_callbacks = [callback for callback in callbacks if not isinstance(callback, Constraint)]
+    loop = _Loop(engine, plan, step_rule, constraints, CHUNK_STEPS)
+    state = step_rule.initial_state(variables)
+    hyperparameters = {name: np.float32(value) for name, value in step_rule.hyperparameters.items()}
+    target_arrays = _as_arrays(targets)
     values = {}
-    bar = tqdm(range(steps), desc=progress.description, disable=not progress.show, leave=False)
-    for step in bar:
-        interrupts.raise_if_requested()  # a deferred SIGTERM stops here, between two steps
-        shift = tuple(rng.integers(-jitter, jitter + 1, size=2)) if jitter else (0, 0)
-        total, values, gradient = engine(roll(images, shift), targets)
-        if not np.isfinite(total) or not np.all(np.isfinite(gradient)):
-            raise DeepRestoreError(
-                f"The loss became {total} at step {progress.first_step + step + 1} ({progress.description}); "
-                "expected finite values: lower the step size or check the input."
-            )
-        images = step_rule(images, roll(gradient, (-shift[0], -shift[1])), step)
-        for callback in callbacks:
-            images = callback(images, step)
-        values = {**values, "total": total}
-        if progress.log is not None:
-            progress.log.log(progress.first_step + step + 1, values, **progress.context)
-        bar.set_postfix(loss=f"{total:.4g}", refresh=False)
-    return images, values
+    bar = tqdm(total=steps, desc=progress.description, disable=not progress.show, leave=False)
+    step, limit = 0, loop.capacity
+    while step < steps:
+        interrupts.raise_if_requested()  # a deferred SIGTERM stops here, between two chunks of steps
+        count = min(limit, steps - step, _steps_to_next_callback(host_callbacks, step))
+        started = time.perf_counter()
+        variables, state, rows = loop(variables, state, step, count, progress.first_step, rng, hyperparameters,
+                                      target_arrays)
+        limit = max(1, min(loop.capacity, int(CHUNK_SECONDS * count / max(time.perf_counter() - started, 1e-9))))
+        for index in range(count):
+            values = loop.row_values(rows[index])
+            if not rows[index][-1]:
+                raise DeepRestoreError(
+                    f"The loss became {values['total']} at step {progress.first_step + step + index + 1} "
+                    f"({progress.description}); expected finite values: lower the step size or check the input."
+                )
+            if progress.log is not None:
+                progress.log.log(progress.first_step + step + index + 1, values, **progress.context)
+        step += count
+        for callback in host_callbacks:
+            variables = np.asarray(callback(variables, step - 1), np.float32)
+        bar.update(count)
+        bar.set_postfix(loss=f"{values['total']:.4g}", refresh=False)
+    bar.close()
+    return variables, values
 
 
-def _optimise_lbfgs(engine, images, steps, rule, progress, targets):
+def _steps_to_next_callback(callbacks, step):
+    """How many steps may run before a host callback is due (it runs after the chunk's last step)."""
+    due = [callback.due_in(step) if isinstance(callback, every) else 1 for callback in callbacks]
+    return min(due, default=CHUNK_STEPS)
+
+
+class _Loop:
+    """The compiled chunk of steps for one engine, plan, rule and set of constraints."""
+
+    def __init__(self, engine, plan, rule, constraints, capacity):
+        self.engine = engine
+        self.plan = plan
+        self.rule = rule
+        self.constraints = constraints
+        self.capacity = max(1, capacity)
+        self.names = (*engine.objective.names, "total")
+        key = ("loop", plan.key, rule.key, tuple(constraint.key for constraint in constraints), self.capacity)
+        self.function = engine.compiled(key, self._build)
+
+    def _build(self):
+        engine, plan, rule, constraints, capacity = self.engine, self.plan, self.rule, self.constraints, self.capacity
+        width = len(self.names) + 1
+
+        def run(variables, state, count, numbers, draws, hyperparameters, targets):
+            def body(index, carry):
+                variables, state, rows = carry
+                step_draws = {key: value[index] for key, value in draws.items()}
+                total, values, gradient = engine.value_and_gradient(variables, targets, plan, step_draws)
+                number = numbers[index]
+                variables, state = rule.apply(hyperparameters, variables, gradient, state, draws["step"][index])
+                for constraint in constraints:
+                    variables = constraint.function(variables, number)
+                finite = keras.ops.logical_and(keras.ops.isfinite(total),
+                                               keras.ops.all(keras.ops.isfinite(gradient)))
+                row = keras.ops.stack([*(values[name] for name in self.names[:-1]), total,
+                                       keras.ops.cast(finite, "float32")])
+                rows = keras.ops.slice_update(rows, (index, 0), keras.ops.reshape(row, (1, width)))
+                return variables, state, rows
+
+            rows = keras.ops.zeros((capacity, width), "float32")
+            return keras.ops.fori_loop(0, count, body, (variables, state, rows))
+
+        return run
+
+    def __call__(self, variables, state, step, count, first_step, rng, hyperparameters, targets):
+        """Runs `count` steps from local step `step`; returns the variables, state and the logged rows."""
+        height, width = _image_shape(variables, self.plan.parametrisation)
+        draws = {"step": np.zeros(self.capacity, np.int32)}
+        draws["step"][:count] = np.arange(step, step + count)
+        for transform in self.plan.transforms:
+            draws[str(transform.key)] = _padded(transform.draw(rng, count), self.capacity)
+        if self.plan.tiling is not None:
+            draws[str(self.plan.tiling.key)] = _padded(self.plan.tiling.draw(rng, count, height, width), self.capacity)
+        numbers = (first_step + 1 + draws["step"]).astype(np.int32)
+        variables, state, rows = self.function(variables, state, np.int32(count), numbers, draws, hyperparameters,
+                                               targets)
+        return np.asarray(variables), state, np.asarray(rows)
+
+    def row_values(self, row):
+        return {name: float(value) for name, value in zip(self.names, row)}
+
+
+def _padded(values, capacity):
+    """Random draws for a chunk, padded with zeros to the compiled chunk's fixed length."""
+    values = np.asarray(values)
+    padding = np.zeros((capacity - len(values), *values.shape[1:]), values.dtype)
+    return np.concatenate([values, padding])
+
+
+def _optimise_lbfgs(engine, images, steps, rule, progress, targets, parametrisation=None):
     """`optimise` for L-BFGS: scipy's minimiser calls the compiled function; each iteration is a step.
 
     scipy's stopping tests are absolute (projected gradient below 1e-5, relative loss change with a
@@ -259,7 +532,7 @@ def _optimise_lbfgs(engine, images, steps, rule, progress, targets):
     scale = {"divisor": None}
 
     def function(flat):
-        total, values, gradient = engine(flat.reshape(shape).astype(np.float32), targets)
+        total, values, gradient = engine(flat.reshape(shape).astype(np.float32), targets, parametrisation)
         if not np.isfinite(total):
             raise DeepRestoreError(f"The loss became {total} ({progress.description}); expected finite values.")
         last.update(values=values, total=total)

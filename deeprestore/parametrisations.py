@@ -1,14 +1,13 @@
 """Image parametrisations: how the optimised variables become a batch of RGB images in [0, 1].
 
-A parametrisation holds `parameters` (any float array) and maps them to images with `images(parameters)`;
-`gradient(image_gradient, parameters)` maps a gradient with respect to the images back to the parameters
-by the chain rule (the exact adjoint of `images`), `image_change(direction, parameters)` is the forward
-derivative, and `parameters_of(images)` inverts `images`, so that an optimisation can start from a given
-image. Plain pixels need no parametrisation: the optimiser works on the images themselves. `FourierImage`
-is lucid's decorrelated-colour Fourier parametrisation, written in numpy because it runs outside the
-compiled network step. `ParametrisedEngine` wraps an `Engine` so that `optimise` runs unchanged on the
-parameters, with jitter applied to the decoded images; pass `optimise` no jitter, and callbacks only if
-they act on parameters (blur acts on pixels: decode, blur and re-encode), and read the images back with
+A parametrisation holds `parameters` (any float array) and maps them to images with `decode(parameters)`
+in `keras.ops`, inside the compiled step, so the optimisation loop differentiates through it (its
+adjoint is the autodiff's); `encode(images)` inverts `decode` (also in `keras.ops`, so a regulariser
+that acts on pixels can decode, change and re-encode on the device), and `image_change(direction,
+parameters)` is the forward derivative. `images(parameters)` and `parameters_of(images)` are the same
+maps on numpy arrays, for the host (a start image, saving). Plain pixels need no parametrisation: the
+optimiser works on the images themselves. `FourierImage` is lucid's decorrelated-colour Fourier
+parametrisation; pass it to `optimise(..., parametrisation=...)`, and read the images back with
 `parametrisation.images(result)`. `normalised_image_descent` is DeepDream's normalised step on parameters.
 
 Reference:
@@ -16,7 +15,10 @@ Reference:
     `optvis.param.fft_image` and `to_valid_rgb(decorrelate=True, sigmoid=True)`.
 """
 
+import keras
 import numpy as np
+
+from deeprestore.optimise import StepRule
 
 PARAMETRISATIONS = ("pixels", "fourier")
 # How far from 0 and 1 `FourierImage.parameters_of` clips pixels before inverting the sigmoid.
@@ -36,8 +38,21 @@ def spectrum_frequencies(height, width):
     return np.sqrt(rows**2 + columns**2)
 
 
-def _sigmoid(values):
-    return 0.5 * (1.0 + np.tanh(0.5 * values))  # the tanh form never overflows
+def _fft_rows(real, imaginary, inverse=False):
+    """The 1-D FFT (or inverse FFT) along axis -2 of a complex array given as real and imaginary parts.
+
+    keras.ops transforms the last axis only, and has no 1-D inverse: the rows are moved last, and
+    the inverse is the conjugate of the forward transform of the conjugate, over the length.
+    """
+    order = (0, 1, 3, 2)
+    real, imaginary = keras.ops.transpose(real, order), keras.ops.transpose(imaginary, order)
+    if inverse:
+        length = real.shape[-1]
+        real, imaginary = keras.ops.fft((real, -imaginary))
+        real, imaginary = real / length, -imaginary / length
+    else:
+        real, imaginary = keras.ops.fft((real, imaginary))
+    return keras.ops.transpose(real, order), keras.ops.transpose(imaginary, order)
 
 
 class FourierImage:
@@ -67,136 +82,78 @@ class FourierImage:
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"Expected shape (batch, height, width) with positive sizes; received {shape}.")
         self.batch, self.height, self.width = (int(size) for size in shape)
+        self.decay_power = float(decay_power)
         frequencies = spectrum_frequencies(self.height, self.width)
         # The floor keeps the zero frequency finite; sqrt(h * w) undoes irfft2's 1 / (h * w) (as in lucid).
         floor = 1.0 / max(self.height, self.width)
-        self.scale = np.sqrt(self.height * self.width) / np.maximum(frequencies, floor) ** decay_power
-        columns = self.width // 2 + 1
+        self.scale = (np.sqrt(self.height * self.width) / np.maximum(frequencies, floor) ** decay_power).astype(
+            np.float32)
         rng = np.random.default_rng(seed)
-        shape = (self.batch, 3, 2, self.height, columns)
+        shape = (self.batch, 3, 2, self.height, self.width // 2 + 1)
         self.parameters = rng.normal(0.0, standard_deviation, shape).astype(np.float32)
-        # irfft2 counts every column but the zero (and, for even widths, the Nyquist) frequency twice.
-        self._multiplicity = np.full(columns, 2.0)
-        self._multiplicity[0] = 1.0
-        if self.width % 2 == 0:
-            self._multiplicity[-1] = 1.0
+
+    @property
+    def key(self):
+        """What a compiled step depends on."""
+        return ("fourier", self.batch, self.height, self.width, self.decay_power)
 
     def _check(self, parameters):
-        parameters = self.parameters if parameters is None else np.asarray(parameters)
+        parameters = self.parameters if parameters is None else np.asarray(parameters, np.float32)
         if parameters.shape != self.parameters.shape:
             raise ValueError(f"Expected parameters of shape {self.parameters.shape}; received {parameters.shape}.")
-        return parameters.astype(np.float64)
+        return parameters
 
-    def _colours(self, parameters):
-        """The decorrelated-colour images before the sigmoid, `(batch, height, width, 3)` float64."""
-        spectrum = (parameters[:, :, 0] + 1j * parameters[:, :, 1]) * self.scale  # (batch, 3, height, columns)
-        channels = np.fft.irfft2(spectrum, s=(self.height, self.width), axes=(-2, -1))  # (batch, 3, height, width)
+    def colours(self, parameters):
+        """The decorrelated-colour images before the sigmoid, `(batch, height, width, 3)`: a linear map."""
+        real, imaginary = _fft_rows(parameters[:, :, 0] * self.scale, parameters[:, :, 1] * self.scale, inverse=True)
+        channels = keras.ops.irfft((real, imaginary), fft_length=self.width)  # (batch, 3, height, width)
         # lucid divides by 4 so that the initial spectrum gives images of moderate contrast.
-        return np.moveaxis(channels, 1, -1) / 4.0 @ COLOUR_CORRELATION.T
+        return keras.ops.matmul(keras.ops.transpose(channels, (0, 2, 3, 1)) / 4.0,
+                                COLOUR_CORRELATION.T.astype(np.float32))
 
-    def parameters_of(self, images, margin=DEFAULT_MARGIN):
-        """The parameters whose images are `images`: the inverse of `images(parameters)`.
+    def decode(self, parameters):
+        """The images of `parameters`, `(batch, height, width, 3)` in [0, 1] (tensors in, tensors out)."""
+        return keras.ops.sigmoid(self.colours(parameters))
+
+    def encode(self, images, margin=DEFAULT_MARGIN):
+        """The parameters whose images are `images`: the inverse of `decode` (tensors in, tensors out).
 
         Every step of the decoder is inverted: the sigmoid by the logit, the colour matrix by its
         inverse, the inverse real FFT by a forward one, and the frequency scale by a division. Pixels
         are first clipped into `[margin, 1 - margin]`, since the sigmoid reaches neither 0 nor 1 and
         its gradient vanishes near both: a pixel encoded at 0.01 still moves a tenth as fast as grey.
-        Images within that range come back exactly (to float32 rounding).
-
-        Args:
-            images: `(batch, height, width, 3)` of this parametrisation's shape.
-            margin: How far from 0 and 1 pixels are clipped before the logit.
-
-        Returns:
-            float32 parameters of shape `(batch, 3, 2, height, width // 2 + 1)`.
         """
-        images = np.asarray(images, np.float64)
+        images = keras.ops.clip(images, margin, 1.0 - margin)
+        colours = keras.ops.log(images) - keras.ops.log(1.0 - images)  # the logit
+        inverse = np.linalg.inv(COLOUR_CORRELATION.T).astype(np.float32)
+        channels = keras.ops.transpose(keras.ops.matmul(colours, inverse) * 4.0, (0, 3, 1, 2))  # (batch, 3, h, w)
+        real, imaginary = keras.ops.rfft(channels)
+        real, imaginary = _fft_rows(real, imaginary)
+        return keras.ops.stack([real / self.scale, imaginary / self.scale], axis=2)
+
+    def parameters_of(self, images, margin=DEFAULT_MARGIN):
+        """`encode` on numpy: float32 parameters `(batch, 3, 2, height, width // 2 + 1)` of `images`.
+
+        Images within `[margin, 1 - margin]` come back exactly (to float32 rounding).
+        """
+        images = np.asarray(images, np.float32)
         expected = (self.batch, self.height, self.width, 3)
         if images.shape != expected:
             raise ValueError(f"Expected images of shape {expected}; received {images.shape}.")
-        images = np.clip(images, margin, 1.0 - margin)
-        colours = np.log(images) - np.log1p(-images)  # the logit
-        channels = np.moveaxis(colours @ np.linalg.inv(COLOUR_CORRELATION.T) * 4.0, -1, 1)  # (batch, 3, height, width)
-        spectrum = np.fft.rfft2(channels, axes=(-2, -1)) / self.scale
-        return np.stack([spectrum.real, spectrum.imag], axis=2).astype(np.float32)
+        return np.asarray(self.encode(images, margin), np.float32)
 
-    def images(self, parameters=None, dtype=np.float32):
-        """The images of `parameters` (default: the initial ones), `(batch, height, width, 3)` in [0, 1]."""
-        return _sigmoid(self._colours(self._check(parameters))).astype(dtype)
+    def images(self, parameters=None):
+        """The images of `parameters` (default: the initial ones) as numpy, `(batch, height, width, 3)`."""
+        return np.asarray(self.decode(self._check(parameters)), np.float32)
 
-    def image_change(self, direction, parameters=None):
+    def image_change(self, direction, parameters):
         """How the images move when the parameters move by a small `direction`: the decoder's Jacobian
-        applied to it (the forward derivative of `images` at `parameters`).
-
-        Args:
-            direction: An array of the parameters' shape.
-            parameters: Where the derivative is taken (default: the initial parameters).
-
-        Returns:
-            float64 `(batch, height, width, 3)`.
-        """
-        images = _sigmoid(self._colours(self._check(parameters)))
-        return images * (1.0 - images) * self._colours(self._check(direction))
-
-    def gradient(self, image_gradient, parameters=None):
-        """The gradient with respect to the parameters, given the gradient with respect to `images(parameters)`.
-
-        The chain rule through each step, in reverse: the sigmoid's derivative, the colour matrix's
-        transpose, the 1/4, and the adjoint of the inverse real FFT (a forward real FFT weighted by how
-        often irfft2 counts each column, over `height * width`) times the frequency scale.
-
-        Args:
-            image_gradient: `(batch, height, width, 3)`.
-            parameters: The parameters the images came from (default: the initial ones).
-
-        Returns:
-            float32 array of the parameters' shape.
-        """
-        parameters = self._check(parameters)
-        image_gradient = np.asarray(image_gradient, np.float64)
-        expected = (self.batch, self.height, self.width, 3)
-        if image_gradient.shape != expected:
-            raise ValueError(f"Expected an image gradient of shape {expected}; received {image_gradient.shape}.")
-        images = _sigmoid(self._colours(parameters))
-        colours = image_gradient * images * (1.0 - images) @ COLOUR_CORRELATION / 4.0  # (batch, height, width, 3)
-        channels = np.moveaxis(colours, -1, 1)  # (batch, 3, height, width)
-        spectrum = np.fft.rfft2(channels, axes=(-2, -1)) * self._multiplicity / (self.height * self.width) * self.scale
-        return np.stack([spectrum.real, spectrum.imag], axis=2).astype(np.float32)
+        applied to it (the forward derivative of `decode` at `parameters`; tensors in, tensors out)."""
+        images = self.decode(parameters)
+        return images * (1.0 - images) * self.colours(direction)
 
 
-class ParametrisedEngine:
-    """An `Engine` seen through a parametrisation: called on parameters, it returns their gradient.
-
-    `optimise(ParametrisedEngine(engine, parametrisation), parametrisation.parameters, ...)` optimises
-    the parameters with any step rule, L-BFGS included (without bounds: `LBFGS(bounds=None)`, since the
-    sigmoid already keeps the images in [0, 1]). `optimise`'s own jitter and callbacks would act on the
-    parameter array, so pass none: jitter is applied here instead, to the decoded images, and the
-    gradient rolled back before it is mapped to the parameters.
-
-    Args:
-        engine: An `Engine` (or anything called as `engine(images, targets) -> (total, values, gradient)`).
-        parametrisation: A parametrisation such as `FourierImage`.
-        jitter: Largest random shift of the decoded images, in pixels (0: none).
-        rng: A `numpy.random.Generator` for the jitter.
-    """
-
-    def __init__(self, engine, parametrisation, jitter=0, rng=None):
-        self.engine = engine
-        self.parametrisation = parametrisation
-        self.jitter = int(jitter)
-        self.rng = rng or np.random.default_rng(0)
-
-    def __call__(self, parameters, targets=None):
-        """Returns `(total, {term: value}, parameter gradient)`."""
-        shift = (tuple(int(value) for value in self.rng.integers(-self.jitter, self.jitter + 1, size=2))
-                 if self.jitter else (0, 0))
-        images = np.roll(self.parametrisation.images(parameters), shift, axis=(1, 2))
-        total, values, gradient = self.engine(images, targets)
-        gradient = np.roll(np.asarray(gradient), (-shift[0], -shift[1]), axis=(1, 2))
-        return total, values, self.parametrisation.gradient(gradient, parameters)
-
-
-def normalised_image_descent(step_size, parametrisation):
+class normalised_image_descent(StepRule):  # noqa: N801 - a rule named as the other rule factories
     """DeepDream's normalised step (`optimise.normalised_descent`) taken on a parametrisation's parameters,
     scaled so that each image moves by `step_size` in mean absolute pixel value, as a normalised step on
     the pixels does.
@@ -208,14 +165,18 @@ def normalised_image_descent(step_size, parametrisation):
     Args:
         step_size: The mean absolute pixel change of one step, per image.
         parametrisation: The parametrisation the parameters belong to (a `FourierImage`).
-
-    Returns:
-        A step rule `(parameters, gradient, step) -> parameters`.
     """
 
-    def rule(parameters, gradient, step):
-        change = parametrisation.image_change(gradient, parameters)  # (batch, height, width, 3)
-        scale = np.mean(np.abs(change), axis=(1, 2, 3)).reshape((-1,) + (1,) * (gradient.ndim - 1)) + 1e-12
-        return (parameters - step_size * gradient / scale).astype(np.float32)
+    def __init__(self, step_size, parametrisation):
+        self.hyperparameters = {"step_size": float(step_size)}
+        self.parametrisation = parametrisation
 
-    return rule
+    @property
+    def key(self):
+        return ("normalised_image_descent", self.parametrisation.key)
+
+    def apply(self, hyperparameters, variables, gradient, state, step):
+        change = self.parametrisation.image_change(gradient, variables)  # (batch, height, width, 3)
+        scale = keras.ops.mean(keras.ops.abs(change), axis=(1, 2, 3)) + 1e-12
+        scale = keras.ops.reshape(scale, (-1,) + (1,) * (len(gradient.shape) - 1))
+        return variables - hyperparameters["step_size"] * gradient / scale, state

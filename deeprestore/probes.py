@@ -53,7 +53,8 @@ class FeatureProbe:
         images = np.asarray(images, np.float32)
         self.network.spec.check_size(*images.shape[1:3])
         parts = [self._forward(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
-        return {layer: np.concatenate([part[layer] for part in parts]) for layer in self.layers}
+        # float32 whatever the network computes in (bfloat16 under mixed precision): these are targets.
+        return {layer: np.concatenate([part[layer] for part in parts]).astype(np.float32) for layer in self.layers}
 
 
 class SegmentProbe:

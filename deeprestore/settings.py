@@ -8,6 +8,9 @@ so the CLI can read it before choosing a backend.
 import dataclasses
 
 START_CHOICES = ("image", "noise", "grey")
+# The network's arithmetic in the image-optimisation recipes: `bfloat16` is Keras's mixed precision
+# (weights, the image and the step stay float32; the forward and backward passes run in bfloat16).
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +26,7 @@ class DreamSettings:
         network: Registered network name, or a Keras model file (manual, docs/networks.rst: "Networks from
             model files").
         weights: `auto`, `imagenet`, `offline`, `random` or a path.
+        precision: `float32`, or `bfloat16`: the network in mixed precision (see `PRECISIONS`).
         pooling: `max` or `average`.
         layers: `LAYER[:WEIGHT]`: raise the L2 norm of a layer (weight 1 by default).
         channels: `LAYER:INDEX[:WEIGHT]`: raise the mean activation of one channel.
@@ -63,6 +67,7 @@ class DreamSettings:
     images: str = "astronaut"
     network: str = "vgg16"
     weights: str = "auto"
+    precision: str = "float32"
     pooling: str = "max"
     layers: tuple = ()
     channels: tuple = ()
@@ -320,6 +325,7 @@ class StyleSettings:
         style_blend: One weight per style image (default: equal).
         network: Registered network name or Keras model file (the paper used VGG19; VGG16 has offline weights).
         weights: `auto`, `imagenet`, `offline`, `random` or a path.
+        precision: `float32`, or `bfloat16`: the network in mixed precision (see `PRECISIONS`).
         pooling: `average` (the paper: better gradients) or `max`.
         content_layer: Content layer; empty means the network's default (conv4_2's rectified output).
         style_layers: Style layers; empty means the network's defaults (conv1_1 .. conv5_1).
@@ -344,6 +350,7 @@ class StyleSettings:
     style_blend: tuple = ()
     network: str = "vgg16"
     weights: str = "auto"
+    precision: str = "float32"
     pooling: str = "average"
     content_layer: str = ""
     style_layers: tuple = ()
@@ -376,6 +383,7 @@ class TextureSettings:
         network: Registered network name, or a Keras model file (manual, docs/networks.rst: "Networks from
             model files").
         weights: `auto`, `imagenet`, `offline`, `random` or a path.
+        precision: `float32`, or `bfloat16`: the network in mixed precision (see `PRECISIONS`).
         pooling: `average` or `max`.
         layers: Gram layers; empty means conv1_1 and pool1 .. pool4 (the seed's slides).
         layer_weights: One weight per layer (default: equal).
@@ -398,6 +406,7 @@ class TextureSettings:
     blend: tuple = ()
     network: str = "vgg16"
     weights: str = "auto"
+    precision: str = "float32"
     pooling: str = "average"
     layers: tuple = ()
     layer_weights: tuple = ()
@@ -426,6 +435,7 @@ class InvertSettings:
         network: Registered network name, or a Keras model file (manual, docs/networks.rst: "Networks from
             model files").
         weights: `auto`, `imagenet`, `offline`, `random` or a path.
+        precision: `float32`, or `bfloat16`: the network in mixed precision (see `PRECISIONS`).
         pooling: `max` or `average`.
         layer: The layer to invert (pre- or post-activation).
         preset: `mv2015` (alpha 6, TV beta 2, SGD with momentum) or `mv2016` (normalised priors, jitter,
@@ -442,6 +452,7 @@ class InvertSettings:
     images: str = "astronaut"
     network: str = "vgg16"
     weights: str = "auto"
+    precision: str = "float32"
     pooling: str = "max"
     layer: str = "block3_conv3"
     preset: str = "mv2016"

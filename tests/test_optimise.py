@@ -1,12 +1,25 @@
 """The optimisation loop: a few steps lower the objective; jitter, clamping and NaN handling."""
 
+import keras
 import numpy as np
 import pytest
 
 from deeprestore import objectives
 from deeprestore.errors import DeepRestoreError
-from deeprestore.optimise import Engine, Progress, clamp, every, gradient_descent, normalised_descent, optimise
+from deeprestore.optimise import (
+    Adagrad,
+    Adam,
+    Engine,
+    Momentum,
+    Progress,
+    clamp,
+    every,
+    gradient_descent,
+    normalised_descent,
+    optimise,
+)
 from deeprestore.probes import FeatureProbe
+from deeprestore.transforms import Tiling
 
 
 @pytest.fixture
@@ -100,3 +113,46 @@ def test_lbfgs_says_why_it_stopped_before_its_steps(tiny):
     optimise(engine, np.zeros((1, 16, 16, 3), np.float32), 7, LBFGS(),
              progress=Progress(show=False, notify=notices.append, description="test"))
     assert len(notices) == 1 and "of 7 iterations (test)" in notices[0] and "scipy says" in notices[0]
+
+
+@pytest.mark.parametrize("rule", [normalised_descent(0.02), Momentum(0.05), Adam(0.05), Adagrad(0.05)],
+                         ids=["normalised", "momentum", "adam", "adagrad"])
+def test_every_step_rule_lowers_the_objective_in_the_compiled_loop(engine, rng, rule):
+    images = rng.uniform(size=(1, 16, 16, 3)).astype(np.float32)
+    result, _ = optimise(engine, images, 4, rule, progress=Progress(show=False))
+    assert engine(result)[0] < engine(images)[0]
+
+
+def test_the_seed_reproduces_jittered_tiled_steps(engine, rng):
+    images = rng.uniform(size=(1, 40, 40, 3)).astype(np.float32)
+
+    def run(seed):
+        return optimise(engine, images, 3, normalised_descent(0.02), jitter=4, rng=np.random.default_rng(seed),
+                        progress=Progress(show=False), tiling=Tiling(24, "random"))[0]
+
+    np.testing.assert_array_equal(run(1), run(1))
+    assert not np.array_equal(run(1), run(2))
+
+
+def test_adam_in_the_loop_matches_a_numpy_reference(tiny, rng):
+    # A linear objective has a constant gradient, so Adam's moments follow the closed form step by step.
+    engine = Engine(objectives.Objective([objectives.Term("sum.images", ("images",), lambda features: keras.ops.sum(
+        keras.ops.reshape(features["images"], (1, -1)) * np.arange(48, dtype=np.float32)[None] / 48, axis=1))]),
+        FeatureProbe(tiny, ["preprocess"]))
+    images = rng.uniform(size=(1, 4, 4, 3)).astype(np.float32)
+    gradient = (np.arange(48, dtype=np.float32) / 48).reshape(images.shape)
+    expected, first, second = images.astype(np.float64), 0.0, 0.0
+    for count in range(1, 6):
+        first = 0.9 * first + 0.1 * gradient
+        second = 0.999 * second + 0.001 * gradient**2
+        expected = expected - 0.1 * (first / (1 - 0.9**count)) / (np.sqrt(second / (1 - 0.999**count)) + 1e-8)
+    result, _ = optimise(engine, images, 5, Adam(0.1), progress=Progress(show=False))
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_host_callbacks_see_the_steps_they_are_due_on(engine, rng):
+    seen = []
+    images = rng.uniform(size=(1, 16, 16, 3)).astype(np.float32)
+    optimise(engine, images, 7, normalised_descent(0.01), callbacks=[every(3, lambda values, step: seen.append(step)
+                                                                          or values)], progress=Progress(show=False))
+    assert seen == [2, 5]

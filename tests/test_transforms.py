@@ -1,9 +1,10 @@
 """Transforms and tiles: blur, scaling, zoom; tile geometry; tiled gradients against whole-image ones."""
 
+import keras
 import numpy as np
 import pytest
 
-from deeprestore import objectives, transforms
+from deeprestore import backend, objectives, transforms
 from deeprestore.errors import DeepRestoreError
 from deeprestore.optimise import Engine
 
@@ -29,7 +30,7 @@ def away_from_borders(height, width, tile):
 def test_tiled_and_untiled_gradients_agree_away_from_tile_borders(engine, rng):
     images = rng.uniform(size=(2, 64, 96, 3)).astype(np.float32)
     total, values, gradient = engine(images)
-    tiled_total, tiled_values, tiled_gradient = transforms.TiledEngine(engine, 32, "contiguous")(images)
+    tiled_total, tiled_values, tiled_gradient = engine(images, tiling=transforms.Tiling(32, "contiguous"))
     mask = away_from_borders(64, 96, 32)
     assert mask.sum() > 0.2 * mask.size
     np.testing.assert_allclose(tiled_gradient[:, mask], gradient[:, mask],
@@ -40,7 +41,7 @@ def test_tiled_and_untiled_gradients_agree_away_from_tile_borders(engine, rng):
 
 def test_an_image_within_one_tile_is_not_tiled(engine, rng):
     images = rng.uniform(size=(1, 32, 32, 3)).astype(np.float32)
-    np.testing.assert_array_equal(transforms.TiledEngine(engine, 32)(images)[2], engine(images)[2])
+    np.testing.assert_array_equal(engine(images, tiling=transforms.Tiling(32))[2], engine(images)[2])
 
 
 @pytest.mark.parametrize("mode", ["contiguous", "random"])
@@ -63,21 +64,35 @@ def test_overlapping_tiles_cover_shared_regions_several_times():
     assert coverage[0, 0] == 1 and coverage[224, 224] > 1
 
 
-class TileMarker:
-    """A stand-in engine whose gradient is 1 on each tile's first row and column and 0.5 elsewhere."""
+@pytest.mark.parametrize("height, width, tile", [(1267, 1537, 512), (4096, 4096, 512), (600, 1000, 224)])
+def test_even_tiles_hold_the_pixels_and_no_more(height, width, tile):
+    boxes = transforms.tile_boxes(height, width, tile, "random")
+    assert all(box.height <= tile and box.width <= tile for box in boxes)
+    rows, columns = {box.top for box in boxes}, {box.left for box in boxes}
+    # At most one shared pixel row (column) between neighbouring tiles: the tiles cost what the pixels do.
+    assert sum(box.height * box.width for box in boxes) <= (height + len(rows) - 1) * (width + len(columns) - 1)
+    assert sum(box.height * box.width for box in boxes) < 1.005 * height * width
 
-    def __call__(self, images, targets=None):
-        gradient = np.full_like(images, 0.5)
-        gradient[:, 0] = gradient[:, :, 0] = 1.0
-        return 0.0, {"term": 0.0}, gradient
+
+def marked_tile_gradient(tiling, images, shift):
+    """The tiled gradient of a stand-in loss whose gradient is 1 on each tile's first row and column and 0.5
+    elsewhere."""
+
+    def loss(tiles):
+        marker = np.full(tiles.shape, 0.5, np.float32)
+        marker[:, 0] = marker[:, :, 0] = 1.0
+        return keras.ops.sum(tiles * marker), {}
+
+    return backend.compiled(lambda values, offset: tiling.value_and_gradient(loss, values, offset, ())[2])(
+        images, shift)
 
 
 def test_random_tiles_cover_every_pixel_and_move_their_borders_each_step():
-    engine = transforms.TiledEngine(TileMarker(), 16, "random", rng=np.random.default_rng(0))
+    tiling = transforms.Tiling(16, "random")
     images = np.zeros((1, 40, 40, 3), np.float32)
     borders = []
-    for _ in range(4):
-        _, _, gradient = engine(images)
+    for shift in tiling.draw(np.random.default_rng(0), 4, 40, 40):
+        gradient = marked_tile_gradient(tiling, images, shift)
         assert (gradient > 0).all()
         borders.append(gradient[0, :, :, 0] == gradient.max())
     assert not all(np.array_equal(borders[0], other) for other in borders[1:])
@@ -97,16 +112,51 @@ def test_an_overlap_not_smaller_than_the_tile_is_refused():
 
 def test_an_unknown_tile_mode_is_refused():
     with pytest.raises(DeepRestoreError, match="Unknown tile mode 'diagonal'"):
-        transforms.TiledEngine(None, 32, "diagonal")
+        transforms.Tiling(32, "diagonal")
 
 
 def test_blur_smooths_and_keeps_the_mean(rng):
     images = rng.uniform(size=(2, 32, 32, 3)).astype(np.float32)
-    blurred = transforms.gaussian_blur(1.0)(images)
+    blurred = np.asarray(transforms.gaussian_blur(1.0)(images))
     assert blurred.dtype == np.float32 and blurred.shape == images.shape
     assert np.abs(np.diff(blurred, axis=2)).mean() < 0.5 * np.abs(np.diff(images, axis=2)).mean()
     np.testing.assert_allclose(blurred.mean(axis=(1, 2)), images.mean(axis=(1, 2)), atol=1e-3)
     np.testing.assert_array_equal(transforms.gaussian_blur(0.0)(images), images)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 2.5])
+def test_blur_matches_scipy(rng, sigma):
+    import scipy.ndimage
+
+    images = rng.uniform(size=(2, 24, 17, 3)).astype(np.float32)
+    expected = scipy.ndimage.gaussian_filter(images, sigma=(0, sigma, sigma, 0), mode="reflect")
+    np.testing.assert_allclose(np.asarray(transforms.gaussian_blur(sigma)(images)), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("transform", [transforms.Jitter(3), transforms.Pad(4, 0.0), transforms.RandomScale((0.9, 1.1)),
+                                       transforms.RandomRotation((-10, 10))],
+                         ids=lambda transform: transform.key[0])
+def test_random_transforms_are_differentiable_and_seeded(rng, transform):
+    images = rng.uniform(size=(1, 20, 24, 3)).astype(np.float32)
+    draws = transform.draw(np.random.default_rng(7), 3)
+    np.testing.assert_array_equal(draws, transform.draw(np.random.default_rng(7), 3))
+    weights = rng.normal(size=transform.apply(images, draws[0]).shape).astype(np.float32)
+
+    def function(values, draw):
+        return backend.gradient(lambda inputs: (keras.ops.sum(weights * transform.apply(inputs, draw)), {}), values)
+
+    total, _, gradient = backend.compiled(function)(images, draws[0])
+    # The transforms are linear in the images (the pad is of zeros): the gradient's inner product with them is
+    # the value.
+    assert float(np.sum(gradient * images)) == pytest.approx(float(total), rel=1e-4)
+    assert np.abs(gradient).sum() > 0
+
+
+def test_rotation_by_zero_and_scaling_by_one_keep_the_images(rng):
+    images = rng.uniform(size=(1, 9, 12, 3)).astype(np.float32)
+    np.testing.assert_allclose(transforms.RandomRotation((0,)).apply(images, np.zeros(1, np.float32)), images,
+                               atol=1e-6)
+    np.testing.assert_allclose(transforms.RandomScale((1.0,)).apply(images, np.ones(1, np.float32)), images, atol=1e-6)
 
 
 def test_scaling_moves_pixels_towards_grey():

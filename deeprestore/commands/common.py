@@ -61,6 +61,15 @@ def refuse_non_finite(command):
         refuse_non_finite(subcommand)
 
 
+def precision_option(default):
+    """The `--precision` option of the image-optimisation commands."""
+    from deeprestore.settings import PRECISIONS
+
+    return click.option("--precision", type=click.Choice(PRECISIONS), default=default, show_default=True,
+                        help="The network's arithmetic: bfloat16 is mixed precision for GPUs (the image and "
+                             "the step stay float32).")
+
+
 def devices_option(default):
     """The `--devices` option of the training commands."""
     return click.option("--devices", type=DeviceCount(), default=default, help=DEVICES_HELP)

@@ -4,7 +4,7 @@ import click
 
 from deeprestore import settings as defaults
 from deeprestore.commands.aliases import aliased_option
-from deeprestore.commands.common import item_names, name_option, run_recipe
+from deeprestore.commands.common import item_names, name_option, precision_option, run_recipe
 from deeprestore.parametrisations import PARAMETRISATIONS
 
 TILE_MODES = ("random", "contiguous", "overlap")
@@ -18,6 +18,7 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)
 @click.option("--network", default=defaults.DREAM.network,
               help="Network name or Keras model file (see `deeprestore nets`).")
 @click.option("--weights", default=defaults.DREAM.weights, help="auto, imagenet, offline, random, or a weights file.")
+@precision_option(defaults.DREAM.precision)
 @click.option("--pooling", type=click.Choice(["max", "average"]), default=defaults.DREAM.pooling)
 @click.option("--layer", "layers", multiple=True, metavar="LAYER[:WEIGHT]",
               help="Raise the L2 norm of a layer's response, with a weight (default 1); repeat for a weighted sum. "

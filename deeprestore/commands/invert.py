@@ -5,7 +5,7 @@ import dataclasses
 import click
 
 from deeprestore import settings as defaults
-from deeprestore.commands.common import item_names, name_option, print_estimates, run_recipe
+from deeprestore.commands.common import item_names, name_option, precision_option, print_estimates, run_recipe
 from deeprestore.errors import DeepRestoreError
 
 METHODS = ("optimise", "learned", "deconvnet")
@@ -25,6 +25,7 @@ def given(ctx, name):
 @click.option("--network", default=defaults.INVERT.network,
               help="Network name or Keras model file (learned: the stack's).")
 @click.option("--weights", default=defaults.INVERT.weights, help="auto, imagenet, offline, random, or a weights file.")
+@precision_option(defaults.INVERT.precision)
 @click.option("--pooling", type=click.Choice(["max", "average"]), default=defaults.INVERT.pooling)
 @click.option("--layer", default=defaults.INVERT.layer,
               help="Layer to invert, pre- or post-activation (learned: the stack's deepest input; "

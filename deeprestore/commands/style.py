@@ -3,7 +3,7 @@
 import click
 
 from deeprestore import settings as defaults
-from deeprestore.commands.common import item_names, name_option, print_estimates, run_recipe
+from deeprestore.commands.common import item_names, name_option, precision_option, print_estimates, run_recipe
 
 
 @click.command("style")
@@ -15,6 +15,7 @@ from deeprestore.commands.common import item_names, name_option, print_estimates
 @click.option("--network", default=defaults.STYLE.network,
               help="Network name or Keras model file (see `deeprestore nets`).")
 @click.option("--weights", default=defaults.STYLE.weights, help="auto, imagenet, offline, random, or a weights file.")
+@precision_option(defaults.STYLE.precision)
 @click.option("--pooling", type=click.Choice(["max", "average"]), default=defaults.STYLE.pooling)
 @click.option("--content-layer", default=defaults.STYLE.content_layer,
               help="Content layer (default: the network's, conv4_2).")

@@ -3,7 +3,7 @@
 import click
 
 from deeprestore import settings as defaults
-from deeprestore.commands.common import parse_size, print_estimates, run_recipe
+from deeprestore.commands.common import parse_size, precision_option, print_estimates, run_recipe
 from deeprestore.parametrisations import PARAMETRISATIONS
 
 
@@ -14,6 +14,7 @@ from deeprestore.parametrisations import PARAMETRISATIONS
 @click.option("--network", default=defaults.TEXTURE.network,
               help="Network name or Keras model file (see `deeprestore nets`).")
 @click.option("--weights", default=defaults.TEXTURE.weights, help="auto, imagenet, offline, random, or a weights file.")
+@precision_option(defaults.TEXTURE.precision)
 @click.option("--pooling", type=click.Choice(["max", "average"]), default=defaults.TEXTURE.pooling)
 @click.option("--layer", "layers", multiple=True, help="Gram layer; repeat (default: conv1_1 and pool1 .. pool4).")
 @click.option("--layer-weight", "layer_weights", multiple=True, type=float,

@@ -1,9 +1,11 @@
 """Pieces the recipes share: the network of a run, cached target features, the optimiser named on the
 command line, and the inputs of a run, item by item (what is left to do, where outputs go, seeds)."""
 
+import contextlib
 import dataclasses
 import pathlib
 
+import keras
 import numpy as np
 
 from deeprestore.cache import ActivationCache
@@ -15,9 +17,24 @@ from deeprestore.probes import FeatureProbe
 from deeprestore.sharding import shard
 
 
+@contextlib.contextmanager
+def network_precision(precision):
+    """Builds the networks made inside it in `precision` (`settings.PRECISIONS`): `bfloat16` is Keras's
+    `mixed_bfloat16` policy (weights stay float32, layers compute in bfloat16; `optimise.Engine` casts
+    the features back to float32 before the objective), `float32` the usual arithmetic."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def open_network(settings, run, seed, echo, include_top=False):
-    """Builds the settings' network, says which weights it uses, and records them in the run."""
-    network = create_network(settings.network, settings.weights, settings.pooling, include_top=include_top, seed=seed)
+    """Builds the settings' network in their precision, says which weights it uses, and records them in the run."""
+    with network_precision(getattr(settings, "precision", "float32")):
+        network = create_network(settings.network, settings.weights, settings.pooling, include_top=include_top,
+                                 seed=seed)
     echo(network.weights.notice)
     run.update_config(weights=network.weights.as_config())
     return network

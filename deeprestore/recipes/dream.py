@@ -18,7 +18,9 @@ spectrum, and the result is decoded before detail re-injection. The step is the 
 to the same mean pixel change as on pixels (`normalised_image_descent`), so `step_size` keeps its
 meaning. Every regulariser still applies: jitter rolls the decoded image, tiles compute its gradient
 tile by tile, blur and scaling act on the decoded image, which is then re-encoded, and the L2 decay is
-a term of the objective. Clamping is the sigmoid's, so `clamp=False` is refused.
+a term of the objective. Clamping is the sigmoid's, so `clamp=False` is refused. Each step, with its
+jitter, tiles, blur, scaling and clamping, runs on the device inside `optimise`'s compiled loop; only
+saving images every `save_every` steps returns to the host.
 """
 
 import dataclasses
@@ -37,14 +39,18 @@ from deeprestore.cache import ActivationCache
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
 from deeprestore.networks import create_network
-from deeprestore.optimise import Engine, Progress, normalised_descent, optimise
-from deeprestore.parametrisations import (
-    FourierImage,
-    ParametrisedEngine,
-    normalised_image_descent,
-)
+from deeprestore.optimise import Constraint, Engine, Progress, every, normalised_descent, optimise
+from deeprestore.parametrisations import FourierImage, normalised_image_descent
 from deeprestore.probes import FeatureProbe
-from deeprestore.recipes.common import Outputs, TargetFeatures, final_losses, item_rng, notifier, pending_items
+from deeprestore.recipes.common import (
+    Outputs,
+    TargetFeatures,
+    final_losses,
+    item_rng,
+    network_precision,
+    notifier,
+    pending_items,
+)
 from deeprestore.sharding import shard
 
 # How each objective option is written: field names with a type and a default (None: required).
@@ -299,9 +305,10 @@ def usable_octaves(network, layers, sizes, tile=0):
 
 
 def open_dream_network(settings, terms, seed, weights=None):
-    """Builds the settings' network, with its classifier head when a class term needs it."""
-    return create_network(settings.network, weights or settings.weights, settings.pooling,
-                          include_top=terms.needs_head, seed=seed)
+    """Builds the settings' network in their precision, with its classifier head when a class term needs it."""
+    with network_precision(settings.precision):
+        return create_network(settings.network, weights or settings.weights, settings.pooling,
+                              include_top=terms.needs_head, seed=seed)
 
 
 def guide_targets(network, layers, settings, cache_path):
@@ -369,42 +376,61 @@ class _Schedule:
             context["frame"] = frame
         return context
 
-    def regularise(self, images, number):
-        """The blur due at step `number` and the scaling towards grey, on pixels."""
+    def regulariser(self):
+        """`(images, number) -> images` on the device: the blur due at step `number`, then the scaling
+        towards grey; None when neither applies."""
         settings = self.settings
-        if settings.blur_every and number % settings.blur_every == 0:
-            images = transforms.gaussian_blur(settings.blur_sigma)(images)
-        if settings.scaling != 1.0:
-            images = transforms.scale_towards(settings.scaling)(images)
-        return images
+        blur = (transforms.gaussian_blur(settings.blur_sigma)
+                if settings.blur_every and settings.blur_sigma > 0 else None)
+        scale = transforms.scale_towards(settings.scaling) if settings.scaling != 1.0 else None
+        if blur is None and scale is None:
+            return None
 
-    def save(self, images, number):
-        if self.settings.save_every and number % self.settings.save_every == 0:
-            image_io.save_image(self.run.images_dir / f"step_{number:06d}.png", images[0])
+        def regularise(images, number):
+            if blur is not None:
+                images = keras.ops.cond(number % settings.blur_every == 0, lambda: blur(images), lambda: images)
+            return scale(images) if scale is not None else images
+
+        return regularise
+
+    def constraint(self, parametrisation=None):
+        """The regularisers and clamping after each step, on the device: on pixels, or through the
+        parametrisation on the decoded images, re-encoded (only on steps a regulariser changes them)."""
+        settings = self.settings
+        regularise = self.regulariser()
+        key = ("dream", settings.blur_every, settings.blur_sigma, settings.scaling, settings.clamp,
+               getattr(parametrisation, "key", None))
+        if parametrisation is None:
+            def on_pixels(images, number):
+                images = images if regularise is None else regularise(images, number)
+                return keras.ops.clip(images, 0.0, 1.0) if settings.clamp else images
+
+            return [Constraint(key, on_pixels)]
+        if regularise is None:
+            return []
+
+        def on_parameters(parameters, number):
+            def re_encoded():
+                return parametrisation.encode(regularise(parametrisation.decode(parameters), number))
+
+            if settings.scaling != 1.0:
+                return re_encoded()
+            return keras.ops.cond(number % settings.blur_every == 0, re_encoded, lambda: parameters)
+
+        return [Constraint(key, on_parameters)]
 
     def callbacks(self, first_step, parametrisation=None):
-        """The callback run after each step: regularisers and saving, on pixels or, through
-        `parametrisation`, on the decoded images of the parameters (re-encoded only when a regulariser
-        changed them)."""
+        """What runs after each step: the constraints on the device, saving every `save_every` steps on the host."""
         settings = self.settings
+        callbacks = self.constraint(parametrisation)
+        if settings.save_every:
+            def save(variables, step):
+                images = variables if parametrisation is None else parametrisation.images(variables)
+                image_io.save_image(self.run.images_dir / f"step_{first_step + step + 1:06d}.png", images[0])
+                return variables
 
-        def on_pixels(images, step):
-            number = first_step + step + 1
-            images = self.regularise(images, number)
-            if settings.clamp:
-                images = np.clip(images, 0.0, 1.0)
-            self.save(images, number)
-            return images
-
-        def on_parameters(parameters, step):
-            number = first_step + step + 1
-            if (settings.blur_every and number % settings.blur_every == 0) or settings.scaling != 1.0:
-                parameters = parametrisation.parameters_of(self.regularise(parametrisation.images(parameters), number))
-            if settings.save_every and number % settings.save_every == 0:
-                self.save(parametrisation.images(parameters), number)
-            return parameters
-
-        return [on_pixels if parametrisation is None else on_parameters]
+            callbacks.append(every(settings.save_every, save, offset=first_step))
+        return callbacks
 
     def octave(self, images, frame, octave, label):
         """Runs every stage once on a batch at one octave's size, on its pixels or its Fourier spectrum."""
@@ -414,15 +440,10 @@ class _Schedule:
         if settings.parametrisation == "fourier":
             parametrisation = FourierImage(images.shape[:3], decay_power=settings.decay_power)
             variables = parametrisation.parameters_of(images)
+        tiling = transforms.Tiling(settings.tile, settings.tile_mode, settings.tile_overlap) if settings.tile else None
         for stage, engine in zip(self.stages, self.engines):
-            if settings.tile:
-                engine = transforms.TiledEngine(
-                    engine, settings.tile, settings.tile_mode, settings.tile_overlap, self.rng)
-            if parametrisation is None:
-                rule, jitter = normalised_descent(stage.step_size), settings.jitter
-            else:
-                engine = ParametrisedEngine(engine, parametrisation, settings.jitter, self.rng)
-                rule, jitter = normalised_image_descent(stage.step_size, parametrisation), 0
+            rule = (normalised_descent(stage.step_size) if parametrisation is None
+                    else normalised_image_descent(stage.step_size, parametrisation))
             targets = {name: value for name, value in self.targets.items() if name in stage.objective.names}
             progress = Progress(
                 description=(f"{label} {images.shape[1]}x{images.shape[2]}"
@@ -430,8 +451,9 @@ class _Schedule:
                 show=self.show_progress, log=self.log, first_step=self.step, context=self.context(frame, octave, stage),
             )
             variables, _ = optimise(
-                engine, variables, stage.steps, rule, jitter=jitter,
+                engine, variables, stage.steps, rule, jitter=settings.jitter,
                 callbacks=self.callbacks(self.step, parametrisation), rng=self.rng, progress=progress, targets=targets,
+                parametrisation=parametrisation, tiling=tiling,
             )
             self.steps_at.append((self.step + 1, self.step + stage.steps, frame, octave, images.shape[1:3]))
             self.step += stage.steps

@@ -14,6 +14,7 @@ would hide failures), and all images of a run are inverted as one batch.
 
 import dataclasses
 
+import keras
 import numpy as np
 
 from deeprestore import images as image_io
@@ -21,7 +22,7 @@ from deeprestore import objectives
 from deeprestore.figures import difference_figure
 from deeprestore.inversion.metrics import image_metrics, summary
 from deeprestore.losslog import LossLog
-from deeprestore.optimise import Adam, Engine, Momentum, Progress, optimise, step_schedule
+from deeprestore.optimise import Adam, Constraint, Engine, Momentum, Progress, optimise, step_schedule
 from deeprestore.recipes.common import TargetFeatures, item_rng, open_network, pending_items
 from deeprestore.rundir import atomic_write, to_json
 from deeprestore.sharding import shard
@@ -119,14 +120,26 @@ def inversion_objective(layer, settings, pixels, prior_on="preprocess", norm=B):
 
 
 def range_constraint(spec):
-    """Projects each pixel of the network's input onto the ball of norm `2 B` (Mahendran & Vedaldi 2016)."""
+    """Projects each pixel of the network's input onto the ball of norm `2 B` (Mahendran & Vedaldi 2016),
+    on the device after every step.
 
-    def project(images, step):
-        inputs = spec.preprocess(images)
-        norms = np.linalg.norm(inputs, axis=-1, keepdims=True)
-        return spec.deprocess(inputs * np.minimum(1.0, 2 * B / np.maximum(norms, 1e-8)))
+    The network's preprocessing and its inverse are affine per pixel (a colour matrix and an offset),
+    so they are read off the spec's numpy functions once and applied with `keras.ops`.
+    """
+    basis = np.concatenate([np.zeros((1, 3), np.float32), np.eye(3, dtype=np.float32)])
+    inputs = spec.preprocess(basis)
+    to_inputs, input_offset = inputs[1:] - inputs[:1], inputs[0]
+    channels = np.concatenate([np.zeros((1, inputs.shape[-1]), np.float32), np.eye(inputs.shape[-1], dtype=np.float32)])
+    outputs = spec.deprocess(channels)
+    to_images, image_offset = outputs[1:] - outputs[:1], outputs[0]
 
-    return project
+    def project(images, number):
+        inputs = keras.ops.matmul(images, to_inputs) + input_offset
+        norms = keras.ops.sqrt(keras.ops.sum(keras.ops.square(inputs), axis=-1, keepdims=True))
+        inputs = inputs * keras.ops.minimum(1.0, 2 * B / keras.ops.maximum(norms, 1e-8))
+        return keras.ops.matmul(inputs, to_images) + image_offset
+
+    return Constraint(("range", tuple(to_inputs.ravel()), tuple(input_offset.ravel())), project)
 
 
 def step_rule_for(settings, steps):

@@ -20,13 +20,14 @@ and, with the range constraint of `mv2016`, each position's norm within `2 B`.
 import dataclasses
 import io
 
+import keras
 import numpy as np
 
 from deeprestore import images as image_io
 from deeprestore.errors import DeepRestoreError
 from deeprestore.figures import activation_figure, save_figure, titled
 from deeprestore.losslog import LossLog
-from deeprestore.optimise import Engine, Progress, optimise
+from deeprestore.optimise import Constraint, Engine, Progress, optimise
 from deeprestore.probes import FeatureProbe, SegmentProbe
 from deeprestore.recipes.common import TargetFeatures, item_rng, open_network, pending_items
 from deeprestore.recipes.invert import (
@@ -87,18 +88,18 @@ def layer_statistics(network, layer, size):
 
 
 def layer_constraint(statistics, constrain):
-    """A callback projecting the variable (the tensor over `unit`) onto the layer's range."""
+    """A constraint projecting the variable (the tensor over `unit`) onto the layer's range, on the device."""
     largest = 2 * statistics.norm / statistics.unit
 
-    def project(variables, step):
+    def project(variables, number):
         if statistics.non_negative:
-            variables = np.maximum(variables, 0.0)
+            variables = keras.ops.maximum(variables, 0.0)
         if constrain:
-            norms = np.linalg.norm(variables, axis=-1, keepdims=True)
-            variables = variables * np.minimum(1.0, largest / np.maximum(norms, 1e-8))
-        return variables.astype(np.float32)
+            norms = keras.ops.sqrt(keras.ops.sum(keras.ops.square(variables), axis=-1, keepdims=True))
+            variables = variables * keras.ops.minimum(1.0, largest / keras.ops.maximum(norms, 1e-8))
+        return variables
 
-    return project
+    return Constraint(("layer", largest, statistics.non_negative, constrain), project)
 
 
 def normalised_errors(values, targets):

@@ -20,7 +20,7 @@ from deeprestore import images as image_io
 from deeprestore import objectives
 from deeprestore.losslog import LossLog
 from deeprestore.optimise import LBFGS, Engine, Progress, optimise
-from deeprestore.parametrisations import FourierImage, ParametrisedEngine
+from deeprestore.parametrisations import FourierImage
 from deeprestore.recipes.common import (
     TargetFeatures,
     notifier,
@@ -73,7 +73,6 @@ def texture(settings, run, seed=0, show_progress=True, echo=print):
     rule = step_rule(settings.optimiser, settings.learning_rate)
     if settings.parametrisation == "fourier":
         parametrisation = FourierImage((settings.count, *settings.size), seed=seed)
-        engine = ParametrisedEngine(engine, parametrisation)
         start = parametrisation.parameters
         if isinstance(rule, LBFGS):
             rule = LBFGS(bounds=None, history=rule.history)
@@ -85,7 +84,7 @@ def texture(settings, run, seed=0, show_progress=True, echo=print):
         engine, start, settings.steps, rule,
         progress=Progress(description=f"texture {settings.size[0]}x{settings.size[1]}", show=show_progress, log=log,
                           notify=notifier(run, echo)),
-        targets=grams,
+        targets=grams, parametrisation=parametrisation,
     )
     log.close()
     log.plot()
