@@ -19,8 +19,7 @@ import keras
 import numpy as np
 
 from deeprestore.optimise import StepRule
-
-PARAMETRISATIONS = ("pixels", "fourier")
+from deeprestore.settings import PARAMETRISATIONS  # noqa: F401 (the names, where the defaults live)
 # How far from 0 and 1 `FourierImage.parameters_of` clips pixels before inverting the sigmoid.
 DEFAULT_MARGIN = 0.01
 

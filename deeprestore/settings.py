@@ -11,6 +11,8 @@ START_CHOICES = ("image", "noise", "grey")
 # The network's arithmetic in the image-optimisation recipes: `bfloat16` is Keras's mixed precision
 # (weights, the image and the step stay float32; the forward and backward passes run in bfloat16).
 PRECISIONS = ("float32", "bfloat16")
+# What the optimiser steps on: the pixels, or a decorrelated-colour Fourier spectrum (`parametrisations`).
+PARAMETRISATIONS = ("pixels", "fourier")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,6 @@ import click
 from deeprestore import settings as defaults
 from deeprestore.commands.aliases import aliased_option
 from deeprestore.commands.common import item_names, name_option, precision_option, run_recipe
-from deeprestore.parametrisations import PARAMETRISATIONS
 
 TILE_MODES = ("random", "contiguous", "overlap")
 POSITIVE = click.FloatRange(min=0.0, min_open=True)
@@ -64,7 +63,7 @@ POSITIVE = click.FloatRange(min=0.0, min_open=True)
               help="Scale the image towards grey by this factor after each step (1: off).")
 @click.option("--l2-decay", default=defaults.DREAM.l2_decay, type=click.FloatRange(min=0.0),
               help="Weight of an L2 penalty mean((x - 0.5)^2) on the image.")
-@click.option("--parametrisation", type=click.Choice(PARAMETRISATIONS), default=defaults.DREAM.parametrisation,
+@click.option("--parametrisation", type=click.Choice(defaults.PARAMETRISATIONS), default=defaults.DREAM.parametrisation,
               show_default=True,
               help="What each octave steps on: the pixels, or a decorrelated-colour Fourier spectrum (lucid's; "
                    "smoother patterns). Jitter, tiles, blur, scaling and L2 decay apply to its images; its "
