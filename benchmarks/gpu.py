@@ -26,15 +26,15 @@ import numpy as np
 # The repository root, so that `python benchmarks/gpu.py` imports this checkout's package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import keras  # noqa: E402
+import keras
 
-from deeprestore import backend, objectives  # noqa: E402
-from deeprestore.estimate import estimate  # noqa: E402
-from deeprestore.networks import create_network  # noqa: E402
-from deeprestore.optimise import Adam, Engine, Progress, clamp, normalised_descent, optimise  # noqa: E402
-from deeprestore.recipes.common import network_precision  # noqa: E402
-from deeprestore.recipes.style import style_objective  # noqa: E402
-from deeprestore.settings import PRECISIONS, StyleSettings  # noqa: E402
+from deeprestore import backend, objectives
+from deeprestore.estimate import estimate
+from deeprestore.networks import create_network
+from deeprestore.optimise import Adam, Engine, Progress, clamp, normalised_descent, optimise
+from deeprestore.recipes.common import network_precision
+from deeprestore.recipes.style import style_objective
+from deeprestore.settings import PRECISIONS, StyleSettings
 
 FULL = dict(network="vgg16", style_network="vgg19", sizes=(512, 1024), matmul=8192, stack_size=64, stack_batch=32,
             dncnn_patch=40, dncnn_batch=128, descriptor_batch=512)

@@ -171,7 +171,7 @@ def _per_item_mean(values):
     return keras.ops.mean(values, axis=tuple(range(1, len(values.shape))), keepdims=True)
 
 
-class normalised_descent(StepRule):  # noqa: N801 - a factory-like rule, named as the other factories
+class normalised_descent(StepRule):
     """Gradient descent with the step divided by the mean absolute gradient of each image.
 
     The normalisation keeps one step size usable across layers (seed 003, section 2.3). The mean is
@@ -189,7 +189,7 @@ class normalised_descent(StepRule):  # noqa: N801 - a factory-like rule, named a
         return variables - hyperparameters["step_size"] * gradient / scale, state
 
 
-class gradient_descent(StepRule):  # noqa: N801
+class gradient_descent(StepRule):
     """Plain gradient descent with a fixed step."""
 
     def __init__(self, step_size):
@@ -200,7 +200,7 @@ class gradient_descent(StepRule):  # noqa: N801
 
 
 @dataclasses.dataclass(frozen=True)
-class step_schedule:  # noqa: N801
+class step_schedule:
     """A piecewise-constant multiplier of the learning rate: `factors[i]` from step `boundaries[i]` on.
 
     Example: `step_schedule((300, 600), (0.1, 0.01))` divides the rate by 10 at step 300 and 600.
@@ -350,7 +350,7 @@ def clamp(low=0.0, high=1.0):
 
 
 @dataclasses.dataclass(frozen=True)
-class every:  # noqa: N801
+class every:
     """Runs the host callback `callback(images, step)` after every `interval`-th step, counting from
     `offset` steps before this loop (a run's steps numbered across several loops)."""
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from deeprestore.optimise import StepRule
 from deeprestore.settings import PARAMETRISATIONS  # noqa: F401 (the names, where the defaults live)
+
 # How far from 0 and 1 `FourierImage.parameters_of` clips pixels before inverting the sigmoid.
 DEFAULT_MARGIN = 0.01
 
@@ -152,7 +153,7 @@ class FourierImage:
         return images * (1.0 - images) * self.colours(direction)
 
 
-class normalised_image_descent(StepRule):  # noqa: N801 - a rule named as the other rule factories
+class normalised_image_descent(StepRule):
     """DeepDream's normalised step (`optimise.normalised_descent`) taken on a parametrisation's parameters,
     scaled so that each image moves by `step_size` in mean absolute pixel value, as a normalised step on
     the pixels does.

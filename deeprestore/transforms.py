@@ -21,7 +21,6 @@ import keras
 import numpy as np
 
 from deeprestore import backend
-
 from deeprestore import images as image_io
 from deeprestore.errors import DeepRestoreError
 
@@ -374,7 +373,7 @@ class Tiling:
             return gradient, total, values
 
         zero = keras.ops.zeros((), "float32")
-        carry = (keras.ops.zeros_like(images), zero, {name: zero for name in names})
+        carry = (keras.ops.zeros_like(images), zero, dict.fromkeys(names, zero))
         gradient, total, values = backend.sequential_loop(0, len(boxes), body, carry)
         if self.mode != "overlap":
             # Neighbouring even tiles may share a pixel row or column; its gradient is their mean.

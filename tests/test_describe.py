@@ -237,3 +237,14 @@ def test_a_denoiser_of_colour_images_is_refused_in_one_line(dataset, tmp_path):
                         "--denoiser", str(tmp_path / "colour.keras"))
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "colour.keras" in result.output and "expected a model of (N, 32, 32, 1) gray patches" in result.output
+
+
+@pytest.mark.parametrize("heldout", [False, True], ids=["training-photos", "heldout-photos"])
+def test_describe_synth_writes_a_dataset_of_the_photos_it_names(tmp_path, heldout):
+    result, folder = _invoke(tmp_path, "synth", "--out", str(tmp_path / "data"), "--patches", "8",
+                             *(["--heldout"] if heldout else []))
+    assert result.exit_code == 0, result.output
+    photos = synthetic.HELDOUT_PHOTOS if heldout else synthetic.SyntheticSpec().photos
+    names = hpatches.sequence_names(folder)
+    assert {name.split("_", 1)[1] for name in names} == set(photos) and len(names) == 2 * len(photos)
+    assert hpatches.load_dataset(folder, names[:1])[names[0]].count == 8

@@ -34,7 +34,7 @@ class FiniteFloatRange(click.FloatRange):
     meaningless result, so it is refused while the options are parsed, before any work.
     """
 
-    def __init__(self, min=None, max=None, min_open=False, max_open=False):  # noqa: A002 (click's names)
+    def __init__(self, min=None, max=None, min_open=False, max_open=False):
         super().__init__(min=min, max=max, min_open=min_open, max_open=max_open)
         if min is None and max is None:
             self.name = "float"  # shown as FLOAT, like a plain float option

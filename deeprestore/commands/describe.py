@@ -1,5 +1,7 @@
 """`deeprestore describe`: train patch descriptors and score them with the HPatches protocol."""
 
+import dataclasses
+
 import click
 
 from deeprestore import settings as defaults
