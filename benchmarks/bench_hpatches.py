@@ -18,9 +18,9 @@ import numpy as np
 # This checkout's package (not an installed one) and the reference beside this script.
 sys.path[:0] = [str(pathlib.Path(__file__).resolve().parents[1]), str(pathlib.Path(__file__).resolve().parent)]
 
-import hpatches_reference as reference
+import hpatches_reference as reference  # noqa: E402 (from the path set above)
 
-from deeprestore.descriptors import evaluation, hpatches, tasks
+from deeprestore.descriptors import evaluation, hpatches, tasks  # noqa: E402 (this checkout's)
 
 NOISE = {"e": 0.3, "h": 0.6, "t": 1.0}  # descriptor noise of each level, in units of the ref spread
 

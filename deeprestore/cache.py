@@ -10,8 +10,8 @@ and recomputes it, so a cache is never silently wrong.
 One file may be shared by any number of processes, on one machine or across an array job's nodes. The
 file is never modified in place: a writer takes an exclusive `fcntl` lock on `<file>.lock`, copies the
 current file into memory, adds its entries there, writes the result to a temporary file beside it
-and renames that over the file. So a reader (which takes no lock) always opens a whole file, before or after a write; writers
-take turns and each starts from the latest file, so no write is lost; and a process killed at any
+and renames that over the file. So a reader (which takes no lock) always opens a whole file, before or
+after a write; writers take turns and each starts from the latest file, so no write is lost; and a process killed at any
 moment leaves the file as it was before or after its write (a leftover temporary copy is removed by
 the next writer). HDF5's own file locking is not used: it is unreliable on network file systems,
 where POSIX record locks (`fcntl`) are what the NFS lock manager implements. The price is one copy

@@ -18,6 +18,7 @@ wrapped by `every(interval, callback)`.
 
 import dataclasses
 import time
+import typing
 import warnings
 from collections.abc import Callable
 
@@ -146,7 +147,7 @@ class Plan:
 class StepRule:
     """A step rule: `apply` moves the variables along the gradient and updates the rule's state."""
 
-    hyperparameters = {}
+    hyperparameters: typing.ClassVar[dict] = {}  # name -> value, passed to `apply` without recompiling
 
     @property
     def key(self):

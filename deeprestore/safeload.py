@@ -25,7 +25,8 @@ _ALLOWED = {
        for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
     **{(module, "scalar"): _NUMPY_MULTIARRAY.scalar for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
     # Protocol 5 writes arrays as their raw bytes, read back by `_frombuffer`.
-    **{(module, "_frombuffer"): np._core.numeric._frombuffer for module in ("numpy.core.numeric", "numpy._core.numeric")},
+    **{(module, "_frombuffer"): np._core.numeric._frombuffer
+       for module in ("numpy.core.numeric", "numpy._core.numeric")},
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): lambda text, encoding="utf-8": text.encode(encoding),
@@ -81,7 +82,7 @@ def read_npy(file):
     readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     if version not in readers:
         raise ValueError(f"it is a .npy file of version {version}, expected 1.0 or 2.0")
-    shape, fortran_order, dtype = readers[version](file)
+    _, _, dtype = readers[version](file)  # shape, Fortran order, dtype
     if not dtype.hasobject:
         file.seek(start)
         return np.lib.format.read_array(file, allow_pickle=False)

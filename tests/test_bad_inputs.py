@@ -113,7 +113,8 @@ CASES = {
     "invert garbage image": (("invert", "--network", "tiny", "--layer", "relu1", "--size", "16", "--steps", "1",
                               "--images", "{files}/garbage.png"), 1, "garbage.png"),
     # stack
-    "stack nan module weight": ((*TINY_STACK, "--modules", "{files}/nan.yaml", "--images", "{files}/good"), 1, "finite"),
+    "stack nan module weight": ((*TINY_STACK, "--modules", "{files}/nan.yaml", "--images", "{files}/good"), 1,
+                                "finite"),
     "stack huge hidden width": ((*TINY_STACK, "--modules", "{files}/huge.yaml", "--images", "{files}/good"), 1,
                                 "Out of memory"),
     "stack broken spec": ((*TINY_STACK, "--modules", "{files}/broken.yaml", "--images", "{files}/good"), 1,

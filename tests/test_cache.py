@@ -183,7 +183,7 @@ def test_a_cache_in_a_folder_that_cannot_be_written_is_a_one_line_error_and_stay
     try:
         if os.access(folder, os.W_OK):
             pytest.skip("running as a user that may write anywhere")
-        with pytest.raises(DeepRestoreError, match="could not be written.*unchanged") as error:
+        with pytest.raises(DeepRestoreError, match=r"could not be written.*unchanged") as error:
             cache.get_or_compute("other", random_image(1), LAYERS, RecordingCompute(), **METADATA)
     finally:
         folder.chmod(0o755)
@@ -205,7 +205,7 @@ def test_a_full_disk_during_a_write_is_a_one_line_error_and_leaves_the_cache_and
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fdopen", full_disk)
-    with pytest.raises(DeepRestoreError, match="No space left on device.*unchanged") as error:
+    with pytest.raises(DeepRestoreError, match=r"No space left on device.*unchanged") as error:
         cache.get_or_compute("other", random_image(1), LAYERS, RecordingCompute(), **METADATA)
 
     assert "\n" not in str(error.value) and path.read_bytes() == before

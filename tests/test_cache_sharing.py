@@ -122,7 +122,7 @@ def test_a_writer_killed_at_random_moments_leaves_a_readable_cache_of_whole_entr
             continue
         assert h5py.is_hdf5(path)
         cache = ActivationCache(path)
-        for key in cache.keys():  # every complete entry is whole and exact
+        for key in cache.keys():  # noqa: SIM118 (the cache's method). Every complete entry is whole and exact
             assert cache.contains(key, LAYERS[-1], image=image(key), **METADATA)
             got = cache.get_or_compute(key, image(key), LAYERS, pytest.fail, **METADATA)
             want = stand_in(image(key)[None], LAYERS)

@@ -69,7 +69,8 @@ def test_a_run_on_another_host_is_dead_only_once_its_heartbeat_is_stale(tmp_path
 
     (run.path / "owner.json").write_text(json.dumps({**elsewhere, "heartbeat": time.time() - 60}))
     assert run.status == "running"
-    (run.path / "owner.json").write_text(json.dumps({**elsewhere, "heartbeat": time.time() - 2 * rundir.HEARTBEAT_STALE}))
+    stale = time.time() - 2 * rundir.HEARTBEAT_STALE
+    (run.path / "owner.json").write_text(json.dumps({**elsewhere, "heartbeat": stale}))
     assert run.status.startswith("dead: process 1 on another-node")
 
 

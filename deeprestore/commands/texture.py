@@ -26,7 +26,8 @@ from deeprestore.commands.common import parse_size, precision_option, print_esti
 @click.option("--optimiser", type=click.Choice(defaults.OPTIMISER_CHOICES), default=defaults.TEXTURE.optimiser)
 @click.option("--learning-rate", default=defaults.TEXTURE.learning_rate, type=click.FloatRange(min=0.0, min_open=True))
 @click.option("--steps", default=defaults.TEXTURE.steps, type=click.IntRange(min=1))
-@click.option("--parametrisation", type=click.Choice(defaults.PARAMETRISATIONS), default=defaults.TEXTURE.parametrisation,
+@click.option("--parametrisation", type=click.Choice(defaults.PARAMETRISATIONS),
+              default=defaults.TEXTURE.parametrisation,
               show_default=True,
               help="What is optimised: a decorrelated-colour Fourier spectrum (lucid's; L-BFGS then runs without "
                    "bounds), or the pixels (the Gram loss then favours per-pixel colour noise).")

@@ -4,7 +4,8 @@ Every reader turns a file into a *weight table*, `{layer name: [kernel, bias, ..
 and one function, `assign`, loads a table into a model with shape checks. Supported files:
 Keras `.weights.h5` (Keras 3) and legacy `.h5` (the keras.applications files), and Caffe
 conversions as `.npy` (a pickled dict, as in the widely shared `bvlc_alexnet.npy` and `vgg16.npy`)
-or `.npz`, read with `safeload` so a pickle in them builds plain data and never runs code. Layer names in a file may be Caffe-style aliases (`conv1_1`, `fc6`).
+or `.npz`, read with `safeload` so a pickle in them builds plain data and never runs code. Layer names in
+a file may be Caffe-style aliases (`conv1_1`, `fc6`).
 """
 
 import contextlib
