@@ -132,8 +132,11 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
     kill_and_compare(tmp_path, case, devices=1)
 
 
-def test_kill_9_at_random_moments_on_two_devices_then_resume_equals_an_uninterrupted_run(tmp_path):
-    kill_and_compare(tmp_path, "denoise", devices=2)
+# Not stack: two uninterrupted two-device stack runs already differ (by up to 0.025 after 24 steps, also
+# with TensorFlow's op determinism on), so a resumed one cannot be compared bit for bit.
+@pytest.mark.parametrize("case", ["denoise", "describe"])
+def test_kill_9_at_random_moments_on_two_devices_then_resume_equals_an_uninterrupted_run(tmp_path, case):
+    kill_and_compare(tmp_path, case, devices=2)
 
 
 @pytest.fixture(scope="module")
