@@ -39,10 +39,9 @@ def assert_refused_in_one_line(error, sentinel, path):
     assert "\n" not in message and path.name in message and "builtins.exec" in message
 
 
-def test_a_pickled_payload_in_an_npy_is_refused_without_running(tmp_path):
-    sentinel, path = tmp_path / "sentinel", tmp_path / "weights.npy"
-    np.save(path, np.array(payload_dict(sentinel), dtype=object), allow_pickle=True)
-    np.load(path, allow_pickle=True)  # the unsafe way runs it
+def assert_runs_unsafely_but_is_refused(path, sentinel, unsafe_load):
+    """`unsafe_load(path)` runs the payload (the file is a real attack); deeprestore refuses it unrun."""
+    unsafe_load(path)
     assert sentinel.exists()
     sentinel.unlink()
 
@@ -50,19 +49,18 @@ def test_a_pickled_payload_in_an_npy_is_refused_without_running(tmp_path):
         weights.read_table(path)
 
     assert_refused_in_one_line(error.value, sentinel, path)
+
+
+def test_a_pickled_payload_in_an_npy_is_refused_without_running(tmp_path):
+    sentinel, path = tmp_path / "sentinel", tmp_path / "weights.npy"
+    np.save(path, np.array(payload_dict(sentinel), dtype=object), allow_pickle=True)
+    assert_runs_unsafely_but_is_refused(path, sentinel, lambda path: np.load(path, allow_pickle=True))
 
 
 def test_a_pickled_payload_in_an_npz_is_refused_without_running(tmp_path):
     sentinel, path = tmp_path / "sentinel", tmp_path / "weights.npz"
     np.savez(path, conv1=np.array([np.ones(3), Payload(sentinel)], dtype=object))
-    np.load(path, allow_pickle=True)["conv1"]
-    assert sentinel.exists()
-    sentinel.unlink()
-
-    with pytest.raises(DeepRestoreError) as error:
-        weights.read_table(path)
-
-    assert_refused_in_one_line(error.value, sentinel, path)
+    assert_runs_unsafely_but_is_refused(path, sentinel, lambda path: np.load(path, allow_pickle=True)["conv1"])
 
 
 def test_a_bare_pickle_named_npy_is_refused_as_not_npy_without_running(tmp_path):
