@@ -7,8 +7,9 @@ Reference:
 `train` draws fresh triplets of tracks from the split's train sequences each epoch, fits the
 descriptor through `deeprestore.training.train` (Keras `fit`, step-exact checkpoints of weights,
 optimiser and dropout state, so `--resume` continues a run exactly), and evaluates the three mAPs on
-the test sequences after every epoch (seed 004's figure 6). `evaluate` scores a trained descriptor
-and/or descriptor CSV folders side by side. Both write `results.json`, `results.txt` and `results.png` into the run.
+the test sequences after every epoch (seed 004's figure 6), writing `results.json`, `results.txt` and
+`results.png` into the run as `describe_evaluate.evaluate` does for trained descriptors, baselines and
+descriptor CSV folders.
 """
 
 import functools
@@ -23,7 +24,7 @@ from deeprestore.backend import DataParallel
 from deeprestore.descriptors import evaluation, hpatches, model
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
-from deeprestore.recipes.describe_evaluate import evaluate, prepare_dataset, prepare_tasks, save_results  # noqa: F401
+from deeprestore.recipes.describe_evaluate import prepare_dataset, prepare_tasks, save_results
 
 DESCRIPTOR_FILE = "descriptor.keras"
 
