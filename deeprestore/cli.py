@@ -165,7 +165,7 @@ def load_backend_before(command):
 
 
 # Each module of `deeprestore.commands` but the shared ones defines one subcommand as `command`.
-SHARED_MODULES = ("aliases", "common", "resume")
+SHARED_MODULES = ("aliases", "common", "options", "resume")
 for module in pkgutil.iter_modules(commands.__path__):
     if module.name not in SHARED_MODULES:
         cli.add_command(load_backend_before(importlib.import_module(f"deeprestore.commands.{module.name}").command))

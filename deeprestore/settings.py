@@ -1,11 +1,16 @@
-"""Every command's settings and their defaults, in one place.
+"""Every command's settings: their defaults, types, ranges and help, each written once.
 
-Each experiment has a frozen dataclass here. The CLI takes its option defaults from these and the
-recipes take an instance, so a default is written once. This module imports nothing heavy (no Keras),
-so the CLI can read it before choosing a backend.
+Each experiment has a frozen dataclass here. A field holds everything about one setting: its type (the
+annotation), its default, and in its metadata (see `option`) its help, its range or choices and how the
+command line spells it. The commands generate their click options from the fields
+(`deeprestore.commands.options`), the recipes take an instance, `config.json` stores it, and the
+classes' docstrings list the fields' help for the API reference; so `--help`, the stored settings and
+the manual cannot drift apart. This module imports nothing heavy (no Keras, no click), so the CLI can
+read it before choosing a backend.
 """
 
 import dataclasses
+import inspect
 
 START_CHOICES = ("image", "noise", "grey")
 # The network's arithmetic in the image-optimisation recipes: `bfloat16` is Keras's mixed precision
@@ -13,93 +18,169 @@ START_CHOICES = ("image", "noise", "grey")
 PRECISIONS = ("float32", "bfloat16")
 # What the optimiser steps on: the pixels, or a decorrelated-colour Fourier spectrum (`parametrisations`).
 PARAMETRISATIONS = ("pixels", "fourier")
+POOLINGS = ("max", "average")
+TILE_MODES = ("random", "contiguous", "overlap")
+
+# The keys `option` puts in a field's metadata, besides `help`.
+_OPTION_KEYS = ("flag", "aliases", "choices", "at_least", "at_most", "above", "below", "item", "path", "exists",
+                "metavar", "kind", "required", "shown_default")
 
 
-@dataclasses.dataclass(frozen=True)
+def option(default, help, **details):
+    """A settings field with its command-line option described in its metadata.
+
+    Args:
+        default: The default value. A tuple makes a repeatable option (see `item`), a bool a flag
+            (`--x/--no-x` when it defaults to True).
+        help: The help text, shown by `--help`, in the manual's CLI reference and in the class's
+            docstring.
+        **details: What the option needs beyond the field's type and default, all optional:
+            `flag` (its spelling when not `--field-name`, e.g. `--from`), `aliases` (old spellings that
+            parse but are left out of `--help`), `choices`, the bounds `at_least`/`at_most` (closed)
+            and `above`/`below` (open), `item` (the type of a repeatable option's values, default str),
+            `path` (`file`, `folder` or `any`) with `exists`, `metavar`, `kind` (`size` for
+            `HEIGHTxWIDTH`, `devices` for a count or `all`), `required`, `shown_default` (what `--help`
+            says of a None default).
+
+    Returns:
+        A `dataclasses.field`.
+
+    Raises:
+        TypeError: An unknown detail (a typo would otherwise be silently ignored).
+    """
+    unknown = set(details) - set(_OPTION_KEYS)
+    if unknown:
+        raise TypeError(f"unknown option details {sorted(unknown)}; expected some of {_OPTION_KEYS}")
+    return dataclasses.field(default=default, metadata={"help": help, **details})
+
+
+def settings(cls):
+    """Makes `cls` a frozen dataclass and lists its fields' help under `Attributes:` in its docstring."""
+    cls = dataclasses.dataclass(frozen=True)(cls)
+    entries = [f"    {field.name}: {field.metadata['help']}" for field in dataclasses.fields(cls)]
+    cls.__doc__ = inspect.cleandoc(cls.__doc__) + "\n\nAttributes:\n" + "\n".join(entries) + "\n"
+    return cls
+
+
+# Fields several commands share, written once.
+
+MODEL_FILES = "Network name or Keras model file (see `deeprestore nets` and the manual's networks page)."
+DEVICES_HELP = ("Devices to train on, data-parallel: a number (the first GPUs, or CPU devices where there are no "
+                "GPUs) or all. --batch-size is the global batch, split evenly (a multiple of the devices); the "
+                "learning rate is not rescaled.")
+
+
+def network_field():
+    return option("vgg16", MODEL_FILES)
+
+
+def weights_field():
+    return option("auto", "auto, imagenet, offline, random, or a weights file (see the manual's networks page).")
+
+
+def precision_field():
+    return option("float32", "The network's arithmetic: bfloat16 is mixed precision for GPUs (the image and the step "
+                             "stay float32).", choices=PRECISIONS)
+
+
+def pooling_field(default):
+    return option(default, "Pooling of the network: max, or average (smoother gradients; the paper's choice for "
+                           "style and textures).", choices=POOLINGS)
+
+
+def cache_field():
+    return option(None, "HDF5 activation cache shared across runs (default: the run's own activations.h5).",
+                  path="file")
+
+
+def shard_field():
+    return option(None, "I/N: process only the I-th of N shares of a folder or list of images (cluster array jobs).",
+                  metavar="I/N")
+
+
+def data_cache_field(what):
+    return option(None, f"Folder for the resized dataset and {what}, shared across runs (default: the run's data/).",
+                  path="folder")
+
+
+def devices_field():
+    return option(1, DEVICES_HELP, kind="devices")
+
+
+def keep_every_field():
+    return option(0, "Keep every checkpoint whose step is a multiple of this besides the last (0: only the last).",
+                  at_least=0)
+
+
+def tensorboard_field():
+    return option(False, "Also write TensorBoard event files (losses, and images at each validation) into the run's "
+                         "tensorboard/; uses TensorFlow's writer, also on JAX.")
+
+
+@settings
 class DreamSettings:
     """DeepDream: normalised gradient ascent on layer objectives, over octaves (seed 003; Mordvintsev et al.).
 
     Objective options are strings as typed on the command line (`block4_relu3:0.5`); the dream recipe
     parses them (`deeprestore.recipes.dream.parse_terms`). All given terms are summed; with none, the
     network's default dream layers are used.
-
-    Attributes:
-        images: Start image(s): a file, a bundled sample, a folder or a list file.
-        network: Registered network name, or a Keras model file (manual, docs/networks.rst: "Networks from
-            model files").
-        weights: `auto`, `imagenet`, `offline`, `random` or a path.
-        precision: `float32`, or `bfloat16`: the network in mixed precision (see `PRECISIONS`).
-        pooling: `max` or `average`.
-        layers: `LAYER[:WEIGHT]`: raise the L2 norm of a layer (weight 1 by default).
-        channels: `LAYER:INDEX[:WEIGHT]`: raise the mean activation of one channel.
-        neurons: `LAYER:INDEX[:WEIGHT]`: raise one unit, channel INDEX at the centre of the layer's grid.
-        classes: `INDEX[:WEIGHT]`: raise a class logit (pre-softmax), averaged over the positions of the
-            fully convolutional head; builds the network with its classifier head.
-        guide: Guide image: at the L2 layers, raise the dot product with the guide's features instead.
-        cycle: `LAYER:STEP_SIZE:STEPS` stages run in order, `cycles` times, at each octave (seed 003,
-            2.5); replaces `layers`, `steps` and `step_size`.
-        cycles: Number of passes over the `cycle` stages.
-        size: Longer side of the working image, in pixels (0 keeps the input size).
-        octaves: Number of scales, processed from the smallest.
-        octave_scale: Size ratio between consecutive octaves.
-        steps: Gradient steps per octave.
-        step_size: Step in units of the mean absolute gradient.
-        jitter: Largest random shift before each step, in pixels.
-        start: `image` (the input), `noise` (uniform, seeded) or `grey`.
-        tile: Tile side in pixels for tile-by-tile gradients (0: whole image at once).
-        tile_mode: `random` (grid shifted each step, no seams), `contiguous` (fixed grid, seams show) or
-            `overlap` (fixed grid with `tile_overlap`, shared regions updated several times).
-        tile_overlap: Overlap of neighbouring tiles in `overlap` mode (seed 003: 124 px on 224 px tiles).
-        blur_every: Blur the image every this many steps (0: never).
-        blur_sigma: Standard deviation of that Gaussian blur, in pixels.
-        clamp: Keep pixels within [0, 1] after each step.
-        scaling: Scale the image towards grey by this factor after each step (1: off; seed 003).
-        l2_decay: Weight of an L2 penalty `mean((x - 0.5)^2)` on the image (0: off).
-        frames: Zoom loop: dream this many frames, each started from the previous one zoomed (1: off).
-        zoom: Zoom factor between frames (crop the centre 1/zoom and resize back).
-        save_every: Save the image every this many steps into `images/` (0: never).
-        cache: HDF5 activation cache shared across runs (default: the run's own activations.h5).
-        shard: `I/N`: dream only the I-th of N shares of a folder or list of images (array jobs).
-        parametrisation: `pixels`, or `fourier`: each octave's image is encoded as a decorrelated-colour
-            Fourier spectrum (lucid's, see `deeprestore.parametrisations`) and the step taken on it.
-        decay_power: With `fourier`, the spectrum is scaled by `1 / frequency ** decay_power`. lucid's 1
-            spends a dream's steps on low-frequency colour drift; 0.5 keeps the patterns and smooths them.
     """
 
-    images: str = "astronaut"
-    network: str = "vgg16"
-    weights: str = "auto"
-    precision: str = "float32"
-    pooling: str = "max"
-    layers: tuple = ()
-    channels: tuple = ()
-    neurons: tuple = ()
-    classes: tuple = ()
-    guide: str | None = None
-    cycle: tuple = ()
-    cycles: int = 1
-    size: int = 384
-    octaves: int = 4
-    octave_scale: float = 1.4
-    steps: int = 10
-    step_size: float = 0.008
-    jitter: int = 32
-    start: str = "image"
-    tile: int = 0
-    tile_mode: str = "random"
-    tile_overlap: int = 124
-    blur_every: int = 0
-    blur_sigma: float = 0.5
-    clamp: bool = True
-    scaling: float = 1.0
-    l2_decay: float = 0.0
-    frames: int = 1
-    zoom: float = 1.05
-    save_every: int = 0
-    cache: str | None = None
-    shard: str | None = None
-    parametrisation: str = "pixels"
-    decay_power: float = 0.5
+    images: str = option("astronaut", "Start image: a file, a bundled sample (astronaut, brick, chelsea, coffee, "
+                                      "grass, ...), or a folder or list file of images (dreamed one by one with the "
+                                      "network loaded once).", aliases=("--image",))
+    network: str = network_field()
+    weights: str = weights_field()
+    precision: str = precision_field()
+    pooling: str = pooling_field("max")
+    layers: tuple = option((), "Raise the L2 norm of a layer's response, with a weight (default 1); repeat for a "
+                               "weighted sum. Without any objective option: the network's dream layers.",
+                           flag="--layer", metavar="LAYER[:WEIGHT]")
+    channels: tuple = option((), "Raise the mean activation of one channel; repeatable.", flag="--channel",
+                             metavar="LAYER:INDEX[:WEIGHT]")
+    neurons: tuple = option((), "Raise one unit: a channel at the centre of the layer's grid; repeatable.",
+                            flag="--neuron", metavar="LAYER:INDEX[:WEIGHT]")
+    classes: tuple = option((), "Raise a class logit (pre-softmax), averaged over the convolutional head's positions; "
+                                "builds the classifier head (needs --weights imagenet, a file or random).",
+                            flag="--class", metavar="INDEX[:WEIGHT]")
+    guide: str | None = option(None, "Guided dreaming: at the L2 layers, raise the dot product with this image's "
+                                     "features.", metavar="IMAGE")
+    cycle: tuple = option((), "A stage of a multi-layer cycle, run in the order given (seed 003, 2.5); replaces "
+                              "--layer, --steps and --step-size.", metavar="LAYER:STEP_SIZE:STEPS")
+    cycles: int = option(1, "Passes over the --cycle stages at each octave.", at_least=1)
+    size: int = option(384, "Longer side of the working image in pixels (0: keep the input size).", at_least=0)
+    octaves: int = option(4, "Number of scales, processed from the smallest.", at_least=1)
+    octave_scale: float = option(1.4, "Size ratio between consecutive octaves.", at_least=1.0)
+    steps: int = option(10, "Gradient steps per octave.", at_least=1)
+    step_size: float = option(0.008, "Step in units of the mean absolute gradient.", above=0.0)
+    jitter: int = option(32, "Largest random shift before each step, pixels.", at_least=0)
+    start: str = option("image", "Start from the image, seeded uniform noise, or grey.", choices=START_CHOICES)
+    tile: int = option(0, "Compute gradients tile by tile, tiles of this many pixels (0: whole image).", at_least=0)
+    tile_mode: str = option("random", "random: grid shifted each step, no seams; contiguous: fixed grid, seams show; "
+                                      "overlap: fixed grid with --tile-overlap, shared regions updated several times.",
+                            choices=TILE_MODES)
+    tile_overlap: int = option(124, "Overlap of neighbouring tiles in overlap mode, pixels (seed 003: 124 on 224 px "
+                                    "tiles).", at_least=0)
+    blur_every: int = option(0, "Gaussian blur every this many steps (0: never).", at_least=0)
+    blur_sigma: float = option(0.5, "Standard deviation of the blur, pixels.", at_least=0.0)
+    clamp: bool = option(True, "Keep pixels within [0, 1] after each step.")
+    scaling: float = option(1.0, "Scale the image towards grey by this factor after each step (1: off; seed 003).",
+                            above=0.0, at_most=1.0)
+    l2_decay: float = option(0.0, "Weight of an L2 penalty mean((x - 0.5)^2) on the image (0: off).", at_least=0.0)
+    parametrisation: str = option(
+        "pixels", "What each octave steps on: the pixels, or a decorrelated-colour Fourier spectrum (lucid's, see "
+                  "`deeprestore.parametrisations`; smoother patterns). Jitter, tiles, blur, scaling and L2 decay "
+                  "apply to its images; its sigmoid keeps pixels in [0, 1], so it refuses --no-clamp.",
+        choices=PARAMETRISATIONS)
+    decay_power: float = option(0.5, "fourier: scale the spectrum by 1 / frequency ^ this. lucid's 1 spends a dream's "
+                                     "steps on low-frequency colour drift; 0.5 keeps the patterns and smooths them.",
+                                at_least=0.0)
+    frames: int = option(1, "Zoom loop: frames, each dreamed from the previous one zoomed (centre 1/--zoom resized "
+                            "back); saved as PNGs and a GIF (1: off).", at_least=1)
+    zoom: float = option(1.05, "Zoom factor between frames.", at_least=1.0)
+    save_every: int = option(0, "Save the image every this many steps into images/ (0: never).", at_least=0)
+    cache: str | None = cache_field()
+    shard: str | None = shard_field()
 
 
 DREAM = DreamSettings()
@@ -108,110 +189,71 @@ MODULE_TYPES = ("cd", "dc", "dd", "upconv")
 STACK_MODES = ("separate", "joint", "end-to-end", "fine-tune")
 
 
-@dataclasses.dataclass(frozen=True)
+@settings
 class StackSettings:
-    """Training a stack of inversion modules, one per network operation (seed 000; Dosovitskiy & Brox).
+    """Training a stack of inversion modules, one per network operation (seed 000; Dosovitskiy & Brox)."""
 
-    Attributes:
-        network: Registered network name, or a Keras model file (manual, docs/networks.rst: "Networks from
-            model files").
-        weights: `auto`, `imagenet`, `offline`, `random` or a path.
-        modules: A JSON/YAML module spec file; None builds the default chain from `source` to `target`.
-        source: Layer the default chain inverts from (e.g. `pool1`).
-        target: Layer the default chain inverts to, or `image`.
-        module_type: Type of every default module: `cd`, `dc`, `dd` or `upconv`.
-        mode: `separate` (each module on true activations), `joint` (weighted sum of the modules'
-            losses along the chain), `end-to-end` (final loss only) or `fine-tune` (joint, from the
-            modules of `init`, at `fine_tune_learning_rate`).
-        images: `bundled` (scikit-image photos, crops and flips), a folder or a list file.
-        size: Side of the square training crops (VGG convolutions work at any size).
-        validation: Images held out for validation.
-        steps: Optimisation steps.
-        batch_size: Images per step.
-        learning_rate: Adam's learning rate.
-        fine_tune_learning_rate: Adam's learning rate in `fine-tune` mode.
-        init: A stack run (or its `modules/` folder) whose module weights to start from.
-        validate_every: Steps between validation losses and reconstruction figures (0: only at the end).
-        checkpoint_every: Steps between checkpoints.
-        channel_losses: Whether to log each target channel's error too.
-        data_cache: Folder for the resized dataset and cached activations, shared across runs (default:
-            the run's `data/`).
-        figure_images: Validation images in each reconstruction figure.
-        devices: Devices each step's batch is split over (data parallelism), or `all`; `batch_size` is
-            the global batch and must be a multiple of it.
-        keep_every: Checkpoints at multiples of this step are kept besides the last (0: only the last).
-        tensorboard: Also write TensorBoard event files into the run's `tensorboard/`.
-    """
-
-    network: str = "vgg16"
-    weights: str = "auto"
-    modules: str | None = None
-    source: str = "pool1"
-    target: str = "image"
-    module_type: str = "cd"
-    mode: str = "separate"
-    images: str = "bundled"
-    size: int = 64
-    validation: int = 10
-    steps: int = 200
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    fine_tune_learning_rate: float = 1e-4
-    init: str | None = None
-    validate_every: int = 50
-    checkpoint_every: int = 50
-    channel_losses: bool = False
-    data_cache: str | None = None
-    figure_images: int = 4
-    devices: int | str = 1
-    keep_every: int = 0
-    tensorboard: bool = False
+    network: str = network_field()
+    weights: str = weights_field()
+    modules: str | None = option(None, "JSON/YAML module spec file (default: one module per operation from --from to "
+                                       "--to).", path="file", exists=True)
+    source: str = option("pool1", "Layer the default chain inverts from (e.g. pool1).", flag="--from")
+    target: str = option("image", "Layer the default chain inverts to, or image.", flag="--to")
+    module_type: str = option("cd", "Type of every default module: conv-deconv, deconv-conv, deconv-deconv or "
+                                    "upsample-conv.", flag="--type", choices=MODULE_TYPES)
+    mode: str = option("separate", "separate: each module on true activations; joint: weighted sum of module losses "
+                                   "along the chain; end-to-end: final loss only; fine-tune: joint from --init at "
+                                   "--fine-tune-learning-rate.", choices=STACK_MODES)
+    images: str = option("bundled", "Training images: bundled (scikit-image photos, crops and flips), a folder or a "
+                                    "list file.")
+    size: int = option(64, "Side of the square training crops (VGG convolutions work at any size).", at_least=8)
+    validation: int = option(10, "Images held out for validation.", at_least=1)
+    steps: int = option(200, "Optimisation steps in all (a resumed run continues to this many).", at_least=1)
+    batch_size: int = option(8, "Images per step.", at_least=1)
+    learning_rate: float = option(1e-3, "Adam's learning rate.", above=0.0)
+    fine_tune_learning_rate: float = option(1e-4, "Adam's learning rate in --mode fine-tune.", above=0.0)
+    init: str | None = option(None, "Stack run (or its modules/ folder) whose module weights to start from.",
+                              path="folder", exists=True)
+    validate_every: int = option(50, "Steps between validation losses and reconstruction figures (0: only at the "
+                                     "end).", at_least=0)
+    checkpoint_every: int = option(50, "Steps between checkpoints (what a killed run can lose).", at_least=1)
+    channel_losses: bool = option(False, "Also log each target channel's error.")
+    data_cache: str | None = data_cache_field("cached activations")
+    figure_images: int = option(4, "Validation images in each reconstruction figure.", at_least=1)
+    devices: int | str = devices_field()
+    keep_every: int = keep_every_field()
+    tensorboard: bool = tensorboard_field()
 
 
 STACK = StackSettings()
 
 
-@dataclasses.dataclass(frozen=True)
+@settings
 class LearnedInversionSettings:
-    """Defaults of `invert --method learned`: reconstruction through a trained stack.
+    """Defaults of `invert --method learned`: reconstruction through a trained stack."""
 
-    Attributes:
-        stack: A stack run directory (or its `modules/` folder).
-        layer: Layer to reconstruct from; empty means the stack's deepest input.
-        size: Side of the square centre crops; 0 means the size the stack was trained at.
-        batch_size: Images per forward pass.
-    """
-
-    stack: str | None = None
-    layer: str = ""
-    size: int = 0
-    batch_size: int = 8
+    stack: str | None = option(None, "A stack run (or its modules/ folder) from `deeprestore stack`.", path="folder",
+                               exists=True)
+    layer: str = option("", "Layer to reconstruct from; empty means the stack's deepest input.")
+    size: int = option(0, "Side of the square centre crops; 0 means the size the stack was trained at.", at_least=0)
+    batch_size: int = option(8, "Images per forward pass.", at_least=1)
 
 
 INVERT_LEARNED = LearnedInversionSettings()
 
 
-@dataclasses.dataclass(frozen=True)
+@settings
 class DeconvnetSettings:
-    """Defaults of `invert --method deconvnet` (Zeiler & Fergus 2014; seed 002).
+    """Defaults of `invert --method deconvnet` (Zeiler & Fergus 2014; seed 002)."""
 
-    Attributes:
-        images: Images to search for the strongest activations: `bundled`, a folder or a list file.
-        layers: Layers to visualise; empty means every pooling layer.
-        channels: How many channels per layer (the first ones) get a row in the figure.
-        top: Strongest activations per channel (nine in Zeiler & Fergus).
-        size: Side of the square centre crops; 0 means the network's input size.
-        batch_size: Images per forward pass.
-        data_cache: Folder for the resized dataset and activation maxima, shared across runs.
-    """
-
-    images: str = "bundled"
-    layers: tuple = ()
-    channels: int = 8
-    top: int = 9
-    size: int = 0
-    batch_size: int = 8
-    data_cache: str | None = None
+    images: str = option("bundled", "Images to search for the strongest activations: bundled, a folder or a list "
+                                    "file.")
+    layers: tuple = option((), "Layers to visualise; empty means every pooling layer.", flag="--layer")
+    channels: int = option(8, "Channels per layer (the first ones), a row each in the figure.", at_least=1)
+    top: int = option(9, "Strongest activations shown per channel (nine in Zeiler & Fergus).", at_least=1)
+    size: int = option(0, "Side of the square centre crops; 0 means the network's input size.", at_least=0)
+    batch_size: int = option(8, "Images per forward pass.", at_least=1)
+    data_cache: str | None = data_cache_field("activation maxima")
 
 
 INVERT_DECONVNET = DeconvnetSettings()
@@ -219,95 +261,77 @@ INVERT_DECONVNET = DeconvnetSettings()
 DENOISE_LOSSES = ("mae", "mse", "bce")
 DENOISE_OPTIMISERS = ("sgd", "adam")
 DENOISE_SCHEDULES = ("cosine", "constant")
+# What `--help` says of a `denoise train` option left None: the model's own training default.
+MODEL_DEFAULT = "per model; see `deeprestore denoise models`"
+CORRUPTIONS = ("gaussian:SIGMA, salt-and-pepper:AMOUNT, centre:FRACTION or perturbation:easy|hard|tough (our "
+               "N-HPatches-like noise)")
 
 
-@dataclasses.dataclass(frozen=True)
+@settings
 class DenoiseSettings:
     """`denoise train`: a restoration model trained on corrupted patches (seeds 001 and 004).
 
     Options left `None` take the model's own training defaults (its seed's values; `deeprestore
     denoise models` lists them), so every model trains as its seed did unless told otherwise.
-
-    Attributes:
-        model: Registered model name (`unet`, `dncnn`, `autoencoder`, ...).
-        data: Training images: a folder of images, a list file, a folder of HPatches-format pairs
-            (`<image>.png` and `<image>_noise.png` stacks), or `None` for the bundled photos.
-        channels: 1 (grey) or 3 (RGB).
-        corruption: `KIND:VALUE` applied to clean patches (`gaussian:0.1`, `salt-and-pepper:0.05`,
-            `centre:0.5`, `perturbation:hard`); not used with HPatches pairs.
-        patch_size: Side of the training patches (a multiple of 4).
-        batch_size: Patches per step.
-        steps: Training steps in all (a resumed run continues to this many).
-        loss: `mae`, `mse` or `bce`.
-        optimiser: `sgd` (Nesterov momentum) or `adam`.
-        learning_rate: Step size.
-        momentum: Nesterov momentum of `sgd`.
-        schedule: `cosine` (the step size decays to 0 over `steps`, so the last weights are not caught
-            mid-swing) or `constant` (seed 004).
-        validation_fraction: Share of each image (bottom rows) or stack (last patches) for validation.
-        validation_batches: Fixed validation batches, each `batch_size` patches.
-        validate_every: Steps between validations (and the end).
-        checkpoint_every: Steps between checkpoints.
-        test_image: Image held out for the final PSNR/SSIM table (default: bundled `camera`).
-        test_size: Longer side the test image is resized to (0: full size).
-        baselines: Also score scikit-image's classical methods.
-        devices: Devices each step's batch is split over (data parallelism), or `all`; `batch_size` is
-            the global batch and must be a multiple of it.
-        keep_every: Checkpoints at multiples of this step are kept besides the last (0: only the last).
-        tensorboard: Also write TensorBoard event files into the run's `tensorboard/`.
     """
 
-    model: str = "unet"
-    data: str | None = None
-    channels: int | None = None
-    corruption: str | None = None
-    patch_size: int | None = None
-    batch_size: int | None = None
-    steps: int | None = None
-    loss: str | None = None
-    optimiser: str | None = None
-    learning_rate: float | None = None
-    momentum: float | None = None
-    schedule: str = "cosine"
-    validation_fraction: float = 0.2
-    validation_batches: int = 2
-    validate_every: int = 50
-    checkpoint_every: int = 50
-    test_image: str = "camera"
-    test_size: int = 256
-    baselines: bool = True
-    devices: int | str = 1
-    keep_every: int = 0
-    tensorboard: bool = False
+    model: str = option("unet", "unet, dncnn, autoencoder, autoencoder-v2, autoencoder-bn or autoencoder-dropout "
+                                "(see `deeprestore denoise models`).")
+    data: str | None = option(None, "Folder (or list file) of training images, or of HPatches pairs <image>.png + "
+                                    "<image>_noise.png.", path="any", exists=True,
+                              shown_default="the bundled photos but camera")
+    channels: int | None = option(None, "1 (grey) or 3 (RGB).", choices=(1, 3), shown_default=MODEL_DEFAULT)
+    corruption: str | None = option(None, f"Applied to clean patches: {CORRUPTIONS}; not used with HPatches pairs.",
+                                    metavar="KIND:VALUE", shown_default=MODEL_DEFAULT)
+    patch_size: int | None = option(None, "Side of the training patches, a multiple of 4.", at_least=4,
+                                    shown_default=MODEL_DEFAULT)
+    batch_size: int | None = option(None, "Patches per step.", at_least=1, shown_default=MODEL_DEFAULT)
+    steps: int | None = option(None, "Training steps in all (a resumed run continues to this many).", at_least=1,
+                               shown_default=MODEL_DEFAULT)
+    loss: str | None = option(None, "Mean absolute error, mean squared error or binary cross-entropy.",
+                              choices=DENOISE_LOSSES, shown_default=MODEL_DEFAULT)
+    optimiser: str | None = option(None, "SGD with Nesterov momentum, or Adam.", choices=DENOISE_OPTIMISERS,
+                                   aliases=("--optimizer",), shown_default=MODEL_DEFAULT)
+    learning_rate: float | None = option(None, "Step size.", above=0.0, shown_default=MODEL_DEFAULT)
+    momentum: float | None = option(None, "Nesterov momentum of SGD.", at_least=0.0, below=1.0,
+                                    shown_default=MODEL_DEFAULT)
+    schedule: str = option("cosine", "Step size: cosine decay to 0 over --steps (so the last weights are not caught "
+                                     "mid-swing), or constant (seed 004). Resuming with more --steps stretches the "
+                                     "decay over the new total from then on.", choices=DENOISE_SCHEDULES)
+    validation_fraction: float = option(0.2, "Share of each image (bottom rows) or stack (last patches) kept for "
+                                             "validation.", above=0.0, below=1.0)
+    validation_batches: int = option(2, "Fixed validation batches, each --batch-size patches.", at_least=1)
+    validate_every: int = option(50, "Steps between validations (0: only at the end).", at_least=0)
+    checkpoint_every: int = option(50, "Steps between checkpoints.", at_least=1)
+    test_image: str = option("camera", "Image held out for the final PSNR/SSIM table: a file or a bundled sample.")
+    test_size: int = option(256, "Longer side of the test image in pixels (0: full size).", at_least=0)
+    baselines: bool = option(True, "Also score scikit-image's classical methods.")
+    devices: int | str = devices_field()
+    keep_every: int = keep_every_field()
+    tensorboard: bool = tensorboard_field()
 
 
-@dataclasses.dataclass(frozen=True)
+@settings
 class DenoiseApplySettings:
-    """`denoise apply`: a trained model on images, each scored against its clean image when known.
+    """`denoise apply`: a trained model on images, each scored against its clean image when known."""
 
-    Attributes:
-        model: A `denoise train` run directory or a saved `.keras` model.
-        images: The image(s) to restore: a file, a bundled sample, a folder or a list file.
-        clean: Their clean versions (as many, in the same order), for PSNR and SSIM.
-        corruption: Corrupt `image` with this `KIND:VALUE` first (then `image` is the clean reference).
-        grey: Convert a colour image to grey for a one-channel model.
-        size: Longer side the image is resized to first (0: keep its size).
-        tile: Side of the tiles large images are cut into (a multiple of 4).
-        overlap: Pixels tiles overlap on each side (a multiple of 4).
-        baselines: Also run and score scikit-image's classical methods.
-        shard: `I/N`: restore only the I-th of N shares of a folder or list of images (array jobs).
-    """
-
-    model: str | None = None
-    images: str | None = None
-    clean: str | None = None
-    corruption: str | None = None
-    grey: bool = False
-    size: int = 0
-    tile: int = 256
-    overlap: int = 32
-    baselines: bool = True
-    shard: str | None = None
+    model: str | None = option(None, "A `denoise train` run directory, or a saved .keras model.", path="any",
+                               exists=True, required=True)
+    images: str | None = option(None, "Image(s) to restore: a file, a bundled sample (camera, astronaut, ...), a "
+                                      "folder or a list file (each restored into items/<NNN_name>/ of the run).",
+                                aliases=("--image",), required=True)
+    clean: str | None = option(None, "The clean version of --images, for PSNR and SSIM: as many images, in the same "
+                                     "order.")
+    corruption: str | None = option(None, f"Corrupt --images first (seeded), which then serves as the clean "
+                                          f"reference: {CORRUPTIONS}.", metavar="KIND:VALUE")
+    grey: bool = option(False, "Convert a colour image to grey for a one-channel model.")
+    size: int = option(0, "Longer side the image is resized to first (0: keep its size).", at_least=0)
+    tile: int = option(256, "Side of the tiles large images are restored in (a multiple of 4); bounds the memory "
+                            "used.", at_least=4)
+    overlap: int = option(32, "Pixels tiles overlap on each side (a multiple of 4; at least the receptive field for "
+                              "seamless tiles).", at_least=0)
+    baselines: bool = option(True, "Also run and score scikit-image's classical methods.")
+    shard: str | None = shard_field()
 
 
 DENOISE = DenoiseSettings()
@@ -317,109 +341,73 @@ INIT_CHOICES = ("content", "noise", "style")
 OPTIMISER_CHOICES = ("lbfgs", "adam")
 
 
-@dataclasses.dataclass(frozen=True)
+@settings
 class StyleSettings:
-    """Neural style transfer (Gatys, Ecker & Bethge, 2015).
+    """Neural style transfer (Gatys, Ecker & Bethge, 2015)."""
 
-    Attributes:
-        content: Content image(s): a file, a folder, a list file or a bundled sample.
-        styles: Style images; their Gram matrices are blended with `style_blend`.
-        style_blend: One weight per style image (default: equal).
-        network: Registered network name or Keras model file (the paper used VGG19; VGG16 has offline weights).
-        weights: `auto`, `imagenet`, `offline`, `random` or a path.
-        precision: `float32`, or `bfloat16`: the network in mixed precision (see `PRECISIONS`).
-        pooling: `average` (the paper: better gradients) or `max`.
-        content_layer: Content layer; empty means the network's default (conv4_2's rectified output).
-        style_layers: Style layers; empty means the network's defaults (conv1_1 .. conv5_1).
-        style_layer_weights: One weight per style layer (default: equal, summing to 1).
-        content_weight: Weight of the content loss (the paper's alpha).
-        style_weight: Weight of the style loss (the paper's beta; alpha / beta = 1e-3).
-        tv_weight: Weight of a squared total-variation smoothness term.
-        init: Start from the `content` image, seeded `noise`, or the (first) `style` image.
-        optimiser: `lbfgs` (the standard for this method) or `adam`.
-        learning_rate: Adam's learning rate, on [0, 1] pixels.
-        steps: Iterations at each scale.
-        size: Longer side of the output in pixels.
-        style_scale: Size of the style images relative to the output.
-        scales: Coarse-to-fine: number of resolutions, each twice the previous.
-        preserve_colour: Transfer on luminance only and keep the content's colours.
-        cache: HDF5 activation cache shared across runs.
-        shard: `I/N`: process only the I-th of N shares of the content images (cluster array jobs).
-    """
-
-    content: str = "chelsea"
-    styles: tuple = ("coffee",)
-    style_blend: tuple = ()
-    network: str = "vgg16"
-    weights: str = "auto"
-    precision: str = "float32"
-    pooling: str = "average"
-    content_layer: str = ""
-    style_layers: tuple = ()
-    style_layer_weights: tuple = ()
-    content_weight: float = 1.0
-    style_weight: float = 1e3
-    tv_weight: float = 0.0
-    init: str = "content"
-    optimiser: str = "lbfgs"
-    learning_rate: float = 0.02
-    steps: int = 60
-    size: int = 256
-    style_scale: float = 1.0
-    scales: int = 1
-    preserve_colour: bool = False
-    cache: str | None = None
-    shard: str | None = None
+    content: str = option("chelsea", "Content image(s): a file, a folder, a list file or a bundled sample.")
+    styles: tuple = option(("coffee",), "Style image; repeat to blend several (their Gram matrices, by "
+                                        "--style-blend).", flag="--style")
+    style_blend: tuple = option((), "Blend weight of each style image (default: equal).", item=float)
+    network: str = option("vgg16", f"{MODEL_FILES} The paper used VGG19; VGG16 has offline weights.")
+    weights: str = weights_field()
+    precision: str = precision_field()
+    pooling: str = pooling_field("average")
+    content_layer: str = option("", "Content layer (default: the network's, conv4_2's rectified output).")
+    style_layers: tuple = option((), "Style layer; repeat (default: the network's, conv1_1 .. conv5_1).",
+                                 flag="--style-layer")
+    style_layer_weights: tuple = option((), "Weight of each style layer (default: equal, summing to 1).",
+                                        flag="--style-layer-weight", item=float)
+    content_weight: float = option(1.0, "Weight of the content loss (the paper's alpha).", at_least=0.0)
+    style_weight: float = option(1e3, "Weight of the style loss (the paper's beta; alpha / beta = 1e-3).",
+                                 at_least=0.0)
+    tv_weight: float = option(0.0, "Weight of a squared total-variation smoothness term.", at_least=0.0)
+    init: str = option("content", "Start from the content image, seeded noise, or the (first) style image.",
+                       choices=INIT_CHOICES)
+    optimiser: str = option("lbfgs", "lbfgs (the standard for this method) or adam.", choices=OPTIMISER_CHOICES)
+    learning_rate: float = option(0.02, "Adam's learning rate on [0, 1] pixels.", above=0.0)
+    steps: int = option(60, "Iterations at each scale.", at_least=1)
+    size: int = option(256, "Longer side of the output in pixels.", at_least=16)
+    style_scale: float = option(1.0, "Size of the style images relative to the output.", above=0.0)
+    scales: int = option(1, "Coarse-to-fine: number of resolutions, each twice the previous.", at_least=1)
+    preserve_colour: bool = option(False, "Transfer on luminance only, keeping the content's colours.")
+    cache: str | None = cache_field()
+    shard: str | None = shard_field()
 
 
 STYLE = StyleSettings()
 
 
-@dataclasses.dataclass(frozen=True)
+@settings
 class TextureSettings:
-    """Texture synthesis from Gram matrices (Gatys, Ecker & Bethge, 2015).
+    """Texture synthesis from Gram matrices (Gatys, Ecker & Bethge, 2015)."""
 
-    Attributes:
-        sources: Texture images; their Grams are blended with `blend`.
-        blend: One weight per source (default: equal).
-        network: Registered network name, or a Keras model file (manual, docs/networks.rst: "Networks from
-            model files").
-        weights: `auto`, `imagenet`, `offline`, `random` or a path.
-        precision: `float32`, or `bfloat16`: the network in mixed precision (see `PRECISIONS`).
-        pooling: `average` or `max`.
-        layers: Gram layers; empty means conv1_1 and pool1 .. pool4 (the seed's slides).
-        layer_weights: One weight per layer (default: equal).
-        size: Output size, `(height, width)`; independent of the sources' size.
-        source_size: Longer side the sources are resized to before their Grams are taken.
-        count: Number of textures synthesised as one batch, from different seeded noise.
-        optimiser: `lbfgs` or `adam`.
-        learning_rate: Adam's learning rate.
-        steps: Iterations.
-        cache: HDF5 activation cache shared across runs.
-        parametrisation: `fourier` (lucid's decorrelated-colour Fourier spectrum, see
-            `deeprestore.parametrisations`; with `lbfgs` the optimiser then runs without bounds), or
-            `pixels`. Fourier is the default because the Gram loss itself prefers per-pixel colour noise:
-            a grey gravel source gave textures 40/255 from grey on pixels, 1.9/255 in Fourier, at a lower
-            loss (VGG16 offline weights, 96x96, 100 L-BFGS steps; `tests/test_image_recipes.py` checks
-            it on the tiny network).
-    """
-
-    sources: tuple = ("brick",)
-    blend: tuple = ()
-    network: str = "vgg16"
-    weights: str = "auto"
-    precision: str = "float32"
-    pooling: str = "average"
-    layers: tuple = ()
-    layer_weights: tuple = ()
-    size: tuple = (192, 192)
-    source_size: int = 256
-    count: int = 1
-    optimiser: str = "lbfgs"
-    learning_rate: float = 0.02
-    steps: int = 100
-    cache: str | None = None
-    parametrisation: str = "fourier"
+    sources: tuple = option(("brick",), "Texture image (a file or a bundled sample: brick, grass, gravel, ...); "
+                                        "repeat to blend.", flag="--source")
+    blend: tuple = option((), "Blend weight of each source (default: equal).", item=float)
+    network: str = network_field()
+    weights: str = weights_field()
+    precision: str = precision_field()
+    pooling: str = pooling_field("average")
+    layers: tuple = option((), "Gram layer; repeat (default: conv1_1 and pool1 .. pool4, the seed's slides).",
+                           flag="--layer")
+    layer_weights: tuple = option((), "Weight of each layer (default: equal).", flag="--layer-weight", item=float)
+    size: tuple = option((192, 192), "Output size, e.g. 256 or 192x320; independent of the sources' size.",
+                         kind="size")
+    source_size: int = option(256, "Longer side the sources are resized to before their Grams are taken.",
+                              at_least=16)
+    count: int = option(1, "Textures synthesised as one batch, from different seeded noise.", at_least=1)
+    optimiser: str = option("lbfgs", "lbfgs or adam.", choices=OPTIMISER_CHOICES)
+    learning_rate: float = option(0.02, "Adam's learning rate.", above=0.0)
+    steps: int = option(100, "Iterations.", at_least=1)
+    cache: str | None = cache_field()
+    # Fourier is the default because the Gram loss itself prefers per-pixel colour noise: a grey gravel
+    # source gave textures 40/255 from grey on pixels, 1.9/255 in Fourier, at a lower loss (VGG16 offline
+    # weights, 96x96, 100 L-BFGS steps; `tests/test_image_recipes.py` checks it on the tiny network).
+    parametrisation: str = option(
+        "fourier", "What is optimised: a decorrelated-colour Fourier spectrum (lucid's, see "
+                   "`deeprestore.parametrisations`; L-BFGS then runs without bounds), or the pixels (the Gram loss "
+                   "then favours per-pixel colour noise).", choices=PARAMETRISATIONS)
 
 
 TEXTURE = TextureSettings()
@@ -427,43 +415,33 @@ TEXTURE = TextureSettings()
 INVERT_PRESETS = ("mv2015", "mv2016")
 
 
-@dataclasses.dataclass(frozen=True)
+@settings
 class InvertSettings:
     """Optimisation-based inversion (Mahendran & Vedaldi 2015, 2016): find an image whose activations
     at a layer match an image's, starting from noise.
 
-    Attributes:
-        images: Image(s) to invert: a file, a folder, a list file or a bundled sample.
-        network: Registered network name, or a Keras model file (manual, docs/networks.rst: "Networks from
-            model files").
-        weights: `auto`, `imagenet`, `offline`, `random` or a path.
-        precision: `float32`, or `bfloat16`: the network in mixed precision (see `PRECISIONS`).
-        pooling: `max` or `average`.
-        layer: The layer to invert (pre- or post-activation).
-        preset: `mv2015` (alpha 6, TV beta 2, SGD with momentum) or `mv2016` (normalised priors, jitter,
-            range constraint, Adam).
-        size: Longer side of the images; 0 keeps the network's native input size.
-        steps: Iterations; 0 means the preset's.
-        learning_rate: 0 means the preset's.
-        cache: HDF5 activation cache shared across runs.
-        shard: `I/N`: invert only the I-th of N shares of the images (cluster array jobs).
-        to: A layer below `layer` to invert to instead of the image: its activations are reconstructed
-            (see `deeprestore.recipes.invert_layer`); empty means the image.
+    Its fields are also the `invert` command's options of the other methods, whose help says how they
+    read them.
     """
 
-    images: str = "astronaut"
-    network: str = "vgg16"
-    weights: str = "auto"
-    precision: str = "float32"
-    pooling: str = "max"
-    layer: str = "block3_conv3"
-    preset: str = "mv2016"
-    size: int = 0
-    steps: int = 0
-    learning_rate: float = 0.0
-    cache: str | None = None
-    shard: str | None = None
-    to: str = ""
+    images: str = option("astronaut", "Image(s) to invert: a file, a folder, a list file or a bundled sample "
+                                      "(deconvnet default: the bundled set).")
+    network: str = option("vgg16", "Network name or Keras model file (learned: the stack's; see `deeprestore nets`).")
+    weights: str = weights_field()
+    precision: str = precision_field()
+    pooling: str = pooling_field("max")
+    layer: str = option("block3_conv3", "Layer to invert, pre- or post-activation (learned: the stack's deepest "
+                                        "input; deconvnet: every pooling layer).")
+    preset: str = option("mv2016", "mv2015 (alpha 6, TV by depth, momentum SGD) or mv2016 (normalised priors, "
+                                   "jitter, range constraint, Adam).", choices=INVERT_PRESETS)
+    size: int = option(0, "Side of the (square) images; 0: the network's input size (learned: the stack's training "
+                          "size).", at_least=0)
+    steps: int = option(0, "Iterations (0: the preset's).", at_least=0)
+    learning_rate: float = option(0.0, "Learning rate on [0, 1] pixels (0: the preset's).", at_least=0.0)
+    cache: str | None = cache_field()
+    shard: str | None = shard_field()
+    to: str = option("", "Reconstruct the activations of this lower layer instead of the image (see "
+                         "`deeprestore.recipes.invert_layer`; default: the image).", metavar="LAYER")
 
 
 INVERT = InvertSettings()
@@ -475,98 +453,72 @@ DESCRIBE_SPLITS = ("a", "b", "c", "illum", "view", "full")  # the official ones;
 DESCRIBE_BASELINES = ("raw16", "sift")
 
 
-@dataclasses.dataclass(frozen=True)
+@settings
 class DescribeDataSettings:
-    """Where `describe` finds patches and tasks (shared by training and evaluation).
+    """Where `describe` finds patches and tasks (shared by training and evaluation)."""
 
-    Attributes:
-        data: HPatches-format dataset folder; `None` generates the synthetic dataset into the run.
-        split: `a`, `b`, `c`, `illum`, `view` or `full`, or a split of the `splits.json` in the dataset
-            folder or in `<tasks>/splits/` (which replaces the official ones).
-        inputs: patches the descriptor sees: `clean`, `noisy` (`_noise` twins) or `denoised` (noisy
-            twins through `denoiser`).
-        denoiser: a saved Keras model (`.keras`) mapping (N, 32, 32, 1) to (N, 32, 32, 1).
-        tasks: folder with the benchmark's task files; `None` uses `<data>/tasks` when it has them,
-            else generates them (seeded) into the run's `tasks/`.
-        patches: tracks per sequence of the synthetic dataset.
-        pairs: verification pairs to generate (the benchmark: 1,000,000).
-        queries: retrieval queries to generate (the benchmark: 5,000).
-        distractors: retrieval distractors to generate (the benchmark: 20,000).
-    """
-
-    data: str | None = None
-    split: str = "a"
-    inputs: str = "clean"
-    denoiser: str | None = None
-    tasks: str | None = None
-    patches: int = 64
-    pairs: int = 10_000
-    queries: int = 100
-    distractors: int = 20_000
+    data: str | None = option(None, "HPatches-format dataset folder (default: a synthetic one made from the bundled "
+                                    "photos, into the run).", path="folder", exists=True)
+    split: str = option("a", f"Benchmark split: {', '.join(DESCRIBE_SPLITS)}, or one named in the splits.json of the "
+                             "dataset folder or of <tasks>/splits/ (which replaces the official ones).")
+    inputs: str = option("clean", "Patches the descriptor sees: clean, the _noise twins, or those through "
+                                  "--denoiser.", choices=DESCRIBE_INPUTS)
+    denoiser: str | None = option(None, "Saved Keras model (.keras) mapping (N,32,32,1) to (N,32,32,1), for --inputs "
+                                        "denoised.", path="file", exists=True)
+    tasks: str | None = option(None, "Folder of benchmark task files (default: <data>/tasks, else generated, seeded, "
+                                     "into the run's tasks/).", path="folder", exists=True)
+    patches: int = option(64, "Tracks per sequence of the synthetic dataset.", at_least=8)
+    pairs: int = option(10_000, "Verification pairs to generate when there are no task files (benchmark: 1000000).",
+                        at_least=10)
+    queries: int = option(100, "Retrieval queries to generate (benchmark: 5000).", at_least=1)
+    distractors: int = option(20_000, "Retrieval distractors to generate (benchmark: 20000).", at_least=1)
 
 
-@dataclasses.dataclass(frozen=True)
+@settings
 class DescribeSettings(DescribeDataSettings):
     """`describe train`: seed 004's HardNet-like descriptor trained on triplets, mAP every epoch.
 
-    Attributes (beyond `DescribeDataSettings`):
-        train_inputs: patches to train on (`clean`, `noisy`, `denoised`); `None` means `inputs`.
-        loss: `triplet` (seed 004: margin on mean squared distances) or `hardest` (HardNet).
-        margin: the triplet margin.
-        optimiser: `sgd` (seed 004: no momentum) or `adam`.
-        learning_rate: step size; `None` means 0.1 for SGD (seed 004) and 0.001 for Adam.
-        steps: training steps in all (a resumed run continues to this many); an epoch is
-            `triplets // batch_size` steps of fresh triplets, and the mAPs are measured after each.
-        checkpoint_every: steps between checkpoints.
-        triplets: fresh triplets drawn each epoch.
-        batch_size: triplets per step.
-        l2_normalise: L2-normalise the descriptor's output (HardNet).
-        standardise: standardise each input patch inside the model (zero mean, unit deviation; seed 004
-            fed raw pixels: `False`).
-        dropout: dropout rate before the last convolution.
-        devices: devices each step's batch is split over, or `all`; `batch_size` and `triplets` must
-            be multiples of it.
-        keep_every: Checkpoints at multiples of this step are kept besides the last (0: only the last).
-        tensorboard: Also write TensorBoard event files into the run's `tensorboard/`.
+    The defaults were measured on the held-out set (manual, docs/experiments/describe.rst): HardNet's
+    loss on L2-normalised descriptors with Adam beats seed 004's triplet loss with SGD, and 2 x 8192
+    triplets fit in 15 minutes on 2 cores.
     """
 
-    # Defaults measured on the held-out set (manual, docs/experiments/describe.rst): HardNet's loss on
-    # L2-normalised descriptors with Adam beats seed 004's triplet loss with SGD, and 2 x 8192 triplets
-    # fit in 15 minutes on 2 cores.
-    train_inputs: str | None = None
-    loss: str = "hardest"
-    margin: float = 1.0
-    optimiser: str = "adam"
-    learning_rate: float | None = None
-    steps: int = 256  # two epochs of --triplets
-    checkpoint_every: int = 128
-    triplets: int = 8192
-    batch_size: int = 64
-    l2_normalise: bool = True
-    standardise: bool = True
-    dropout: float = 0.3
-    devices: int | str = 1
-    keep_every: int = 0
-    tensorboard: bool = False
+    train_inputs: str | None = option(None, "Patches to train on (default: --inputs).", choices=DESCRIBE_INPUTS)
+    loss: str = option("hardest", "triplet: seed 004's margin on mean squared distances; hardest: HardNet's hardest "
+                                  "in batch.", choices=DESCRIBE_LOSSES)
+    margin: float = option(1.0, "The triplet margin.", at_least=0.0)
+    optimiser: str = option("adam", "Plain SGD (seed 004: no momentum) or Adam.", choices=DESCRIBE_OPTIMISERS,
+                            aliases=("--optimizer",))
+    learning_rate: float | None = option(None, "Step size (default: 0.1 for SGD, seed 004's, and 0.001 for Adam).",
+                                         above=0.0)
+    steps: int = option(256, "Training steps in all, also when resuming; an epoch is --triplets // --batch-size steps "
+                             "of fresh triplets, with the mAPs measured after each.", at_least=1)
+    checkpoint_every: int = option(128, "Steps between checkpoints.", at_least=1)
+    triplets: int = option(8192, "Fresh triplets drawn each epoch.", at_least=1)
+    batch_size: int = option(64, "Triplets per step.", at_least=2)
+    l2_normalise: bool = option(True, "L2-normalise the descriptors (HardNet).")
+    standardise: bool = option(True, "Standardise each patch (zero mean, unit deviation) inside the model; seed 004 "
+                                     "fed raw pixels.")
+    dropout: float = option(0.3, "Dropout rate before the last convolution.", at_least=0.0, below=1.0)
+    devices: int | str = option(1, f"{DEVICES_HELP} --triplets must be a multiple too.", kind="devices")
+    keep_every: int = keep_every_field()
+    tensorboard: bool = tensorboard_field()
 
 
-@dataclasses.dataclass(frozen=True)
+@settings
 class DescribeEvaluateSettings(DescribeDataSettings):
-    """`describe evaluate`: the HPatches protocol on a trained descriptor and/or descriptor CSV folders.
+    """`describe evaluate`: the HPatches protocol on a trained descriptor and/or descriptor CSV folders."""
 
-    Attributes (beyond `DescribeDataSettings`):
-        model: a `describe train` run directory or a saved descriptor `.keras` file.
-        descriptors: CSV folders in the benchmark layout (`<root>/<name>`), scored side by side.
-        export: also write the model's descriptors as CSV into the run's `descriptors/`.
-        baselines: built-in descriptors scored beside the others (`raw16`, `sift`).
-        delimiter: the field separator of the descriptor CSVs; `None` detects it per file.
-    """
-
-    model: str | None = None
-    descriptors: tuple = ()
-    export: bool = False
-    baselines: tuple = ()
-    delimiter: str | None = None
+    model: str | None = option(None, "A `describe train` run directory or a descriptor .keras file.", path="any",
+                               exists=True)
+    descriptors: tuple = option((), "Descriptor CSV folder in the benchmark layout (<root>/<name>); repeat to compare "
+                                    "several.", path="folder", exists=True)
+    export: bool = option(False, "Also write the model's descriptors as CSV into the run's descriptors/.")
+    baselines: tuple = option((), "Also score a built-in descriptor: raw16 (16x16 pixels, zero mean, unit norm) or "
+                                  "sift (scikit-image's, at the patch centre); repeat for several.", flag="--baseline",
+                              choices=DESCRIBE_BASELINES)
+    delimiter: str | None = option(None, "Field separator of the descriptor CSVs (default: detected per file: , ; tab "
+                                         "or spaces).")
 
 
 DESCRIBE = DescribeSettings()

@@ -23,8 +23,7 @@ import numpy as np
 from deeprestore import backend
 from deeprestore import images as image_io
 from deeprestore.errors import DeepRestoreError
-
-TILE_MODES = ("random", "contiguous", "overlap")
+from deeprestore.settings import TILE_MODES
 
 
 def gaussian_blur(sigma):

@@ -26,7 +26,3 @@ class AliasedOption(click.Option):
         finally:
             self.opts = kept
 
-
-def aliased_option(*param_decls, aliases=(), **attributes):
-    """`click.option` with hidden old spellings (see `AliasedOption`)."""
-    return click.option(*param_decls, cls=AliasedOption, aliases=aliases, **attributes)

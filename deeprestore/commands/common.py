@@ -6,10 +6,6 @@ import signal
 
 import click
 
-DEVICES_HELP = ("Devices to train on, data-parallel: a number (the first GPUs, or CPU devices where there are no "
-                "GPUs) or all. --batch-size is the global batch, split evenly (a multiple of the devices); the "
-                "learning rate is not rescaled.")
-
 
 class DeviceCount(click.ParamType):
     """`--devices`: a positive number of devices, or `all`."""
@@ -25,6 +21,20 @@ class DeviceCount(click.ParamType):
         if text.isdigit() and int(text) >= 1:
             return int(text)
         self.fail(f"got '{value}'; expected a number of devices (1, 2, ...) or all.", param, ctx)
+
+
+class ImageSize(click.ParamType):
+    """An image size, `224` (square) or `224x300` (height x width), as `(height, width)`."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_size(value)
+        except click.BadParameter as error:
+            self.fail(error.message, param, ctx)
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -59,20 +69,6 @@ def refuse_non_finite(command):
             param.type = FiniteFloatRange()
     for subcommand in getattr(command, "commands", {}).values():
         refuse_non_finite(subcommand)
-
-
-def precision_option(default):
-    """The `--precision` option of the image-optimisation commands."""
-    from deeprestore.settings import PRECISIONS
-
-    return click.option("--precision", type=click.Choice(PRECISIONS), default=default, show_default=True,
-                        help="The network's arithmetic: bfloat16 is mixed precision for GPUs (the image and "
-                             "the step stay float32).")
-
-
-def devices_option(default):
-    """The `--devices` option of the training commands."""
-    return click.option("--devices", type=DeviceCount(), default=default, help=DEVICES_HELP)
 
 
 @dataclasses.dataclass

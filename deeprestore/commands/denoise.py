@@ -3,14 +3,10 @@
 import click
 
 from deeprestore import settings as defaults
-from deeprestore.commands.aliases import aliased_option
-from deeprestore.commands.common import devices_option, item_names, name_option, run_recipe
-from deeprestore.commands.resume import resume_run, training_options
+from deeprestore.commands.common import item_names, name_option, run_recipe
+from deeprestore.commands.options import settings_options
+from deeprestore.commands.resume import resume_option, resume_run
 from deeprestore.errors import DeepRestoreError
-
-TRAIN = defaults.DENOISE
-APPLY = defaults.DENOISE_APPLY
-MODEL_DEFAULT = "per model; see `deeprestore denoise models`"
 
 
 @click.group("denoise")
@@ -35,57 +31,13 @@ def list_models():
 
 
 @command.command("train")
-@click.option("--model", default=TRAIN.model, help="unet, dncnn, autoencoder, autoencoder-v2, autoencoder-bn or "
-              "autoencoder-dropout (see `deeprestore denoise models`).")
-@click.option("--data", default=TRAIN.data, type=click.Path(exists=True),
-              help="Folder (or list file) of training images, or of HPatches pairs <image>.png + <image>_noise.png "
-              "[default: the bundled photos but camera].")
-@click.option("--channels", default=TRAIN.channels, type=click.Choice(["1", "3"]),
-              help=f"1 (grey) or 3 (RGB) [default: {MODEL_DEFAULT}].")
-@click.option("--corruption", default=TRAIN.corruption, metavar="KIND:VALUE",
-              help="gaussian:SIGMA, salt-and-pepper:AMOUNT, centre:FRACTION or perturbation:easy|hard|tough "
-              f"(our N-HPatches-like noise) [default: {MODEL_DEFAULT}].")
-@click.option("--patch-size", default=TRAIN.patch_size, type=click.IntRange(min=4),
-              help=f"Side of the training patches, a multiple of 4 [default: {MODEL_DEFAULT}].")
-@click.option("--batch-size", default=TRAIN.batch_size, type=click.IntRange(min=1),
-              help=f"Patches per step [default: {MODEL_DEFAULT}].")
-@click.option("--steps", default=TRAIN.steps, type=click.IntRange(min=1),
-              help=f"Training steps in all, also when resuming [default: {MODEL_DEFAULT}].")
-@click.option("--loss", default=TRAIN.loss, type=click.Choice(defaults.DENOISE_LOSSES),
-              help=f"Mean absolute error, mean squared error or binary cross-entropy [default: {MODEL_DEFAULT}].")
-@aliased_option("--optimiser", "optimiser", aliases=("--optimizer",), default=TRAIN.optimiser,
-              type=click.Choice(defaults.DENOISE_OPTIMISERS),
-              help=f"SGD with Nesterov momentum, or Adam [default: {MODEL_DEFAULT}].")
-@click.option("--learning-rate", default=TRAIN.learning_rate, type=click.FloatRange(min=0.0, min_open=True),
-              help=f"Step size [default: {MODEL_DEFAULT}].")
-@click.option("--momentum", default=TRAIN.momentum, type=click.FloatRange(0.0, 1.0, max_open=True),
-              help=f"Nesterov momentum of SGD [default: {MODEL_DEFAULT}].")
-@click.option("--schedule", default=TRAIN.schedule, type=click.Choice(defaults.DENOISE_SCHEDULES),
-              help="Step size: cosine decay to 0 over --steps, or constant (seed 004). Resuming with more --steps "
-              "stretches the decay over the new total from then on.")
-@click.option("--validation-fraction", default=TRAIN.validation_fraction,
-              type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
-              help="Share of each image (bottom rows) or stack (last patches) kept for validation.")
-@click.option("--validation-batches", default=TRAIN.validation_batches, type=click.IntRange(min=1),
-              help="Fixed validation batches.")
-@click.option("--validate-every", default=TRAIN.validate_every, type=click.IntRange(min=0),
-              help="Steps between validations (0: only at the end).")
-@click.option("--checkpoint-every", default=TRAIN.checkpoint_every, type=click.IntRange(min=1),
-              help="Steps between checkpoints.")
-@click.option("--test-image", default=TRAIN.test_image,
-              help="Image held out for the final PSNR/SSIM table: a file or a bundled sample.")
-@click.option("--test-size", default=TRAIN.test_size, type=click.IntRange(min=0),
-              help="Longer side of the test image in pixels (0: full size).")
-@click.option("--baselines/--no-baselines", default=TRAIN.baselines,
-              help="Also score scikit-image's classical methods.")
-@devices_option(TRAIN.devices)
-@training_options(TRAIN)
+@settings_options(defaults.DenoiseSettings)
+@resume_option
 @click.pass_context
 def train_command(context, resume, **options):
     """Train a restoration model on corrupted patches; writes model.keras, curves and a score table."""
     from deeprestore.recipes.denoise import resolve, train_denoiser
 
-    options["channels"] = None if options["channels"] is None else int(options["channels"])
     state = context.obj
     if resume:
         resume_run(context, resume, "denoise-train", defaults.DenoiseSettings, options,
@@ -106,29 +58,7 @@ def train_command(context, resume, **options):
 
 
 @command.command("apply")
-@click.option("--model", "model", required=True, type=click.Path(exists=True),
-              help="A `denoise train` run directory, or a saved .keras model.")
-@aliased_option("--images", "images", aliases=("--image",), required=True,
-              help="Image(s) to restore: a file, a bundled sample (camera, astronaut, ...), a folder or a list file "
-              "(each restored into items/<NNN_name>/ of the run).")
-@click.option("--clean", default=APPLY.clean,
-              help="The clean version of --images, for PSNR and SSIM: as many images, in the same order.")
-@click.option("--corruption", default=APPLY.corruption, metavar="KIND:VALUE",
-              help="Corrupt --images first (seeded), which then serves as the clean reference: gaussian:SIGMA, "
-              "salt-and-pepper:AMOUNT, centre:FRACTION or perturbation:easy|hard|tough.")
-@click.option("--grey", is_flag=True, default=APPLY.grey,
-              help="Convert a colour image to grey for a one-channel model.")
-@click.option("--size", default=APPLY.size, type=click.IntRange(min=0),
-              help="Longer side the image is resized to first (0: keep its size).")
-@click.option("--tile", default=APPLY.tile, type=click.IntRange(min=4),
-              help="Side of the tiles large images are restored in (a multiple of 4); bounds the memory used.")
-@click.option("--overlap", default=APPLY.overlap, type=click.IntRange(min=0),
-              help="Pixels tiles overlap on each side (a multiple of 4; at least the receptive field for seamless "
-              "tiles).")
-@click.option("--baselines/--no-baselines", default=APPLY.baselines,
-              help="Also run and score scikit-image's classical methods.")
-@click.option("--shard", default=APPLY.shard,
-              help="I/N: restore only the I-th of N shares of a folder or list (array jobs).")
+@settings_options(defaults.DenoiseApplySettings)
 @name_option
 @click.pass_obj
 def apply_command(state, name, **options):

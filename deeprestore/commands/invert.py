@@ -5,7 +5,8 @@ import dataclasses
 import click
 
 from deeprestore import settings as defaults
-from deeprestore.commands.common import item_names, name_option, precision_option, print_estimates, run_recipe
+from deeprestore.commands.common import item_names, name_option, print_estimates, run_recipe
+from deeprestore.commands.options import dry_run_option, settings_options
 from deeprestore.errors import DeepRestoreError
 
 METHODS = ("optimise", "learned", "deconvnet")
@@ -20,46 +21,15 @@ def given(ctx, name):
 @click.option("--method", type=click.Choice(METHODS), default="optimise",
               help="optimise: Mahendran & Vedaldi from noise; learned: through a trained `stack`; "
                    "deconvnet: Zeiler & Fergus projections of the strongest activations.")
-@click.option("--images", default=defaults.INVERT.images,
-              help="Image(s): a file, a folder, a list file or a bundled sample (deconvnet default: the bundled set).")
-@click.option("--network", default=defaults.INVERT.network,
-              help="Network name or Keras model file (learned: the stack's).")
-@click.option("--weights", default=defaults.INVERT.weights, help="auto, imagenet, offline, random, or a weights file.")
-@precision_option(defaults.INVERT.precision)
-@click.option("--pooling", type=click.Choice(["max", "average"]), default=defaults.INVERT.pooling)
-@click.option("--layer", default=defaults.INVERT.layer,
-              help="Layer to invert, pre- or post-activation (learned: the stack's deepest input; "
-                   "deconvnet: every pooling layer).")
-@click.option("--to", default=defaults.INVERT.to, metavar="LAYER",
-              help="optimise: reconstruct the activations of this lower layer instead of the image "
-                   "(default: the image).")
-@click.option("--preset", type=click.Choice(defaults.INVERT_PRESETS), default=defaults.INVERT.preset,
-              help="optimise: mv2015 (alpha 6, TV by depth, momentum SGD) or mv2016 (normalised priors, jitter, "
-                   "range constraint, Adam).")
-@click.option("--size", default=defaults.INVERT.size, type=click.IntRange(min=0),
-              help="Side of the (square) images; 0: the network's input size (learned: the stack's training size).")
-@click.option("--steps", default=defaults.INVERT.steps, type=click.IntRange(min=0),
-              help="optimise: iterations (0: the preset's).")
-@click.option("--learning-rate", default=defaults.INVERT.learning_rate, type=click.FloatRange(min=0.0),
-              help="optimise: on [0, 1] pixels (0: the preset's).")
-@click.option("--stack", default=defaults.INVERT_LEARNED.stack, type=click.Path(exists=True, file_okay=False),
-              help="learned: a stack run (or its modules/ folder) from `deeprestore stack`.")
-@click.option("--batch-size", default=defaults.INVERT_LEARNED.batch_size, type=click.IntRange(min=1),
-              help="learned, deconvnet: images per forward pass.")
-@click.option("--channels", default=defaults.INVERT_DECONVNET.channels, type=click.IntRange(min=1),
-              help="deconvnet: channels per layer (the first ones).")
-@click.option("--top", default=defaults.INVERT_DECONVNET.top, type=click.IntRange(min=1),
-              help="deconvnet: strongest activations shown per channel.")
-@click.option("--data-cache", default=defaults.INVERT_DECONVNET.data_cache, type=click.Path(file_okay=False),
-              help="deconvnet: folder for the resized dataset and cached activation maxima.")
-@click.option("--cache", default=defaults.INVERT.cache, type=click.Path(dir_okay=False),
-              help="optimise: shared HDF5 activation cache.")
-@click.option("--shard", default=None,
-              help="optimise: I/N: invert only the I-th of N shares of the images (array jobs).")
+@settings_options(defaults.InvertSettings,
+                  only=("images", "network", "weights", "precision", "pooling", "layer", "size"))
+@settings_options(defaults.InvertSettings, only=("preset", "steps", "learning_rate", "to", "cache", "shard"),
+                  prefix="optimise: ")
+@settings_options(defaults.LearnedInversionSettings, only=("stack",), prefix="learned: ")
+@settings_options(defaults.LearnedInversionSettings, only=("batch_size",), prefix="learned, deconvnet: ")
+@settings_options(defaults.DeconvnetSettings, only=("channels", "top", "data_cache"), prefix="deconvnet: ")
 @name_option
-@click.option("--dry-run", is_flag=True,
-              help="optimise, deconvnet: print the estimated peak memory and total time, then exit without creating "
-                   "a run.")
+@dry_run_option(prefix="optimise, deconvnet: ")
 @click.pass_context
 def command(ctx, method, dry_run, stack, batch_size, channels, top, data_cache, name, **options):
     """Reconstruct images from a layer's activations, and measure how well."""

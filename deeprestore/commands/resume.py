@@ -1,4 +1,4 @@
-"""What the training commands (stack, denoise train, describe train) share: their options, and resuming.
+"""What the training commands (stack, denoise train, describe train) share: resuming.
 
 `--resume RUN` continues a run from its last checkpoint (from step 0 when it was killed before its
 first one) with its stored settings. An option given on the command line that would change the model
@@ -26,26 +26,12 @@ RESUMABLE = ("steps", "devices", "checkpoint_every", "validate_every", "keep_eve
 _SNAPSHOT_FILES = ("config.json", "argv.txt", "status", "owner.json")
 
 
-def training_options(defaults):
-    """`--keep-every`, `--tensorboard` and `--resume` of a training command, defaults from its settings."""
-
-    def decorate(function):
-        for option in reversed([
-            click.option("--keep-every", default=defaults.keep_every, type=click.IntRange(min=0),
-                         help="Keep every checkpoint whose step is a multiple of this besides the last (0: only "
-                              "the last)."),
-            click.option("--tensorboard", is_flag=True, default=defaults.tensorboard,
-                         help="Also write TensorBoard event files (losses, and images at each validation) into "
-                              "the run's tensorboard/; uses TensorFlow's writer, also on JAX."),
-            click.option("--resume", default=None, type=click.Path(exists=True, file_okay=False), metavar="RUN",
-                         help="Continue this run from its last checkpoint with its own settings; only --steps, "
-                              "--devices, --checkpoint-every, --validate-every, --keep-every and --tensorboard may "
-                              "change."),
-        ]):
-            function = option(function)
-        return function
-
-    return decorate
+def resume_option(function):
+    """`--resume RUN` of a training command."""
+    return click.option(
+        "--resume", default=None, type=click.Path(exists=True, file_okay=False), metavar="RUN",
+        help="Continue this run from its last checkpoint with its own settings; only "
+             f"{', '.join(map(_flag, RESUMABLE[:-1]))} and {_flag(RESUMABLE[-1])} may change.")(function)
 
 
 def given_options(context, options):
@@ -60,6 +46,11 @@ def _comparable(value):
 
 def _flag(name):
     return "--" + name.replace("_", "-")
+
+
+def _spelling(context, name):
+    """How the command line spells the option stored as `name` (`--from` for `source`)."""
+    return next((param.opts[0] for param in context.command.params if param.name == name), _flag(name))
 
 
 def reopen(context, path, command, settings_class, options, stored_key="settings"):
@@ -101,8 +92,8 @@ def reopen(context, path, command, settings_class, options, stored_key="settings
     for name, value in given_options(context, options).items():
         if name not in RESUMABLE and name in known and _comparable(value) != _comparable(compared.get(name)):
             raise DeepRestoreError(
-                f"{_flag(name)} {value} differs from the run's stored {compared.get(name)}; --resume continues "
-                f"'{path}' with its own model and data (only {', '.join(map(_flag, RESUMABLE))} may change).")
+                f"{_spelling(context, name)} {value} differs from the run's stored {compared.get(name)}; --resume "
+                f"continues '{path}' with its own model and data (only {', '.join(map(_flag, RESUMABLE))} may change).")
     changed = {name: value for name, value in given_options(context, options).items() if name in RESUMABLE}
     trained = state["step"] if state else 0
     if "steps" in changed and changed["steps"] < trained:
