@@ -2,10 +2,10 @@
 
 An `ActivationCache` is one HDF5 file with a group per image key and a dataset per layer inside it
 (`<group>/block1_conv1`, without the batch dimension). Each group's attributes record what produced
-it: the network, the sha256 of its weights, the preprocessing, the image size and the sha256 of the
-image itself; each dataset carries the sha256 of its own values. A lookup whose metadata differs in
-any way, or whose values do not match their digest (a damaged or tampered entry), discards the entry
-and recomputes it, so a cache is never silently wrong.
+it: the network with its pooling and arithmetic, the sha256 of its weights, the preprocessing, the image
+size and the sha256 of the image itself; each dataset carries the sha256 of its own values. A lookup
+whose metadata differs in any way, or whose values do not match their digest (a damaged or tampered
+entry), discards the entry and recomputes it, so a cache is never silently wrong.
 
 One file may be shared by any number of processes, on one machine or across an array job's nodes. The
 file is never modified in place: a writer takes an exclusive `fcntl` lock on `<file>.lock`, copies the
@@ -90,7 +90,7 @@ class ActivationCache:
             layers: tuple of layer names.
             compute: `compute(images, missing_layers) -> {layer: array (batch, ...)}`, called with a
                 batch of one image and the layers to compute, only when some are missing or stale.
-            network: the network's name.
+            network: the network's name, pooling and arithmetic (`Network.computation`).
             weights_sha256: the sha256 of the network's weights.
             preprocessing: a description of the network's preprocessing.
 

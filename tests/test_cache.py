@@ -210,3 +210,24 @@ def test_a_full_disk_during_a_write_is_a_one_line_error_and_leaves_the_cache_and
 
     assert "\n" not in str(error.value) and path.read_bytes() == before
     assert sorted(item.name for item in tmp_path.iterdir()) == ["cache.h5", "cache.h5.lock"]
+
+
+@pytest.mark.parametrize("change", [dict(pooling="average"), dict(precision="bfloat16")], ids=["pooling", "precision"])
+def test_targets_of_another_pooling_or_precision_are_computed_not_read_from_a_shared_cache(tmp_path, change):
+    from deeprestore.networks import create_network
+    from deeprestore.recipes.common import TargetFeatures, network_precision
+
+    image = random_image(0, 32, 32)
+
+    def targets(pooling="max", precision="float32"):
+        with network_precision(precision):
+            network = create_network("tiny", "random", pooling=pooling)
+        features = TargetFeatures(network, ("pool2",), tmp_path / "shared.h5")
+        return features("content", "image.png", image)["pool2"], features.cache.stats
+
+    first, _ = targets()
+    again, stats = targets()
+    assert stats.hits == 1 and np.array_equal(first, again)
+    changed, stats = targets(**change)
+    assert stats.misses == 1 and stats.hits == 0
+    assert not np.allclose(changed, first, rtol=0, atol=1e-6)

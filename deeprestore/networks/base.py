@@ -170,6 +170,13 @@ class Network:
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.name).strip("_")
 
     @property
+    def computation(self):
+        """What besides its weights and preprocessing decides the network's activations: its name, its
+        pooling and its arithmetic (`vgg16 pooling=average dtype=mixed_bfloat16`); the activation cache
+        keys its entries on it, so runs that differ in `--pooling` or `--precision` never share one."""
+        return f"{self.name} pooling={self.pooling} dtype={self.model.dtype_policy.name}"
+
+    @property
     def layers(self):
         """The addressable layer names, input to output."""
         return tuple(layer.name for layer in self.model.layers if not isinstance(layer, keras.layers.InputLayer))

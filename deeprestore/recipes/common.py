@@ -80,8 +80,9 @@ class TargetFeatures:
     """Activations of fixed images (content, style, guide, inversion target), computed once.
 
     They are stored in the run's activation cache (or a shared `--cache`), keyed by role, source and
-    size, with the network, weights hash and preprocessing as attributes, so a later run with the same
-    cache reuses them and a run with different weights never does.
+    size, with the network (with its pooling and arithmetic), weights hash and preprocessing as
+    attributes, so a later run with the same cache reuses them and a run with different weights,
+    `--pooling` or `--precision` never does.
 
     Args:
         network: The `Network`.
@@ -105,7 +106,7 @@ class TargetFeatures:
         key = f"{role}:{source}@{image.shape[0]}x{image.shape[1]}"
         return self.cache.get_or_compute(
             key, image, layers, lambda batch, missing: self.probe.features(batch),
-            network=self.network.name, weights_sha256=self.network.weights.sha256,
+            network=self.network.computation, weights_sha256=self.network.weights.sha256,
             preprocessing=self.network.spec.describe_preprocessing(),
         )
 

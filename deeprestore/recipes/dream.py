@@ -574,7 +574,7 @@ def _dream_image(settings, source, name, outputs, network, stages, layers, targe
     # Whole-image activations are cached only untiled: tiling exists because they may not fit in memory.
     probe = None if settings.tile else FeatureProbe(network, layers)
     cache = ActivationCache(cache_path)
-    metadata = dict(network=network.name, weights_sha256=network.weights.sha256,
+    metadata = dict(network=network.computation, weights_sha256=network.weights.sha256,
                     preprocessing=network.spec.describe_preprocessing())
     if probe is not None:
         cache.get_or_compute(f"start:{name}", image, layers, lambda batch, missing: probe.features(batch), **metadata)
