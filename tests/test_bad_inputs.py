@@ -89,9 +89,9 @@ CASES = {
     "dream layer weight nan": ((*TINY_DREAM, "--layer", "relu1:nan"), 2, "finite"),
     "dream size too large to allocate": (("dream", "--network", "tiny", "--size", HUGE, "--steps", "1", "--octaves",
                                           "1"), 1, "Out of memory"),
-    "dream missing image": ((*TINY_DREAM, "--image", "{files}/missing.png"), 1, "missing.png"),
-    "dream garbage image": ((*TINY_DREAM, "--image", "{files}/garbage.png"), 1, "garbage.png"),
-    "dream empty image": ((*TINY_DREAM, "--image", "{files}/empty.png"), 1, "empty.png"),
+    "dream missing image": ((*TINY_DREAM, "--images", "{files}/missing.png"), 1, "missing.png"),
+    "dream garbage image": ((*TINY_DREAM, "--images", "{files}/garbage.png"), 1, "garbage.png"),
+    "dream empty image": ((*TINY_DREAM, "--images", "{files}/empty.png"), 1, "empty.png"),
     "dream text file as npy weights": ((*TINY_DREAM, "--weights", "{files}/text.npy"), 1, "text.npy"),
     "dream pickled payload as weights": ((*TINY_DREAM, "--weights", "{files}/payload.npy"), 1, "builtins.exec"),
     "dream cache that is not hdf5": ((*TINY_DREAM, "--cache", "{files}/not-hdf5.h5"), 1, "not an HDF5 file"),
@@ -123,7 +123,7 @@ CASES = {
     # denoise
     "denoise train learning rate nan": (("denoise", "train", "--learning-rate", "nan"), 2, "finite"),
     "denoise apply a file that is not a model": (("denoise", "apply", "--model", "{files}/not-a-model.keras",
-                                                  "--image", "{files}/image.png"), 1, "not-a-model.keras"),
+                                                  "--images", "{files}/image.png"), 1, "not-a-model.keras"),
     # describe
     "describe train margin nan": (("describe", "train", "--margin", "nan"), 2, "finite"),
     "describe evaluate a file that is not a model": (("describe", "evaluate", "--model", "{files}/not-a-model.keras"),
@@ -166,7 +166,7 @@ def test_runs_on_a_read_only_folder_is_one_line_and_creates_nothing(files, tmp_p
 
     monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
 
-    line = refused(tmp_path, *TINY_DREAM, "--image", str(files / "image.png"))
+    line = refused(tmp_path, *TINY_DREAM, "--images", str(files / "image.png"))
 
     assert "Read-only file system" in line and not (tmp_path / "runs").exists()
 
@@ -202,7 +202,7 @@ main()
 
 @pytest.mark.parametrize("limit", [2_000, 20_000])
 def test_a_full_disk_is_one_line_with_no_run_left_running(limit, files, tmp_path):
-    arguments = ["--runs", str(tmp_path / "runs"), "--quiet", *TINY_DREAM, "--size", "64", "--image",
+    arguments = ["--runs", str(tmp_path / "runs"), "--quiet", *TINY_DREAM, "--size", "64", "--images",
                  str(files / "image.png")]
     process = subprocess.run([sys.executable, "-c", FULL_DISK.format(limit=limit), *arguments], cwd=ROOT,
                              capture_output=True, text=True, timeout=300)

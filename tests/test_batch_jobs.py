@@ -66,7 +66,7 @@ def test_two_shards_with_one_name_land_in_one_run_and_the_summary_lists_every_it
 
 
 def test_rerunning_a_named_run_skips_complete_images_and_redoes_an_incomplete_one(tmp_path, folder):
-    arguments = (*TINY_DREAM, "--image", str(folder), "--shard", "0/2", "--name", "again")
+    arguments = (*TINY_DREAM, "--images", str(folder), "--shard", "0/2", "--name", "again")
     run = run_directory(invoke(tmp_path, *arguments))
     dreams = {path.parent.name: path for path in sorted(run.glob("items/*/dream.png"))}
     assert sorted(dreams) == ["000_image0", "002_image2", "004_image4"]
@@ -91,8 +91,8 @@ def test_rerunning_a_named_run_skips_complete_images_and_redoes_an_incomplete_on
 
 def test_an_image_dreams_the_same_whatever_the_images_before_it_in_its_task(tmp_path, folder):
     noise = ("--start", "noise", "--jitter", "2")
-    after_one = run_directory(invoke(tmp_path, *TINY_DREAM, *noise, "--image", str(folder), "--shard", "1/2"))
-    alone = run_directory(invoke(tmp_path, *TINY_DREAM, *noise, "--image", str(folder), "--shard", "3/4"))
+    after_one = run_directory(invoke(tmp_path, *TINY_DREAM, *noise, "--images", str(folder), "--shard", "1/2"))
+    alone = run_directory(invoke(tmp_path, *TINY_DREAM, *noise, "--images", str(folder), "--shard", "3/4"))
     image = "items/003_image3/dream.png"
     assert (after_one / image).read_bytes() == (alone / image).read_bytes()
 
@@ -102,8 +102,8 @@ def test_an_image_dreams_the_same_whatever_the_images_before_it_in_its_task(tmp_
     (("--layer", "relu2"), "settings.layers=[]; this task has settings.layers=['relu2']"),
 ])
 def test_a_task_with_other_settings_cannot_join_a_named_run(tmp_path, folder, change, message):
-    run_directory(invoke(tmp_path, *TINY_DREAM, "--image", str(folder), "--shard", "0/5", "--name", "mixed"))
-    result = invoke(tmp_path, *TINY_DREAM, "--image", str(folder), "--shard", "1/5", "--name", "mixed", *change)
+    run_directory(invoke(tmp_path, *TINY_DREAM, "--images", str(folder), "--shard", "0/5", "--name", "mixed"))
+    result = invoke(tmp_path, *TINY_DREAM, "--images", str(folder), "--shard", "1/5", "--name", "mixed", *change)
     assert result.exit_code == 1 and message in result.output and "only --shard may differ" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
@@ -149,7 +149,7 @@ def test_denoise_apply_shards_cover_a_list_exactly_once_and_merge_in_one_named_r
     listing = tmp_path / "images.txt"
     listing.write_text("".join(f"{folder / f'image{index}.png'}\n" for index in range(5)))
     for index in range(3):
-        run = run_directory(invoke(tmp_path, "denoise", "apply", "--model", str(model_file), "--image", str(listing),
+        run = run_directory(invoke(tmp_path, "denoise", "apply", "--model", str(model_file), "--images", str(listing),
                                    "--corruption", "gaussian:0.1", "--no-baselines", "--shard", f"{index}/3",
                                    "--name", "restore"))
         done = sorted(path.stem for path in (run / "complete").iterdir())
@@ -165,16 +165,16 @@ def test_denoise_apply_shards_cover_a_list_exactly_once_and_merge_in_one_named_r
 
 
 def test_denoise_apply_refuses_a_clean_list_of_another_length(tmp_path, folder, model_file):
-    result = invoke(tmp_path, "denoise", "apply", "--model", str(model_file), "--image", str(folder),
+    result = invoke(tmp_path, "denoise", "apply", "--model", str(model_file), "--images", str(folder),
                     "--clean", str(folder / "image0.png"))
-    assert result.exit_code == 1 and "--clean lists 1 image(s) for 5 in --image" in result.output
+    assert result.exit_code == 1 and "--clean lists 1 image(s) for 5 in --images;" in result.output
 
 
 def test_sigterm_interrupts_an_optimisation_task_and_the_resubmission_skips_what_was_complete(tmp_path, folder):
     """A cluster pre-empting a task sends SIGTERM: the task's status says interrupted, it exits 130, and
     the requeued task (same --name) redoes only the images that were not complete."""
     arguments = [sys.executable, "-m", "deeprestore", "--runs", str(tmp_path / "runs"), "--quiet", *TINY_DREAM,
-                 "--image", str(folder), "--name", "preempted"]
+                 "--images", str(folder), "--name", "preempted"]
     arguments[arguments.index("--steps") + 1] = "400"
     run = tmp_path / "runs" / "dream" / "preempted"
     process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -62,7 +62,7 @@ def test_dream_raises_the_objective(runner, tmp_path):
         (("dream", "--network", "resnet"), "Unknown network 'resnet'; expected one of vgg16, vgg19, alexnet, tiny"),
         (("dream", "--network", "tiny", "--layer", "conv9", "--size", "32"),
          "Unknown layer 'conv9' for network 'tiny'"),
-        (("dream", "--image", "missing.png"), "Image 'missing.png' not found"),
+        (("dream", "--images", "missing.png"), "Image 'missing.png' not found"),
         (("dream", "--network", "tiny", "--weights", "nowhere.h5", "--size", "32"),
          "Weights file 'nowhere.h5' not found"),
         (("dream", "--network", "alexnet"), "No weights found for network 'alexnet'"),
@@ -133,7 +133,7 @@ def test_dream_over_a_folder_writes_one_item_per_image_and_shards_cover_it(runne
     folder = tmp_path / "inputs"
     for index in range(3):
         save_image(folder / f"photo{index}.png", np.full((32, 32, 3), (index + 1) / 4, np.float32))
-    result = invoke(runner, tmp_path, *TINY_DREAM, "--image", str(folder))
+    result = invoke(runner, tmp_path, *TINY_DREAM, "--images", str(folder))
     run = pathlib.Path(result.output.strip().splitlines()[-1])
     items = sorted(path.name for path in (run / "items").iterdir())
     assert items == ["000_photo0", "001_photo1", "002_photo2"]
@@ -144,7 +144,7 @@ def test_dream_over_a_folder_writes_one_item_per_image_and_shards_cover_it(runne
     assert json.loads((run / "config.json").read_text())["items"] == items
     names = []
     for index in range(2):
-        result = invoke(runner, tmp_path, *TINY_DREAM, "--image", str(folder), "--shard", f"{index}/2")
+        result = invoke(runner, tmp_path, *TINY_DREAM, "--images", str(folder), "--shard", f"{index}/2")
         names += [path.name for path in (pathlib.Path(result.output.strip().splitlines()[-1]) / "items").iterdir()]
     assert sorted(names) == items
 

@@ -88,7 +88,7 @@ def test_no_warning_once_the_model_beats_its_input():
 
 
 def test_apply_restores_a_corrupted_image_of_odd_size_in_tiles(runner, tmp_path, trained):
-    result = invoke(runner, tmp_path, "denoise", "apply", "--model", str(trained), "--image", "camera", "--size", "90",
+    result = invoke(runner, tmp_path, "denoise", "apply", "--model", str(trained), "--images", "camera", "--size", "90",
                     "--corruption", "salt-and-pepper:0.1", "--tile", "32", "--overlap", "8", "--no-baselines")
     run = run_directory(result)
     assert (run / "status").read_text().strip() == "complete"
@@ -102,9 +102,9 @@ def test_apply_with_a_clean_reference_and_without_one(runner, tmp_path, trained,
     clean = imageio.imread(photos / "a.png")
     imageio.imwrite(noisy, np.clip(clean.astype(int) + 20, 0, 255).astype(np.uint8))
     run = run_directory(invoke(runner, tmp_path, "denoise", "apply", "--model", str(trained / "model.keras"),
-                               "--image", str(noisy), "--clean", str(photos / "a.png"), "--no-baselines"))
+                               "--images", str(noisy), "--clean", str(photos / "a.png"), "--no-baselines"))
     assert (run / "metrics.csv").is_file()
-    run = run_directory(invoke(runner, tmp_path, "denoise", "apply", "--model", str(trained), "--image", str(noisy)))
+    run = run_directory(invoke(runner, tmp_path, "denoise", "apply", "--model", str(trained), "--images", str(noisy)))
     assert not (run / "metrics.csv").exists() and (run / "images" / "model.png").is_file()
 
 
@@ -161,13 +161,13 @@ def test_training_on_hpatches_pairs_uses_the_noisy_twins(runner, tmp_path):
     (("train", "--corruption", "blur:3"), "Unknown corruption 'blur:3'"),
     (("train", "--patch-size", "30"), "--patch-size 30 is not a multiple of 4"),
     (("train", "--loss", "bce"), "Loss 'bce' needs outputs in [0, 1]; model 'unet' has a linear output"),
-    (("apply", "--model", "MODEL", "--image", "missing.png"), "Image 'missing.png' not found"),
-    (("apply", "--model", "MODEL", "--image", "astronaut"),
+    (("apply", "--model", "MODEL", "--images", "missing.png"), "Image 'missing.png' not found"),
+    (("apply", "--model", "MODEL", "--images", "astronaut"),
      "Image 'astronaut' is in colour (3 channels); the model takes 1 (grey)"),
-    (("apply", "--model", "MODEL", "--image", "camera", "--tile", "30"), "expected both multiples of 4"),
-    (("apply", "--model", "MODEL", "--image", "camera", "--clean", "camera", "--corruption", "gaussian:0.1"),
+    (("apply", "--model", "MODEL", "--images", "camera", "--tile", "30"), "expected both multiples of 4"),
+    (("apply", "--model", "MODEL", "--images", "camera", "--clean", "camera", "--corruption", "gaussian:0.1"),
      "Got both --clean and --corruption"),
-    (("apply", "--model", "EMPTY_RUN", "--image", "camera"), "has no model.keras; expected a finished"),
+    (("apply", "--model", "EMPTY_RUN", "--images", "camera"), "has no model.keras; expected a finished"),
     (("train", "--resume", "MODEL", "--model", "dncnn"), "--model dncnn differs from the run's stored unet"),
     (("train", "--resume", "MODEL", "--steps", "3"), "--steps 3 is fewer than the 4 steps"),
     (("train", "--resume", "EMPTY_RUN"), "has no stored settings and seed"),

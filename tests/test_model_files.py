@@ -134,7 +134,7 @@ def test_nets_lists_every_layer_of_a_model_file_nested_ones_included(models, tmp
 @pytest.mark.parametrize("model, layer_options", [("rgb", ()), ("gray", ("--layer", "relu2"))])
 def test_dream_raises_the_objective_of_a_model_file(models, tmp_path, square_image, model, layer_options):
     """The RGB model's convention declares its dream layer (relu2); the gray model's is named."""
-    run = run_of(invoke(tmp_path, "dream", "--network", str(models[model]), "--image", str(square_image),
+    run = run_of(invoke(tmp_path, "dream", "--network", str(models[model]), "--images", str(square_image),
                         *layer_options, "--size", "16", "--octaves", "1", "--steps", "5", "--jitter", "0"))
     values = LossLog.read(run / "losses")["l2.relu2"]
     assert values[-1] > values[0]

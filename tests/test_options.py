@@ -131,3 +131,16 @@ def test_a_resume_error_names_the_option_as_it_is_typed():
         assert _spelling(context, "source") == "--from"
         assert _spelling(context, "module_type") == "--type"
         assert _spelling(context, "steps") == "--steps"
+
+
+@pytest.mark.parametrize(("path", "old", "new", "value"), [
+    (("dream",), "--image", "--images", "brick"),
+    (("denoise", "apply"), "--image", "--images", "brick"),
+    (("denoise", "train"), "--optimizer", "--optimiser", "adam"),
+    (("describe", "train"), "--optimizer", "--optimiser", "sgd"),
+], ids=["dream", "denoise-apply", "denoise-train", "describe-train"])
+def test_an_old_spelling_parses_like_the_new_one_and_stays_out_of_help(path, old, new, value, required):
+    arguments = required.get(path, [])[:2]  # denoise apply's --model; its --images is the option under test
+    assert parse(path, [*arguments, old, value]) == parse(path, [*arguments, new, value])
+    help_text = command_at(path).get_help(click.Context(command_at(path)))
+    assert new in help_text and old not in help_text.replace(new, "")
