@@ -6,8 +6,11 @@ For each backend, a fresh interpreter imports deeprestore and Keras on that back
 network and runs one compiled value-and-gradient step of a dream objective on a 16x16 image, then
 reports its peak resident set size (`ru_maxrss`). The tiny network's own tensors are a few kilobytes,
 so the peak is what the framework (libraries, thread pools, the compiled step's runtime) costs any run;
-`deeprestore.estimate.FRAMEWORK_BYTES` stores these numbers. A second child does the same for a
-VGG16 step at 96x96 and prints its peak beside the new estimate, to check the sum holds.
+`deeprestore.estimate.FRAMEWORK_BYTES` stores these numbers. Further children do the same for AlexNet at
+227x227 and VGG16 and VGG19 at 96x96 and print each peak beside the estimate; a straight line through
+(weights, peak minus the estimate without its weight term) gives what a real network's compiled step adds
+(the intercept, added to JAX's baseline) and the copies of the weights the backend holds (the slope,
+`deeprestore.estimate.WEIGHT_COPIES`).
 """
 
 import argparse
@@ -15,6 +18,8 @@ import json
 import os
 import subprocess
 import sys
+
+import numpy as np
 
 CHILD = r"""
 import json, resource, sys
@@ -33,7 +38,10 @@ for _ in range(3):
 result = {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 if network_name != "tiny":
     from deeprestore.estimate import estimate
-    result["estimate_bytes"] = estimate(network, (network.resolve(layer),), size, size, rate=1e9).peak_bytes
+    item = estimate(network, (network.resolve(layer),), size, size, rate=1e9)
+    weights = sum(int(np.prod(variable.shape)) * 4 for variable in network.model.weights)
+    result.update(estimate_bytes=item.peak_bytes, weights_bytes=weights,
+                  unweighted_bytes=item.peak_bytes - item.weight_bytes - item.framework_bytes)
 print(json.dumps(result))
 """
 
@@ -45,15 +53,25 @@ def measure(backend, network, size):
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
+CHECKS = (("alexnet", 227), ("vgg16", 96), ("vgg19", 96))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
     arguments = parser.parse_args()
     for backend in arguments.backends:
-        baseline = measure(backend, "tiny", 16)
-        check = measure(backend, "vgg16", 96)
-        print(f"{backend}: framework baseline {baseline['peak_bytes'] / 2**20:.0f} MiB; VGG16 96x96 step peak "
-              f"{check['peak_bytes'] / 2**20:.0f} MiB, estimate {check['estimate_bytes'] / 2**20:.0f} MiB")
+        baseline = measure(backend, "tiny", 16)["peak_bytes"]
+        print(f"{backend}: framework baseline {baseline / 2**20:.0f} MiB")
+        weights, beyond = [], []
+        for network, size in CHECKS:
+            check = measure(backend, network, size)
+            print(f"  {network} {size}x{size} step: peak {check['peak_bytes'] / 2**20:.0f} MiB, estimate "
+                  f"{check['estimate_bytes'] / 2**20:.0f} MiB ({check['weights_bytes'] / 2**20:.0f} MiB of weights)")
+            weights.append(check["weights_bytes"])
+            beyond.append(check["peak_bytes"] - baseline - check["unweighted_bytes"])
+        slope, intercept = np.polyfit(weights, beyond, 1)
+        print(f"  peak - baseline - activations - images = {intercept / 2**20:.0f} MiB + {slope:.2f} x weights")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 An `Estimate` comes from the output shapes of the layers a probe needs for an input size (no weights
 are read and nothing is run): FLOPs are those of the convolutions forward plus their input gradient
 backward (no weight gradients: the weights stay fixed); memory is the framework's own baseline
-(measured once per backend, `FRAMEWORK_BYTES`), the network's weights, the activations kept for the
-backward pass and a gradient buffer, and the full-size image buffers of the optimisation loop. With
+(measured once per backend, `FRAMEWORK_BYTES`), the network's weights (as many copies as the backend
+holds, `WEIGHT_COPIES`), the activations kept for the backward pass and a gradient buffer, and the
+full-size image buffers of the optimisation loop. With
 tiles, activations and FLOPs are those of one tile (times the tile count for FLOPs) while the image
 buffers stay full size. Time is FLOPs divided by a rate measured once per process with a float32 matrix
 product, scaled by `CONVOLUTION_EFFICIENCY`. `--dry-run` prints a table of these.
@@ -30,10 +31,14 @@ CONVOLUTION_EFFICIENCY = 0.9
 # What a process holds before any image work, by Keras backend: the peak resident set size of a process
 # that imports deeprestore and runs three compiled steps of the `tiny` network on a 16x16 image (whose
 # own tensors are kilobytes), measured by `benchmarks/bench_framework_memory.py` with TensorFlow 2.21 and
-# JAX 0.10 on CPU (Keras 3.15, 2-core x86). The same script checks a VGG16 96x96 step: it peaked at 849 MiB
-# with TensorFlow (estimate with this baseline 812 MiB) and 644 MiB with JAX (486 MiB).
-FRAMEWORK_BYTES = {"tensorflow": 731 * 2**20, "jax": 405 * 2**20}
-
+# JAX 0.10 on CPU (Keras 3.15, 2-core x86); for JAX, plus the 48 MiB that compiling a real network's step
+# adds whatever its size (below).
+FRAMEWORK_BYTES = {"tensorflow": 731 * 2**20, "jax": (405 + 48) * 2**20}
+# Copies of the weights a backend holds during a step. The same script fits a line through the steps of
+# AlexNet at 227 and VGG16 and VGG19 at 96 (9, 56 and 76 MiB of weights): with JAX, what they hold beyond
+# the baseline, activations and images is 47-53 MiB + 2.5-2.9 x the weights in three runs (XLA keeps its own
+# copies, in the layouts its convolutions use); with TensorFlow it does not grow with them (slope -0.5).
+WEIGHT_COPIES = {"tensorflow": 1.0, "jax": 2.7}
 
 @dataclasses.dataclass(frozen=True)
 class Estimate:
@@ -43,7 +48,7 @@ class Estimate:
         peak_bytes: Framework baseline + weights + activations + gradient buffer + image buffers.
         seconds_per_step: `flops_per_step / rate`.
         flops_per_step: Forward and input-gradient FLOPs of every tile.
-        weight_bytes: The network's weights.
+        weight_bytes: The network's weights, as many copies as the backend holds (`WEIGHT_COPIES`).
         activation_bytes: Activations kept for the backward pass (one tile's) plus the gradient buffer.
         image_bytes: The loop's full-size image buffers.
         tiles: Tiles per step (1: whole image).
@@ -129,9 +134,12 @@ def estimate(network, layers, height, width, batch=1, tile=None, rate=None, star
     flops = 2.0 * forward * batch * max(1, len(boxes))
     values = [math.prod(shape[1:]) for shape in shapes.values()]
     activation_bytes = BYTES_PER_VALUE * batch * (sum(values) + 2 * max(values))
-    weight_bytes = BYTES_PER_VALUE * sum(math.prod(variable.shape) for variable in network.model.weights)
+    backend = keras.backend.backend()
+    copies = WEIGHT_COPIES.get(backend, max(WEIGHT_COPIES.values()))
+    weights = BYTES_PER_VALUE * sum(math.prod(variable.shape) for variable in network.model.weights)
+    weight_bytes = round(copies * weights)
     image_bytes = BYTES_PER_VALUE * batch * math.prod(variable) * IMAGE_BUFFERS
-    framework_bytes = FRAMEWORK_BYTES.get(keras.backend.backend(), max(FRAMEWORK_BYTES.values()))
+    framework_bytes = FRAMEWORK_BYTES.get(backend, max(FRAMEWORK_BYTES.values()))
     return Estimate(
         peak_bytes=framework_bytes + weight_bytes + activation_bytes + image_bytes, seconds_per_step=flops / rate,
         flops_per_step=flops, weight_bytes=weight_bytes, activation_bytes=activation_bytes, image_bytes=image_bytes,
