@@ -71,11 +71,13 @@ def separate_arrays(batch):
     """`batch` with every array that shares memory with an earlier one in it replaced by a copy.
 
     A batch may hold one array twice: in stack training the activations one module reads are the
-    target of the module below it. Fed to `fit` that way on TensorFlow with several devices, the first
-    device's copy of such an input was overwritten while its step ran (the two places evidently end up
-    as one buffer that TensorFlow lets an operation reuse for its output), at moments that vary with
-    thread timing: two runs with one seed trained differently. Copies cost a few arrays per step and
-    only where arrays are shared.
+    target of the module below it. tf.data takes a `PyDataset`'s arrays through a Python function
+    whose outputs use an array's own memory when it is 64-byte aligned, so such an array becomes two
+    tensors over one memory, each with a buffer TensorFlow takes for its only owner. On several devices
+    an operation then reused one of them for its output (buffer forwarding) while the other was still
+    to be read: a module's input or target was overwritten mid-step, at random (alignment and thread
+    timing), and two runs with one seed trained differently. The copies are made only where arrays
+    share memory.
     """
     seen = []
 
