@@ -142,7 +142,7 @@ def copies_case(size, steps, rounds, folder):
         models_by_path[path] = stack.compile(stack.training_model("separate"), "separate", 1e-3)
     rates = {path: [] for path in paths}
     warm = 2
-    for path, model in models_by_path.items():
+    for model in models_by_path.values():
         fit_path(model, batches, 0, warm, folder / "warm")
     done = warm
     try:
