@@ -10,8 +10,12 @@ memory of a stack run whose activation cache is read from HDF5.
    left out.
 2. Peak resident memory (each child's own ru_maxrss) of `deeprestore stack` runs in child processes with the cache
    loaded into memory and with it read from HDF5 in block-shuffled chunks (`IN_MEMORY_BYTES = 0`).
+3. (`--cases copies`) Steps per second of VGG16's default stack chain from pool2 to the image, whose
+   batches hold each inner layer twice (one module's input, the module below's target), with
+   `StepBatches` copying those apart (`training.separate_arrays`, which two devices need) against
+   passing them as they are (which trains the same on one device), side by side in alternating rounds.
 
-Usage: python3 benchmarks/bench_training.py [--steps 60] [--rounds 3] [--size 64] [--cases speed memory]
+Usage: python3 benchmarks/bench_training.py [--steps 60] [--rounds 3] [--size 64] [--cases speed memory copies]
 """
 
 import argparse
@@ -120,6 +124,48 @@ def stack_case(size, steps, rounds, folder):
             steps, rounds, folder / "stack")
 
 
+def copies_case(size, steps, rounds, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    network = create_network("vgg16", "random", seed=0)
+    dataset = ImageDataset.build(folder / "images.h5", "bundled", (size, size))
+    store = ActivationStore(folder / "activations", dataset, network)
+    resolved = check_specs(network, default_specs(network, "pool2"), (size, size))
+    layers = Stack(network, resolved, {}).layers_needed("separate")
+    store.ensure(layers, batch_size=8)
+    stack = Stack.build(network, resolved, seed=0)
+    batches, *_ = batch_source(stack, "separate", store, layers, np.arange(len(dataset)), 8, 0)
+    separate = training.separate_arrays
+    paths = {"copied apart (separate_arrays)": separate, "as they are": lambda batch: batch}
+    models_by_path = {}
+    for path in paths:
+        stack = Stack.build(network, resolved, seed=0)
+        models_by_path[path] = stack.compile(stack.training_model("separate"), "separate", 1e-3)
+    rates = {path: [] for path in paths}
+    warm = 2
+    for model in models_by_path.values():
+        fit_path(model, batches, 0, warm, folder / "warm")
+    done = warm
+    try:
+        for _ in range(rounds):
+            for path, model in models_by_path.items():
+                training.separate_arrays = paths[path]
+                start = time.perf_counter()
+                training.save_checkpoint(model, folder / "alone", done)
+                checkpoint = time.perf_counter() - start
+                start = time.perf_counter()
+                fit_path(model, batches, done, done + steps, folder / "timed")
+                rates[path].append(steps / (time.perf_counter() - start - checkpoint))
+            done += steps
+    finally:
+        training.separate_arrays = separate
+    print(f"stack: VGG16 chain pool2 to image ({len(resolved.specs)} modules), 8 crops of {size}x{size}, one device:")
+    for path, values in rates.items():
+        print(f"  {path:<34} {statistics.median(values):8.2f} steps/s  (rounds: "
+              + ", ".join(f"{value:.2f}" for value in values) + ")")
+    copied, shared = (statistics.median(values) for values in rates.values())
+    print(f"  copied / as they are: {copied / shared:.3f}", flush=True)
+
+
 MEMORY_SCRIPT = """
 import atexit, resource, sys
 from deeprestore.recipes import stack
@@ -161,7 +207,7 @@ def main():
     parser.add_argument("--steps", type=int, default=60, help="timed steps per round and path")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size", type=int, default=64, help="side of the stack's crops")
-    parser.add_argument("--cases", nargs="+", default=["speed", "memory"], choices=["speed", "memory"])
+    parser.add_argument("--cases", nargs="+", default=["speed", "memory"], choices=["speed", "memory", "copies"])
     options = parser.parse_args()
     keras.utils.set_random_seed(0)
     with tempfile.TemporaryDirectory() as name:
@@ -171,6 +217,8 @@ def main():
             stack_case(options.size, options.steps, options.rounds, folder)
         if "memory" in options.cases:
             memory_case(options.size, folder / "memory")
+        if "copies" in options.cases:
+            copies_case(options.size, options.steps, options.rounds, folder / "copies")
 
 
 if __name__ == "__main__":

@@ -67,8 +67,33 @@ class Schedule:
     keep_every: int = 0
 
 
+def separate_arrays(batch):
+    """`batch` with every array that shares memory with an earlier one in it replaced by a copy.
+
+    A batch may hold one array twice: in stack training the activations one module reads are the
+    target of the module below it. tf.data takes a `PyDataset`'s arrays through a Python function
+    whose outputs use an array's own memory when it is 64-byte aligned, so such an array becomes two
+    tensors over one memory, each with a buffer TensorFlow takes for its only owner. On several devices
+    an operation then reused one of them for its output (buffer forwarding) while the other was still
+    to be read: a module's input or target was overwritten mid-step, at random (alignment and thread
+    timing), and two runs with one seed trained differently. The copies are made only where arrays
+    share memory.
+    """
+    seen = []
+
+    def separate(value):
+        if isinstance(value, np.ndarray):
+            if any(np.may_share_memory(value, other) for other in seen):
+                value = value.copy()
+            seen.append(value)
+        return value
+
+    return keras.tree.map_structure(separate, batch)
+
+
 class StepBatches(keras.utils.PyDataset):
-    """The batches of steps `start` to `steps - 1`: item `i` is `batches(start + i)`.
+    """The batches of steps `start` to `steps - 1`: item `i` is `batches(start + i)`, its arrays
+    separated (`separate_arrays`).
 
     No worker threads or processes: a batch is made when `fit` asks for it (tf.data may prefetch a
     few ahead), so the batches are a function of the step alone, whatever the process did before.
@@ -82,7 +107,7 @@ class StepBatches(keras.utils.PyDataset):
         return self.steps - self.start
 
     def __getitem__(self, index):
-        return self.batches(self.start + index)
+        return separate_arrays(self.batches(self.start + index))
 
 
 def _keyed(variables, prefix):

@@ -23,7 +23,9 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 # Two steps of Adam on 1 device and on 2, a run checkpointed on 2 devices resumed on 1, and the errors. The
 # model has no batch normalisation (per-device statistics differ) and no dropout (per-device seeds).
 # `Probe` records the batch each replica's trace sees, so that a "parallel" step handing every
-# device the whole batch fails too.
+# device the whole batch fails too. As in stack training, one array of a batch is an input and the
+# target of another output; it is 64-byte aligned, the arrays tf.data does not copy, so that a batch
+# whose leaves share memory corrupts the two-device step (see `training.separate_arrays`).
 EQUALITY_SCRIPT = """
 import json, pathlib, sys, tempfile
 import keras, numpy as np
@@ -41,16 +43,27 @@ class Probe(keras.layers.Layer):
 def make_model(parallel):
     with parallel.scope():
         keras.utils.set_random_seed(1)
-        inputs = {"values": keras.Input((6,), name="values")}
-        hidden = keras.layers.Dense(8, activation="relu")(Probe()(inputs["values"]))
-        model = keras.Model(inputs, {"out": keras.layers.Dense(2, name="out")(hidden)})
-        model.compile(optimizer=keras.optimizers.Adam(0.05), loss={"out": "mse"}, metrics={"out": ["mae"]})
+        inputs = {"values": keras.Input((6,), name="values"), "other": keras.Input((6,), name="other")}
+        hidden = keras.layers.Dense(8, activation="relu")(Probe()(keras.layers.Rescaling(0.5)(inputs["values"])))
+        outputs = {"out": keras.layers.Dense(2, name="out")(hidden),
+                   "echo": keras.layers.Dense(6, name="echo")(inputs["other"])}
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer=keras.optimizers.Adam(0.05), loss={"out": "mse", "echo": "mse"},
+                      metrics={"out": ["mae"], "echo": []})
     return model
+
+def aligned(values):
+    buffer = np.empty(values.size + 16, values.dtype)
+    start = (-buffer.ctypes.data % 64) // values.itemsize
+    array = buffer[start:start + values.size].reshape(values.shape)
+    array[...] = values
+    return array
 
 def batches(step):
     rng = np.random.default_rng(step)
-    inputs = rng.normal(size=(8, 6)).astype("float32")
-    return {"values": inputs}, {"out": np.stack([inputs[:, 0] - inputs[:, 1], inputs[:, 2] * 0.5], axis=1)}
+    inputs = aligned(rng.normal(size=(8, 6)).astype("float32"))
+    return ({"values": inputs, "other": inputs[:, ::-1].copy()},
+            {"out": np.stack([inputs[:, 0] - inputs[:, 1], inputs[:, 2] * 0.5], axis=1), "echo": inputs})
 
 def run(parallel, steps, folder, resume=False, model=None):
     model = model or make_model(parallel)

@@ -52,6 +52,19 @@ def test_training_lowers_the_loss_and_logs_every_step(tmp_path):
     assert len(values) == 30 and values[-5:].mean() < values[:5].mean()
 
 
+def test_step_batches_copy_apart_only_the_arrays_that_share_memory():
+    layer = np.arange(48, dtype=np.float32).reshape(2, 4, 6)
+    other = np.ones((2, 3), np.float32)
+    # one array as an input and a target (stack), a view of it, and an array of its own
+    inputs, targets = training.StepBatches(lambda step: ({"a": layer, "b": other}, {"c": layer, "d": layer[:, 1:]}),
+                                           0, 1)[0]
+    assert inputs["a"] is layer and inputs["b"] is other  # the first user keeps the array: nothing copied
+    arrays = [inputs["a"], inputs["b"], targets["c"], targets["d"]]
+    assert not any(np.shares_memory(first, second) for index, first in enumerate(arrays) for second in arrays[:index])
+    np.testing.assert_array_equal(targets["c"], layer)
+    np.testing.assert_array_equal(targets["d"], layer[:, 1:])
+
+
 def test_a_checkpoint_restores_model_and_optimiser_state(tmp_path):
     model = make_model()
     training.train(model, batches, training.Schedule(steps=5, checkpoint_every=5), checkpoints=tmp_path,
