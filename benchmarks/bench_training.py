@@ -61,6 +61,17 @@ def fit_path(model, batches, start, steps, directory):
                    checkpoints=directory / "checkpoints", log_directory=directory / "losses", show_progress=False)
 
 
+def fit_rate(model, batches, done, steps, directory, checkpoint_directory):
+    """Steps per second of `steps` steps of `fit_path` from step `done`, less the time of the checkpoint
+    it writes at its end (timed alone first, so only training steps are compared)."""
+    start = time.perf_counter()
+    training.save_checkpoint(model, checkpoint_directory, done)
+    checkpoint = time.perf_counter() - start
+    start = time.perf_counter()
+    fit_path(model, batches, done, done + steps, directory)
+    return steps / (time.perf_counter() - start - checkpoint)
+
+
 def compare(name, make_model, batches, steps, rounds, folder):
     """Median steps per second of each path over `rounds` alternating rounds, each path on its own copy
     of one model; `training.train`'s checkpoint after its last step is timed apart and left out."""
@@ -77,12 +88,7 @@ def compare(name, make_model, batches, steps, rounds, folder):
                 previous_loop(model, batches, done, done + steps, folder / "old")
                 rates[path].append(steps / (time.perf_counter() - start))
             else:
-                start = time.perf_counter()
-                training.save_checkpoint(model, folder / "alone", done)
-                checkpoint = time.perf_counter() - start
-                start = time.perf_counter()
-                fit_path(model, batches, done, done + steps, folder / "new")
-                rates[path].append(steps / (time.perf_counter() - start - checkpoint))
+                rates[path].append(fit_rate(model, batches, done, steps, folder / "new", folder / "alone"))
         done += steps
     print(f"{name}:")
     for path, values in rates.items():
@@ -149,12 +155,7 @@ def copies_case(size, steps, rounds, folder):
         for _ in range(rounds):
             for path, model in models_by_path.items():
                 training.separate_arrays = paths[path]
-                start = time.perf_counter()
-                training.save_checkpoint(model, folder / "alone", done)
-                checkpoint = time.perf_counter() - start
-                start = time.perf_counter()
-                fit_path(model, batches, done, done + steps, folder / "timed")
-                rates[path].append(steps / (time.perf_counter() - start - checkpoint))
+                rates[path].append(fit_rate(model, batches, done, steps, folder / "timed", folder / "alone"))
             done += steps
     finally:
         training.separate_arrays = separate
