@@ -54,7 +54,7 @@ def option(default, help, **details):
     return dataclasses.field(default=default, metadata={"help": help, **details})
 
 
-def settings(cls):
+def settings_class(cls):
     """Makes `cls` a frozen dataclass and lists its fields' help under `Attributes:` in its docstring."""
     cls = dataclasses.dataclass(frozen=True)(cls)
     entries = [f"    {field.name}: {field.metadata['help']}" for field in dataclasses.fields(cls)]
@@ -117,7 +117,7 @@ def tensorboard_field():
                          "tensorboard/; uses TensorFlow's writer, also on JAX.")
 
 
-@settings
+@settings_class
 class DreamSettings:
     """DeepDream: normalised gradient ascent on layer objectives, over octaves (seed 003; Mordvintsev et al.).
 
@@ -189,7 +189,7 @@ MODULE_TYPES = ("cd", "dc", "dd", "upconv")
 STACK_MODES = ("separate", "joint", "end-to-end", "fine-tune")
 
 
-@settings
+@settings_class
 class StackSettings:
     """Training a stack of inversion modules, one per network operation (seed 000; Dosovitskiy & Brox)."""
 
@@ -228,7 +228,7 @@ class StackSettings:
 STACK = StackSettings()
 
 
-@settings
+@settings_class
 class LearnedInversionSettings:
     """Defaults of `invert --method learned`: reconstruction through a trained stack."""
 
@@ -242,7 +242,7 @@ class LearnedInversionSettings:
 INVERT_LEARNED = LearnedInversionSettings()
 
 
-@settings
+@settings_class
 class DeconvnetSettings:
     """Defaults of `invert --method deconvnet` (Zeiler & Fergus 2014; seed 002)."""
 
@@ -267,7 +267,7 @@ CORRUPTIONS = ("gaussian:SIGMA, salt-and-pepper:AMOUNT, centre:FRACTION or pertu
                "N-HPatches-like noise)")
 
 
-@settings
+@settings_class
 class DenoiseSettings:
     """`denoise train`: a restoration model trained on corrupted patches (seeds 001 and 004).
 
@@ -311,7 +311,7 @@ class DenoiseSettings:
     tensorboard: bool = tensorboard_field()
 
 
-@settings
+@settings_class
 class DenoiseApplySettings:
     """`denoise apply`: a trained model on images, each scored against its clean image when known."""
 
@@ -341,7 +341,7 @@ INIT_CHOICES = ("content", "noise", "style")
 OPTIMISER_CHOICES = ("lbfgs", "adam")
 
 
-@settings
+@settings_class
 class StyleSettings:
     """Neural style transfer (Gatys, Ecker & Bethge, 2015)."""
 
@@ -378,7 +378,7 @@ class StyleSettings:
 STYLE = StyleSettings()
 
 
-@settings
+@settings_class
 class TextureSettings:
     """Texture synthesis from Gram matrices (Gatys, Ecker & Bethge, 2015)."""
 
@@ -415,7 +415,7 @@ TEXTURE = TextureSettings()
 INVERT_PRESETS = ("mv2015", "mv2016")
 
 
-@settings
+@settings_class
 class InvertSettings:
     """Optimisation-based inversion (Mahendran & Vedaldi 2015, 2016): find an image whose activations
     at a layer match an image's, starting from noise.
@@ -453,7 +453,7 @@ DESCRIBE_SPLITS = ("a", "b", "c", "illum", "view", "full")  # the official ones;
 DESCRIBE_BASELINES = ("raw16", "sift")
 
 
-@settings
+@settings_class
 class DescribeDataSettings:
     """Where `describe` finds patches and tasks (shared by training and evaluation)."""
 
@@ -474,7 +474,7 @@ class DescribeDataSettings:
     distractors: int = option(20_000, "Retrieval distractors to generate (benchmark: 20000).", at_least=1)
 
 
-@settings
+@settings_class
 class DescribeSettings(DescribeDataSettings):
     """`describe train`: seed 004's HardNet-like descriptor trained on triplets, mAP every epoch.
 
@@ -505,7 +505,7 @@ class DescribeSettings(DescribeDataSettings):
     tensorboard: bool = tensorboard_field()
 
 
-@settings
+@settings_class
 class DescribeEvaluateSettings(DescribeDataSettings):
     """`describe evaluate`: the HPatches protocol on a trained descriptor and/or descriptor CSV folders."""
 
