@@ -55,10 +55,11 @@ def option(default, help, **details):
 
 
 def settings_class(cls):
-    """Makes `cls` a frozen dataclass and lists its fields' help under `Attributes:` in its docstring."""
+    """Makes `cls` a frozen dataclass and lists its fields' help under `Args:` in its docstring
+    (they are its constructor's arguments; the API reference shows each beside its type)."""
     cls = dataclasses.dataclass(frozen=True)(cls)
     entries = [f"    {field.name}: {field.metadata['help']}" for field in dataclasses.fields(cls)]
-    cls.__doc__ = inspect.cleandoc(cls.__doc__) + "\n\nAttributes:\n" + "\n".join(entries) + "\n"
+    cls.__doc__ = inspect.cleandoc(cls.__doc__) + "\n\nArgs:\n" + "\n".join(entries) + "\n"
     return cls
 
 
