@@ -72,6 +72,17 @@ def fit_rate(model, batches, done, steps, directory, checkpoint_directory):
     return steps / (time.perf_counter() - start - checkpoint)
 
 
+def report(title, rates, ratio, inverse=False):
+    """Prints each path's median steps/s with its rounds, then the ratio of the first path's median to the
+    second's (the second's to the first's with `inverse`)."""
+    print(title)
+    for path, values in rates.items():
+        print(f"  {path:<34} {statistics.median(values):8.2f} steps/s  (rounds: "
+              + ", ".join(f"{value:.2f}" for value in values) + ")")
+    first, second = (statistics.median(values) for values in rates.values())
+    print(f"  {ratio}: {(second / first) if inverse else (first / second):.3f}", flush=True)
+
+
 def compare(name, make_model, batches, steps, rounds, folder):
     """Median steps per second of each path over `rounds` alternating rounds, each path on its own copy
     of one model; `training.train`'s checkpoint after its last step is timed apart and left out."""
@@ -90,12 +101,7 @@ def compare(name, make_model, batches, steps, rounds, folder):
             else:
                 rates[path].append(fit_rate(model, batches, done, steps, folder / "new", folder / "alone"))
         done += steps
-    print(f"{name}:")
-    for path, values in rates.items():
-        print(f"  {path:<34} {statistics.median(values):8.2f} steps/s  (rounds: "
-              + ", ".join(f"{value:.2f}" for value in values) + ")")
-    old, new = (statistics.median(values) for values in rates.values())
-    print(f"  fit / previous loop: {new / old:.3f}", flush=True)
+    report(f"{name}:", rates, "fit / previous loop", inverse=True)
 
 
 def denoise_case(steps, rounds, folder):
@@ -159,12 +165,8 @@ def copies_case(size, steps, rounds, folder):
             done += steps
     finally:
         training.separate_arrays = separate
-    print(f"stack: VGG16 chain pool2 to image ({len(resolved.specs)} modules), 8 crops of {size}x{size}, one device:")
-    for path, values in rates.items():
-        print(f"  {path:<34} {statistics.median(values):8.2f} steps/s  (rounds: "
-              + ", ".join(f"{value:.2f}" for value in values) + ")")
-    copied, shared = (statistics.median(values) for values in rates.values())
-    print(f"  copied / as they are: {copied / shared:.3f}", flush=True)
+    report(f"stack: VGG16 chain pool2 to image ({len(resolved.specs)} modules), 8 crops of {size}x{size}, one device:",
+           rates, "copied / as they are")
 
 
 MEMORY_SCRIPT = """

@@ -295,6 +295,40 @@ class DataParallel:
             )
 
 
+def fit_data(batches):
+    """What `fit` should read a `keras.utils.PyDataset` of equal batches through.
+
+    On TensorFlow, a `tf.data` pipeline over it that prepares the next batch while a step runs, with
+    tf.data's autotuning off. Keras's own pipeline for a PyDataset prefetches with autotuning, which on
+    a 2-core CPU now and then settled into about 51 ms per step (`fit` at 19.5 steps/s in whole rounds
+    of a stack module whose steps take 25-30 ms, and 9.8 against 21 on the U-Net). On JAX, `fit`
+    iterates the PyDataset itself, in the calling thread.
+
+    Args:
+        batches: A PyDataset whose items all have the same structure, shapes and dtypes.
+
+    Returns:
+        What to pass to `fit` as its data.
+    """
+    if name() != "tensorflow":
+        return batches
+    import tensorflow as tf
+
+    first = batches[0]  # also the structure, shapes and dtypes of every other batch
+
+    def generate():
+        yield first
+        for index in range(1, len(batches)):
+            yield batches[index]
+
+    signature = tf.nest.map_structure(lambda value: tf.TensorSpec(np.shape(value), np.asarray(value).dtype), first)
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.threading.private_threadpool_size = 1
+    return dataset.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(1).with_options(options)
+
+
 class EventWriter:
     """TensorBoard event files: scalars and images by step, written with TensorFlow's summary writer.
 

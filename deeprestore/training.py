@@ -421,8 +421,8 @@ def train(model, batches, schedule, *, checkpoints, log_directory=None, validati
     try:
         if step < schedule.steps:
             with stop_on_signals(flag), parallel.scope():  # fit splits each batch over the devices
-                model.fit(StepBatches(batches, step, schedule.steps), epochs=1, shuffle=False, verbose=0,
-                          callbacks=[main, *extra])
+                data = backend.fit_data(StepBatches(batches, step, schedule.steps))
+                model.fit(data, epochs=1, shuffle=False, verbose=0, callbacks=[main, *extra])
     finally:
         bar.close()
         if log is not None:
