@@ -65,6 +65,21 @@ def test_step_batches_copy_apart_only_the_arrays_that_share_memory():
     np.testing.assert_array_equal(targets["d"], layer[:, 1:])
 
 
+def test_fit_reads_every_step_batch_once_in_order():
+    from deeprestore import backend
+
+    def batches(step):
+        return {"x": np.full((2, 3), step, np.float32)}, np.full((2, 1), -step, np.float32)
+
+    steps = training.StepBatches(batches, 3, 8)
+    data = backend.fit_data(steps)
+    read = list(data.as_numpy_iterator()) if backend.name() == "tensorflow" else [steps[i] for i in range(len(data))]
+    assert len(read) == 5
+    for step, (inputs, targets) in zip(range(3, 8), read):
+        np.testing.assert_array_equal(inputs["x"], batches(step)[0]["x"])
+        np.testing.assert_array_equal(targets, batches(step)[1])
+
+
 def test_a_checkpoint_restores_model_and_optimiser_state(tmp_path):
     model = make_model()
     training.train(model, batches, training.Schedule(steps=5, checkpoint_every=5), checkpoints=tmp_path,
