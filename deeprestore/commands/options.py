@@ -13,7 +13,7 @@ import types
 import click
 
 from deeprestore.commands.aliases import AliasedOption
-from deeprestore.commands.common import DeviceCount, FiniteFloatRange, ImageSize
+from deeprestore.commands.common import DeviceCount, ImageSize
 
 _KINDS = {"devices": DeviceCount, "size": ImageSize}
 
@@ -95,10 +95,11 @@ def parameter_type(field):
     value_type = metadata.get("item", str) if isinstance(field.default, tuple) else _value_type(field.type)
     bounds = dict(min=metadata.get("at_least", metadata.get("above")), min_open="above" in metadata,
                   max=metadata.get("at_most", metadata.get("below")), max_open="below" in metadata)
-    if value_type is float:
-        return FiniteFloatRange(**bounds)
+    unbounded = bounds["min"] is None and bounds["max"] is None
+    if value_type is float:  # the group makes every float option refuse NaN and infinity (`refuse_non_finite`)
+        return click.FLOAT if unbounded else click.FloatRange(**bounds)
     if value_type is int:
-        return click.INT if bounds["min"] is None and bounds["max"] is None else click.IntRange(**bounds)
+        return click.INT if unbounded else click.IntRange(**bounds)
     return click.STRING
 
 
