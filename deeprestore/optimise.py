@@ -323,13 +323,29 @@ class LBFGS:
     """L-BFGS-B from scipy driven by the compiled value-and-gradient: the usual optimiser of Gatys-style
     transfer. Pixels stay within `bounds`. No jitter: L-BFGS needs the same function at every step.
 
+    It runs its `steps` unless the objective has stopped moving in its own units: the loss fell by less
+    than `tolerance` of its value over the last `window` iterations. scipy's own tests (projected gradient
+    below 1e-5, relative change with a floor of 1) are absolute, so they depend on the loss's scale and
+    are switched off; the test here holds at any loss weight.
+
     Attributes:
         bounds: `(low, high)` for every pixel, or None.
         history: Number of correction pairs kept (scipy's `maxcor`).
+        tolerance: Relative decrease of the loss over `window` iterations below which it has converged.
+        window: Number of iterations the decrease is measured over.
     """
 
     bounds: tuple | None = (0.0, 1.0)
     history: int = 10
+    tolerance: float = 1e-6
+    window: int = 10
+
+    def converged(self, losses):
+        """Whether the losses of the iterations so far (oldest first) say the optimum is reached."""
+        if len(losses) <= self.window:
+            return False
+        before, now = losses[-1 - self.window], losses[-1]
+        return before - now <= self.tolerance * abs(now)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -520,11 +536,10 @@ def _padded(values, capacity):
 def _optimise_lbfgs(engine, images, steps, rule, progress, targets, parametrisation=None):
     """`optimise` for L-BFGS: scipy's minimiser calls the compiled function; each iteration is a step.
 
-    scipy's stopping tests are absolute (projected gradient below 1e-5, relative loss change with a
-    floor of 1), so a loss with small weights (style's 2.5e-8 content weight) "converges" before its
-    first step. The minimiser therefore sees the loss divided by the largest absolute gradient at the
-    start: the same minimum at any loss weights, with a gradient near 1. The log keeps the true values.
-    When scipy stops before `steps` iterations, its reason goes to `progress.notify`.
+    The minimiser sees the loss divided by its largest absolute gradient at the start, so that it works
+    in the same numbers at any loss weights (style's content weight is 2.5e-8); the log keeps the true
+    values. scipy's tolerances are off: `rule.converged` decides, on the true loss, whether to stop
+    before `steps`. When it stops before `steps` iterations, the reason goes to `progress.notify`.
     """
     import scipy.optimize
 
@@ -543,26 +558,32 @@ def _optimise_lbfgs(engine, images, steps, rule, progress, targets, parametrisat
         return float(total) / scale["divisor"], gradient.astype(np.float64).ravel() / scale["divisor"]
 
     bar = tqdm(total=steps, desc=progress.description, disable=not progress.show, leave=False)
-    counter = {"step": 0}
+    losses = []
 
-    def after_iteration(flat):
+    def after_iteration(intermediate_result):
         interrupts.raise_if_requested()  # a deferred SIGTERM stops here, between two steps
-        counter["step"] += 1
+        # scipy passes the accepted iterate's loss; `last` may hold a later line-search trial's values.
+        losses.append(float(intermediate_result.fun) * scale["divisor"])
         if progress.log is not None:
-            progress.log.log(progress.first_step + counter["step"], {**last["values"], "total": last["total"]},
+            progress.log.log(progress.first_step + len(losses), {**last["values"], "total": last["total"]},
                              **progress.context)
         bar.update(1)
-        bar.set_postfix(loss=f"{last['total']:.4g}", refresh=False)
+        bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
+        if rule.converged(losses):
+            raise StopIteration
 
     bounds = None if rule.bounds is None else [rule.bounds] * images.size
     result = scipy.optimize.minimize(
         function, images.astype(np.float64).ravel(), jac=True, method="L-BFGS-B", bounds=bounds,
-        callback=after_iteration, options={"maxiter": steps, "maxcor": rule.history, "maxfun": steps * 4},
+        callback=after_iteration,
+        options={"maxiter": steps, "maxcor": rule.history, "maxfun": steps * 20, "ftol": 0.0, "gtol": 0.0},
     )
     bar.close()
-    if counter["step"] < steps:
-        _notify(progress, f"L-BFGS stopped after {counter['step']} of {steps} iterations ({progress.description}): "
-                          f"scipy says '{result.message}'.")
+    if len(losses) < steps:
+        reason = (f"the loss fell by less than {rule.tolerance:g} of its value over {rule.window} iterations"
+                  if rule.converged(losses) else f"scipy says '{result.message}'")
+        _notify(progress, f"L-BFGS stopped after {len(losses)} of {steps} iterations ({progress.description}): "
+                          f"{reason}.")
     return result.x.reshape(shape).astype(np.float32), {**last.get("values", {}), "total": last.get("total")}
 
 

@@ -115,6 +115,31 @@ def test_lbfgs_says_why_it_stopped_before_its_steps(tiny):
     assert len(notices) == 1 and "of 7 iterations (test)" in notices[0] and "scipy says" in notices[0]
 
 
+def test_lbfgs_converges_in_the_losses_own_units_at_any_scale():
+    from deeprestore.optimise import LBFGS
+
+    rule = LBFGS(tolerance=1e-3, window=2)
+    falling = [10.0, 5.0, 2.0, 1.0]
+    assert not rule.converged(falling[:2])  # too few iterations to judge
+    assert not rule.converged(falling)
+    assert rule.converged([1.0, 1.0, 0.9999]) and rule.converged([1e-12, 1e-12, 0.9999e-12])
+    assert not rule.converged([1e-12, 0.5e-12, 0.25e-12])  # a tiny loss still halving is not converged
+
+
+@pytest.mark.parametrize("weight", [1e-9, 1e6])
+def test_lbfgs_stops_when_the_loss_stops_falling_and_says_so(tiny, rng, weight):
+    from deeprestore.optimise import LBFGS
+
+    # A loose tolerance (a tenth of the loss per iteration) that this loss meets long before 200 steps,
+    # at either weight: the test is on the loss's own units, not on scipy's absolute ones.
+    engine = Engine(weight * objectives.l2("relu2"), FeatureProbe(tiny, ["relu2"]))
+    images = rng.uniform(size=(1, 16, 16, 3)).astype(np.float32)
+    notices = []
+    optimise(engine, images, 200, LBFGS(tolerance=0.1, window=1),
+             progress=Progress(show=False, notify=notices.append, description="test"))
+    assert len(notices) == 1 and "of 200 iterations (test): the loss fell by less than 0.1 of" in notices[0]
+
+
 @pytest.mark.parametrize("rule", [normalised_descent(0.02), Momentum(0.05), Adam(0.05), Adagrad(0.05)],
                          ids=["normalised", "momentum", "adam", "adagrad"])
 def test_every_step_rule_lowers_the_objective_in_the_compiled_loop(engine, rng, rule):
