@@ -14,6 +14,7 @@ from deeprestore.optimise import (
     Adam,
     Engine,
     Momentum,
+    Plan,
     Progress,
     StepRandom,
     clamp,
@@ -189,6 +190,9 @@ def test_each_source_and_step_has_its_own_stream():
     np.testing.assert_array_equal(shifts(StepRandom(drawn_from)), reference)
     # Uniform over [-8, 8], and uncorrelated across steps, sources and seeds.
     assert scipy.stats.chisquare(np.bincount(reference.ravel() + 8, minlength=17)).pvalue > 1e-3
+    # Two equal transforms are two sources.
+    plan = Plan(transforms=(Jitter(8), RandomScale((1.0, 1.1)), Jitter(8)), tiling=Tiling(16))
+    assert plan.sources == ("('jitter', 8)", "('scale', (1.0, 1.1))", "('jitter', 8)#2", "('tiles', 16, 'random', 0)")
     others = [reference[1:], shifts(random, "tiles"), shifts(random, "jitter#2"), shifts(StepRandom([4, 2]))]
     for other in others:
         assert not np.array_equal(other, reference[: len(other)])
