@@ -5,8 +5,10 @@ objective, differentiated as one function, then the step rule and the constraint
 compiled function that runs several steps per call (`keras.ops.fori_loop`) and returns each step's
 loss terms as arrays for the loss log. Control comes back to the host between these chunks of steps:
 that is where progress is shown, the log written, host callbacks (saving images) run and an
-interruption is noticed. The random numbers of a chunk (jitter shifts, tile shifts) are drawn on the
-host from the seeded generator and passed in, so `--seed` reproduces a run on every backend.
+interruption is noticed. The random numbers of a chunk (jitter shifts, random scales and rotations, tile
+shifts) are drawn on the host and passed in. Each is a function of the seed, the random source and the
+step's number in the whole run alone (`StepRandom`), never of how the steps were grouped into chunks
+(which follows the wall clock) or where a run was split, so `--seed` reproduces a run on every backend.
 
 An `Engine` holds an objective over a probe and compiles, once per configuration, the chunk function
 and a plain value-and-gradient (for scipy's L-BFGS, which must stay on the host). A step rule
@@ -17,6 +19,8 @@ wrapped by `every(interval, callback)`.
 """
 
 import dataclasses
+import functools
+import hashlib
 import time
 import typing
 import warnings
@@ -70,8 +74,8 @@ class Engine:
 
         def transformed(values):
             images = plan.parametrisation.decode(values) if plan.parametrisation is not None else values
-            for transform in plan.transforms:
-                images = transform.apply(images, draws[str(transform.key)])
+            for transform, source in zip(plan.transforms, plan.sources):
+                images = transform.apply(images, draws[source])
             return images
 
         height, width = _image_shape(variables, plan.parametrisation)
@@ -79,7 +83,7 @@ class Engine:
             return backend.gradient(lambda values: self.loss(transformed(values), targets), variables)
         images = transformed(variables)
         total, values, image_gradient = plan.tiling.value_and_gradient(
-            lambda tiles: self.loss(tiles, targets), images, draws[str(plan.tiling.key)], self.objective.names)
+            lambda tiles: self.loss(tiles, targets), images, draws[plan.sources[-1]], self.objective.names)
         if plan.parametrisation is None and not plan.transforms:
             return total, values, image_gradient
         # The tiles' image gradient, pulled back through the transforms and the parametrisation: the
@@ -102,7 +106,7 @@ class Engine:
         draws = {}
         if tiling is not None:
             height, width = _image_shape(variables, parametrisation)
-            draws[str(tiling.key)] = tiling.draw(rng or np.random.default_rng(0), 1, height, width)[0]
+            draws[plan.sources[-1]] = tiling.draw(rng or np.random.default_rng(0), 1, height, width)[0]
 
         def build():
             def function(values, target_values, draws):
@@ -137,6 +141,65 @@ class Plan:
     def key(self):
         return (getattr(self.parametrisation, "key", None), tuple(transform.key for transform in self.transforms),
                 getattr(self.tiling, "key", None))
+
+    @property
+    def sources(self):
+        """The name of each random source, the transforms' then the tiling's: its key, numbered where a key
+        repeats, so that two equal transforms draw apart."""
+        keys = [*(transform.key for transform in self.transforms), *([self.tiling.key] if self.tiling else [])]
+        return tuple(str(key) if keys[:index].count(key) == 0 else f"{key}#{keys[:index].count(key) + 1}"
+                     for index, key in enumerate(keys))
+
+
+class StepRandom:
+    """The random numbers of a run, as a function of the seed, the random source and the step alone.
+
+    Each random source (a transform, the tiles) has at each step a generator of its own: numpy's Philox,
+    a counter-based generator whose streams are independent by design, keyed by the seed and the
+    source's name and started at a counter holding the step's number in the whole run (as the loss log
+    numbers it). So a step's draws do not depend on how the steps are grouped into compiled chunks,
+    on where a run was split into several `optimise` calls (given `Progress.first_step`), or on which
+    other sources are present, and no two (source, step) pairs share a stream.
+
+    Args:
+        seed: An int, a sequence of ints, a `numpy.random.SeedSequence`, or a `numpy.random.Generator`,
+            of which the seed sequence counts (not the numbers already drawn from it).
+    """
+
+    def __init__(self, seed=0):
+        if isinstance(seed, np.random.Generator):
+            if seed.bit_generator.seed_seq is None:
+                raise ValueError("Expected a generator made from a seed (numpy.random.default_rng(seed)); got one "
+                                 "made from a bare key or state.")
+            seed = seed.bit_generator.seed_seq
+        self.sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        self._keys = {}
+
+    def generator(self, source, step):
+        """The generator of source `source` (a name) at step `step` (a non-negative int)."""
+        if source not in self._keys:
+            # The source's name, hashed to 128 bits, extends the seed's spawn key: a child of the seed.
+            words = np.frombuffer(hashlib.sha256(source.encode()).digest()[:16], np.uint32)
+            child = np.random.SeedSequence(self.sequence.entropy, pool_size=self.sequence.pool_size,
+                                           spawn_key=(*self.sequence.spawn_key, *(int(word) for word in words)))
+            self._keys[source] = child.generate_state(2, np.uint64)
+        # The step fills the counter's highest word; a step's draws use the lower ones (2**192 blocks).
+        return np.random.Generator(np.random.Philox(key=self._keys[source], counter=[0, 0, 0, step]))
+
+    def draws(self, source, steps, draw):
+        """One chunk's draws of one source: `draw(generator)` (a batch of one) for each step of `steps`, joined.
+
+        The draws are those of `generator(source, step)`; one generator is moved to each step's counter,
+        which costs a third of making a new one.
+        """
+        generator = self.generator(source, 0)
+        fresh = generator.bit_generator.state
+        draws = []
+        for step in steps:
+            counter = np.array([0, 0, 0, step], np.uint64)
+            generator.bit_generator.state = {**fresh, "state": {**fresh["state"], "counter": counter}}
+            draws.append(draw(generator))
+        return np.concatenate(draws)
 
 
 # Step rules. Each has `hyperparameters` (floats passed to the compiled function, so that a new step
@@ -407,7 +470,9 @@ def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None,
         jitter: Largest random shift, in pixels, of the images before each step (0: none).
         callbacks: `Constraint`s (on the device, every step) and host callbacks `(images, step) -> images`
             (after every step, or on the interval of `every`).
-        rng: A `numpy.random.Generator` for the jitter, transforms and tiles.
+        rng: The seed of the jitter, transforms and tiles: a `numpy.random.Generator` (its seed counts, not
+            its state), an int or sequence of ints, or a `StepRandom`. Each step's draws depend on it, the
+            source and the step's number in the whole run (`progress.first_step` plus the step) alone.
         progress: A `Progress` (bar and loss log).
         targets: `{term name: array}` the objective's targets (see `objectives`).
         parametrisation: How `images` become pixels (`parametrisations.FourierImage`), or None for pixels.
@@ -423,7 +488,6 @@ def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None,
     from deeprestore.transforms import Jitter
 
     progress = progress or Progress()
-    rng = rng or np.random.default_rng(0)
     variables = np.array(images, np.float32)
     if isinstance(step_rule, LBFGS):
         if jitter or transforms or tiling is not None:
@@ -433,19 +497,20 @@ def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None,
     constraints = tuple(callback for callback in callbacks if isinstance(callback, Constraint))
     host_callbacks = [callback for callback in callbacks if not isinstance(callback, Constraint)]
     loop = _Loop(engine, plan, step_rule, constraints, CHUNK_STEPS)
+    random = rng if isinstance(rng, StepRandom) else StepRandom(0 if rng is None else rng)
     state = step_rule.initial_state(variables)
     hyperparameters = {name: np.float32(value) for name, value in step_rule.hyperparameters.items()}
     target_arrays = _as_arrays(targets)
     values = {}
     bar = tqdm(total=steps, desc=progress.description, disable=not progress.show, leave=False)
-    step, limit = 0, loop.capacity
+    step, limit = 0, _chunk_limit(loop.capacity)
     while step < steps:
         interrupts.raise_if_requested()  # a deferred SIGTERM stops here, between two chunks of steps
         count = min(limit, steps - step, _steps_to_next_callback(host_callbacks, step))
         started = time.perf_counter()
-        variables, state, rows = loop(variables, state, step, count, progress.first_step, rng, hyperparameters,
+        variables, state, rows = loop(variables, state, step, count, progress.first_step, random, hyperparameters,
                                       target_arrays)
-        limit = max(1, min(loop.capacity, int(CHUNK_SECONDS * count / max(time.perf_counter() - started, 1e-9))))
+        limit = _chunk_limit(loop.capacity, count, time.perf_counter() - started)
         for index in range(count):
             values = loop.row_values(rows[index])
             if not rows[index][-1]:
@@ -462,6 +527,14 @@ def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None,
         bar.set_postfix(loss=f"{values['total']:.4g}", refresh=False)
     bar.close()
     return variables, values
+
+
+def _chunk_limit(capacity, count=0, seconds=0.0):
+    """Most steps the next chunk may run: the whole capacity at first, then as many as take about
+    CHUNK_SECONDS at the pace of the last chunk (`count` steps in `seconds`)."""
+    if not count:
+        return capacity
+    return max(1, min(capacity, int(CHUNK_SECONDS * count / max(seconds, 1e-9))))
 
 
 def _steps_to_next_callback(callbacks, step):
@@ -508,16 +581,18 @@ class _Loop:
 
         return run
 
-    def __call__(self, variables, state, step, count, first_step, rng, hyperparameters, targets):
-        """Runs `count` steps from local step `step`; returns the variables, state and the logged rows."""
+    def __call__(self, variables, state, step, count, first_step, random, hyperparameters, targets):
+        """Runs `count` steps from local step `step`, with the draws `random` (a `StepRandom`) gives steps
+        numbered from `first_step` on; returns the variables, state and the logged rows."""
         height, width = _image_shape(variables, self.plan.parametrisation)
         draws = {"step": np.zeros(self.capacity, np.int32)}
         draws["step"][:count] = np.arange(step, step + count)
-        for transform in self.plan.transforms:
-            draws[str(transform.key)] = _padded(transform.draw(rng, count), self.capacity)
-        if self.plan.tiling is not None:
-            draws[str(self.plan.tiling.key)] = _padded(self.plan.tiling.draw(rng, count, height, width), self.capacity)
         numbers = (first_step + 1 + draws["step"]).astype(np.int32)
+        sampled = [functools.partial(transform.draw, count=1) for transform in self.plan.transforms]
+        if self.plan.tiling is not None:
+            sampled.append(functools.partial(self.plan.tiling.draw, count=1, height=height, width=width))
+        for source, draw in zip(self.plan.sources, sampled):
+            draws[source] = _padded(random.draws(source, numbers[:count], draw), self.capacity)
         variables, state, rows = self.function(variables, state, np.int32(count), numbers, draws, hyperparameters,
                                                targets)
         return np.asarray(variables), state, np.asarray(rows)

@@ -4,15 +4,16 @@ A transform is a callable `images -> images` on a float32 `(batch, height, width
 in `keras.ops` so that it runs inside the compiled step and is differentiated there; the factories
 `gaussian_blur`, `scale_towards` and `zoom` take settings and return transforms. The random
 transforms of lucid (`Jitter`, `RandomScale`, `RandomRotation`, and `Pad`) are applied to the images
-the network sees before every step: each draws its random numbers for a chunk of steps on the host
-(`draw(rng, count)`, seeded) and applies one step's draw on the device (`apply(images, draw)`); their
-gradient is the autodiff's, so nothing is undone by hand. A `Tiling` computes a step's objective and
-gradient tile by tile inside the compiled step, so memory is bounded by the tile rather than the image;
-`tile_boxes` is its geometry, in three modes that reproduce seed 003's comparison: `contiguous` (a
-fixed grid, seams show), `overlap` (regions covered by several tiles are updated several times) and
-`random` (the grid shifted at random each step, no seams). In `contiguous` and `random` modes the
-tiles split the image evenly, so they cover its pixels once (to a pixel per tile) and a tiled step
-costs what the pixels cost.
+the network sees before every step: each draws its random numbers on the host (`draw(rng, count)`;
+the loop gives each step and source a generator of its own, `optimise.StepRandom`, so that a seed
+reproduces a run however its steps are chunked) and applies one step's draw on the device
+(`apply(images, draw)`); their gradient is the autodiff's, so nothing is undone by hand. A `Tiling`
+computes a step's objective and gradient tile by tile inside the compiled step, so memory is bounded by
+the tile rather than the image; `tile_boxes` is its geometry, in three modes that reproduce seed 003's
+comparison: `contiguous` (a fixed grid, seams show), `overlap` (regions covered by several tiles are
+updated several times) and `random` (the grid shifted at random each step, no seams). In `contiguous`
+and `random` modes the tiles split the image evenly, so they cover its pixels once (to a pixel per
+tile) and a tiled step costs what the pixels cost.
 """
 
 import dataclasses

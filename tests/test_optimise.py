@@ -1,17 +1,22 @@
-"""The optimisation loop: a few steps lower the objective; jitter, clamping and NaN handling."""
+"""The optimisation loop: a few steps lower the objective; jitter, clamping and NaN handling; seeds that
+reproduce a run however its steps are chunked."""
 
 import keras
 import numpy as np
 import pytest
+import scipy.stats
 
 from deeprestore import objectives
+from deeprestore import optimise as optimise_module
 from deeprestore.errors import DeepRestoreError
 from deeprestore.optimise import (
     Adagrad,
     Adam,
     Engine,
     Momentum,
+    Plan,
     Progress,
+    StepRandom,
     clamp,
     every,
     gradient_descent,
@@ -19,7 +24,7 @@ from deeprestore.optimise import (
     optimise,
 )
 from deeprestore.probes import FeatureProbe
-from deeprestore.transforms import Tiling
+from deeprestore.transforms import Jitter, RandomRotation, RandomScale, Tiling
 
 
 @pytest.fixture
@@ -157,6 +162,66 @@ def test_the_seed_reproduces_jittered_tiled_steps(engine, rng):
 
     np.testing.assert_array_equal(run(1), run(1))
     assert not np.array_equal(run(1), run(2))
+
+
+def chunked(monkeypatch, lengths):
+    """Makes the loop (compiled for 40 steps a call) run chunks of exactly `lengths` steps, whatever the
+    clock says; returns the list the chunks it runs are appended to."""
+    planned, ran = iter(lengths), []
+    monkeypatch.setattr(optimise_module, "CHUNK_STEPS", 40)
+    monkeypatch.setattr(optimise_module, "_chunk_limit", lambda *args: next(planned, 40))
+    call = optimise_module._Loop.__call__
+
+    def counted(loop, variables, state, step, count, *args):
+        ran.append(count)
+        return call(loop, variables, state, step, count, *args)
+
+    monkeypatch.setattr(optimise_module._Loop, "__call__", counted)
+    return ran
+
+
+def test_the_seed_reproduces_every_random_source_whatever_the_chunks(engine, rng, monkeypatch):
+    images = rng.uniform(size=(1, 32, 32, 3)).astype(np.float32)
+    sources = dict(jitter=3, transforms=(RandomScale((0.9, 1.0, 1.1)), RandomRotation((-8, 0, 8))),
+                   tiling=Tiling(16, "random"))
+
+    def run(lengths, seed=1, steps=40, first_step=0, start=images):
+        ran = chunked(monkeypatch, lengths)
+        result = optimise(engine, start, steps, normalised_descent(0.02), rng=np.random.default_rng(seed),
+                          progress=Progress(show=False, first_step=first_step), **sources)[0]
+        assert ran == lengths
+        return result
+
+    reference = run([16, 2, 14, 8])
+    np.testing.assert_array_equal(run([5, 35]), reference)
+    # Interrupted after step 25 and resumed from its images: the draws follow the run's step numbers.
+    np.testing.assert_array_equal(run([15], steps=15, first_step=25, start=run([9, 16], steps=25)), reference)
+    assert not np.array_equal(run([16, 2, 14, 8], seed=2), reference)
+    np.testing.assert_array_equal(run([16, 2, 14, 8]), reference)
+
+
+def test_each_source_and_step_has_its_own_stream():
+    def shifts(random, source="jitter", steps=range(1, 601)):
+        return random.draws(source, steps, lambda generator: Jitter(8).draw(generator, 1))
+
+    random = StepRandom(np.random.default_rng([4, 1]))
+    reference = shifts(random)
+    np.testing.assert_array_equal(reference[10:20], shifts(random, steps=range(11, 21)))
+    np.testing.assert_array_equal(reference[[6, 0]], np.concatenate(
+        [Jitter(8).draw(random.generator("jitter", step), 1) for step in (7, 1)]))
+    # A generator's seed counts, not its state: the same draws from a fresh one and from one drawn from.
+    drawn_from = np.random.default_rng([4, 1])
+    drawn_from.uniform(size=5)
+    np.testing.assert_array_equal(shifts(StepRandom(drawn_from)), reference)
+    # Uniform over [-8, 8], and uncorrelated across steps, sources and seeds.
+    assert scipy.stats.chisquare(np.bincount(reference.ravel() + 8, minlength=17)).pvalue > 1e-3
+    # Two equal transforms are two sources.
+    plan = Plan(transforms=(Jitter(8), RandomScale((1.0, 1.1)), Jitter(8)), tiling=Tiling(16))
+    assert plan.sources == ("('jitter', 8)", "('scale', (1.0, 1.1))", "('jitter', 8)#2", "('tiles', 16, 'random', 0)")
+    others = [reference[1:], shifts(random, "tiles"), shifts(random, "jitter#2"), shifts(StepRandom([4, 2]))]
+    for other in others:
+        assert not np.array_equal(other, reference[: len(other)])
+        assert abs(np.corrcoef(reference[: len(other)].ravel(), other.ravel())[0, 1]) < 0.2
 
 
 def test_adam_in_the_loop_matches_a_numpy_reference(tiny, rng):
