@@ -122,7 +122,7 @@ def tensorboard_field():
 class DreamSettings:
     """DeepDream: normalised gradient ascent on layer objectives, over octaves (seed 003; Mordvintsev et al.).
 
-    Objective options are strings as typed on the command line (`block4_relu3:0.5`); the dream recipe
+    Objective options are strings as typed on the command line (`block4_conv3:0.5`); the dream recipe
     parses them (`deeprestore.recipes.dream.parse_terms`). All given terms are summed; with none, the
     network's default dream layers are used.
     """
@@ -431,7 +431,7 @@ class InvertSettings:
     weights: str = weights_field()
     precision: str = precision_field()
     pooling: str = pooling_field("max")
-    layer: str = option("block3_conv3", "Layer to invert, pre- or post-activation (learned: the stack's deepest "
+    layer: str = option("block3_conv3_preact", "Layer to invert, pre- or post-activation (learned: the stack's deepest "
                                         "input; deconvnet: every pooling layer).")
     preset: str = option("mv2016", "mv2015 (alpha 6, TV by depth, momentum SGD) or mv2016 (normalised priors, "
                                    "jitter, range constraint, Adam).", choices=INVERT_PRESETS)
