@@ -2,12 +2,13 @@
 
 An `ActivationCache` is one HDF5 file with a group per image key and a dataset per layer inside it
 (`<group>/block1_conv1`, without the batch dimension). Each group's attributes record what produced
-it: the network with its pooling and arithmetic, the sha256 of its weights, the preprocessing, the layer
-naming its dataset names were written under (`deeprestore.layernames`: an entry from before VGG's
-`block2_conv2` meant the ReLU output has none, so its `block2_conv2`, the pre-activation, is never
-served as today's), the image size and the sha256 of the image itself; each dataset carries the sha256 of its own values. A lookup
-whose metadata differs in any way, or whose values do not match their digest (a damaged or tampered
-entry), discards the entry and recomputes it, so a cache is never silently wrong.
+it: the network with its pooling and arithmetic, the sha256 of its weights, the preprocessing, the
+layer naming its dataset names were written under (`deeprestore.layernames`: an entry from before
+VGG's `block2_conv2` meant the ReLU output has none, so its `block2_conv2`, the pre-activation, is
+never served as today's), the image size and the sha256 of the image itself; each dataset carries the
+sha256 of its own values. A lookup whose metadata differs in any way, or whose values do not match
+their digest (a damaged or tampered entry), discards the entry and recomputes it, so a cache is never
+silently wrong.
 
 One file may be shared by any number of processes, on one machine or across an array job's nodes. The
 file is never modified in place: a writer takes an exclusive `fcntl` lock on `<file>.lock`, copies the

