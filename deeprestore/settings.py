@@ -354,8 +354,9 @@ class StyleSettings:
     weights: str = weights_field()
     precision: str = precision_field()
     pooling: str = pooling_field("average")
-    content_layer: str = option("", "Content layer (default: the network's, conv4_2's rectified output).")
-    style_layers: tuple = option((), "Style layer; repeat (default: the network's, conv1_1 .. conv5_1).",
+    content_layer: str = option("", "Content layer (default: the network's; VGG: block4_conv2, Gatys's rectified "
+                                    "conv4_2).")
+    style_layers: tuple = option((), "Style layer; repeat (default: the network's; VGG: block1_conv1 .. block5_conv1).",
                                  flag="--style-layer")
     style_layer_weights: tuple = option((), "Weight of each style layer (default: equal, summing to 1).",
                                         flag="--style-layer-weight", item=float)
@@ -390,7 +391,7 @@ class TextureSettings:
     weights: str = weights_field()
     precision: str = precision_field()
     pooling: str = pooling_field("average")
-    layers: tuple = option((), "Gram layer; repeat (default: conv1_1 and pool1 .. pool4, the seed's slides).",
+    layers: tuple = option((), "Gram layer; repeat (default: block1_conv1 and pool1 .. pool4, the seed's slides).",
                            flag="--layer")
     layer_weights: tuple = option((), "Weight of each layer (default: equal).", flag="--layer-weight", item=float)
     size: tuple = option((192, 192), "Output size, e.g. 256 or 192x320; independent of the sources' size.",
