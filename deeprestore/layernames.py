@@ -23,6 +23,8 @@ RENAMED_NETWORKS = ("vgg16", "vgg19")
 # Settings fields that hold layer names as typed: alone, or first in `LAYER:...` objective strings.
 LAYER_FIELDS = ("layer", "layers", "to", "channels", "neurons", "cycle", "content_layer", "style_layers", "source",
                 "target")
+# Config entries the recipes add with canonical layer names (invert's `layer`, dream's `layers`, ...).
+RESOLVED_FIELDS = ("layer", "to", "layers", "content_layer", "style_layers")
 _CONVOLUTION = re.compile(r"^block\d+_conv\d+$")
 _RELU = re.compile(r"^block(\d+)_relu(\d+)$")
 # keras.applications' head names as aliases meant under naming 1.
@@ -95,9 +97,10 @@ def upgrade_config(config):
     """A run's `config.json` contents as naming 2 reads them.
 
     A config that records `layer_naming` is returned unchanged. One without it was written under
-    naming 1: for a VGG run its settings' layer names (and those of `resolved`), the canonical names of
-    a stack's `modules`, `layers` and `scales` are upgraded, and the result records `layer_naming` 2
-    with `layer_naming_read_from` 1, so rewriting it keeps the upgrade and says where it came from.
+    naming 1: for a VGG run its settings' layer names (and those of `resolved`) and the canonical names
+    the recipes recorded (`RESOLVED_FIELDS`, a stack's `modules` and `scales`) are upgraded, and the
+    result records `layer_naming` 2 with `layer_naming_read_from` 1, so rewriting it keeps the upgrade
+    and says where it came from. The `stages` a dream recorded (objectives as text) are left as written.
     """
     if not isinstance(config, dict) or "layer_naming" in config:
         return config
@@ -109,9 +112,12 @@ def upgrade_config(config):
             upgraded[key] = upgrade_settings(config[key])
     if isinstance(config.get("modules"), list):
         upgraded["modules"] = upgrade_modules(config["modules"])
-    if isinstance(config.get("layers"), list):
-        upgraded["layers"] = [upgrade_canonical(layer) if isinstance(layer, str) else layer
-                              for layer in config["layers"]]
+    for key in RESOLVED_FIELDS:
+        value = config.get(key)
+        if isinstance(value, str):
+            upgraded[key] = upgrade_canonical(value)
+        elif isinstance(value, list):
+            upgraded[key] = [upgrade_canonical(layer) if isinstance(layer, str) else layer for layer in value]
     if isinstance(config.get("scales"), dict):
         upgraded["scales"] = {upgrade_canonical(layer): value for layer, value in config["scales"].items()}
     return upgraded

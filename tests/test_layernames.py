@@ -65,6 +65,17 @@ def test_an_old_vgg_config_is_read_with_its_old_meaning_and_a_new_config_records
     assert RunDir.open(new.path).config["settings"]["layer"] == "block2_conv2"
 
 
+def test_the_canonical_names_an_old_recipe_recorded_are_renamed_with_their_layers(tmp_path):
+    path = old_run(tmp_path, "invert", {"network": "vgg19", "layer": "relu3_4", "to": "block1_conv2"},
+                   layer="block3_relu4", to="block1_conv2", content_layer="block4_relu2")
+
+    config = RunDir.open(path).config
+
+    assert (config["layer"], config["to"], config["content_layer"]) == (
+        "block3_conv4", "block1_conv2_preact", "block4_conv2")
+    assert config["settings"]["layer"] == "relu3_4" and config["settings"]["to"] == "block1_conv2_preact"
+
+
 def test_old_configs_of_other_networks_keep_their_names(tmp_path):
     settings = {"network": "tiny", "layer": "conv2", "layers": ["block1_conv1"]}  # a tiny name, never renamed
 
