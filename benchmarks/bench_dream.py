@@ -39,10 +39,10 @@ from deeprestore.networks import create_network
 from deeprestore.optimise import Engine, Progress, clamp, normalised_descent, optimise
 from deeprestore.transforms import Tiling
 
-LAYERS = ("block4_relu3", "block5_relu1")  # deeprestore's default dream layers for VGG16
+LAYERS = ("block4_conv3", "block5_conv1")  # deeprestore's default dream layers for VGG16 (after the ReLU)
 STEP_SIZE = 0.01  # the tutorial's step size; ours is in units of the mean absolute gradient
 ROUNDS = 3  # interleaved rounds of each side; the best is reported
-MEMORY_LAYER = "block1_relu2"  # low, so that one 4096x4096 step stays near a minute on 2 CPU cores
+MEMORY_LAYER = "block1_conv2"  # low, so that one 4096x4096 step stays near a minute on 2 CPU cores
 
 
 def tutorial_loss(model, images):

@@ -28,7 +28,7 @@ from deeprestore.inversion.stack import Stack
 from deeprestore.networks import create_network
 from deeprestore.recipes.stack import batch_source
 
-SOURCE, TARGET = "block2_pool", "block2_conv2"  # pool2 -> conv2_2 (pre-activation)
+SOURCE, TARGET = "block2_pool", "block2_conv2_preact"  # pool2 -> conv2_2 (pre-activation)
 
 
 def timed_training(model, batches, steps, directory):

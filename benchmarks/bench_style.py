@@ -30,8 +30,8 @@ from deeprestore.optimise import Adam, Engine, Progress, optimise
 from deeprestore.recipes.style import style_objective
 from deeprestore.settings import StyleSettings
 
-CONTENT_LAYER = "block5_relu2"  # keras-io's block5_conv2 (its convolutions include the ReLU)
-STYLE_LAYERS = tuple(f"block{block}_relu1" for block in range(1, 6))
+CONTENT_LAYER = "block5_conv2"  # keras-io's names, the same tensors here: after the ReLU
+STYLE_LAYERS = tuple(f"block{block}_conv1" for block in range(1, 6))
 CONTENT_WEIGHT = 2.5e-8  # keras-io's weights
 STYLE_WEIGHT = 1e-6
 TV_WEIGHT = 1e-6

@@ -2,10 +2,13 @@
 
 An `ActivationCache` is one HDF5 file with a group per image key and a dataset per layer inside it
 (`<group>/block1_conv1`, without the batch dimension). Each group's attributes record what produced
-it: the network with its pooling and arithmetic, the sha256 of its weights, the preprocessing, the image
-size and the sha256 of the image itself; each dataset carries the sha256 of its own values. A lookup
-whose metadata differs in any way, or whose values do not match their digest (a damaged or tampered
-entry), discards the entry and recomputes it, so a cache is never silently wrong.
+it: the network with its pooling and arithmetic, the sha256 of its weights, the preprocessing, the
+layer naming its dataset names were written under (`deeprestore.layernames`: an entry from before
+VGG's `block2_conv2` meant the ReLU output has none, so its `block2_conv2`, the pre-activation, is
+never served as today's), the image size and the sha256 of the image itself; each dataset carries the
+sha256 of its own values. A lookup whose metadata differs in any way, or whose values do not match
+their digest (a damaged or tampered entry), discards the entry and recomputes it, so a cache is never
+silently wrong.
 
 One file may be shared by any number of processes, on one machine or across an array job's nodes. The
 file is never modified in place: a writer takes an exclusive `fcntl` lock on `<file>.lock`, copies the
@@ -31,8 +34,9 @@ import h5py
 import numpy as np
 
 from deeprestore.errors import DeepRestoreError
+from deeprestore.layernames import LAYER_NAMING
 
-_METADATA_NAMES = ("network", "weights_sha256", "preprocessing", "image_size", "image_sha256")
+_METADATA_NAMES = ("network", "weights_sha256", "preprocessing", "layer_naming", "image_size", "image_sha256")
 # Group names keep letters, digits, `_` and `-`; every other byte (including `/` and `.`, which HDF5
 # reads as path syntax) is written as `%XX`, so any key maps to one flat group name and back.
 _SAFE_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -57,7 +61,7 @@ def group_name(key):
 def image_metadata(image, *, network, weights_sha256, preprocessing):
     """The attributes that must match for cached activations of `image` to be reused."""
     return {"network": str(network), "weights_sha256": str(weights_sha256),
-            "preprocessing": str(preprocessing), **_fingerprint(image)}
+            "preprocessing": str(preprocessing), "layer_naming": str(LAYER_NAMING), **_fingerprint(image)}
 
 
 def _fingerprint(image):
@@ -153,12 +157,14 @@ class ActivationCache:
             key: the image key.
             layer: a layer name.
             image: if given, its size and content must match too.
-            **metadata: any of `network`, `weights_sha256`, `preprocessing`, `image_size`,
-                `image_sha256`; only the given ones are compared.
+            **metadata: any of `network`, `weights_sha256`, `preprocessing`, `layer_naming`, `image_size`,
+                `image_sha256`; only the given ones are compared, and `layer_naming` (default: this
+                version's) always.
         """
         unknown = set(metadata) - set(_METADATA_NAMES)
         if unknown:
             raise ValueError(f"Unknown cache metadata {sorted(unknown)}; expected {_METADATA_NAMES}")
+        metadata.setdefault("layer_naming", LAYER_NAMING)  # a name means its tensor only under one naming
         if image is not None:
             metadata.update(_fingerprint(_checked_image(image)))
         with self._reading() as file:

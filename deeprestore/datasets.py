@@ -6,7 +6,8 @@ keys: decoding and resizing happen once, not every step (seed 000: "resized data
 speedups"). An `ActivationStore` is a folder with one HDF5 file per layer holding a frozen network's
 activations of every image of a dataset, so training reads targets instead of recomputing the network.
 Each file records what produced it (source fingerprint and size; network, weights sha256 and
-preprocessing) and is reused only when all of it matches. Every file is written under a temporary name
+preprocessing; the layer naming its file names follow, see `deeprestore.layernames`) and is reused
+only when all of it matches. Every file is written under a temporary name
 and renamed when complete, so a run killed mid-write leaves no file that looks finished.
 
 The source `bundled` is scikit-image's sample photos with crops and horizontal flips: no download.
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from deeprestore import images as image_io
 from deeprestore import interrupts
 from deeprestore.errors import DeepRestoreError
+from deeprestore.layernames import LAYER_NAMING
 
 BUNDLED = "bundled"
 # Bumped whenever the bundled crops or the resizing change, so stale datasets are rebuilt.
@@ -218,6 +220,8 @@ class ActivationStore:
         self.metadata = {
             "dataset": dataset.fingerprint, "network": network.name, "weights_sha256": network.weights.sha256,
             "preprocessing": network.spec.describe_preprocessing(), "pooling": network.pooling,
+            # A file named `block2_conv2.h5` before naming 2 holds the pre-activation: never reused as today's.
+            "layer_naming": LAYER_NAMING,
         }
 
     def path(self, layer, kind="activations"):

@@ -13,6 +13,10 @@ its outputs. A *named* run (`RunDir.join`, `<root>/<command>/<name>/`) is shared
 array job and by their resubmissions: each task keeps its own status, argv, losses and activation
 cache under `shards/<I>-of-<N>/`, and the run's status is derived from those and from the markers.
 
+`config.json` and each completion record carry the layer naming they were written under
+(`layer_naming`, see `deeprestore.layernames`): a run written before VGG's `block4_conv3` meant the
+ReLU output is read with its layer names upgraded to what they meant then.
+
 A running run (or task) also records its owner in `owner.json`: host, process id, the process's start
 time and a heartbeat renewed every minute while the `with` block runs. A process killed without
 marking its status (SIGKILL, a crashed node) is then reported `dead: ...` instead of `running`
@@ -33,7 +37,7 @@ import tempfile
 import threading
 import time
 
-from deeprestore import __version__
+from deeprestore import __version__, layernames
 from deeprestore.errors import DeepRestoreError
 from deeprestore.sharding import parse_shard
 
@@ -110,7 +114,7 @@ def _check_folder_name(name, what, example):
 def _write_config(path, config, command, now):
     """Writes `config.json` (with the command, creation time and version) and the empty folders."""
     full_config = {**config, "command": command, "created": now.isoformat(timespec="seconds"),
-                   "deeprestore_version": __version__}
+                   "deeprestore_version": __version__, "layer_naming": layernames.LAYER_NAMING}
     atomic_write(path / "config.json", to_json(full_config))
     (path / "losses").mkdir()
     (path / "images").mkdir()
@@ -146,11 +150,15 @@ class RunDir:
 
     def __init__(self, path, shard=None):
         self.path = pathlib.Path(path)
-        self._config = json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+        self._config = self._read_config()
         self.task_path = self.path
         if shard is not None:
             index, count = parse_shard(shard)
             self.task_path = self.path / "shards" / f"{index}-of-{count}"
+
+    def _read_config(self):
+        """`config.json` as this version reads it: layer names of an older naming upgraded."""
+        return layernames.upgrade_config(json.loads((self.path / "config.json").read_text(encoding="utf-8")))
 
     @classmethod
     def create(cls, root, command, config, argv=None):
@@ -333,10 +341,12 @@ class RunDir:
     def complete_item(self, name, record):
         """Marks the item `name` complete with `record` (position, source, metrics); call after its outputs."""
         (self.path / "complete").mkdir(exist_ok=True)
-        return atomic_write(self.path / "complete" / f"{name}.json", to_json({"name": name, **record}))
+        record = {"name": name, **record, "layer_naming": layernames.LAYER_NAMING}
+        return atomic_write(self.path / "complete" / f"{name}.json", to_json(record))
 
     def item_records(self):
-        """`{name: record}` of every completed item, in name (so position) order.
+        """`{name: record}` of every completed item, in name (so position) order; the loss names of a
+        record written under an older layer naming are upgraded (see `deeprestore.layernames`).
 
         Raises:
             DeepRestoreError: A completion marker is not a JSON record.
@@ -347,6 +357,8 @@ class RunDir:
                 records[path.stem] = json.loads(path.read_text(encoding="utf-8"))
                 if not isinstance(records[path.stem], dict) or "position" not in records[path.stem]:
                     raise ValueError(f"a {type(records[path.stem]).__name__} without a position")
+                records[path.stem] = layernames.upgrade_record(records[path.stem],
+                                                               layernames.config_network(self._config))
             except (OSError, ValueError) as error:
                 raise DeepRestoreError(
                     f"Completion marker '{path}' is damaged ({' '.join(str(error).split())[:100]}); expected a JSON "
@@ -364,7 +376,7 @@ class RunDir:
         A named run's file is re-read first, so values another task stored meanwhile are kept.
         """
         if self.name is not None:
-            self._config = json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+            self._config = self._read_config()
         merged = {**self._config, **values}
         text = to_json(merged)
         atomic_write(self.path / "config.json", text)

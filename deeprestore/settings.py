@@ -122,7 +122,7 @@ def tensorboard_field():
 class DreamSettings:
     """DeepDream: normalised gradient ascent on layer objectives, over octaves (seed 003; Mordvintsev et al.).
 
-    Objective options are strings as typed on the command line (`block4_relu3:0.5`); the dream recipe
+    Objective options are strings as typed on the command line (`block4_conv3:0.5`); the dream recipe
     parses them (`deeprestore.recipes.dream.parse_terms`). All given terms are summed; with none, the
     network's default dream layers are used.
     """
@@ -354,8 +354,9 @@ class StyleSettings:
     weights: str = weights_field()
     precision: str = precision_field()
     pooling: str = pooling_field("average")
-    content_layer: str = option("", "Content layer (default: the network's, conv4_2's rectified output).")
-    style_layers: tuple = option((), "Style layer; repeat (default: the network's, conv1_1 .. conv5_1).",
+    content_layer: str = option("", "Content layer (default: the network's; VGG: block4_conv2, Gatys's rectified "
+                                    "conv4_2).")
+    style_layers: tuple = option((), "Style layer; repeat (default: the network's; VGG: block1_conv1 .. block5_conv1).",
                                  flag="--style-layer")
     style_layer_weights: tuple = option((), "Weight of each style layer (default: equal, summing to 1).",
                                         flag="--style-layer-weight", item=float)
@@ -390,7 +391,7 @@ class TextureSettings:
     weights: str = weights_field()
     precision: str = precision_field()
     pooling: str = pooling_field("average")
-    layers: tuple = option((), "Gram layer; repeat (default: conv1_1 and pool1 .. pool4, the seed's slides).",
+    layers: tuple = option((), "Gram layer; repeat (default: block1_conv1 and pool1 .. pool4, the seed's slides).",
                            flag="--layer")
     layer_weights: tuple = option((), "Weight of each layer (default: equal).", flag="--layer-weight", item=float)
     size: tuple = option((192, 192), "Output size, e.g. 256 or 192x320; independent of the sources' size.",
@@ -431,7 +432,7 @@ class InvertSettings:
     weights: str = weights_field()
     precision: str = precision_field()
     pooling: str = pooling_field("max")
-    layer: str = option("block3_conv3", "Layer to invert, pre- or post-activation (learned: the stack's deepest "
+    layer: str = option("block3_conv3_preact", "Layer to invert, pre- or post-activation (learned: the stack's deepest "
                                         "input; deconvnet: every pooling layer).")
     preset: str = option("mv2016", "mv2015 (alpha 6, TV by depth, momentum SGD) or mv2016 (normalised priors, "
                                    "jitter, range constraint, Adam).", choices=INVERT_PRESETS)

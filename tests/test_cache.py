@@ -70,6 +70,25 @@ def test_any_changed_metadata_discards_the_entry_and_recomputes_it(tmp_path, cha
     assert not cache.contains("start", "block1_conv1", image=random_image(0), **METADATA)
 
 
+def test_an_entry_written_before_the_keras_layer_naming_is_never_served(tmp_path):
+    """Before naming 2 a VGG entry `block2_conv2` held the pre-activation; its group has no
+    `layer_naming`, exactly as that version wrote it. Today's `block2_conv2` is the ReLU output."""
+    cache, image = ActivationCache(tmp_path / "cache.h5"), random_image(0)
+    old = {"network": "vgg16 pooling=max dtype=float32", "weights_sha256": "abc123", "preprocessing": "caffe-bgr"}
+    cache.get_or_compute("start", image, ("block2_conv2",), lambda images, missing: {"block2_conv2": -images}, **old)
+    with h5py.File(tmp_path / "cache.h5", "a") as file:
+        assert file[group_name("start")].attrs["layer_naming"] == "2"
+        del file[group_name("start")].attrs["layer_naming"]
+    assert not cache.contains("start", "block2_conv2", image=image, **old)
+
+    result = cache.get_or_compute("start", image, ("block2_conv2",),
+                                  lambda images, missing: {"block2_conv2": np.maximum(-images, 0)}, **old)
+
+    np.testing.assert_array_equal(result["block2_conv2"], np.zeros_like(image))  # recomputed, not the old -image
+    assert cache.contains("start", "block2_conv2", image=image, **old)
+    assert cache.stats.misses == 2 and cache.stats.hits == 0
+
+
 def test_only_missing_layers_are_computed_for_a_cached_image(tmp_path):
     cache, compute, image = ActivationCache(tmp_path / "cache.h5"), RecordingCompute(), random_image(0)
     cache.get_or_compute("start", image, ("block1_conv1",), compute, **METADATA)

@@ -113,9 +113,12 @@ def test_nets_lists_every_network(runner, tmp_path):
 def test_nets_lists_layers_with_shapes_and_aliases(runner, tmp_path):
     result = invoke(runner, tmp_path, "nets", "vgg16", "--size", "64x96")
     assert result.exit_code == 0
-    lines = {line.split()[1]: line for line in result.output.splitlines()[1:]}
-    assert "64x96x64" in lines["block1_conv1"] and "conv1_1" in lines["block1_conv1"]
-    assert "pre-activation" in lines["block1_conv1"] and "post-activation" in lines["block1_relu1"]
+    lines = {line.split()[1]: line for line in result.output.splitlines()[1:] if line.split()[0].isdigit()}
+    assert "64x96x64" in lines["block1_conv1_preact"] and "conv1_1" in lines["block1_conv1_preact"]
+    assert "pre-activation" in lines["block1_conv1_preact"]
+    # keras.applications' block1_conv1 is after its ReLU; naming 1's ReLU name is an alias of it.
+    assert "post-activation" in lines["block1_conv1"] and "relu1_1, block1_relu1" in lines["block1_conv1"]
+    assert "block1_conv1 is the ReLU output" in result.output and "block1_conv1_preact" in result.output
     assert "2x3x512" in lines["block5_pool"]
 
 

@@ -16,11 +16,11 @@ from deeprestore.networks.layers import LocalResponseNormalization
 EXPECTED_SHAPES = {
     "vgg16": {
         "preprocess": (1, 224, 224, 3),
+        "block1_conv1_preact": (1, 224, 224, 64),
         "block1_conv1": (1, 224, 224, 64),
-        "block1_relu1": (1, 224, 224, 64),
         "block1_pool": (1, 112, 112, 64),
-        "block3_conv3": (1, 56, 56, 256),
-        "block4_relu2": (1, 28, 28, 512),
+        "block3_conv3_preact": (1, 56, 56, 256),
+        "block4_conv2": (1, 28, 28, 512),
         "block5_conv3": (1, 14, 14, 512),
         "block5_pool": (1, 7, 7, 512),
     },
@@ -177,19 +177,54 @@ def test_every_default_layer_and_alias_resolves(name, network):
             assert alias in built.aliases_of(layer)
 
 
-def test_caffe_names_resolve_to_keras_names_in_vgg(network):
+def test_caffe_names_keep_matconvnets_meaning_in_vgg(network):
     built = network("vgg16")
 
-    assert built.resolve("conv4_2") == "block4_conv2"
-    assert built.resolve("relu5_1") == "block5_relu1"
+    assert built.resolve("conv4_2") == "block4_conv2_preact"  # MatConvNet's conv4_2: before the ReLU
+    assert built.resolve("relu5_1") == "block5_conv1"
+    assert built.resolve("block5_relu1") == "block5_conv1"  # naming 1's ReLU name, kept as an alias
     assert built.resolve("pool3") == "block3_pool"
-    assert built.output_shapes(64, 64, layers=["conv1_1"]) == {"block1_conv1": (1, 64, 64, 64)}
+    assert built.output_shapes(64, 64, layers=["conv1_1"]) == {"block1_conv1_preact": (1, 64, 64, 64)}
 
 
-def test_head_aliases_resolve_when_the_head_is_built(network):
+def test_keras_head_names_mean_keras_tensors_when_the_head_is_built(network):
     built = network("vgg16", include_top=True)
 
-    assert [built.resolve(alias) for alias in ("fc1", "fc2", "predictions")] == ["fc6", "fc7", "fc8"]
+    # keras.applications' fc1 and fc2 are Dense layers with a ReLU, its predictions the softmax.
+    assert [built.resolve(alias) for alias in ("fc1", "fc2", "predictions")] == ["relu6", "relu7", "prob"]
+
+
+def keras_applications_vgg16():
+    """keras.applications' VGG16 trunk (random weights, built offline) for 32x32 inputs."""
+    return keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+
+
+def test_every_keras_applications_vgg16_name_is_the_same_tensor_here(network):
+    built, reference = network("vgg16"), keras_applications_vgg16()
+    for layer in reference.layers:  # the reference computes with this network's weights
+        if layer.weights:
+            layer.set_weights(built.model.get_layer(f"{layer.name}_preact").get_weights())
+    names = [layer.name for layer in reference.layers if not isinstance(layer, keras.layers.InputLayer)]
+    images = random_images(32, 32)
+
+    ours = activations(built, images, [built.resolve(name) for name in names])
+    theirs = keras.Model(reference.input, [reference.get_layer(name).output for name in names])(
+        built.spec.preprocess(images))  # keras.applications leaves the "caffe" preprocessing to its caller
+
+    assert names[0] == "block1_conv1" and names[-1] == "block5_pool" and len(names) == 18
+    for name, output in zip(names, theirs, strict=True):
+        np.testing.assert_allclose(ours[built.resolve(name)], keras.ops.convert_to_numpy(output), rtol=1e-4,
+                                   atol=1e-3, err_msg=name)
+    assert ours["block2_conv2"].min() == 0.0  # the ReLU output, as in keras.applications
+
+
+def test_the_preact_layer_is_the_convolution_before_the_keras_named_relu(network):
+    built = network("vgg16")
+    outputs = activations(built, random_images(12, 12), ["block2_conv2_preact", "block2_conv2"])
+
+    assert isinstance(built.model.get_layer("block2_conv2_preact"), keras.layers.Conv2D)
+    assert (outputs["block2_conv2_preact"] < 0).any()
+    np.testing.assert_array_equal(np.maximum(outputs["block2_conv2_preact"], 0), outputs["block2_conv2"])
 
 
 @pytest.mark.parametrize("name", list_networks())
@@ -275,7 +310,7 @@ def test_tiny_centres_rgb_on_zero_without_rescaling():
 
 @pytest.mark.parametrize(
     "name, convolution, relu",
-    [("vgg16", "block1_conv1", "block1_relu1"), ("alexnet", "conv1", "relu1"), ("tiny", "conv2", "relu2")],
+    [("vgg16", "block1_conv1_preact", "block1_conv1"), ("alexnet", "conv1", "relu1"), ("tiny", "conv2", "relu2")],
 )
 def test_the_relu_layer_is_the_rectified_pre_activation(name, convolution, relu, network):
     outputs = activations(network(name), random_images(19, 19), [convolution, relu])
@@ -369,7 +404,7 @@ def test_random_weights_with_the_same_seed_are_equal_and_different_seeds_differ(
 
 def test_random_layers_of_one_shape_get_independent_kernels(network):
     built = network("vgg16")
-    first, second, third = (built.model.get_layer(f"block5_conv{index}").get_weights()[0] for index in (1, 2, 3))
+    first, second, third = (built.model.get_layer(f"block5_conv{index}_preact").get_weights()[0] for index in (1, 2, 3))
 
     assert not np.array_equal(first, second) and not np.array_equal(second, third)
     assert abs(np.corrcoef(first.ravel(), second.ravel())[0, 1]) < 0.05

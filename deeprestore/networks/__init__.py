@@ -84,7 +84,7 @@ def load_weights(spec, model, choice, include_top, seed):
             if choice == "imagenet" or spec.offline is None:
                 raise DeepRestoreError(f"{error} Pass --weights PATH with a local copy.") from None
             return _load_offline(spec, model, include_top, reason=str(error))
-        weights.assign(model, weights.read_table(path), spec.aliases, path.name)
+        weights.assign(model, weights.read_table(path), spec.weight_aliases, path.name)
         return WeightsInfo("imagenet", str(path), weights.sha256(path), f"Using ImageNet weights from {path}.")
     if choice in ("auto", "offline"):
         if spec.offline is None:
@@ -95,7 +95,7 @@ def load_weights(spec, model, choice, include_top, seed):
             )
         return _load_offline(spec, model, include_top)
     path = pathlib.Path(choice)
-    weights.assign(model, weights.read_table(path), spec.aliases, path.name)
+    weights.assign(model, weights.read_table(path), spec.weight_aliases, path.name)
     return WeightsInfo("file", str(path.resolve()), weights.sha256(path), f"Using weights from {path}.")
 
 
@@ -107,7 +107,7 @@ def _load_offline(spec, model, include_top, reason=None):
             + (f" (ImageNet weights failed: {reason})" if reason else "")
         )
     path, table, notice = spec.offline()
-    weights.assign(model, table, spec.aliases, pathlib.Path(path).name)
+    weights.assign(model, table, spec.weight_aliases, pathlib.Path(path).name)
     if reason:
         notice = f"{notice} ImageNet weights were not used: {reason}"
     return WeightsInfo("offline", str(path), weights.sha256(path), notice)

@@ -3,7 +3,9 @@
 Every network takes the project's one image convention, a float32 `(batch, height, width, 3)` RGB
 batch in [0, 1], and converts it inside the model (the `preprocess` layer) to what its weights were
 trained on, for example 0-255 BGR minus the ImageNet mean. Every layer that computes something is
-addressable by name, pre- and post-activation; Caffe-style names (`conv4_2`, `pool1`) are aliases.
+addressable by name, pre- and post-activation; a name keras.applications uses means the tensor it
+means there (VGG's `block4_conv3` is after its ReLU, `block4_conv3_preact` before it), and Caffe-style
+names (`conv4_2`, `pool1`) are aliases (see `deeprestore.layernames`).
 A `NetworkSpec` describes how to build one; a `Network` is one built, with its weights loaded.
 """
 
@@ -71,7 +73,9 @@ class NetworkSpec:
         scale: Multiplier from [0, 1] to the network's scale.
         bgr: Whether the network's channels are BGR.
         layer_sets: Default layers for content, style, texture and dream objectives.
-        aliases: Other names for layers, e.g. Caffe's `conv1_1` for `block1_conv1`.
+        aliases: Other names for layers, e.g. Caffe's `conv1_1` for `block1_conv1_preact`.
+        weight_names: Names weights files key a layer's weights by where they differ from its name and
+            aliases, e.g. keras.applications' `block1_conv1` for the kernel of `block1_conv1_preact`.
         head: Layers present only with the classifier head.
         imagenet: `(include_top) -> path` of the keras.applications weights file, downloading it when
             needed; None where Keras has no such file.
@@ -90,11 +94,17 @@ class NetworkSpec:
     bgr: bool
     layer_sets: LayerSets
     aliases: Mapping = dataclasses.field(default_factory=dict)
+    weight_names: Mapping = dataclasses.field(default_factory=dict)
     head: tuple = ()
     imagenet: Callable | None = None
     offline: Callable | None = None
     num_classes: int = 1000
     trained: bool = True
+
+    @property
+    def weight_aliases(self):
+        """`{name in a weights file: layer}`: the aliases, overridden by `weight_names`."""
+        return {**self.aliases, **self.weight_names}
 
     def preprocess(self, images):
         """Numpy version of the `preprocess` layer: RGB [0, 1] to the network's input."""

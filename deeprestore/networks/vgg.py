@@ -1,11 +1,23 @@
-"""VGG16 and VGG19 (Simonyan & Zisserman, 2014) with every layer addressable.
+"""VGG16 and VGG19 (Simonyan & Zisserman, 2014) with every layer addressable, pre- and post-ReLU.
 
-Convolutions carry the keras.applications names and weight layout (`block1_conv1`, ...) but no
-activation, so their outputs are the pre-activation tensors; the ReLU after each is its own layer
-(`block1_relu1`). The classifier head is fully convolutional: `fc6` is a 7x7 convolution over
-`block5_pool` and `fc7`, `fc8` are 1x1 convolutions, so a 224x224 input gives a 1x1 map of class
-scores and a larger input a spatial map of them (seed 003, "bigger input sizes"). The dense
-kernels of the keras.applications files and of Caffe conversions load into these convolutions.
+A name keras.applications uses means the tensor it means there: `block1_conv1` is the ReLU output of
+block 1's first convolution (keras.applications' convolutions carry the ReLU), and the convolution's
+own output before it is `block1_conv1_preact`, a layer of its own here; `block1_pool` is the pooling.
+The weights files key each convolution's kernel by the keras.applications name, which
+`WEIGHT_NAMES` maps to the `_preact` layer that holds it. Caffe/MatConvNet names are aliases with
+MatConvNet's meaning: `conv1_1` is the convolution before its ReLU (`block1_conv1_preact`), `relu1_1`
+the ReLU output (`block1_conv1`), as in the MatConvNet models that Mahendran & Vedaldi and seed 003
+quote; in Caffe's own prototxt the ReLU runs in place, so a Caffe paper's `conv4_2` (Gatys et al.) is
+the rectified output, `relu4_2` here. The pre-naming-2 ReLU names `block1_relu1` stay aliases of the
+ReLU outputs (see `deeprestore.layernames`).
+
+The classifier head is fully convolutional: `fc6` is a 7x7 convolution over `block5_pool` and `fc7`,
+`fc8` are 1x1 convolutions, each (but `fc8`) followed by its ReLU `relu6`, `relu7`, then `prob`, so a
+224x224 input gives a 1x1 map of class scores and a larger input a spatial map of them (seed 003,
+"bigger input sizes"). The head keeps the Caffe names, pre-activation as in MatConvNet; the
+keras.applications names are aliases of the same tensors as there: `fc1` is `relu6`, `fc2` is `relu7`,
+`predictions` is `prob` (after the softmax). The dense kernels of the keras.applications files (`fc1`,
+`fc2`, `predictions`) and of Caffe conversions load into these convolutions.
 
 Layer order matches MatConvNet's `imagenet-vgg-verydeep-16` (conv, relu, ..., pool), so the layer
 indices that `deeprestore nets vgg16` prints are the ones papers using MatConvNet quote.
@@ -44,9 +56,9 @@ def build(name, pooling="max", include_top=False, seed=0):
     for block, (filters, convolutions) in enumerate(BLOCKS[name], start=1):
         for index in range(1, convolutions + 1):
             outputs = keras.layers.Conv2D(
-                filters, 3, padding="same", kernel_initializer=initializer, name=f"block{block}_conv{index}"
+                filters, 3, padding="same", kernel_initializer=initializer, name=f"block{block}_conv{index}_preact"
             )(outputs)
-            outputs = keras.layers.ReLU(name=f"block{block}_relu{index}")(outputs)
+            outputs = keras.layers.ReLU(name=f"block{block}_conv{index}")(outputs)
         pool = keras.layers.MaxPooling2D if pooling == "max" else keras.layers.AveragePooling2D
         outputs = pool(2, name=f"block{block}_pool")(outputs)
     if include_top:
@@ -58,17 +70,29 @@ def build(name, pooling="max", include_top=False, seed=0):
     return keras.Model(images, outputs, name=name)
 
 
-def caffe_aliases(name):
-    """Caffe / MatConvNet names: `conv1_1`, `relu1_1`, `pool1`, and keras.applications' `fc1`, `fc2`,
-    `predictions` for the head."""
-    aliases = {}
+def aliases(name):
+    """Other names of the layers: Caffe / MatConvNet's `conv1_1` (pre-ReLU, as in MatConvNet),
+    `relu1_1`, `pool1`; naming 1's ReLU names `block1_relu1`; keras.applications' head names `fc1`,
+    `fc2`, `predictions` for the tensors they are there (`relu6`, `relu7`, `prob`)."""
+    names = {}
     for block, (_, convolutions) in enumerate(BLOCKS[name], start=1):
         for index in range(1, convolutions + 1):
-            aliases[f"conv{block}_{index}"] = f"block{block}_conv{index}"
-            aliases[f"relu{block}_{index}"] = f"block{block}_relu{index}"
-        aliases[f"pool{block}"] = f"block{block}_pool"
-    aliases.update(fc1="fc6", fc2="fc7", predictions="fc8")
-    return aliases
+            names[f"conv{block}_{index}"] = f"block{block}_conv{index}_preact"
+            names[f"relu{block}_{index}"] = f"block{block}_conv{index}"
+            names[f"block{block}_relu{index}"] = f"block{block}_conv{index}"
+        names[f"pool{block}"] = f"block{block}_pool"
+    names.update(fc1="relu6", fc2="relu7", predictions="prob")
+    return names
+
+
+def weight_names(name):
+    """`{name in a weights file: layer}` for the names that weights files key kernels by and that name
+    another tensor here: keras.applications' `block1_conv1` (its convolution, whose kernel is
+    `block1_conv1_preact`'s), and its dense head `fc1`, `fc2`, `predictions` (`fc6`, `fc7`, `fc8`)."""
+    names = {f"block{block}_conv{index}": f"block{block}_conv{index}_preact"
+             for block, (_, convolutions) in enumerate(BLOCKS[name], start=1) for index in range(1, convolutions + 1)}
+    names.update(fc1="fc6", fc2="fc7", predictions="fc8")
+    return names
 
 
 def imagenet_weights(name):
@@ -93,23 +117,24 @@ def spec(name):
     """The registry entry for `vgg16` or `vgg19`."""
     return base.NetworkSpec(
         name=name,
-        summary=f"{name.upper()} (Simonyan & Zisserman 2014), keras.applications layout, "
-        "pre- and post-ReLU layers, fully-convolutional head",
+        summary=f"{name.upper()} (Simonyan & Zisserman 2014), keras.applications names (block1_conv1: after its "
+        "ReLU; block1_conv1_preact: before), fully-convolutional head",
         build=lambda pooling, include_top, seed=0: build(name, pooling, include_top, seed),
         input_size=(224, 224),
         mean=IMAGENET_MEAN_BGR,
         scale=255.0,
         bgr=True,
         layer_sets=base.LayerSets(
-            # Gatys et al.: content conv4_2, style conv1_1..conv5_1 (rectified outputs).
-            content="block4_relu2",
-            style=tuple(f"block{block}_relu1" for block in range(1, 6)),
-            # Gatys et al., texture synthesis: conv1_1 and pool1..pool4.
-            texture=("block1_relu1", *(f"block{block}_pool" for block in range(1, 5))),
+            # Gatys et al.: content conv4_2, style conv1_1..conv5_1 (Caffe's in-place rectified outputs).
+            content="block4_conv2",
+            style=tuple(f"block{block}_conv1" for block in range(1, 6)),
+            # Gatys et al., texture synthesis: conv1_1 (rectified) and pool1..pool4.
+            texture=("block1_conv1", *(f"block{block}_pool" for block in range(1, 5))),
             # Mid-to-high rectified layers give the object-part patterns DeepDream is known for.
-            dream=("block4_relu3", "block5_relu1"),
+            dream=("block4_conv3", "block5_conv1"),
         ),
-        aliases=caffe_aliases(name),
+        aliases=aliases(name),
+        weight_names=weight_names(name),
         head=("fc6", "relu6", "fc7", "relu7", "fc8", "prob"),
         imagenet=imagenet_weights(name),
         offline=offline_vgg16 if name == "vgg16" else None,

@@ -58,13 +58,13 @@ from deeprestore.sharding import shard
 # 224 px image to a few GFLOPs while the guide's features still cover it on a 32x32 grid.
 GUIDE_POSITIONS = 1024
 _SYNTAX = {
-    "layers": ("--layer", "LAYER[:WEIGHT]", "block4_relu3:0.5", (("layer", str, None), ("weight", float, 1.0))),
-    "channels": ("--channel", "LAYER:INDEX[:WEIGHT]", "block4_relu3:12",
+    "layers": ("--layer", "LAYER[:WEIGHT]", "block4_conv3:0.5", (("layer", str, None), ("weight", float, 1.0))),
+    "channels": ("--channel", "LAYER:INDEX[:WEIGHT]", "block4_conv3:12",
                  (("layer", str, None), ("index", int, None), ("weight", float, 1.0))),
-    "neurons": ("--neuron", "LAYER:INDEX[:WEIGHT]", "block5_relu1:7",
+    "neurons": ("--neuron", "LAYER:INDEX[:WEIGHT]", "block5_conv1:7",
                 (("layer", str, None), ("index", int, None), ("weight", float, 1.0))),
     "classes": ("--class", "INDEX[:WEIGHT]", "281:1.0", (("index", int, None), ("weight", float, 1.0))),
-    "cycle": ("--cycle", "LAYER:STEP_SIZE:STEPS", "block3_relu3:0.01:3",
+    "cycle": ("--cycle", "LAYER:STEP_SIZE:STEPS", "block3_conv3:0.01:3",
               (("layer", str, None), ("step_size", float, None), ("steps", int, None))),
 }
 
@@ -96,7 +96,7 @@ class Stage:
 
 
 def parse_spec(text, option):
-    """Parses one objective option (`block4_relu3:0.5`) into a tuple of typed fields.
+    """Parses one objective option (`block4_conv3:0.5`) into a tuple of typed fields.
 
     Raises:
         DeepRestoreError: Too many or too few fields, or one of the wrong type.
@@ -140,7 +140,7 @@ def parse_terms(settings):
     if settings.guide and (terms.channels or terms.neurons or terms.classes):
         raise DeepRestoreError("--guide works at the L2 layers; expected it without --channel, --neuron or --class.")
     if any(step_size <= 0 or steps < 1 for _, step_size, steps in terms.cycle):
-        raise DeepRestoreError("--cycle needs a positive step size and at least one step, e.g. block3_relu3:0.01:3.")
+        raise DeepRestoreError("--cycle needs a positive step size and at least one step, e.g. block3_conv3:0.01:3.")
     return terms
 
 

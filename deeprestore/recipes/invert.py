@@ -73,8 +73,8 @@ def depth_band(network, layer):
         marks = ["norm1", "norm2", "relu3", "relu4", "relu5"]
         bands = [0, 1, 1, 2, 3]
     else:
-        marks = [name for name in ("block1_relu2", "block2_relu2", "block3_pool", "block4_pool", "block5_relu3",
-                                   "block5_relu4") if name in layers]
+        marks = [name for name in ("block1_conv2", "block2_conv2", "block3_pool", "block4_pool", "block5_conv3",
+                                   "block5_conv4") if name in layers]
         bands = [0, 1, 1, 2, 3, 3][: len(marks)]
     for mark, band in zip(marks, bands):
         if mark in layers and index <= layers.index(mark):
