@@ -616,6 +616,19 @@ def _lock_holder(folder):
     return None
 
 
+def owner_state(folder):
+    """`alive` or `dead` for a task (the folder of a run, or of a named run's shard) marked running and
+    whose owner is recorded; None for one not running (or written before owners were recorded)."""
+    try:
+        running = (pathlib.Path(folder) / "status").read_text(encoding="utf-8").strip() == "running"
+    except OSError:
+        return None
+    owner = _read_owner(pathlib.Path(folder)) if running else None
+    if owner is None:
+        return None
+    return "alive" if _alive(owner) else "dead"
+
+
 def _waited_owner(folder):
     """The owner record of the process holding the lock on `folder`, or None when it cannot be told.
 

@@ -177,5 +177,5 @@ print('helps', len(list(paths(cli))), 'seconds', time.perf_counter() - start)
 """
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "helps 16" in completed.stdout.splitlines()[-1]
+    assert "helps 17" in completed.stdout.splitlines()[-1]
     assert float(completed.stdout.split()[-1]) < 30  # generous: the point is no framework, not a benchmark
