@@ -121,6 +121,23 @@ def _check_folder_name(name, what, example):
         raise DeepRestoreError(f"{what} {name!r} is not a folder name; expected a plain name like '{example}'.")
 
 
+def _command_folder(root, command):
+    """Creates `<root>/<command>/` and returns it.
+
+    Raises:
+        DeepRestoreError: A file stands where a folder of the path must be.
+    """
+    parent = pathlib.Path(root) / command
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError):
+        blocking = next((folder for folder in [parent, *parent.parents] if folder.exists() and not folder.is_dir()),
+                        parent)
+        raise DeepRestoreError(f"Runs folder '{root}' cannot be made: '{blocking}' is a file; expected a folder or a "
+                               "path that does not exist yet (see --runs).") from None
+    return parent
+
+
 def _write_config(path, config, command, now):
     """Writes `config.json` (with the command, creation time and version) and the empty folders."""
     full_config = {**config, "command": command, "created": now.isoformat(timespec="seconds"),
@@ -185,8 +202,7 @@ class RunDir:
             DeepRestoreError: if `command` is not a plain folder name.
         """
         _check_folder_name(command, "Run command", "dream")
-        parent = pathlib.Path(root) / command
-        parent.mkdir(parents=True, exist_ok=True)
+        parent = _command_folder(root, command)
         for _ in range(_CREATE_ATTEMPTS):
             now = datetime.datetime.now().astimezone()
             path = parent / f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(_SUFFIX_BYTES)}"
@@ -230,8 +246,7 @@ class RunDir:
         """
         _check_folder_name(command, "Run command", "dream")
         _check_folder_name(name, "Run name", "my-array-job")
-        parent = pathlib.Path(root) / command
-        parent.mkdir(parents=True, exist_ok=True)
+        parent = _command_folder(root, command)
         path = parent / name
         if not path.exists():
             staging = pathlib.Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp"))
