@@ -3,8 +3,8 @@
 A `RunDir` is a folder `<root>/<command>/<YYYYmmdd-HHMMSS>-<suffix>/` holding `config.json` (every
 resolved option plus the command, creation time and deeprestore version), `argv.txt` (the command
 line, shell-quoted), a `status` file (`running`, `complete`, `failed: <message>` or `interrupted`),
-`losses/`, `images/`, `notices.txt` (what the run told the user, one line each), and later
-`activations.h5` and `checkpoints/`. Used as a context manager, a run
+`losses/`, `images/`, `notices.txt` (what the run told the user, one line each), `owner.json`, and
+later `checkpoints/` (and, in a named run's task, `activations.h5`). Used as a context manager, a run
 marks its own status when the block ends. Every file is written atomically, so a killed process
 leaves either the old file or the new one, never half of one.
 
