@@ -51,6 +51,31 @@ class CacheStats:
     compute_calls: int = 0
 
 
+class MemoryActivationCache:
+    """`ActivationCache.get_or_compute` for one process, in memory: for a run whose activations no other
+    process and no later run reads (a plain run, which cannot be resumed or resubmitted), where a file
+    would save no work. An entry is reused only for the same key and metadata, as in the file."""
+
+    def __init__(self):
+        self.stats = CacheStats()
+        self._entries = {}
+
+    def get_or_compute(self, key, image, layers, compute, *, network, weights_sha256, preprocessing):
+        """As `ActivationCache.get_or_compute`."""
+        layers = (layers,) if isinstance(layers, str) else tuple(layers)
+        image = _checked_image(image)
+        metadata = image_metadata(image, network=network, weights_sha256=weights_sha256, preprocessing=preprocessing)
+        stored = self._entries.setdefault((key, *sorted(metadata.items())), {})
+        missing = tuple(layer for layer in layers if layer not in stored)
+        self.stats.hits += len(layers) - len(missing)
+        self.stats.misses += len(missing)
+        if missing:
+            outputs = _checked_outputs(compute(image[None], missing), missing, 1)
+            self.stats.compute_calls += 1
+            stored.update({layer: outputs[layer][0] for layer in missing})
+        return {layer: stored[layer] for layer in layers}
+
+
 def group_name(key):
     """The HDF5 group name for an image key: `%XX` escapes for every byte outside `[A-Za-z0-9_-]`."""
     if not key:
@@ -75,13 +100,16 @@ class ActivationCache:
 
     Args:
         path: the HDF5 file; created on the first write if missing.
+        shared: whether other processes may write it at the same time (a `--cache FILE`), so writers lock
+            `<file>.lock`; a run's own `activations.h5` has one writer, its owner, and needs no lock file.
 
     Raises:
         DeepRestoreError: if `path` exists and is not an HDF5 file.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, shared=True):
         self.path = pathlib.Path(path)
+        self.shared = shared
         self.stats = CacheStats()
         self._check_is_hdf5()
 
@@ -231,7 +259,14 @@ class ActivationCache:
 
     @contextlib.contextmanager
     def _locked(self):
-        """Holds an exclusive POSIX lock on `<file>.lock` (released by the kernel if the process dies)."""
+        """Holds an exclusive POSIX lock on `<file>.lock` (released by the kernel if the process dies).
+
+        The lock file stays: removing it while another writer waits on it would let a third lock a new
+        one (and on NFS, unlinking an open file leaves `.nfs*` files behind). An unshared cache locks nothing.
+        """
+        if not self.shared:
+            yield
+            return
         with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
             fcntl.lockf(lock, fcntl.LOCK_EX)
             try:

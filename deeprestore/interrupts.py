@@ -7,6 +7,10 @@ Instead, `deferred(signals)` makes the handler only record the signal, and the l
 `KeyboardInterrupt` in ordinary code where nothing can swallow it. A second signal raises at once,
 for a loop that is stuck inside one long step; leaving the outermost `deferred` block raises too, so
 a signal that arrived after the last check is never lost.
+
+A signal that is ignored when a block begins stays ignored: a job started with SIGINT ignored (as
+`nohup ... &` and batch systems start it) is not made interruptible by Ctrl-C, as Python itself leaves
+an inherited ignored SIGINT alone.
 """
 
 import contextlib
@@ -38,7 +42,8 @@ def deferred(signals=(signal.SIGTERM,), second_raises=True, on_signal=None, rais
 
     Blocks nest (training defers SIGINT too, inside a command that defers SIGTERM); they share one record
     of received signals, cleared when the outermost block ends. Outside the main thread, where Python
-    cannot install handlers, the block changes nothing.
+    cannot install handlers, the block changes nothing; a signal ignored when the block begins stays
+    ignored.
 
     Args:
         signals: The signals to defer.
@@ -61,7 +66,8 @@ def deferred(signals=(signal.SIGTERM,), second_raises=True, on_signal=None, rais
         if second_raises and len(_received) > 1:
             raise KeyboardInterrupt(_received[0])
 
-    previous = {number: signal.signal(number, record) for number in signals}
+    previous = {number: signal.signal(number, record) for number in signals
+                if signal.getsignal(number) is not signal.SIG_IGN}
     _depth[0] += 1
     try:
         yield

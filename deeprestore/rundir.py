@@ -3,8 +3,8 @@
 A `RunDir` is a folder `<root>/<command>/<YYYYmmdd-HHMMSS>-<suffix>/` holding `config.json` (every
 resolved option plus the command, creation time and deeprestore version), `argv.txt` (the command
 line, shell-quoted), a `status` file (`running`, `complete`, `failed: <message>` or `interrupted`),
-`losses/`, `images/`, `notices.txt` (what the run told the user, one line each), and later
-`activations.h5` and `checkpoints/`. Used as a context manager, a run
+`losses/`, `images/`, `notices.txt` (what the run told the user, one line each), `owner.json`, and
+later `checkpoints/` (and, in a named run's task, `activations.h5`). Used as a context manager, a run
 marks its own status when the block ends. Every file is written atomically, so a killed process
 leaves either the old file or the new one, never half of one.
 
@@ -21,10 +21,20 @@ A running run (or task) also records its owner in `owner.json`: host, process id
 time and a heartbeat renewed every minute while the `with` block runs. A process killed without
 marking its status (SIGKILL, a crashed node) is then reported `dead: ...` instead of `running`
 forever: at once on the same host (the process is gone), elsewhere once the heartbeat is stale.
+
+A run (a named run's task) has one owner at a time. Creating, joining or resuming it first *claims* it:
+an exclusive `flock` on the task's folder, held until the `with` block ends and released by the kernel
+if the process dies, so of two processes on one host claiming it at once exactly one gets it; and a
+task marked running whose owner is alive (a live process on this host, or a heartbeat fresh on another
+host) is refused, naming the owner's host and process. A dead owner's task is taken over. The lock is
+on the folder itself, so no lock file is left behind. The tasks of a named run each claim their own
+`shards/I-of-N/`, so shards run side by side while one shard cannot run twice.
 """
 
 import contextlib
 import datetime
+import errno
+import fcntl
 import json
 import os
 import pathlib
@@ -36,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 
 from deeprestore import __version__, layernames
 from deeprestore.errors import DeepRestoreError
@@ -51,6 +62,9 @@ OWNER_FILE = "owner.json"
 # HEARTBEAT_STALE is reported dead (ten missed beats: a busy file system may delay a few).
 HEARTBEAT_SECONDS = 60
 HEARTBEAT_STALE = 600
+# A process refused a claim because another holds the lock waits this long for the holder to record
+# itself in owner.json (it does so right after locking), so the refusal can name it.
+_OWNER_WAIT_SECONDS = 2.0
 # A status rewritten in place on a full disk stays within the smallest file-system block.
 _IN_PLACE_LIMIT = 500
 
@@ -111,6 +125,23 @@ def _check_folder_name(name, what, example):
         raise DeepRestoreError(f"{what} {name!r} is not a folder name; expected a plain name like '{example}'.")
 
 
+def _command_folder(root, command):
+    """Creates `<root>/<command>/` and returns it.
+
+    Raises:
+        DeepRestoreError: A file stands where a folder of the path must be.
+    """
+    parent = pathlib.Path(root) / command
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError):
+        blocking = next((folder for folder in [parent, *parent.parents] if folder.exists() and not folder.is_dir()),
+                        parent)
+        raise DeepRestoreError(f"Runs folder '{root}' cannot be made: '{blocking}' is a file; expected a folder or a "
+                               "path that does not exist yet (see --runs).") from None
+    return parent
+
+
 def _write_config(path, config, command, now):
     """Writes `config.json` (with the command, creation time and version) and the empty folders."""
     full_config = {**config, "command": command, "created": now.isoformat(timespec="seconds"),
@@ -152,6 +183,8 @@ class RunDir:
         self.path = pathlib.Path(path)
         self._config = self._read_config()
         self.task_path = self.path
+        self.previous_owner = None  # owner.json's bytes before `claim`, None when there was none
+        self._release = None
         if shard is not None:
             index, count = parse_shard(shard)
             self.task_path = self.path / "shards" / f"{index}-of-{count}"
@@ -177,8 +210,7 @@ class RunDir:
             DeepRestoreError: if `command` is not a plain folder name.
         """
         _check_folder_name(command, "Run command", "dream")
-        parent = pathlib.Path(root) / command
-        parent.mkdir(parents=True, exist_ok=True)
+        parent = _command_folder(root, command)
         for _ in range(_CREATE_ATTEMPTS):
             now = datetime.datetime.now().astimezone()
             path = parent / f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(_SUFFIX_BYTES)}"
@@ -222,8 +254,7 @@ class RunDir:
         """
         _check_folder_name(command, "Run command", "dream")
         _check_folder_name(name, "Run name", "my-array-job")
-        parent = pathlib.Path(root) / command
-        parent.mkdir(parents=True, exist_ok=True)
+        parent = _command_folder(root, command)
         path = parent / name
         if not path.exists():
             staging = pathlib.Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp"))
@@ -248,8 +279,8 @@ class RunDir:
         return run
 
     def _start(self, argv):
-        """Writes this task's argv and `running` status."""
-        self.task_path.mkdir(parents=True, exist_ok=True)
+        """Claims this task, then writes its argv and `running` status."""
+        self.claim()
         argv = sys.argv if argv is None else argv
         atomic_write(self.task_path / "argv.txt", shlex.join(str(argument) for argument in argv) + "\n")
         self.mark("running")
@@ -411,6 +442,38 @@ class RunDir:
             if not _overwrite_in_place(self.task_path / "status", status):
                 raise
 
+    def claim(self):
+        """Makes this process the owner of the run (of this task in a named run), or refuses.
+
+        Takes the exclusive lock on the task's folder, then refuses a task still marked running by a live
+        owner, and records this process in `owner.json` (its previous bytes kept in `previous_owner`). The
+        lock is held until the `with` block ends or `release` is called; a claim already held is kept.
+
+        Raises:
+            DeepRestoreError: Another live process owns the task, naming its host and process id.
+        """
+        if self._release is not None and self._release.alive:
+            return
+        self.task_path.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = _lock_folder(self.task_path)
+        except BlockingIOError:
+            raise DeepRestoreError(_owned_message(self.task_path, _waited_owner(self.task_path))) from None
+        release = weakref.finalize(self, _unlock, descriptor)
+        owner = _live_owner(self.task_path)
+        if owner is not None:
+            release()
+            raise DeepRestoreError(_owned_message(self.task_path, owner))
+        path = self.task_path / OWNER_FILE
+        self.previous_owner = path.read_bytes() if path.is_file() else None
+        _write_owner(self.task_path)
+        self._release = release
+
+    def release(self):
+        """Gives up the claim taken by `claim` (the `with` block does it when it ends)."""
+        if self._release is not None:
+            self._release()
+
     def __enter__(self):
         self._heartbeat = _Heartbeat(self.task_path)
         self._heartbeat.start()
@@ -420,16 +483,19 @@ class RunDir:
         heartbeat = getattr(self, "_heartbeat", None)
         if heartbeat is not None:
             heartbeat.stop()
-        if exception_type is None or (exception_type is SystemExit and exception.code in (0, None)):
-            self.mark("complete")
-            return False
-        # Marking can fail for the reason the run failed (a full disk); the caller sees the first error.
-        with contextlib.suppress(OSError):
-            if issubclass(exception_type, KeyboardInterrupt):
-                self.mark("interrupted")
-            else:
-                self.mark(f"failed: {exception_type.__name__}: {exception}")
-        return False  # Never swallow the exception: the caller still sees it.
+        try:
+            if exception_type is None or (exception_type is SystemExit and exception.code in (0, None)):
+                self.mark("complete")
+                return False
+            # Marking can fail for the reason the run failed (a full disk); the caller sees the first error.
+            with contextlib.suppress(OSError):
+                if issubclass(exception_type, KeyboardInterrupt):
+                    self.mark("interrupted")
+                else:
+                    self.mark(f"failed: {exception_type.__name__}: {exception}")
+            return False  # Never swallow the exception: the caller still sees it.
+        finally:
+            self.release()
 
     def __fspath__(self):
         return os.fspath(self.path)
@@ -457,22 +523,18 @@ def _overwrite_in_place(path, status):
 
 
 def _task_status(folder):
-    """The status line in `folder/status`, with `running` replaced by `dead: ...` when its owner is gone."""
+    """The status line in `folder/status`, with `running` replaced by `dead: ...` when its owner is gone
+    (on this host, its process; elsewhere, its heartbeat is stale)."""
     try:
         status = (folder / "status").read_text(encoding="utf-8").strip()
     except OSError as error:
         return f"failed: no readable status file ({error.strerror or error})"
     if status != "running":
         return status or "failed: empty status file"
-    try:
-        owner = json.loads((folder / OWNER_FILE).read_text(encoding="utf-8"))
-        host, pid, beat = str(owner["host"]), int(owner["pid"]), float(owner["heartbeat"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return status  # a run written before owners were recorded: nothing to judge by
-    stale = time.time() - beat > HEARTBEAT_STALE
-    gone = host == socket.gethostname() and not _same_process(pid, owner.get("process_start"))
-    if not (stale or gone):
-        return status
+    owner = _read_owner(folder)
+    if owner is None or _alive(owner):
+        return status  # alive, or a run written before owners were recorded: nothing to judge by
+    host, pid, beat = owner["host"], owner["pid"], owner["heartbeat"]
     when = datetime.datetime.fromtimestamp(beat).astimezone().isoformat(timespec="seconds")
     return (f"dead: process {pid} on {host} stopped without marking the run (killed?); last heartbeat {when}. "
             "Resume or resubmit it.")
@@ -505,6 +567,126 @@ def _same_process(pid, recorded_start):
     if current is None:
         return False
     return recorded_start in (None, "alive") or current in ("alive", recorded_start)
+
+
+def _lock_folder(folder):
+    """A descriptor of `folder` holding an exclusive `flock` on it, or None where the file system has no locks.
+
+    Raises:
+        BlockingIOError: Another process holds the lock.
+    """
+    descriptor = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise
+    except OSError as error:
+        os.close(descriptor)
+        if error.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):
+            return None  # no folder locks here (some network file systems): owner.json alone decides
+        raise
+    return descriptor
+
+
+def _unlock(descriptor):
+    if descriptor is not None:
+        os.close(descriptor)  # closing the last descriptor releases the flock
+
+
+def _read_owner(folder):
+    """`owner.json` of `folder` as a dict with host, pid and heartbeat, or None when missing or damaged."""
+    try:
+        owner = json.loads((folder / OWNER_FILE).read_text(encoding="utf-8"))
+        owner.update(host=str(owner["host"]), pid=int(owner["pid"]), heartbeat=float(owner["heartbeat"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return owner
+
+
+def _alive(owner):
+    """Whether the process `owner` names still runs: on this host its process, elsewhere a fresh heartbeat."""
+    if owner["host"] == socket.gethostname():
+        return _same_process(owner["pid"], owner.get("process_start"))
+    return time.time() - owner["heartbeat"] <= HEARTBEAT_STALE
+
+
+def _is_this_process(owner):
+    return (owner["host"] == socket.gethostname() and owner["pid"] == os.getpid()
+            and owner.get("process_start") == _process_start(os.getpid()))
+
+
+def _live_owner(folder):
+    """The owner of the task in `folder` when it is marked running by another live process, else None."""
+    try:
+        status = (folder / "status").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    owner = _read_owner(folder)
+    if status != "running" or owner is None or _is_this_process(owner) or not _alive(owner):
+        return None
+    return owner
+
+
+def _lock_holder(folder):
+    """The id of the process holding the `flock` on `folder`, from `/proc/locks`; None where that is unknown."""
+    try:
+        stat = os.stat(folder)
+        device = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+        with open("/proc/locks", encoding="utf-8") as file:
+            for line in file:  # e.g. "1: FLOCK  ADVISORY  WRITE 10713 fe:00:260072 0 EOF"
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == device:
+                    return int(fields[4])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def owner_state(folder):
+    """`alive` or `dead` for a task (the folder of a run, or of a named run's shard) marked running and
+    whose owner is recorded; None for one not running (or written before owners were recorded)."""
+    try:
+        running = (pathlib.Path(folder) / "status").read_text(encoding="utf-8").strip() == "running"
+    except OSError:
+        return None
+    owner = _read_owner(pathlib.Path(folder)) if running else None
+    if owner is None:
+        return None
+    return "alive" if _alive(owner) else "dead"
+
+
+def _waited_owner(folder):
+    """The owner record of the process holding the lock on `folder`, or None when it cannot be told.
+
+    The holder records itself in owner.json right after locking, so the record is awaited up to
+    `_OWNER_WAIT_SECONDS`; where the holder's id is known but its record has not come, a record with
+    that id and no heartbeat stands for it.
+    """
+    holder = _lock_holder(folder)
+    deadline = time.monotonic() + _OWNER_WAIT_SECONDS
+    while True:
+        owner = _read_owner(folder)
+        mine = owner is not None and owner["host"] == socket.gethostname()
+        if mine and (owner["pid"] == holder or (holder is None and not _is_this_process(owner)
+                                                and _same_process(owner["pid"], owner.get("process_start")))):
+            return owner
+        if time.monotonic() > deadline:
+            return None if holder is None else {"host": socket.gethostname(), "pid": holder, "heartbeat": None}
+        time.sleep(0.02)
+
+
+def _owned_message(folder, owner):
+    """The one-line refusal of a claim on `folder`, naming `owner` (None: an unnamed process on this host)."""
+    if owner is None:
+        who = f"another process on {socket.gethostname()} (it holds the lock on the folder)"
+    elif owner["heartbeat"] is None:
+        who = f"process {owner['pid']} on {owner['host']} (it holds the lock on the folder)"
+    else:
+        age = max(0, round(time.time() - owner["heartbeat"]))
+        who = f"process {owner['pid']} on {owner['host']}, alive (heartbeat {age} s ago)"
+    return (f"Run '{folder}' is owned by {who}; expected a run with no live owner. Wait for it to end, or stop it "
+            "and start again: a dead owner's run is taken over.")
 
 
 def _write_owner(folder):

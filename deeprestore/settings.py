@@ -90,8 +90,8 @@ def pooling_field(default):
 
 
 def cache_field():
-    return option(None, "HDF5 activation cache shared across runs (default: the run's own activations.h5).",
-                  path="file")
+    return option(None, "HDF5 activation cache shared across runs (default: a named run's own activations.h5; a "
+                        "plain run keeps them in memory).", path="file")
 
 
 def shard_field():

@@ -25,6 +25,7 @@ import collections
 import contextlib
 import dataclasses
 import gc
+import io
 import json
 import pathlib
 import signal
@@ -139,12 +140,14 @@ def save_checkpoint(model, directory, step, keep_every=0, extra=None):
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:08d}{CHECKPOINT_SUFFIX}"
-    temporary = directory / f".{name}.partial"
-    with h5py.File(temporary, "w") as file:
+    # HDF5 builds the file in memory and Python writes it: on a full disk HDF5 fails mid-write and can
+    # crash the process when the file is closed, whereas this write fails cleanly (ENOSPC, EFBIG).
+    image = io.BytesIO()
+    with h5py.File(image, "w") as file:
         file.attrs["step"] = step
         for index, (key, variable) in enumerate(checkpoint_variables(model).items()):
             file.create_dataset(key, data=np.asarray(variable.numpy())).attrs["index"] = index
-    temporary.replace(directory / name)
+    atomic_write(directory / name, image.getbuffer())
     previous = read_state(directory)
     atomic_write(directory / STATE_FILE, json.dumps({"step": step, "file": name, **(extra or {})}, indent=2))
     if previous and previous["file"] != name and not (keep_every and previous["step"] % keep_every == 0):

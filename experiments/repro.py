@@ -88,8 +88,13 @@ def load_spec(name):
     path = SPECS / f"{name}.yaml"
     if not path.is_file():
         raise ReproError(f"Unknown reproduction '{name}'; expected one of {', '.join(spec_names())}.")
-    spec = yaml.safe_load(path.read_text())
     where = f"{path.name}:"
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:  # a tag such as !!python/object/apply, or broken syntax
+        problem = " ".join(str(getattr(error, "problem", None) or error).split())[:160]
+        raise ReproError(f"{where} not a plain YAML spec ({problem}); expected mappings, lists, strings and numbers "
+                         "only. Nothing was run.") from None
     if not isinstance(spec, dict) or not {"title", "seed", "runs", "report"} <= set(spec):
         raise ReproError(f"{where} expected a mapping with title, seed, runs and report.")
     _check_keys(spec, _SPEC_KEYS, where)

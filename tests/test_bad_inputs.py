@@ -52,6 +52,10 @@ def files(tmp_path):
     (folder / "empty.png").write_bytes(b"")
     (folder / "text.npy").write_text("conv1: 1 2 3\n")
     np.save(folder / "payload.npy", np.array({"conv1": [Payload(folder / "sentinel")]}, dtype=object))
+    shared = []
+    for _ in range(40):  # a list holding the same list twice: 2^40 elements in a few hundred bytes
+        shared = [shared, shared]
+    np.save(folder / "shared.npy", np.array({"conv1": shared}, dtype=object))
     (folder / "nan.yaml").write_text("- {name: m1, input: relu1, target: image, weight: .nan}\n")
     (folder / "huge.yaml").write_text("- {name: m1, input: relu1, target: image, hidden: 100000000}\n")
     (folder / "broken.yaml").write_text("- {name: m1, input: [relu1\n")
@@ -88,16 +92,19 @@ CASES = {
     "dream octave scale inf": ((*TINY_DREAM, "--octave-scale", "inf"), 2, "finite"),
     "dream layer weight nan": ((*TINY_DREAM, "--layer", "relu1:nan"), 2, "finite"),
     "dream size too large to allocate": (("dream", "--network", "tiny", "--size", HUGE, "--steps", "1", "--octaves",
-                                          "1"), 1, "Out of memory"),
+                                          "1"), 2, "of memory available"),
+    "dream size of 112 GiB": ((*TINY_DREAM, "--size", "100000"), 2, "one 100000x100000 image takes 111.8 GiB"),
     "dream missing image": ((*TINY_DREAM, "--images", "{files}/missing.png"), 1, "missing.png"),
     "dream garbage image": ((*TINY_DREAM, "--images", "{files}/garbage.png"), 1, "garbage.png"),
     "dream empty image": ((*TINY_DREAM, "--images", "{files}/empty.png"), 1, "empty.png"),
     "dream text file as npy weights": ((*TINY_DREAM, "--weights", "{files}/text.npy"), 1, "text.npy"),
     "dream pickled payload as weights": ((*TINY_DREAM, "--weights", "{files}/payload.npy"), 1, "builtins.exec"),
+    "dream 40 levels of shared lists as weights": ((*TINY_DREAM, "--weights", "{files}/shared.npy"), 1,
+                                                   "spells out more than 1,000,000 elements"),
     "dream cache that is not hdf5": ((*TINY_DREAM, "--cache", "{files}/not-hdf5.h5"), 1, "not an HDF5 file"),
     # texture
     "texture size too large to allocate": (("texture", "--network", "tiny", "--source", "{files}/image.png", "--size",
-                                            HUGE, "--steps", "1"), 1, "Out of memory"),
+                                            HUGE, "--steps", "1"), 2, "of memory available"),
     "texture on a 1x2000 source": ((*TINY_TEXTURE, "--source", "{files}/thin.png"), 1, "too small"),
     "texture learning rate inf": ((*TINY_TEXTURE, "--source", "{files}/image.png", "--learning-rate", "inf"), 2,
                                   "finite"),
@@ -192,7 +199,8 @@ def test_a_poisoned_cache_entry_with_the_right_name_is_recomputed_and_the_run_co
 
 
 FULL_DISK = """
-import resource, sys
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so a write past the limit fails with EFBIG (Python's default too)
 resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
 from deeprestore.cli import main
 sys.argv = ["deeprestore", *sys.argv[1:]]
@@ -222,3 +230,54 @@ def test_summary_of_a_run_with_a_corrupt_config_is_one_line(contents, tmp_path):
     (folder / "config.json").write_text(contents)
 
     assert "config.json" in refused(tmp_path, "summary", str(folder))
+
+
+# 20,000 bytes stop stack while it writes its activations' HDF5 files, 50,000 while it writes its checkpoint.
+@pytest.mark.parametrize("limit", [20_000, 50_000], ids=["activations", "checkpoint"])
+def test_stack_on_a_full_disk_is_one_line_without_an_hdf5_traceback_or_a_crash(limit, files, tmp_path):
+    arguments = ["--runs", str(tmp_path / "runs"), "--quiet", *TINY_STACK, "--images", str(files / "good")]
+    process = subprocess.run([sys.executable, "-c", FULL_DISK.format(limit=limit), *arguments], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+
+    errors = [line for line in process.stderr.splitlines() if line.startswith("Error:")]
+    assert process.returncode == 1, process.stderr[-2000:]  # not -11: HDF5 never crashes on close
+    assert len(errors) == 1 and "Traceback" not in process.stderr and "File too large" in errors[0], process.stderr
+    assert not list((tmp_path / "runs").rglob("*.partial")), "a half-written file was left behind"
+    assert_nothing_running(tmp_path / "runs")
+
+
+def test_a_pickle_of_shared_lists_is_refused_before_it_is_built(files):
+    import time
+
+    from deeprestore.safeload import RefusedPickle, load_npy
+
+    start = time.perf_counter()
+    with pytest.raises(RefusedPickle, match="spells out more than"):
+        load_npy(files / "shared.npy")
+    assert time.perf_counter() - start < 1 and (files / "shared.npy").stat().st_size < 1000
+
+
+def test_runs_under_a_regular_file_is_one_line(files, tmp_path):
+    (tmp_path / "file").write_text("")
+    result = CliRunner().invoke(cli, ["--runs", str(tmp_path / "file" / "sub"), "--quiet", *TINY_DREAM,
+                                      "--images", str(files / "image.png")])
+
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert f"'{tmp_path / 'file'}' is a file" in result.output
+
+
+def test_a_reproduction_spec_with_a_python_tag_is_one_line_and_nothing_runs(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("repro", ROOT / "experiments" / "repro.py")
+    repro = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(repro)
+    monkeypatch.setattr(repro, "SPECS", tmp_path)
+    (tmp_path / "evil.yaml").write_text(f"title: t\nseed: !!python/object/apply:os.system ['touch {tmp_path}/ran']\n"
+                                        "runs: []\nreport: {}\n")
+
+    code = repro.main(["evil", "--out", str(tmp_path / "out")])
+
+    errors = capsys.readouterr().err.splitlines()
+    assert code == 1 and len(errors) == 1 and errors[0].startswith("Error: evil.yaml: not a plain YAML spec")
+    assert "Nothing was run." in errors[0] and not (tmp_path / "ran").exists() and not (tmp_path / "out").exists()

@@ -250,3 +250,29 @@ def test_targets_of_another_pooling_or_precision_are_computed_not_read_from_a_sh
     changed, stats = targets(**change)
     assert stats.misses == 1 and stats.hits == 0
     assert not np.allclose(changed, first, rtol=0, atol=1e-6)
+
+
+def test_the_memory_cache_computes_each_layer_once_per_key_and_image_and_agrees_with_the_file(tmp_path):
+    from deeprestore.cache import MemoryActivationCache
+
+    memory, file, compute = MemoryActivationCache(), ActivationCache(tmp_path / "cache.h5"), RecordingCompute()
+    kept = memory.get_or_compute("a", random_image(0), LAYERS[:1], compute, **METADATA)
+    again = memory.get_or_compute("a", random_image(0), LAYERS, compute, **METADATA)
+    other = memory.get_or_compute("a", random_image(1), LAYERS[:1], compute, **METADATA)  # same key, new pixels
+    stored = file.get_or_compute("a", random_image(0), LAYERS, RecordingCompute(), **METADATA)
+
+    assert (memory.stats.hits, memory.stats.misses, memory.stats.compute_calls) == (1, 3, 3)
+    assert [layers for _, layers in compute.calls] == [LAYERS[:1], LAYERS[1:], LAYERS[:1]]
+    assert np.array_equal(kept[LAYERS[0]], again[LAYERS[0]]) and not np.array_equal(kept[LAYERS[0]], other[LAYERS[0]])
+    for layer in LAYERS:
+        np.testing.assert_array_equal(again[layer], stored[layer])
+
+
+def test_an_unshared_cache_leaves_no_lock_file_and_a_shared_one_keeps_its_lock_beside_it(tmp_path):
+    ActivationCache(tmp_path / "own" / "activations.h5", shared=False).get_or_compute(
+        "a", random_image(0), LAYERS, RecordingCompute(), **METADATA)
+    ActivationCache(tmp_path / "shared" / "cache.h5").get_or_compute(
+        "a", random_image(0), LAYERS, RecordingCompute(), **METADATA)
+
+    assert sorted(path.name for path in (tmp_path / "own").iterdir()) == ["activations.h5"]
+    assert sorted(path.name for path in (tmp_path / "shared").iterdir()) == ["cache.h5", "cache.h5.lock"]

@@ -108,7 +108,11 @@ def test_apply_with_a_clean_reference_and_without_one(runner, tmp_path, trained,
     assert not (run / "metrics.csv").exists() and (run / "images" / "model.png").is_file()
 
 
-def test_an_interrupted_run_resumes_through_the_cli_to_the_same_weights(runner, tmp_path, photos, monkeypatch):
+def test_an_interrupted_run_resumes_through_the_cli_to_the_same_weights(runner, tmp_path, photos, monkeypatch,
+                                                                      request):
+    # Ctrl-C at a terminal, also where the suite was started with SIGINT ignored (which training keeps ignoring)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     options = ("denoise", "train", "--data", str(photos), "--checkpoint-every", "2", "--steps", "4", "--no-baselines",
                *TINY)
     straight = run_directory(invoke(runner, tmp_path, *options))

@@ -152,11 +152,12 @@ def test_guided_dreaming_caches_the_guide_features_and_keeps_the_guide(tmp_path)
 
     from deeprestore.images import load_image
 
-    run = run_of(invoke(tmp_path, *TINY, "--guide", "chelsea"))
-    assert "guide.relu2" in LossLog.read(run / "losses")
+    run = run_of(invoke(tmp_path, *TINY, "--guide", "chelsea", "--name", "guided"))  # a resubmission rereads them
+    assert "guide.relu2" in LossLog.read(next(run.glob("items/*/losses")))
     np.testing.assert_allclose(load_image(run / "images" / "guide.png"), load_image("chelsea", 32), atol=1 / 255)
-    with h5py.File(run / "activations.h5") as file:
+    with h5py.File(run / "shards" / "0-of-1" / "activations.h5") as file:
         assert any(name.startswith("guide") for name in file)
+    assert not list(run.rglob("*.lock"))  # the task's owner is its cache's only writer
 
 
 @pytest.mark.parametrize("mode", ["random", "contiguous", "overlap"])

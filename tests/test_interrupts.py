@@ -18,11 +18,12 @@ def send_sigterm():
 
 
 def test_a_deferred_sigterm_is_recorded_and_raised_between_steps_not_in_the_handler():
+    before = signal.getsignal(signal.SIGTERM)  # whatever the suite was started with
     with pytest.raises(KeyboardInterrupt, match="SIGTERM"), interrupts.deferred():
         send_sigterm()
         assert interrupts.requested() == "SIGTERM"  # still running: the handler raised nothing
         interrupts.raise_if_requested()
-    assert interrupts.requested() is None and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert interrupts.requested() is None and signal.getsignal(signal.SIGTERM) is before
 
 
 def test_a_sigterm_that_lands_in_a_weakref_callback_still_stops_the_optimisation_loop(tiny, capsys):
@@ -59,10 +60,24 @@ def test_training_inside_a_command_records_its_stop_and_the_command_block_clears
     flag = {}
     from deeprestore.training import stop_on_signals
 
+    before = signal.getsignal(signal.SIGINT)  # Python's default handler, or SIG_IGN under `nohup ... &`
+
     with pytest.raises(KeyboardInterrupt), interrupts.deferred():
         with stop_on_signals(flag):
             send_sigterm()
             send_sigterm()  # training lets every signal through to its own check
         assert flag == {"stop": "SIGTERM"}
         raise KeyboardInterrupt("training's Interrupted")
-    assert interrupts.requested() is None and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert interrupts.requested() is None and signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_signal_ignored_when_the_block_begins_stays_ignored_inside_it():
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `nohup ... &` and batch systems start a job
+    try:
+        with interrupts.deferred((signal.SIGINT, signal.SIGTERM)):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert interrupts.requested() is None
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -200,3 +200,37 @@ def test_a_resume_records_what_may_change_and_refuses_nothing_unchanged(finished
     assert len((run / "argv.txt").read_text().splitlines()) == 2
     assert sorted(path.name for path in (run / "checkpoints").glob("step-*")) == [
         "step-00000004.weights.h5", "step-00000006.weights.h5"]
+
+
+# Claims the run given (as a resume does first) and holds it until stdin closes.
+HOLD = """
+import sys
+from deeprestore.rundir import RunDir
+run = RunDir.open(sys.argv[1])
+run.claim()
+print("claimed", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_resume_while_another_process_owns_the_run_is_refused_and_the_run_trains_each_step_once(finished, tmp_path):
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-a", str(finished), str(run)], check=True)
+    owner = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], cwd=ROOT, text=True, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert owner.stdout.readline() == "claimed\n", owner.communicate()[1][-500:]
+    arguments = ["--runs", str(tmp_path / "runs"), "--quiet", "denoise", "train", "--resume", str(run), "--steps", "6"]
+    before = snapshot(run)
+
+    refused = CliRunner().invoke(cli, arguments)
+    after_refusal = snapshot(run)
+    owner.stdin.close()
+    owner.wait(timeout=60)
+    resumed = CliRunner().invoke(cli, arguments)  # the owner is gone: this one proceeds
+
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1 and "Traceback" not in refused.output
+    assert f"is owned by process {owner.pid} on " in refused.output, refused.output
+    assert after_refusal == before
+    assert resumed.exit_code == 0, resumed.output
+    rows = (run / "losses" / "train.loss.csv").read_text().split()[1:]
+    assert [int(row.split(",")[0]) for row in rows] == list(range(1, 7))

@@ -1,16 +1,20 @@
 """A run killed without marking its status is reported dead, not `running` forever."""
 
 import json
+import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
 
+import pytest
 from click.testing import CliRunner
 
 from deeprestore import rundir
 from deeprestore.cli import cli
+from deeprestore.errors import DeepRestoreError
 from deeprestore.rundir import RunDir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -104,3 +108,117 @@ def test_a_damaged_completion_marker_counts_as_missing_and_summary_says_so_in_on
     assert not run.item_complete("001_b") and run.missing_items() == [(1, "001_b")]
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert "Completion marker" in result.output and "001_b.json" in result.output and "Traceback" not in result.output
+
+
+# Claims the run (or named run's shard) given, says whether it won, and holds the claim until stdin closes.
+CLAIM = """
+import sys
+from deeprestore.errors import DeepRestoreError
+from deeprestore.rundir import RunDir
+print("ready", flush=True)
+sys.stdin.readline()
+try:
+    if len(sys.argv) == 2:
+        run = RunDir.open(sys.argv[1])
+        run.claim()  # held while `run` lives
+    else:
+        run = RunDir.join(sys.argv[1], "dream", "job", {"settings": {}, "seed": 0}, shard=sys.argv[2])
+except DeepRestoreError as error:
+    print("refused", error, flush=True)
+else:
+    print("won", flush=True)
+sys.stdin.read()
+"""
+
+
+def claimers(count, *arguments):
+    """`count` processes ready to claim, each started with `arguments`; write a line to each to go."""
+    processes = [subprocess.Popen([sys.executable, "-c", CLAIM, *map(str, arguments)], cwd=ROOT, text=True,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(count)]
+    for process in processes:
+        assert process.stdout.readline() == "ready\n", process.communicate()[1][-500:]
+    return processes
+
+
+def go(processes):
+    """Lets every process claim at once; returns each one's answer (`won` or `refused ...`)."""
+    for process in processes:
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    return [process.stdout.readline().strip() for process in processes]
+
+
+def finish(processes):
+    for process in processes:
+        process.stdin.close()
+        process.wait(timeout=60)
+
+
+def files(folder):
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def test_of_processes_claiming_one_run_at_once_exactly_one_wins_and_the_others_name_it(tmp_path):
+    with RunDir.create(tmp_path, "stack", {}) as run:
+        pass
+    before = files(run.path)
+    processes = claimers(4, run.path)
+
+    answers = go(processes)
+
+    winner = processes[answers.index("won")]
+    assert answers.count("won") == 1, answers
+    for answer in answers:
+        assert answer == "won" or (answer.startswith("refused Run ") and f"owned by process {winner.pid} on " in answer
+                                   and "\n" not in answer), answers
+    finish(processes)
+    assert files(run.path) == before  # the lock is on the folder: no lock file, during or after
+
+
+def test_a_run_owned_by_a_live_process_is_refused_naming_its_host_and_pid_and_taken_over_once_it_is_gone(tmp_path):
+    with RunDir.create(tmp_path, "stack", {}) as run:
+        pass
+    processes = claimers(1, run.path)
+    assert go(processes) == ["won"]
+
+    with pytest.raises(DeepRestoreError, match=f"owned by process {processes[0].pid} on {socket.gethostname()}"):
+        RunDir.open(run.path).claim()
+    finish(processes)
+    taken = RunDir.open(run.path)
+    taken.claim()
+    assert json.loads((run.path / "owner.json").read_text())["pid"] == os.getpid()
+    taken.release()
+
+
+def test_a_run_marked_running_by_a_live_owner_without_its_lock_is_refused(tmp_path):
+    run = RunDir.create(tmp_path, "stack", {})
+    run.release()  # as if the owner ran on another host, or on a file system without folder locks
+    owner = json.loads((run.path / "owner.json").read_text())
+    (run.path / "owner.json").write_text(json.dumps({**owner, "host": "another-node", "pid": 7}))
+
+    with pytest.raises(DeepRestoreError, match=r"owned by process 7 on another-node, alive \(heartbeat 0 s ago\)"):
+        RunDir.open(run.path).claim()
+    (run.path / "owner.json").write_text(json.dumps({**owner, "process_start": "1"}))  # a recycled process id
+    RunDir.open(run.path).claim()
+
+
+def test_a_killed_owners_run_is_taken_over(tmp_path):
+    path, _ = killed_run(tmp_path)
+
+    with RunDir.open(path) as run:
+        run.claim()
+        assert json.loads((path / "owner.json").read_text())["pid"] == os.getpid()
+    assert run.status == "complete"
+
+
+def test_the_shards_of_a_named_run_run_side_by_side_but_one_shard_runs_once(tmp_path):
+    processes = claimers(2, tmp_path, "0/2")
+    answers = go(processes)
+    assert sorted(answers)[1] == "won" and sorted(answers)[0].startswith("refused Run ")
+    assert "shards/0-of-2' is owned by process" in sorted(answers)[0]
+
+    with RunDir.join(tmp_path, "dream", "job", {"settings": {}, "seed": 0}, shard="1/2") as other:
+        assert (other.task_path / "status").read_text() == "running\n"
+    finish(processes)
+    assert sorted(path.name for path in (tmp_path / "dream" / "job" / "shards").iterdir()) == ["0-of-2", "1-of-2"]

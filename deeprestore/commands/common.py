@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import os
 import signal
 
 import click
@@ -32,9 +33,13 @@ class ImageSize(click.ParamType):
         if isinstance(value, tuple):
             return value
         try:
-            return parse_size(value)
+            size = parse_size(value)
         except click.BadParameter as error:
             self.fail(error.message, param, ctx)
+        refusal = image_too_large(*size, f"{param.opts[0] if param else '--size'} {value}")
+        if refusal:
+            self.fail(refusal, param, ctx)
+        return size
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -124,6 +129,59 @@ def start_run(state, command, settings, name=None, items=None, uses_backend=True
         return RunDir.create(state.runs, command, config)
     shard = settings.pop("shard", None)
     return RunDir.join(state.runs, command, name, config, shard=shard)
+
+
+# Bytes of one pixel of a float32 RGB image, the least any command holds of an image it works on.
+_PIXEL_BYTES = 3 * 4
+
+
+def available_memory():
+    """Bytes of memory this process may still take: the kernel's MemAvailable, capped by a cgroup limit,
+    or free pages where /proc is missing; None when unknown."""
+    available = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as file:
+            available = next(int(line.split()[1]) * 1024 for line in file if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            return None
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as file:
+            limit = file.read().strip()
+        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as file:
+            used = int(file.read().strip())
+        if limit.isdigit():
+            available = min(available, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def image_too_large(height, width, given):
+    """A one-line refusal when one float32 RGB image of `height` x `width` exceeds the memory available
+    (no command can then run), else None; `given` names the option as typed, e.g. `--size 100000`."""
+    needed = height * width * _PIXEL_BYTES
+    available = available_memory()
+    if available is None or needed <= available:
+        return None
+    return (f"got {given}: one {height}x{width} image takes {_gibibytes(needed)} as float32 RGB, more than the "
+            f"{_gibibytes(available)} of memory available; expected a smaller size.")
+
+
+def _gibibytes(count):
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
+def check_pixel_side(ctx, param, value):
+    """Click callback of an option giving an image's side in pixels: refuses a side whose square image
+    cannot be held (see `image_too_large`) before any work."""
+    if isinstance(value, int) and value > 0:
+        refusal = image_too_large(value, value, f"{param.opts[0]} {value}")
+        if refusal:
+            raise click.BadParameter(refusal, ctx=ctx, param=param)
+    return value
 
 
 def parse_size(text):

@@ -13,9 +13,11 @@ import types
 import click
 
 from deeprestore.commands.aliases import AliasedOption
-from deeprestore.commands.common import DeviceCount, ImageSize
+from deeprestore.commands.common import DeviceCount, ImageSize, check_pixel_side
 
 _KINDS = {"devices": DeviceCount, "size": ImageSize}
+# Fields giving an image's side in pixels, whose images must fit in memory (see `check_pixel_side`).
+_PIXEL_SIDES = ("size", "source_size", "test_size", "patch_size")
 
 
 class SettingOption(AliasedOption):
@@ -78,6 +80,8 @@ def attributes(field, prefix=""):
         attributes["default"] = "x".join(str(side) for side in field.default)
     elif isinstance(field.default, tuple):
         attributes["multiple"] = True
+    elif field.name in _PIXEL_SIDES:
+        attributes["callback"] = check_pixel_side
     attributes["type"] = parameter_type(field)
     return attributes
 

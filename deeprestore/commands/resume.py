@@ -7,6 +7,9 @@ or the data is refused, naming the option, its stored and its given value; the o
 new values go into `config.json` and the command line into `argv.txt`. Every check runs before the
 run is touched, and a resume that fails before its first new checkpoint puts `config.json`,
 `argv.txt` and `status` back as they were, so a typo never damages finished work.
+
+The run is claimed first (see `RunDir.claim`): a run whose owner is alive is refused, and of two
+resumes started together exactly one proceeds; the other is refused before it reads the checkpoint.
 """
 
 import contextlib
@@ -54,7 +57,9 @@ def _spelling(context, name):
 
 
 def reopen(context, path, command, settings_class, options, stored_key="settings"):
-    """Checks a resume of the run at `path` and returns `(run, settings, seed, step)` without touching it.
+    """Claims the run at `path`, checks a resume of it and returns `(run, settings, seed, step)`.
+
+    Nothing in the run changes but its owner (put back when a check fails).
 
     Args:
         context: The click context (to tell given options from defaults).
@@ -66,15 +71,31 @@ def reopen(context, path, command, settings_class, options, stored_key="settings
             command stores its settings with model defaults filled in).
 
     Raises:
-        DeepRestoreError: Not a run of `command`, a damaged checkpoint, a changed model or data option,
+        DeepRestoreError: A live owner, not a run of `command`, a damaged checkpoint, a changed model or data option,
             fewer steps than trained already, or a bad `--devices` value.
     """
+    from deeprestore.rundir import OWNER_FILE, RunDir, atomic_write
+
+    run = RunDir.open(path)
+    run.claim()
+    try:
+        return _checked(context, run, command, settings_class, options, stored_key)
+    except BaseException:
+        if run.previous_owner is None:
+            (run.task_path / OWNER_FILE).unlink(missing_ok=True)
+        else:
+            atomic_write(run.task_path / OWNER_FILE, run.previous_owner)
+        run.release()
+        raise
+
+
+def _checked(context, run, command, settings_class, options, stored_key):
+    """`reopen`'s checks of the claimed `run`."""
     from deeprestore import backend, training
     from deeprestore.backend import DataParallel
-    from deeprestore.rundir import RunDir
 
+    path = run.path
     backend.check_supported()
-    run = RunDir.open(path)
     config = run.config
     if config.get("command") != command:
         raise DeepRestoreError(f"'{path}' is a '{config.get('command')}' run; expected a {command} run to resume.")
@@ -113,6 +134,9 @@ def resumed(run, settings):
 
     snapshot = {name: (run.task_path / name).read_bytes() for name in _SNAPSHOT_FILES
                 if (run.task_path / name).is_file()}
+    snapshot.pop("owner.json", None)  # the owner before `reopen` claimed the run
+    if run.previous_owner is not None:
+        snapshot["owner.json"] = run.previous_owner
     before = training.read_state(run.path / "checkpoints")
     run.update_config(settings=dataclasses.asdict(settings), resumes=run.config.get("resumes", 0) + 1)
     atomic_write(run.task_path / "argv.txt", snapshot.get("argv.txt", b"").decode() + shlex.join(sys.argv) + "\n")

@@ -3,12 +3,13 @@ command line, and the inputs of a run, item by item (what is left to do, where o
 
 import contextlib
 import dataclasses
+import os
 import pathlib
 
 import keras
 import numpy as np
 
-from deeprestore.cache import ActivationCache
+from deeprestore.cache import ActivationCache, MemoryActivationCache
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog
 from deeprestore.networks import create_network
@@ -79,21 +80,21 @@ def weights_for(values, count, what):
 class TargetFeatures:
     """Activations of fixed images (content, style, guide, inversion target), computed once.
 
-    They are stored in the run's activation cache (or a shared `--cache`), keyed by role, source and
-    size, with the network (with its pooling and arithmetic), weights hash and preprocessing as
-    attributes, so a later run with the same cache reuses them and a run with different weights,
-    `--pooling` or `--precision` never does.
+    They are stored in an activation cache (see `activation_cache`), keyed by role, source and size,
+    with the network (with its pooling and arithmetic), weights hash and preprocessing as attributes,
+    so a later run with the same cache reuses them and a run with different weights, `--pooling` or
+    `--precision` never does.
 
     Args:
         network: The `Network`.
         layers: Every layer a target may be needed at.
-        path: The HDF5 cache file.
+        cache: An HDF5 cache file (shared, as `--cache`), or a cache from `activation_cache`.
     """
 
-    def __init__(self, network, layers, path):
+    def __init__(self, network, layers, cache):
         self.network = network
         self.probe = FeatureProbe(network, layers)
-        self.cache = ActivationCache(path)
+        self.cache = ActivationCache(cache) if isinstance(cache, (str, os.PathLike)) else cache
 
     def __call__(self, role, source, image, layers=None):
         """Returns `{layer: activation}` (no batch axis) of one image."""
@@ -109,6 +110,20 @@ class TargetFeatures:
             network=self.network.computation, weights_sha256=self.network.weights.sha256,
             preprocessing=self.network.spec.describe_preprocessing(),
         )
+
+
+def activation_cache(settings, run):
+    """Where a run keeps the activations of its fixed images: only where the file saves work.
+
+    `--cache FILE` is shared with other runs and processes (locked writes). A named run keeps its own
+    `activations.h5` per task, reread when the task is resubmitted. A plain run is never resumed or
+    joined, so nothing would read its file again: it keeps them in memory and writes no file.
+    """
+    if settings.cache:
+        return ActivationCache(settings.cache)
+    if run.name is not None:
+        return ActivationCache(run.activations_path, shared=False)  # the task's owner is its only writer
+    return MemoryActivationCache()
 
 
 def step_rule(optimiser, learning_rate):

@@ -45,6 +45,7 @@ from deeprestore.probes import FeatureProbe
 from deeprestore.recipes.common import (
     Outputs,
     TargetFeatures,
+    activation_cache,
     final_losses,
     item_rng,
     network_precision,
@@ -311,7 +312,7 @@ def open_dream_network(settings, terms, seed, weights=None):
                               include_top=terms.needs_head, seed=seed)
 
 
-def guide_targets(network, layers, settings, cache_path):
+def guide_targets(network, layers, settings, cache):
     """`{guide.<layer>: (positions, channels)}` of the guide image, computed once and cached.
 
     Each position of the dreamed image is compared with every guide position, so a layer with more
@@ -321,7 +322,7 @@ def guide_targets(network, layers, settings, cache_path):
     if not settings.guide:
         return {}
     guide = image_io.load_image(settings.guide, settings.size or None)
-    features = TargetFeatures(network, layers, cache_path)("guide", settings.guide, guide)
+    features = TargetFeatures(network, layers, cache)("guide", settings.guide, guide)
     return {f"guide.{layer}": _guide_grid(features[layer]) for layer in layers}
 
 
@@ -535,8 +536,8 @@ def dream(settings, run, seed=0, show_progress=True, echo=print):
     run.update_config(weights=network.weights.as_config(), layers=list(layers),
                       stages=[{"objective": repr(stage.objective), "step_size": stage.step_size, "steps": stage.steps,
                                "cycle": stage.cycle} for stage in stages])
-    cache_path = settings.cache or run.activations_path
-    targets = guide_targets(network, layers, settings, cache_path)
+    cache = activation_cache(settings, run)
+    targets = guide_targets(network, layers, settings, cache)
     if settings.guide:  # the run keeps what it was guided by, at the size its features were taken
         image_io.save_image(run.images_dir / "guide.png", image_io.load_image(settings.guide, settings.size or None))
     dreams = []
@@ -546,7 +547,7 @@ def dream(settings, run, seed=0, show_progress=True, echo=print):
         if not single:
             shutil.rmtree(outputs.path, ignore_errors=True)  # what an interrupted attempt left: start afresh
         dreamed, octaves = _dream_image(settings, source, name, outputs, network, stages, layers, targets,
-                                        cache_path, item_rng(seed, position), show_progress, notifier(run, echo))
+                                        cache, item_rng(seed, position), show_progress, notifier(run, echo))
         sizes = [list(size) for size in octaves]
         if single:
             run.update_config(octave_sizes=sizes)
@@ -556,7 +557,7 @@ def dream(settings, run, seed=0, show_progress=True, echo=print):
     return dreams[0] if single else dreams
 
 
-def _dream_image(settings, source, name, outputs, network, stages, layers, targets, cache_path, rng, show_progress,
+def _dream_image(settings, source, name, outputs, network, stages, layers, targets, cache, rng, show_progress,
                  notify):
     """Dreams one input into `outputs`; returns the dream and its octave sizes. Octaves too small for the
     layers are left out, and `notify` says so."""
@@ -571,9 +572,10 @@ def _dream_image(settings, source, name, outputs, network, stages, layers, targe
                f"{', '.join(layers)} of '{network.name}' (a larger --size or a smaller --octave-scale keeps them).")
     image = start_image(image, settings.start, rng)
     image_io.save_image(outputs.images_dir / "start.png", image)
-    # Whole-image activations are cached only untiled: tiling exists because they may not fit in memory.
-    probe = None if settings.tile else FeatureProbe(network, layers)
-    cache = ActivationCache(cache_path)
+    # The start's and the dream's activations are recorded in a cache file (a named run's or --cache), never
+    # in memory, where nothing would read them; and only untiled: tiling exists because they may not fit.
+    recorded = isinstance(cache, ActivationCache) and not settings.tile
+    probe = FeatureProbe(network, layers) if recorded else None
     metadata = dict(network=network.computation, weights_sha256=network.weights.sha256,
                     preprocessing=network.spec.describe_preprocessing())
     if probe is not None:

@@ -23,7 +23,7 @@ from deeprestore.figures import difference_figure
 from deeprestore.inversion.metrics import image_metrics, summary
 from deeprestore.losslog import LossLog
 from deeprestore.optimise import Adam, Constraint, Engine, Momentum, Progress, optimise, step_schedule
-from deeprestore.recipes.common import TargetFeatures, item_rng, open_network, pending_items
+from deeprestore.recipes.common import TargetFeatures, activation_cache, item_rng, open_network, pending_items
 from deeprestore.rundir import atomic_write, to_json
 from deeprestore.sharding import shard
 
@@ -177,7 +177,7 @@ def invert(settings, run, seed=0, show_progress=True, echo=print):
     run.update_config(layer=layer, preset=dataclasses.asdict(chosen))
 
     images = load_images(pending, settings.size or network.spec.input_size)
-    targets = TargetFeatures(network, (layer,), settings.cache or run.activations_path)
+    targets = TargetFeatures(network, (layer,), activation_cache(settings, run))
     features = np.stack([targets("invert", source, image)[layer] for (_, source, _), image in zip(pending, images)])
 
     engine = Engine.for_objective(inversion_objective(layer, chosen, images.shape[1] * images.shape[2]), network)

@@ -29,7 +29,7 @@ from deeprestore.figures import activation_figure, save_figure, titled
 from deeprestore.losslog import LossLog
 from deeprestore.optimise import Constraint, Engine, Progress, optimise
 from deeprestore.probes import FeatureProbe, SegmentProbe
-from deeprestore.recipes.common import TargetFeatures, item_rng, open_network, pending_items
+from deeprestore.recipes.common import TargetFeatures, activation_cache, item_rng, open_network, pending_items
 from deeprestore.recipes.invert import (
     chosen_preset,
     inversion_objective,
@@ -140,7 +140,7 @@ def invert_to_layer(settings, run, seed=0, show_progress=True, echo=print):
     source = source_layer(network, settings.to, layer)
     chosen = chosen_preset(settings, network, layer)
     images = load_images(pending, settings.size or network.spec.input_size)
-    targets = TargetFeatures(network, (source, layer), settings.cache or run.activations_path)
+    targets = TargetFeatures(network, (source, layer), activation_cache(settings, run))
     features = [targets("invert", item_source, image) for (_, item_source, _), image in zip(pending, images)]
     true, goal = (np.stack([item[name] for item in features]) for name in (source, layer))
     statistics = layer_statistics(network, source, images.shape[1:3])

@@ -23,6 +23,7 @@ from deeprestore.losslog import LossLog
 from deeprestore.optimise import Engine, Progress, optimise
 from deeprestore.recipes.common import (
     TargetFeatures,
+    activation_cache,
     item_rng,
     notifier,
     open_network,
@@ -106,7 +107,7 @@ def style(settings, run, seed=0, show_progress=True, echo=print):
                       style_layer_weights=layer_weights.tolist(), style_blend=blend.tolist())
 
     engine = Engine.for_objective(style_objective(content_layer, style_layers, layer_weights, settings), network)
-    targets = TargetFeatures(network, (content_layer, *style_layers), settings.cache or run.activations_path)
+    targets = TargetFeatures(network, (content_layer, *style_layers), activation_cache(settings, run))
     style_images = [image_io.load_image(source) for source in settings.styles]
     log = LossLog(run.losses_dir)
     results = []

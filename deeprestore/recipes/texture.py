@@ -23,6 +23,7 @@ from deeprestore.optimise import LBFGS, Engine, Progress, optimise
 from deeprestore.parametrisations import FourierImage
 from deeprestore.recipes.common import (
     TargetFeatures,
+    activation_cache,
     notifier,
     open_network,
     resolve_layers,
@@ -59,7 +60,7 @@ def texture(settings, run, seed=0, show_progress=True, echo=print):
     blend = weights_for(settings.blend, len(settings.sources), "source")
     run.update_config(layers=list(layers), layer_weights=layer_weights.tolist(), blend=blend.tolist())
 
-    targets = TargetFeatures(network, layers, settings.cache or run.activations_path)
+    targets = TargetFeatures(network, layers, activation_cache(settings, run))
     grams = {f"gram.{layer}": 0.0 for layer in layers}
     for source, weight in zip(settings.sources, blend):
         image = image_io.load_image(source, settings.source_size)
