@@ -227,6 +227,27 @@ def parallel_devices():
     return tuple(f"{accelerator.platform}:{accelerator.id}" for accelerator in jax.devices())
 
 
+def check_devices(devices=1):
+    """The names of the devices `--devices` asks for, checked without building anything (a command calls
+    it before it creates its run, so a refused count leaves no run directory behind).
+
+    Args:
+        devices: How many devices to use (the first ones of `parallel_devices()`), or `"all"`.
+
+    Returns:
+        The device names, `(device(),)` for one.
+
+    Raises:
+        DeepRestoreError: More devices asked for than there are.
+    """
+    available = parallel_devices() if devices != 1 else ()
+    count = len(available) if devices == "all" else int(devices)
+    if count < 1 or count > max(len(available), 1):
+        raise DeepRestoreError(f"--devices {devices} asks for {count} devices; found {len(available)} "
+                               f"({', '.join(available)}). Expected 1 to {len(available)}, or all.")
+    return available[:count] if count > 1 else (device(),)
+
+
 @functools.cache
 def _mirrored_strategy(devices):
     # One strategy per device set and process: two strategies over the same devices number their
@@ -261,12 +282,8 @@ class DataParallel:
     """
 
     def __init__(self, devices=1):
-        available = parallel_devices() if devices != 1 else ()
-        count = len(available) if devices == "all" else int(devices)
-        if count < 1 or count > max(len(available), 1):
-            raise DeepRestoreError(f"--devices {devices} asks for {count} devices; found {len(available)} "
-                                   f"({', '.join(available)}). Expected 1 to {len(available)}, or all.")
-        self.devices = available[:count] if count > 1 else (device(),)
+        self.devices = check_devices(devices)
+        count = len(self.devices)
         self._engine = None
         if count == 1:
             return

@@ -29,6 +29,9 @@ task marked running whose owner is alive (a live process on this host, or a hear
 host) is refused, naming the owner's host and process. A dead owner's task is taken over. The lock is
 on the folder itself, so no lock file is left behind. The tasks of a named run each claim their own
 `shards/I-of-N/`, so shards run side by side while one shard cannot run twice.
+
+A run (or task) started inside a SLURM job appends the job's ids and restart count to `jobs.json`, one
+record per start, so a run says which jobs wrote it.
 """
 
 import contextlib
@@ -65,6 +68,9 @@ HEARTBEAT_STALE = 600
 # A process refused a claim because another holds the lock waits this long for the holder to record
 # itself in owner.json (it does so right after locking), so the refusal can name it.
 _OWNER_WAIT_SECONDS = 2.0
+# What `RunDir.record_job` keeps of a SLURM job's environment: which job and attempt wrote the run.
+SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID",
+                   "SLURM_RESTART_COUNT", "SLURM_JOB_NODELIST", "SLURM_SUBMIT_DIR")
 # A status rewritten in place on a full disk stays within the smallest file-system block.
 _IN_PLACE_LIMIT = 500
 
@@ -194,7 +200,7 @@ class RunDir:
         return layernames.upgrade_config(json.loads((self.path / "config.json").read_text(encoding="utf-8")))
 
     @classmethod
-    def create(cls, root, command, config, argv=None):
+    def create(cls, root, command, config, argv=None, name=None):
         """Creates a new, uniquely named run directory and writes its explaining files.
 
         Args:
@@ -202,15 +208,28 @@ class RunDir:
             command: name of the command, e.g. `dream`; becomes a subfolder of `root`.
             config: dict of resolved options; numpy values, tuples and paths are stored as JSON.
             argv: the command line as a list; defaults to `sys.argv`.
+            name: the run's folder name instead of a timestamped one (a training command's `--name`):
+                one process's own run, never shared by tasks (for those, see `join`).
 
         Returns:
             The new `RunDir`, with status `running`.
 
         Raises:
-            DeepRestoreError: if `command` is not a plain folder name.
+            DeepRestoreError: if `command` or `name` is not a plain folder name, or the named run exists.
         """
         _check_folder_name(command, "Run command", "dream")
         parent = _command_folder(root, command)
+        if name is not None:
+            _check_folder_name(name, "Run name", "my-run")
+            now = datetime.datetime.now().astimezone()
+            try:
+                (parent / name).mkdir(exist_ok=False)  # exclusive: two jobs starting one name get one run
+            except FileExistsError:
+                raise DeepRestoreError(f"Run '{parent / name}' already exists; expected a new name.") from None
+            _write_config(parent / name, config, command, now)
+            run = cls(parent / name)
+            run._start(argv)
+            return run
         for _ in range(_CREATE_ATTEMPTS):
             now = datetime.datetime.now().astimezone()
             path = parent / f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(_SUFFIX_BYTES)}"
@@ -284,6 +303,7 @@ class RunDir:
         argv = sys.argv if argv is None else argv
         atomic_write(self.task_path / "argv.txt", shlex.join(str(argument) for argument in argv) + "\n")
         self.mark("running")
+        self.record_job()
 
     @classmethod
     def open(cls, path):
@@ -496,6 +516,21 @@ class RunDir:
             return False  # Never swallow the exception: the caller still sees it.
         finally:
             self.release()
+
+    def record_job(self):
+        """Appends this attempt's cluster job (`SLURM_JOB_ID`, array ids, restart count, host, time) to
+        the task's `jobs.json`, so a run says which jobs wrote it; outside a SLURM job it writes nothing."""
+        job = {name: os.environ[name] for name in SLURM_VARIABLES if name in os.environ}
+        if not job:
+            return
+        path = self.task_path / "jobs.json"
+        try:
+            jobs = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            jobs = []
+        jobs = jobs if isinstance(jobs, list) else []
+        started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        atomic_write(path, to_json([*jobs, {"started": started, "host": socket.gethostname(), **job}]))
 
     def __fspath__(self):
         return os.fspath(self.path)

@@ -1,5 +1,6 @@
 """What every command shares: the global state, run directories, option parsing."""
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -97,7 +98,7 @@ class State:
             click.echo(message, err=True)
 
 
-def start_run(state, command, settings, name=None, items=None, uses_backend=True):
+def start_run(state, command, settings, name=None, items=None, uses_backend=True, join=True):
     """Creates the run directory of a command, with every resolved option in its config.
 
     A command that computes nothing with Keras passes `uses_backend=False`: its config then records
@@ -106,6 +107,8 @@ def start_run(state, command, settings, name=None, items=None, uses_backend=True
     With `name`, the run is `<runs>/<command>/<name>/`, shared by every task that gives the same name:
     the first creates it, the others join it (see `RunDir.join`); its config leaves out the shard.
     `items` are the output names of the whole list of inputs, recorded so gaps can be found later.
+    With `join=False` a named run is one process's own (a training command's `--name`): created, never
+    joined.
     """
     from deeprestore.rundir import RunDir
 
@@ -125,8 +128,8 @@ def start_run(state, command, settings, name=None, items=None, uses_backend=True
         **machine,
         **({} if items is None else {"items": list(items)}),
     }
-    if name is None:
-        return RunDir.create(state.runs, command, config)
+    if name is None or not join:
+        return RunDir.create(state.runs, command, config, name=name)
     shard = settings.pop("shard", None)
     return RunDir.join(state.runs, command, name, config, shard=shard)
 
@@ -197,18 +200,42 @@ def parse_size(text):
     return tuple(parts)
 
 
-def run_recipe(state, command, settings, recipe, name=None, items=None, uses_backend=True):
+def run_recipe(state, command, settings, recipe, name=None, items=None, uses_backend=True, join=True,
+               continue_hint=None):
     """Creates (or, with `name`, joins) the run directory, runs `recipe(run)` inside it and prints the
     directory last.
 
     The run (a named run's task) is marked complete only when the recipe returns; a user error marks it
-    failed, an interruption interrupted (see `RunDir`).
+    failed, an interruption interrupted (see `RunDir`), and the log then says which run stopped and how
+    to continue it (`continue_hint(run)`, a sentence; by default a resubmission of a named run).
     """
-    run = start_run(state, command, settings, name=name, items=items, uses_backend=uses_backend)
-    with run, sigterm_interrupts():
+    run = start_run(state, command, settings, name=name, items=items, uses_backend=uses_backend, join=join)
+    with interrupted_says(run, continue_hint), run, sigterm_interrupts():
         recipe(run)
     click.echo(str(run.path))
     return run
+
+
+@contextlib.contextmanager
+def interrupted_says(run, continue_hint=None):
+    """Says on stderr, whatever `--quiet`, which run an interruption stopped and how to continue it: a
+    cluster job's log must tell what to resubmit, not only "Interrupted."."""
+    try:
+        yield
+    except KeyboardInterrupt as error:
+        detail = str(error).strip()
+        if detail and not detail.endswith("."):  # a deferred signal's name: "SIGTERM"
+            detail = f"Stopped by {detail}."
+        if continue_hint is not None:
+            hint = continue_hint(run)
+        elif run.name is not None:
+            hint = (f"Resubmit the same command (--name {run.name}) to continue; it skips the images already "
+                    "complete.")
+        else:
+            hint = "An unnamed run is not continued: run the command again (with --name, a rerun continues a run)."
+        click.echo(f"Interrupted: {detail + ' ' if detail else ''}Run {run.path} is marked interrupted. {hint}",
+                   err=True)
+        raise
 
 
 def sigterm_interrupts():

@@ -5,7 +5,9 @@ import click
 from deeprestore import settings as defaults
 from deeprestore.commands.common import item_names, name_option, run_recipe
 from deeprestore.commands.options import settings_options
-from deeprestore.commands.resume import resume_option, resume_run
+from deeprestore.commands.resume import name_option as training_name_option
+from deeprestore.commands.resume import resume_option
+from deeprestore.commands.resume import train_command as train
 from deeprestore.errors import DeepRestoreError
 
 
@@ -33,28 +35,28 @@ def list_models():
 @command.command("train")
 @settings_options(defaults.DenoiseSettings)
 @resume_option
+@training_name_option
 @click.pass_context
-def train_command(context, resume, **options):
+def train_command(context, resume, name, **options):
     """Train a restoration model on corrupted patches; writes model.keras, curves and a score table."""
     from deeprestore.recipes.denoise import resolve, train_denoiser
 
     state = context.obj
-    if resume:
-        resume_run(context, resume, "denoise-train", defaults.DenoiseSettings, options,
-                   lambda settings, run, seed: train_denoiser(settings, run, seed=seed, resume=True,
-                                                              show_progress=not state.quiet, echo=state.echo),
-                   stored_key="resolved")
-        return
-    settings = defaults.DenoiseSettings(**options)
-    resolve(settings)  # fail on an unknown model or corruption, a bad patch size or loss before any work
-    if settings.data is not None and settings.corruption is not None:
-        from deeprestore.restoration.data import is_paired_folder
 
-        if is_paired_folder(settings.data):
-            raise DeepRestoreError(f"--corruption {settings.corruption} does not apply to the HPatches pairs in "
-                                   f"'{settings.data}'; their _noise twins are the inputs. Expected no --corruption.")
-    run_recipe(state, "denoise-train", settings, lambda run: train_denoiser(
-        settings, run, seed=state.seed, show_progress=not state.quiet, echo=state.echo))
+    def check(settings):
+        resolve(settings)  # fail on an unknown model or corruption, a bad patch size or loss before any work
+        if settings.data is not None and settings.corruption is not None:
+            from deeprestore.restoration.data import is_paired_folder
+
+            if is_paired_folder(settings.data):
+                raise DeepRestoreError(f"--corruption {settings.corruption} does not apply to the HPatches pairs in "
+                                       f"'{settings.data}'; their _noise twins are the inputs. Expected no "
+                                       "--corruption.")
+
+    train(context, "denoise-train", defaults.DenoiseSettings, options,
+          lambda settings, run, seed, resume: train_denoiser(settings, run, seed=seed, resume=resume,
+                                                             show_progress=not state.quiet, echo=state.echo),
+          resume=resume, name=name, stored_key="resolved", check=check)
 
 
 @command.command("apply")

@@ -7,7 +7,9 @@ import click
 from deeprestore import settings as defaults
 from deeprestore.commands.common import run_recipe
 from deeprestore.commands.options import settings_options
-from deeprestore.commands.resume import resume_option, resume_run
+from deeprestore.commands.resume import name_option as training_name_option
+from deeprestore.commands.resume import resume_option
+from deeprestore.commands.resume import train_command as train
 from deeprestore.errors import DeepRestoreError
 
 
@@ -21,24 +23,24 @@ def command():
 @click.option("--epochs", type=click.IntRange(min=1), default=None, hidden=True,
               help="Old spelling of the training length: --steps of that many epochs.")
 @resume_option
+@training_name_option
 @click.pass_context
-def train_command(context, resume, epochs, **options):
+def train_command(context, resume, name, epochs, **options):
     """Train seed 004's descriptor; mAP after every epoch, checkpoints, results.json/txt/png."""
     from deeprestore.recipes import describe as recipe
 
     state = context.obj
     if epochs is not None:
         _epochs_to_steps(context, resume, epochs, options)
-    if resume is not None:
-        resume_run(context, resume, "describe-train", defaults.DescribeSettings, options,
-                   lambda settings, run, seed: recipe.train(settings, run, seed=seed, echo=state.echo,
-                                                            show_progress=not state.quiet, resume=True))
-        return
-    settings = defaults.DescribeSettings(**options)
-    _check_inputs(settings)
-    recipe.steps_per_epoch(settings.triplets, settings.batch_size)
-    run_recipe(state, "describe-train", settings, lambda run: recipe.train(
-        settings, run, seed=state.seed, echo=state.echo, show_progress=not state.quiet))
+
+    def check(settings):
+        _check_inputs(settings)
+        recipe.steps_per_epoch(settings.triplets, settings.batch_size)
+
+    train(context, "describe-train", defaults.DescribeSettings, options,
+          lambda settings, run, seed, resume: recipe.train(settings, run, seed=seed, echo=state.echo,
+                                                           show_progress=not state.quiet, resume=resume),
+          resume=resume, name=name, check=check)
 
 
 def _epochs_to_steps(context, resume, epochs, options):

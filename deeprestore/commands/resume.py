@@ -1,4 +1,4 @@
-"""What the training commands (stack, denoise train, describe train) share: resuming.
+"""What the training commands (stack, denoise train, describe train) share: resuming, and named runs.
 
 `--resume RUN` continues a run from its last checkpoint (from step 0 when it was killed before its
 first one) with its stored settings. An option given on the command line that would change the model
@@ -10,11 +10,17 @@ run is touched, and a resume that fails before its first new checkpoint puts `co
 
 The run is claimed first (see `RunDir.claim`): a run whose owner is alive is refused, and of two
 resumes started together exactly one proceeds; the other is refused before it reads the checkpoint.
+
+`--name NAME` makes the run `<runs>/<command>/NAME/`: the first time it is created; when it exists with
+the same options (only those in `RESUMABLE` may differ) it is resumed as by `--resume`, so a cluster job
+requeued or resubmitted with the same command line continues its run; a run already complete is left
+as it is; other options are refused in one line, naming the first difference.
 """
 
 import contextlib
 import dataclasses
 import json
+import pathlib
 import shlex
 import sys
 
@@ -141,6 +147,7 @@ def resumed(run, settings):
     run.update_config(settings=dataclasses.asdict(settings), resumes=run.config.get("resumes", 0) + 1)
     atomic_write(run.task_path / "argv.txt", snapshot.get("argv.txt", b"").decode() + shlex.join(sys.argv) + "\n")
     run.mark("running")
+    run.record_job()
     try:
         with run:
             yield run
@@ -175,10 +182,105 @@ def resume_run(context, path, command, settings_class, options, recipe, stored_k
         recipe: `(settings, run, seed) -> result`, run with `resume=True`.
         stored_key: See `reopen`.
     """
-    from deeprestore.commands.common import sigterm_interrupts
+    from deeprestore.commands.common import interrupted_says, sigterm_interrupts
 
     run, settings, seed, _ = reopen(context, path, command, settings_class, options, stored_key)
-    with resumed(run, settings), sigterm_interrupts():
+    with interrupted_says(run, resume_hint(command)), resumed(run, settings), sigterm_interrupts():
         recipe(settings, run, seed)
     click.echo(str(run.path))
     return run
+
+
+def resume_hint(command, name=None):
+    """`run -> sentence`: the exact command that continues an interrupted training run (see
+    `common.interrupted_says`)."""
+
+    def hint(run):
+        from deeprestore import backend
+
+        words = (f"deeprestore --backend {backend.name()} {command.replace('-', ' ')} "
+                 f"--resume {shlex.quote(str(run.path))}")
+        again = f", or run the same command again (--name {name})" if name is not None else ""
+        return f"Continue it from its last checkpoint with: {words}{again}."
+
+    return hint
+
+
+def name_option(function):
+    """`--name NAME` of a training command."""
+    return click.option(
+        "--name", default=None, metavar="NAME",
+        help="Run directory <runs>/<command>/NAME: created if new; if it exists with these options (only "
+             f"{', '.join(map(_flag, RESUMABLE))} may differ) resumed from its last checkpoint, so a requeued or "
+             "resubmitted job continues its run; refused if other options differ.")(function)
+
+
+def train_command(context, command, settings_class, options, train, *, resume=None, name=None,
+                  stored_key="settings", check=None):
+    """The life of a training command's run: a new one, `--resume RUN`, or `--name NAME` (created, or
+    resumed when it exists with the same options).
+
+    Args:
+        context: The click context; its object is the global `State`.
+        command: The command's run folder, e.g. `denoise-train`.
+        settings_class: Its settings dataclass.
+        options: The parsed options.
+        train: `(settings, run, seed, resume) -> result`, the recipe.
+        resume: `--resume RUN`, or None.
+        name: `--name NAME`, or None.
+        stored_key: See `reopen`.
+        check: `settings -> None`, run before a new run is created, to fail on a bad option before any work.
+
+    Raises:
+        DeepRestoreError: Both `--resume` and `--name`, a bad name, a named run of other options, a refused
+            `--devices`, or what `check` or `reopen` raise.
+    """
+    from deeprestore import backend
+    from deeprestore.commands.common import run_recipe
+    from deeprestore.rundir import RunDir
+
+    state = context.obj
+    if resume is not None and name is not None:
+        raise DeepRestoreError(f"Got --resume {resume} and --name {name}; expected one (--name resumes its run when it "
+                               "exists).")
+    if name is not None:
+        if not name or name in (".", "..") or any(separator in name for separator in "/\\"):
+            raise DeepRestoreError(f"--name {name!r} is not a folder name; expected a plain name like 'my-run'.")
+        path = pathlib.Path(state.runs) / command / name
+        if path.exists():
+            run = RunDir.open(path)
+            settings = settings_class(**options)
+            _check_same_run(run, command, settings, state.seed)
+            stored_steps = run.config["settings"].get("steps")
+            if run.status == "complete" and settings.steps == stored_steps:
+                click.echo(f"Run {path} is already complete ({stored_steps} steps); nothing to do.", err=True)
+                click.echo(str(run.path))
+                return run
+            return resume_run(context, path, command, settings_class, options,
+                              lambda settings, run, seed: train(settings, run, seed, True), stored_key)
+    if resume is not None:
+        return resume_run(context, resume, command, settings_class, options,
+                          lambda settings, run, seed: train(settings, run, seed, True), stored_key)
+    settings = settings_class(**options)
+    if check is not None:
+        check(settings)
+    backend.check_devices(settings.devices)  # a refused --devices leaves no run directory
+    return run_recipe(state, command, settings, lambda run: train(settings, run, state.seed, False), name=name,
+                      join=False, continue_hint=resume_hint(command, name))
+
+
+def _check_same_run(run, command, settings, seed):
+    """Raises a one-line `DeepRestoreError` unless `run` is a `command` run of `settings` and `seed` (the
+    options in `RESUMABLE` aside)."""
+    config = run.config
+    if config.get("command") != command or not isinstance(config.get("settings"), dict):
+        raise DeepRestoreError(f"'{run.path}' is not a {command} run (it is '{config.get('command')}'); expected "
+                               "another --name.")
+    stored = {"seed": config.get("seed"), **config["settings"]}
+    given = {"seed": seed, **dataclasses.asdict(settings)}
+    for key in sorted(set(stored) | set(given)):
+        if key not in RESUMABLE and _comparable(stored.get(key)) != _comparable(given.get(key)):
+            raise DeepRestoreError(
+                f"Run '{run.path}' was started with {_flag(key)} {stored.get(key)}; this command has {given.get(key)}. "
+                f"Expected the run's own options (only {', '.join(map(_flag, RESUMABLE))} may differ), or another "
+                "--name.")

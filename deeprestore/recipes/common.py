@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import os
 import pathlib
+import sys
 
 import keras
 import numpy as np
@@ -157,18 +158,19 @@ class Outputs:
         return self.path / "losses"
 
 
-def pending_items(run, sources, shard_text, echo):
+def pending_items(run, sources, shard_text):
     """This task's inputs not yet complete in the run, as `(position, source, name)`.
 
     Positions in the whole list name the outputs, so the shards of an array job never collide. Items
-    with a completion marker (from an earlier attempt of a named run) are skipped, and `echo` says how
-    many.
+    with a completion marker (from an earlier attempt of a named run) are skipped, and a line on stderr
+    says how many, whatever `--quiet`: a resubmitted job's log must show what it did not redo.
     """
     selected = [(position, source, output_name(source, position))
                 for position, source in shard(enumerate(sources), shard_text)]
     pending = [item for item in selected if not run.item_complete(item[2])]
     if len(pending) < len(selected):
-        echo(f"Skipping {len(selected) - len(pending)} of {len(selected)} images already complete in {run.path}.")
+        print(f"Skipping {len(selected) - len(pending)} of {len(selected)} images already complete in {run.path}.",
+              file=sys.stderr, flush=True)
     return pending
 
 

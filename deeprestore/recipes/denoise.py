@@ -240,7 +240,7 @@ def apply_denoiser(settings, run, seed=0, echo=print):
     run.update_config(model_config=config.get("resolved"), channels=channels, task=task)
     single = len(sources) == 1 and settings.shard is None and run.name is None
     results = {}
-    for position, source, name in pending_items(run, sources, settings.shard, echo):
+    for position, source, name in pending_items(run, sources, settings.shard):
         interrupts.raise_if_requested()
         outputs = Outputs(run.path if single else run.path / "items" / name)
         outputs.path.mkdir(parents=True, exist_ok=True)

@@ -526,7 +526,7 @@ def dream(settings, run, seed=0, show_progress=True, echo=print):
     terms = parse_terms(settings)
     inputs = image_io.list_images(settings.images)
     single = len(inputs) == 1 and settings.shard is None and run.name is None
-    pending = pending_items(run, inputs, settings.shard, echo)
+    pending = pending_items(run, inputs, settings.shard)
     if not pending:
         return []
     network = open_dream_network(settings, terms, seed)

@@ -168,7 +168,7 @@ def invert(settings, run, seed=0, show_progress=True, echo=print):
     Returns:
         The reconstructions, `(batch, height, width, 3)`; an empty batch when every image was complete.
     """
-    pending = pending_items(run, image_io.list_images(settings.images), settings.shard, echo)
+    pending = pending_items(run, image_io.list_images(settings.images), settings.shard)
     if not pending:
         return np.zeros((0, 0, 0, 3), np.float32)
     network = open_network(settings, run, seed, echo)

@@ -132,7 +132,7 @@ def invert_to_layer(settings, run, seed=0, show_progress=True, echo=print):
     Raises:
         DeepRestoreError: `to` is unknown or not below the inverted layer.
     """
-    pending = pending_items(run, image_io.list_images(settings.images), settings.shard, echo)
+    pending = pending_items(run, image_io.list_images(settings.images), settings.shard)
     if not pending:
         return np.zeros((0, 0, 0, 0), np.float32)
     network = open_network(settings, run, seed, echo)

@@ -95,7 +95,7 @@ def style(settings, run, seed=0, show_progress=True, echo=print):
     Returns:
         The stylised images, one per content image of this shard not already complete in the run.
     """
-    pending = pending_items(run, image_io.list_images(settings.content), settings.shard, echo)
+    pending = pending_items(run, image_io.list_images(settings.content), settings.shard)
     if not pending:
         return []
     network = open_network(settings, run, seed, echo)
