@@ -204,6 +204,74 @@ def test_verification_distances_equal_scipy_euclidean_on_float32_rows():
     assert len(np.unique(measured[:300])) < len(np.unique(evaluation.distances(first[:300], second[:300])))
 
 
+def _integer_roots(values):
+    roots = np.floor(np.sqrt(values.astype(np.float64))).astype(np.int64)
+    roots -= roots * roots > values
+    roots += (roots + 1) * (roots + 1) <= values
+    return roots
+
+
+def _midpoint_rows(rows, seed, dimension=128, greedy=12):
+    """Pairs of float32 rows whose difference's squares sum exactly to the square of a point half-way
+    between two float32 values, the sum above 2^53: the double sum rounds differently in different
+    orders, and the order decides the float32 distance (integers: the rows are exact in float32)."""
+    rng = np.random.default_rng(seed)
+    big = rng.integers(1 << 23, (1 << 24) - (1 << 10), (rows, dimension - greedy))
+    total = (big * big).sum(axis=1)
+    target = _integer_roots(total) + rng.integers(1 << 18, 1 << 20, rows)
+    step = np.left_shift(1, np.floor(np.log2(target)).astype(np.int64) - 23)  # float32 spacing there
+    target = target // step * step + step // 2
+    remainder, parts = target * target - total, []
+    for _ in range(greedy):  # the rest of the sum as a few squares, largest first
+        parts.append(_integer_roots(remainder))
+        remainder = remainder - parts[-1] ** 2
+    values = np.concatenate([big, np.stack(parts, axis=1)], axis=1)[remainder == 0]
+    values = np.take_along_axis(values, np.argsort(rng.random(values.shape), axis=1), axis=1)
+    values *= rng.choice([-1, 1], values.shape)
+    offsets = rng.integers(-(1 << 10) + 1, 1 << 10, values.shape)
+    return (values + offsets).astype(np.float32), offsets.astype(np.float32)
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0 ** 100, 2.0 ** -140])  # also huge values and float32 subnormals
+def test_verification_distances_equal_scipy_euclidean_bit_for_bit_where_the_summation_order_decides(scale):
+    near_midpoints = [_midpoint_rows(500, 1), _midpoint_rows(150, 2, 127), _midpoint_rows(150, 3, 130)]
+    tied = (_quantised(3000, 11), _quantised(3000, 12))
+    for first, second in [*near_midpoints, tied]:
+        first, second = first * np.float32(scale), second * np.float32(scale)
+        expected = np.array([distance.euclidean(a, b) for a, b in zip(first, second)])
+        np.testing.assert_array_equal(evaluation.verification_distances(first, second).view(np.int64),
+                                      expected.view(np.int64))
+    # The rows decide: summed left to right, or by einsum alone, many distances are a float32 step off.
+    first, second = near_midpoints[0]
+    difference = first - second
+    expected = [distance.euclidean(a, b) for a, b in zip(first, second)]
+    in_order = np.add.accumulate(difference.astype(np.float64) ** 2, axis=1)[:, -1]
+    by_einsum = np.einsum("ij,ij->i", difference, difference, dtype=np.float64)
+    assert (np.sqrt(in_order).astype(np.float32) != expected).sum() > 100
+    assert (np.sqrt(by_einsum).astype(np.float32) != expected).sum() > 5
+
+
+def test_matching_and_retrieval_distances_equal_cdist_where_the_summation_order_decides():
+    first, second = _midpoint_rows(300, 4)
+    rows = np.concatenate([first, second])
+    np.testing.assert_array_equal(evaluation.distances(first, second),
+                                  [distance.cdist(a[None], b[None])[0, 0] for a, b in zip(first, second)])
+    columns = np.concatenate([rows[::-1], rows[:50]])  # repeated rows: tied minima
+    matrix = distance.cdist(rows[:100], columns)
+    nearest, nearest_distances = evaluation.nearest_neighbours(rows[:100], columns)
+    np.testing.assert_array_equal(nearest[:, 0], matrix.argmin(axis=1))
+    np.testing.assert_array_equal(nearest_distances[:, 0], matrix.min(axis=1))
+
+
+def test_descriptors_whose_summation_order_decides_give_the_benchmarks_numbers():
+    first, second = _midpoint_rows(400, 5)
+    rows = np.concatenate([first, second]).reshape(4, 200, 128)
+    rng = np.random.default_rng(5)
+    descriptors = {f"{'iv'[number % 2]}_{number}": {image: rows[number][rng.permutation(200)[:20]]
+                                                    for image in hpatches.IMAGES} for number in range(4)}
+    _assert_equals_reference(descriptors, *_tasks(descriptors, 5, pairs=1500, queries=30, distractors=50))
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_tie_heavy_quantised_descriptors_give_the_benchmarks_numbers(seed):
     rng = np.random.default_rng(seed)
