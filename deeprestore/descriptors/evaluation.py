@@ -5,14 +5,15 @@ test sequence; like the benchmark, which reads them as float32, every task conve
 first. The definitions are hpatches-benchmark's Python ones (`utils/metrics.py`, `utils/tasks.py`),
 down to its arithmetic: verification distances are `scipy.spatial.distance.euclidean` of two float32
 rows (the difference in float32, its norm accumulated in double by BLAS `snrm2` in OpenBLAS's order,
-the result rounded to float32: `verification_distances`); matching and retrieval distances are `scipy.spatial.distance.cdist`'s
-(float64 differences of the float32 values, squares summed left to right over the dimensions:
-`distances`). Scores are negative distances; rankings use a stable sort (ties keep input order); AP is
-the trapezoidal area under precision over recall with a (recall 0, precision 1) point first. Rankings
-are scored from counts (how many negatives come before each positive) rather than by sorting
-everything. Large distance matrices come from one float32 matrix product (`|b|^2 - 2ab`), which
-differs from the definition by up to a proven bound; every comparison whose outcome that difference
-could change is recomputed with the definition, so results equal the benchmark's to the last tie.
+the result rounded to float32: `verification_distances`); matching and retrieval distances are
+`scipy.spatial.distance.cdist`'s (float64 differences of the float32 values, squares summed left to
+right over the dimensions: `distances`). Scores are negative distances; rankings use a stable sort
+(ties keep input order); AP is the trapezoidal area under precision over recall with a (recall 0,
+precision 1) point first. Rankings are scored from counts (how many negatives come before each
+positive) rather than by sorting everything. Large distance matrices come from one float32 matrix
+product (`|b|^2 - 2ab`), which differs from the definition by up to a proven bound; every comparison
+whose outcome that difference could change is recomputed with the definition, so results equal the
+benchmark's to the last tie.
 
 Reference:
     Balntas, Lenc, Vedaldi & Mikolajczyk, 2017. HPatches: a benchmark and evaluation of handcrafted and
@@ -180,16 +181,15 @@ def verification_distances(first, second):
     scipy's to the last bit. The rounding to float32 makes many more distances equal than float64
     arithmetic would, and ties decide the verification APs.
     """
-    difference = np.subtract(np.asarray(first, np.float32), np.asarray(second, np.float32))
-    squares = np.einsum("ij,ij->i", difference, difference, dtype=np.float64)  # products and sums in double
+    difference = np.subtract(np.asarray(first, np.float32), np.asarray(second, np.float32)).astype(np.float64)
+    squares = np.einsum("ij,ij->i", difference, difference)  # products (exact) and sums in double
     result = np.sqrt(squares).astype(np.float32)
     margin = 4.0 * max(difference.shape[-1], 1) * np.finfo(np.float64).eps  # twice the bound, with room
     low = np.sqrt(squares * (1.0 - margin)).astype(np.float32)
     high = np.sqrt(squares * (1.0 + margin)).astype(np.float32)
     uncertain = np.flatnonzero(low != high)
     if len(uncertain):
-        exact = difference[uncertain].astype(np.float64)
-        result[uncertain] = np.sqrt(_nrm2_sse(exact * exact)).astype(np.float32)
+        result[uncertain] = np.sqrt(_nrm2_sse(difference[uncertain] ** 2)).astype(np.float32)
     return result.astype(np.float64)
 
 
@@ -466,23 +466,38 @@ class _Pools:
         """
         values, bound, query_norms = self.approximate(queries)
         dtype = values.dtype
-        # Thresholds in the approximation's units: squared distance less |query|^2.
-        thresholds = (positive_distances ** 2 - query_norms[:, None, None]).reshape(len(queries), -1)
+        positives = positive_distances.reshape(len(queries), -1)  # (queries, thresholds)
+        # Thresholds in the approximation's units: squared distance less |query|^2, in ascending order
+        # (their rounded bounds ascend with them).
+        order = np.argsort(positives, axis=1, kind="stable")
+        thresholds = np.take_along_axis(positives, order, axis=1) ** 2 - query_norms[:, None]
         lower = _round(thresholds - bound[:, None], dtype, upward=False)
         upper = _round(thresholds + bound[:, None], dtype, upward=True)
-        row, column = np.nonzero(values <= upper.max(axis=1)[:, None])
+        row, column = np.nonzero(values <= upper[:, -1:])
         segment = self.segments(indices[row], column)
         inside = segment < len(self.cuts)
         row, column, segment = row[inside], column[inside], segment[inside]
         value = values[row, column][:, None]
-        closer = value < lower[row]  # (candidates, thresholds)
-        candidate, threshold = np.nonzero((value <= upper[row]) & ~closer)  # near-ties: decide them by the definition
-        exact = distances(queries[row[candidate]], self.distractors[column[candidate]])
-        closer[candidate, threshold] = exact < positive_distances.reshape(len(queries), -1)[row[candidate], threshold]
-        candidate, threshold = np.nonzero(closer)
-        shape = (len(queries), thresholds.shape[1], len(self.cuts))
-        flat = np.ravel_multi_index((row[candidate], threshold, segment[candidate]), shape)
-        return np.bincount(flat, minlength=int(np.prod(shape))).reshape((*positive_distances.shape, len(self.cuts)))
+        # A candidate is surely closer than the thresholds from `surely` on, surely not than those
+        # before `near`, and too near to tell for those in between: decided by the definition.
+        surely = np.count_nonzero(value >= lower[row], axis=1)
+        near = np.count_nonzero(value > upper[row], axis=1)
+        count, cuts = thresholds.shape[1], len(self.cuts)
+        flat = (row * cuts + segment) * (count + 1) + surely
+        closer = np.bincount(flat, minlength=len(queries) * cuts * (count + 1)).reshape(len(queries), cuts, count + 1)
+        closer = np.cumsum(closer, axis=-1)[..., :count]  # (queries, cuts, sorted thresholds)
+        undecided = np.flatnonzero(near < surely)
+        if len(undecided):
+            exact = distances(queries[row[undecided]], self.distractors[column[undecided]])  # once per candidate
+            widths = surely[undecided] - near[undecided]
+            pair = np.repeat(np.arange(len(undecided)), widths)
+            place = near[undecided][pair] + np.arange(len(pair)) - np.repeat(np.cumsum(widths) - widths, widths)
+            who = undecided[pair]
+            decided = exact[pair] < np.take_along_axis(positives, order, axis=1)[row[who], place]
+            np.add.at(closer, (row[who][decided], segment[who][decided], place[decided]), 1)
+        unsorted = np.empty_like(closer)
+        np.put_along_axis(unsorted, np.broadcast_to(order[:, None, :], closer.shape), closer, axis=-1)
+        return np.moveaxis(unsorted, 1, -1).reshape((*positive_distances.shape, cuts))
 
 
 def evaluate_retrieval(descriptors, tasks, pool_sizes=POOL_SIZES):

@@ -31,8 +31,7 @@ def save_descriptors(folder, descriptors):
 
 
 DELIMITERS = (",", ";", "\t")
-_NUMBER_BYTES = np.zeros(256, bool)
-_NUMBER_BYTES[[ord(character) for character in "0123456789+-.eE"]] = True
+_NUMBER_CHARACTERS = b"0123456789+-.eE"
 # Odd multipliers for the multiplicative hash that gives each distinct number of a file its own slot.
 _MULTIPLIERS = np.random.default_rng(0).integers(1, 1 << 63, 16, dtype=np.uint64) | np.uint64(1)
 
@@ -49,24 +48,44 @@ def _delimiter(data, given):
 def _hash_slots(keys):
     """`(multiplier, shift, slots)`: `(keys * multiplier) >> shift` puts each of the distinct `keys` in
     its own slot of a table of `2 ** (64 - shift)`; `None` if no multiplier tried does."""
-    for bits in range(max(len(keys).bit_length() + 2, 4), 17):
+    for bits in range(len(keys).bit_length() + 4, 17):
         shift = np.uint64(64 - bits)
         for multiplier in _MULTIPLIERS:
             slots = (keys * multiplier) >> shift
-            if len(np.unique(slots)) == len(keys):
+            if len(set(slots.tolist())) == len(keys):
                 return multiplier, shift, slots
     return None
 
 
-def _repeated_numbers(data, delimiter, distinct=4096):
+class _Lookup:
+    """The table of a file's distinct numbers, by a hash of their bytes: `numbers[(keys * multiplier)
+    >> shift]` for fields whose key is `keys[(keys * multiplier) >> shift]`."""
+
+    def __init__(self, vocabulary):
+        multiplier, self.shift, slots = _hash_slots(vocabulary)
+        self.multiplier = multiplier
+        self.keys = np.zeros(1 << (64 - int(self.shift)), np.uint64)
+        self.keys[slots] = vocabulary
+        self.numbers = np.zeros(len(self.keys))
+        # Raises ValueError for a token that is not a number.
+        self.numbers[slots] = [float(int(key).to_bytes(8, "little").rstrip(b"\0")) for key in vocabulary]
+
+    def slots(self, keys):
+        """The slot of each key, and whether every key is in the table."""
+        slot = (keys * self.multiplier) >> self.shift
+        return slot, bool((self.keys[slot] == keys).all())
+
+
+def _repeated_numbers(data, delimiter, known=None, distinct=4096):
     """The float64 `(rows, columns)` grid of a file's bytes when it holds few distinct numbers of at
     most 8 characters each (quantised descriptors, integer ones such as SIFT's), else `None`.
 
     Each distinct token is converted once with `float` (which reads exactly what `np.loadtxt` reads:
     both use CPython's correctly rounded `PyOS_string_to_double`); every field is then a table
-    look-up by a hash of its bytes. `None` for anything else (longer or many distinct numbers,
-    other characters, empty fields, blank lines, ragged rows, a token `float` refuses), which
-    `np.loadtxt` then reads or refuses with its own message.
+    look-up by a hash of its bytes. `known` (a dict) carries the table from file to file: files of
+    one descriptor usually hold the same few numbers. `None` for anything else (longer or many
+    distinct numbers, other characters, empty fields, blank lines, ragged rows, a token `float`
+    refuses), which `np.loadtxt` then reads or refuses with its own message.
     """
     if delimiter is None or len(delimiter) != 1 or not delimiter.isascii() or delimiter in "0123456789+-.eE\r\n":
         return None
@@ -76,12 +95,11 @@ def _repeated_numbers(data, delimiter, distinct=4096):
     fields = [field for line in head[:4] for field in line.split(delimiter.encode())]
     if max(map(len, fields)) > 8 or len(set(fields)) > 256:
         return None
-    text = np.frombuffer(data, np.uint8)
-    present = np.bincount(text, minlength=256) > 0
-    present[[ord("\n"), ord(delimiter)]] = False
-    if (present & ~_NUMBER_BYTES).any():
+    if data.translate(None, _NUMBER_CHARACTERS + delimiter.encode() + b"\n"):  # any other byte
         return None
-    ends = np.flatnonzero((text == ord(delimiter)) | (text == ord("\n")))  # one past each field
+    text = np.frombuffer(data, np.uint8)
+    separators = np.frombuffer(data.translate(bytes.maketrans(b"\n", delimiter.encode())), np.uint8)
+    ends = np.flatnonzero(separators == ord(delimiter))  # one past each field
     lengths = np.empty_like(ends)
     lengths[0] = ends[0]
     np.subtract(ends[1:], ends[:-1] + 1, out=lengths[1:])
@@ -96,39 +114,41 @@ def _repeated_numbers(data, delimiter, distinct=4096):
     windows = np.ndarray((len(data) + 1,), "<u8", b"\n" * 8 + data, 0, (1,))
     keys = windows[ends]
     keys >>= ((8 - lengths) << 3).astype(np.uint64)
-    vocabulary = np.unique(keys[::max(1, len(keys) // 1024)])
-    for _ in range(2):  # a sample's distinct keys, then all of them if the sample missed some
-        found = _hash_slots(vocabulary) if len(vocabulary) <= distinct else None
-        if found is None:
+    known = {} if known is None else known
+    lookup = known.get("lookup")
+    slot, complete = lookup.slots(keys) if lookup is not None else (None, False)
+    if not complete:
+        # The known numbers and those this file adds, or a sample first; then any the sample missed.
+        vocabulary = (np.union1d(lookup.keys[lookup.keys > 0], keys[lookup.keys[slot] != keys]) if lookup is not None
+                      else np.unique(keys[::max(1, len(keys) // 1024)]))
+        for _ in range(2):
+            if len(vocabulary) > distinct:
+                return None
+            try:
+                lookup = _Lookup(vocabulary)
+            except (TypeError, ValueError):  # no multiplier separates them, or not a number
+                return None
+            slot, complete = lookup.slots(keys)
+            if complete:
+                break
+            vocabulary = np.union1d(vocabulary, keys[lookup.keys[slot] != keys])
+        if not complete:
             return None
-        multiplier, shift, slots = found
-        table = np.zeros(1 << (64 - int(shift)), np.uint64)
-        table[slots] = vocabulary
-        slot = (keys * multiplier) >> shift
-        missing = table[slot] != keys
-        if not missing.any():
-            break
-        vocabulary = np.union1d(vocabulary, keys[missing])
-    else:
-        return None
-    numbers = np.zeros(len(table))
-    try:
-        numbers[slots] = [float(int(key).to_bytes(8, "little").rstrip(b"\0")) for key in vocabulary]
-    except ValueError:
-        return None
-    return numbers[slot].reshape(-1, columns)
+        known["lookup"] = lookup
+    return lookup.numbers[slot].reshape(-1, columns)
 
 
-def read_descriptor_file(path, delimiter=None, rows=None):
+def read_descriptor_file(path, delimiter=None, rows=None, known=None):
     """One descriptor CSV as float32 `(rows, dimension)`, checked.
 
-    Files of few distinct short numbers are read by `_repeated_numbers` (3-4 times faster than
+    Files of few distinct short numbers are read by `_repeated_numbers` (several times faster than
     `np.loadtxt`, the same values), others by `np.loadtxt`.
 
     Args:
         path: the file.
         delimiter: the field separator; `None` detects it (see `_delimiter`).
         rows: the number of rows expected (the patches of the image), or `None`.
+        known: a dict kept from file to file of one descriptor (see `_repeated_numbers`), or `None`.
 
     Raises:
         DeepRestoreError: naming the file, what it holds and what was expected: not numeric, ragged,
@@ -137,7 +157,7 @@ def read_descriptor_file(path, delimiter=None, rows=None):
     data = pathlib.Path(path).read_bytes()
     separator = _delimiter(data, delimiter)
     shown = {None: "spaces", "\t": "tabs"}.get(separator, f"'{separator}'")
-    values = _repeated_numbers(data, separator) if data else None
+    values = _repeated_numbers(data, separator, known) if data else None
     try:
         if values is None:
             with warnings.catch_warnings():
@@ -184,7 +204,7 @@ def load_descriptors(folder, sequences=None, counts=None, delimiter=None):
                                "<sequence>/<image>.csv files.")
     if sequences is None:
         sequences = sorted(path.name for path in folder.iterdir() if path.is_dir())
-    descriptors, first = {}, None
+    descriptors, first, known = {}, None, {}
     for sequence in sequences:
         descriptors[sequence] = {}
         for image in IMAGES:
@@ -192,7 +212,7 @@ def load_descriptors(folder, sequences=None, counts=None, delimiter=None):
             if not path.is_file():
                 raise DeepRestoreError(f"Descriptor file '{path}' is missing; expected one CSV per image "
                                        f"({', '.join(IMAGES[:3])}, ...) in every sequence folder.")
-            values = read_descriptor_file(path, delimiter, None if counts is None else counts[sequence])
+            values = read_descriptor_file(path, delimiter, None if counts is None else counts[sequence], known)
             if first is None:
                 first = (path, values.shape[1])
             elif values.shape[1] != first[1]:
