@@ -351,15 +351,30 @@ def _stacked_average_precision(negatives, positives):
     return float(_rank_average_precision(ranks.astype(np.float64), len(positives)))
 
 
-def _pair_ends(pairs, codes):
-    """Both ends of every pair as `(sequence codes, image ids, rows)` (codes looked up by a binary
-    search among the sorted names rather than one dictionary look-up per pair)."""
-    names = np.array(sorted(codes), dtype=str)
-    sorted_codes = np.array([codes[name] for name in names], np.int64)
-    return [(sorted_codes[np.searchsorted(names, np.asarray(sequences, dtype=str))] if len(names) else
-             np.zeros(0, np.int64), np.asarray(images, np.int64), np.asarray(indices, np.int64))
-            for sequences, images, indices in ((pairs.sequences1, pairs.images1, pairs.indices1),
-                                               (pairs.sequences2, pairs.images2, pairs.indices2))]
+def _pair_ends(tasks, kinds, known):
+    """Both ends of every pair of each kind as `(sequence codes, image ids, rows)`, and the names the
+    codes stand for: those of `known` (sorted) that some pair uses. Names are found by a binary search
+    among the sorted names rather than one dictionary look-up per pair.
+
+    Raises:
+        KeyError: a pair names a sequence that has no descriptors.
+    """
+    used, ends = np.zeros(len(known), bool), {}
+    for kind in kinds:
+        pairs = getattr(tasks, kind)
+        ends[kind] = []
+        for sequences, images, indices in ((pairs.sequences1, pairs.images1, pairs.indices1),
+                                           (pairs.sequences2, pairs.images2, pairs.indices2)):
+            sequences = np.asarray(sequences, dtype=str)
+            place = np.minimum(np.searchsorted(known, sequences), max(len(known) - 1, 0))
+            missing = np.flatnonzero(known[place] != sequences) if len(known) else np.arange(len(sequences))
+            if len(missing):
+                raise KeyError(str(sequences[missing[0]]))
+            used[place] = True
+            ends[kind].append((place, np.asarray(images, np.int64), np.asarray(indices, np.int64)))
+    codes = np.cumsum(used) - 1  # the place of each used name among the used ones
+    coded = {kind: [(codes[place], images, indices) for place, images, indices in both] for kind, both in ends.items()}
+    return coded, [str(name) for name in known[used]]
 
 
 def evaluate_verification(descriptors, tasks):
@@ -370,10 +385,7 @@ def evaluate_verification(descriptors, tasks):
     there are as many negatives as positives).
     """
     kinds = ("positives", "intra", "inter")
-    names = list(dict.fromkeys(name for kind in kinds for end in ("sequences1", "sequences2")
-                               for name in set(getattr(getattr(tasks, kind), end))))
-    codes = {name: code for code, name in enumerate(names)}
-    ends = {kind: _pair_ends(getattr(tasks, kind), codes) for kind in kinds}
+    ends, names = _pair_ends(tasks, kinds, np.array(sorted(descriptors), dtype=str))
     results = {}
     for level in LEVELS:
         interrupts.raise_if_requested()

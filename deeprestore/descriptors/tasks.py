@@ -175,13 +175,13 @@ def read_tasks(folder, split, counts):
         columns = _read_csv(path, PAIR_COLUMNS)
         for sequence_column, image_column, index_column in ((0, 1, 2), (3, 4, 5)):
             _check(path, columns[sequence_column], columns[index_column], counts, columns[image_column])
-        pairs[attribute] = _pairs(*columns)
+        pairs[attribute] = Pairs(*columns)  # names as str arrays: converting a million to objects is slow
     patches = {}
     for attribute, stem in RETRIEVAL_FILES.items():
         path = folder / f"{stem}_split-{split}.csv"
         sequences, indices = _read_csv(path, PATCH_COLUMNS)
         _check(path, sequences, indices, counts)
-        patches[attribute] = Patches(sequences.astype(object), indices)
+        patches[attribute] = Patches(sequences, indices)
     return Tasks(split, pairs["positives"], pairs["intra"], pairs["inter"], patches["queries"], patches["distractors"])
 
 
