@@ -67,8 +67,12 @@ class _Lookup:
         self.keys = np.zeros(1 << (64 - int(self.shift)), np.uint64)
         self.keys[slots] = vocabulary
         self.numbers = np.zeros(len(self.keys))
-        # Raises ValueError for a token that is not a number.
+        # Raises ValueError for a token that is not a number, and for NaN or infinity (np.loadtxt then
+        # reads the file, and the checks name the value).
         self.numbers[slots] = [float(int(key).to_bytes(8, "little").rstrip(b"\0")) for key in vocabulary]
+        if not np.isfinite(self.numbers).all():
+            raise ValueError("not finite")
+        self.numbers = self.numbers.astype(np.float32)  # as the benchmark reads descriptors
 
     def slots(self, keys):
         """The slot of each key, and whether every key is in the table."""
@@ -77,8 +81,9 @@ class _Lookup:
 
 
 def _repeated_numbers(data, delimiter, known=None, distinct=4096):
-    """The float64 `(rows, columns)` grid of a file's bytes when it holds few distinct numbers of at
-    most 8 characters each (quantised descriptors, integer ones such as SIFT's), else `None`.
+    """The float32 `(rows, columns)` grid of a file's bytes (float64 values rounded to float32, as
+    `read_descriptor_file` returns them) when it holds few distinct finite numbers of at most 8
+    characters each (quantised descriptors, integer ones such as SIFT's), else `None`.
 
     Each distinct token is converted once with `float` (which reads exactly what `np.loadtxt` reads:
     both use CPython's correctly rounded `PyOS_string_to_double`); every field is then a table
@@ -158,6 +163,8 @@ def read_descriptor_file(path, delimiter=None, rows=None, known=None):
     separator = _delimiter(data, delimiter)
     shown = {None: "spaces", "\t": "tabs"}.get(separator, f"'{separator}'")
     values = _repeated_numbers(data, separator, known) if data else None
+    if values is not None and (rows is None or len(values) == rows) and values.shape[1] > 1:
+        return values  # finite, numeric, rectangular: nothing left to check
     try:
         if values is None:
             with warnings.catch_warnings():
