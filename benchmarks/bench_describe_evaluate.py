@@ -1,19 +1,21 @@
-"""Times `deeprestore describe evaluate` on descriptor CSVs end to end against the benchmark's loop.
+"""Times `deeprestore describe evaluate` on descriptor CSVs end to end against the benchmark's steps.
 
 Usage: `python benchmarks/bench_describe_evaluate.py [--sequences 20 --patches 400 --pairs 100000
---queries 2000 --distractors 20000 --seed 0]` (the benchmark's own tasks have 1,000,000 pairs, 5,000
-queries and 20,000 distractors). Both read the same CSV files with a C parser, so the ratio grows with
-the number of tasks per descriptor file: with few pairs and queries, reading dominates both.
-Writes an HPatches-format dataset (random PNG stacks),
-tie-heavy quantised 128-d descriptor CSVs and task files into a temporary folder, then runs, each as
-a fresh process: `hpatches_reference.py` (the benchmark's steps: read the CSVs, evaluate with the same
-scipy calls, write JSON) and the command. Prints both wall times, their ratio, and whether the two
-summaries agree.
+--queries 2000 --distractors 20000 --rounds 3 --seed 0 --folder DIR]` (the benchmark's own tasks have
+1,000,000 pairs, 5,000 queries and 20,000 distractors: `--sequences 40 --patches 700 --pairs 1000000
+--queries 5000 --rounds 1`). Writes an HPatches-format dataset (random PNG stacks), tie-heavy
+quantised 128-d descriptor CSVs and task files into a temporary folder (or `--folder`, kept and
+reused when it already holds them), then runs, each as a fresh process, in rounds that alternate
+which goes first: `hpatches_reference.py` (the benchmark's steps: read the CSVs, evaluate with the
+same scipy calls, write JSON) and the command. Prints each run's wall time, CPU time and peak
+resident memory, the median ratio over the rounds, and whether the two summaries agree.
 """
 
 import argparse
 import json
+import os
 import pathlib
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,12 +54,19 @@ def write_data(folder, sequences, patches, dimension, pairs, queries, distractor
 
 
 def timed(command):
-    start = time.perf_counter()
-    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                               env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"})
-    if completed.returncode:
-        raise SystemExit(f"{command} failed:\n{completed.stderr[-2000:]}")
-    return completed, time.perf_counter() - start
+    """`(stdout, wall seconds, CPU seconds, peak resident MiB)` of a command run as a fresh process."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err,
+                                   env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"})
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own resource use
+        seconds = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if process.returncode:
+            raise SystemExit(f"{command} failed:\n{err.read().decode()[-2000:]}")
+        return out.read().decode(), seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def main():
@@ -68,29 +77,55 @@ def main():
     parser.add_argument("--pairs", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=2_000)
     parser.add_argument("--distractors", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each, alternating which goes first")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--folder", help="write the data here (kept; reused when it already holds them)")
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
-        folder = pathlib.Path(temporary)
-        data, task_folder, descriptors = write_data(folder, arguments.sequences, arguments.patches,
-                                                    arguments.dimension, arguments.pairs, arguments.queries,
-                                                    arguments.distractors, arguments.seed)
-        print(f"{arguments.sequences} sequences x {arguments.patches} patches x {arguments.dimension} dims "
-              "(quantised); "
-              f"{arguments.pairs} pairs, {arguments.queries} queries, {arguments.distractors} distractors")
+        folder = pathlib.Path(arguments.folder or temporary)
+        if (folder / "descriptors" / "quantised").is_dir():
+            data, task_folder, descriptors = folder / "data", folder / "tasks", folder / "descriptors" / "quantised"
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            data, task_folder, descriptors = write_data(folder, arguments.sequences, arguments.patches,
+                                                        arguments.dimension, arguments.pairs, arguments.queries,
+                                                        arguments.distractors, arguments.seed)
+        lines = {path.name.split("_split")[0]: path.read_bytes().count(b"\n") - 1
+                 for path in task_folder.glob("*_split-bench.csv")}
+        sequences = sorted(path.name for path in descriptors.iterdir())
+        print(f"{len(sequences)} sequences, quantised {arguments.dimension}-d descriptors; {lines.get('verif_pos')} "
+              f"pairs, {lines.get('retr_queries')} queries, {lines.get('retr_distractors')} distractors", flush=True)
         common = ["--data", str(data), "--tasks", str(task_folder), "--split", "bench",
                   "--descriptors", str(descriptors)]
-        _, reference_seconds = timed([sys.executable, str(ROOT / "benchmarks" / "hpatches_reference.py"), *common,
-                                      "--out", str(folder / "reference.json")])
-        completed, command_seconds = timed([sys.executable, "-m", "deeprestore", "--runs", str(folder / "runs"),
-                                            "--quiet", "describe", "evaluate", *common])
-        run = pathlib.Path(completed.stdout.strip().splitlines()[-1])
+        runs = {"reference": [sys.executable, str(ROOT / "benchmarks" / "hpatches_reference.py"), *common,
+                              "--out", str(folder / "reference.json")],
+                "command": [sys.executable, "-m", "deeprestore", "--runs", str(folder / "runs"), "--quiet",
+                            "describe", "evaluate", *common]}
+        measured = {name: [] for name in runs}
+        for round_number in range(arguments.rounds):
+            order = list(runs) if round_number % 2 == 0 else list(runs)[::-1]
+            for name in order:
+                stdout, seconds, cpu, memory = timed(runs[name])
+                measured[name].append((seconds, cpu, memory))
+                if name == "command":
+                    run = pathlib.Path(stdout.strip().splitlines()[-1])
+                print(f"round {round_number + 1} {name:<9} {seconds:8.2f} s wall {cpu:8.2f} s CPU "
+                      f"{memory:7.0f} MiB peak", flush=True)
+            ratio = measured["reference"][-1][0] / measured["command"][-1][0]
+            print(f"round {round_number + 1} ratio {ratio:5.2f}x wall, "
+                  f"{measured['reference'][-1][1] / measured['command'][-1][1]:5.2f}x CPU", flush=True)
         ours = json.loads((run / "results.json").read_text())["quantised"]["summary"]
         theirs = json.loads((folder / "reference.json").read_text())["summary"]
         difference = max(abs(ours[task] - theirs[task]) for task in theirs)
-        print(f"reference (benchmark loop)  {reference_seconds:7.2f} s")
-        ratio = reference_seconds / command_seconds
-        print(f"describe evaluate           {command_seconds:7.2f} s   ratio {ratio:5.1f}x")
+        ratios = [reference[0] / command[0] for reference, command in zip(measured["reference"], measured["command"])]
+        cpu_ratios = [reference[1] / command[1] for reference, command in zip(measured["reference"],
+                                                                               measured["command"])]
+        wall = {name: statistics.median(entry[0] for entry in entries) for name, entries in measured.items()}
+        peak = {name: max(entry[2] for entry in entries) for name, entries in measured.items()}
+        print(f"median over {arguments.rounds} round(s): reference {wall['reference']:.2f} s, command "
+              f"{wall['command']:.2f} s; ratio {statistics.median(ratios):.2f}x wall ({min(ratios):.2f}-"
+              f"{max(ratios):.2f}), {statistics.median(cpu_ratios):.2f}x CPU; peak memory reference "
+              f"{peak['reference']:.0f} MiB, command {peak['command']:.0f} MiB")
         print(f"summary {ours}; largest difference from the reference {difference:.3g}"
               f" ({'equal' if difference <= 1e-12 else 'DIFFERENT'})")
 

@@ -1,5 +1,6 @@
 """The HPatches protocol: reference AP/AUC values, hand-checked tasks, and vectorised == per-pair reference."""
 
+import csv
 import json
 import pathlib
 import sys
@@ -204,6 +205,74 @@ def test_verification_distances_equal_scipy_euclidean_on_float32_rows():
     assert len(np.unique(measured[:300])) < len(np.unique(evaluation.distances(first[:300], second[:300])))
 
 
+def _integer_roots(values):
+    roots = np.floor(np.sqrt(values.astype(np.float64))).astype(np.int64)
+    roots -= roots * roots > values
+    roots += (roots + 1) * (roots + 1) <= values
+    return roots
+
+
+def _midpoint_rows(rows, seed, dimension=128, greedy=12):
+    """Pairs of float32 rows whose difference's squares sum exactly to the square of a point half-way
+    between two float32 values, the sum above 2^53: the double sum rounds differently in different
+    orders, and the order decides the float32 distance (integers: the rows are exact in float32)."""
+    rng = np.random.default_rng(seed)
+    big = rng.integers(1 << 23, (1 << 24) - (1 << 10), (rows, dimension - greedy))
+    total = (big * big).sum(axis=1)
+    target = _integer_roots(total) + rng.integers(1 << 18, 1 << 20, rows)
+    step = np.left_shift(1, np.floor(np.log2(target)).astype(np.int64) - 23)  # float32 spacing there
+    target = target // step * step + step // 2
+    remainder, parts = target * target - total, []
+    for _ in range(greedy):  # the rest of the sum as a few squares, largest first
+        parts.append(_integer_roots(remainder))
+        remainder = remainder - parts[-1] ** 2
+    values = np.concatenate([big, np.stack(parts, axis=1)], axis=1)[remainder == 0]
+    values = np.take_along_axis(values, np.argsort(rng.random(values.shape), axis=1), axis=1)
+    values *= rng.choice([-1, 1], values.shape)
+    offsets = rng.integers(-(1 << 10) + 1, 1 << 10, values.shape)
+    return (values + offsets).astype(np.float32), offsets.astype(np.float32)
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0 ** 100, 2.0 ** -140])  # also huge values and float32 subnormals
+def test_verification_distances_equal_scipy_euclidean_bit_for_bit_where_the_summation_order_decides(scale):
+    near_midpoints = [_midpoint_rows(500, 1), _midpoint_rows(150, 2, 127), _midpoint_rows(150, 3, 130)]
+    tied = (_quantised(3000, 11), _quantised(3000, 12))
+    for first, second in [*near_midpoints, tied]:
+        first, second = first * np.float32(scale), second * np.float32(scale)
+        expected = np.array([distance.euclidean(a, b) for a, b in zip(first, second)])
+        np.testing.assert_array_equal(evaluation.verification_distances(first, second).view(np.int64),
+                                      expected.view(np.int64))
+    # The rows decide: summed left to right, or by einsum alone, many distances are a float32 step off.
+    first, second = near_midpoints[0]
+    difference = first - second
+    expected = [distance.euclidean(a, b) for a, b in zip(first, second)]
+    in_order = np.add.accumulate(difference.astype(np.float64) ** 2, axis=1)[:, -1]
+    by_einsum = np.einsum("ij,ij->i", difference, difference, dtype=np.float64)
+    assert (np.sqrt(in_order).astype(np.float32) != expected).sum() > 100
+    assert (np.sqrt(by_einsum).astype(np.float32) != expected).sum() > 5
+
+
+def test_matching_and_retrieval_distances_equal_cdist_where_the_summation_order_decides():
+    first, second = _midpoint_rows(300, 4)
+    rows = np.concatenate([first, second])
+    np.testing.assert_array_equal(evaluation.distances(first, second),
+                                  [distance.cdist(a[None], b[None])[0, 0] for a, b in zip(first, second)])
+    columns = np.concatenate([rows[::-1], rows[:50]])  # repeated rows: tied minima
+    matrix = distance.cdist(rows[:100], columns)
+    nearest, nearest_distances = evaluation.nearest_neighbours(rows[:100], columns)
+    np.testing.assert_array_equal(nearest[:, 0], matrix.argmin(axis=1))
+    np.testing.assert_array_equal(nearest_distances[:, 0], matrix.min(axis=1))
+
+
+def test_descriptors_whose_summation_order_decides_give_the_benchmarks_numbers():
+    first, second = _midpoint_rows(400, 5)
+    rows = np.concatenate([first, second]).reshape(4, 200, 128)
+    rng = np.random.default_rng(5)
+    descriptors = {f"{'iv'[number % 2]}_{number}": {image: rows[number][rng.permutation(200)[:20]]
+                                                    for image in hpatches.IMAGES} for number in range(4)}
+    _assert_equals_reference(descriptors, *_tasks(descriptors, 5, pairs=1500, queries=30, distractors=50))
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_tie_heavy_quantised_descriptors_give_the_benchmarks_numbers(seed):
     rng = np.random.default_rng(seed)
@@ -328,3 +397,63 @@ def test_missing_descriptor_files_are_named(tmp_path):
     (tmp_path / "mine" / "i_0" / "h2.csv").unlink()
     with pytest.raises(DeepRestoreError, match=r"h2.csv' is missing"):
         export.load_descriptors(tmp_path / "mine")
+
+
+@pytest.mark.parametrize("text", [
+    "s,idx\r\ni_0,3\r\nv_astronautis,12\r\n",  # the csv module's line ends; a name longer than 8 bytes
+    "s,idx\ni_0,-1\nv_1,007\ni_0,12345678\n",  # the plain reader's integers: signed, leading zeros
+    "s,idx\ni_0,3\nv_1,4",  # no final newline
+    "s,idx\n",  # no rows
+])
+def test_plain_task_files_are_read_as_the_csv_module_reads_them(text):
+    data = text.encode()
+    plain = tasks._plain_columns(data, tasks.PATCH_COLUMNS)
+    assert plain is not None
+    by_csv = [np.array(column) for column in zip(*list(csv.reader(text.splitlines()))[1:])] or [[], []]
+    np.testing.assert_array_equal(plain[0], np.asarray(by_csv[0], str))
+    np.testing.assert_array_equal(plain[1], np.asarray(by_csv[1], np.int64))
+    assert plain[0].dtype.kind == "U" and plain[1].dtype == np.int64
+
+
+@pytest.mark.parametrize("line, message", [
+    ("i_0,x", "'x' in column idx is not an integer"), ("i_0,1-", "'1-' in column idx is not an integer"),
+    ("i_0,1,2", "line 3 has 3 fields; expected 2"), ("i_0, 1", None), ('"i_0",1', None), ("i_0,123456789", None),
+    ("i_9,1", "unknown sequence 'i_9'"), ("i_0,8", "asks for patch 8 of 'i_0'"),
+])
+def test_task_files_the_plain_reader_refuses_are_read_or_named_by_the_csv_module(tmp_path, line, message):
+    (tmp_path / "retr_queries_split-x.csv").write_text(f"s,idx\ni_0,2\n{line}\n")
+    if message is None:  # refused by the plain reader, read by the csv module
+        assert tasks._plain_columns((tmp_path / "retr_queries_split-x.csv").read_bytes(), tasks.PATCH_COLUMNS) is None
+        assert tasks._read_csv(tmp_path / "retr_queries_split-x.csv", tasks.PATCH_COLUMNS)[1][1] in (1, 123456789)
+        return
+    with pytest.raises(DeepRestoreError, match=message):
+        columns = tasks._read_csv(tmp_path / "retr_queries_split-x.csv", tasks.PATCH_COLUMNS)
+        tasks._check(tmp_path / "retr_queries_split-x.csv", *columns, {"i_0": 8})
+
+
+@pytest.mark.parametrize("values, fmt, fast", [
+    (np.round(np.random.default_rng(0).normal(size=(30, 16)) * 6) / 4, "%.9g", True),  # quantised
+    (np.random.default_rng(1).integers(0, 256, (30, 16)), "%d", True),  # SIFT-like integers
+    (np.random.default_rng(2).normal(size=(30, 16)), "%.9g", False),  # long tokens: np.loadtxt
+    (np.random.default_rng(3).integers(-3, 4, (30, 16)) * 1e-7, "%.1e", True),  # exponents
+])
+def test_descriptor_files_are_read_exactly_as_loadtxt_reads_them(tmp_path, values, fmt, fast):
+    for line_end, delimiter in (("\n", ","), ("\r\n", ";")):
+        path = tmp_path / "ref.csv"
+        np.savetxt(path, values, fmt=fmt, delimiter=delimiter, newline=line_end)
+        read = export.read_descriptor_file(path, rows=30)
+        expected = np.loadtxt(path, delimiter=delimiter, ndmin=2).astype(np.float32)
+        np.testing.assert_array_equal(read.view(np.int32), expected.view(np.int32))  # -0 stays -0
+    assert (export._repeated_numbers(path.read_bytes(), ";") is not None) == fast
+
+
+@pytest.mark.parametrize("text, message", [
+    ("1,2\n3\n", "not numeric CSV"), ("1,,2\n3,4,5\n", "not numeric CSV"), ("1e,2\n3,4\n", "not numeric CSV"),
+    ("1,2\n3,nan\n5,6\n", "holds nan"), ("1,1e400\n3,4\n5,6\n", "holds inf"),
+    ("1,2\n\n3,4\n", "has 2 rows; expected 3"),
+])
+def test_malformed_descriptor_files_fall_back_to_loadtxt_and_its_errors(tmp_path, text, message):
+    path = tmp_path / "e1.csv"
+    path.write_text(text)
+    with pytest.raises(DeepRestoreError, match=message):
+        export.read_descriptor_file(path, rows=3)

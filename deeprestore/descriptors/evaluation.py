@@ -4,15 +4,16 @@ Descriptors are `{sequence: {image: float32 array (patches, dimension)}}` for th
 test sequence; like the benchmark, which reads them as float32, every task converts them to float32
 first. The definitions are hpatches-benchmark's Python ones (`utils/metrics.py`, `utils/tasks.py`),
 down to its arithmetic: verification distances are `scipy.spatial.distance.euclidean` of two float32
-rows (the difference in float32, its norm accumulated in double by BLAS, the result rounded to
-float32: `verification_distances`); matching and retrieval distances are `scipy.spatial.distance.cdist`'s
-(float64 differences of the float32 values, squares summed left to right over the dimensions:
-`distances`). Scores are negative distances; rankings use a stable sort (ties keep input order); AP is
-the trapezoidal area under precision over recall with a (recall 0, precision 1) point first. Rankings
-are scored from counts (how many negatives come before each positive) rather than by sorting
-everything. Large distance matrices come from one float32 matrix product (`|b|^2 - 2ab`), which
-differs from the definition by up to a proven bound; every comparison whose outcome that difference
-could change is recomputed with the definition, so results equal the benchmark's to the last tie.
+rows (the difference in float32, its norm accumulated in double by BLAS `snrm2` in OpenBLAS's order,
+the result rounded to float32: `verification_distances`); matching and retrieval distances are
+`scipy.spatial.distance.cdist`'s (float64 differences of the float32 values, squares summed left to
+right over the dimensions: `distances`). Scores are negative distances; rankings use a stable sort
+(ties keep input order); AP is the trapezoidal area under precision over recall with a (recall 0,
+precision 1) point first. Rankings are scored from counts (how many negatives come before each
+positive) rather than by sorting everything. Large distance matrices come from one float32 matrix
+product (`|b|^2 - 2ab`), which differs from the definition by up to a proven bound; every comparison
+whose outcome that difference could change is recomputed with the definition, so results equal the
+benchmark's to the last tie.
 
 Reference:
     Balntas, Lenc, Vedaldi & Mikolajczyk, 2017. HPatches: a benchmark and evaluation of handcrafted and
@@ -143,17 +144,53 @@ def distances(first, second):
     return np.sqrt(total)
 
 
+def _nrm2_sse(squares):
+    """The double sum of each row of `squares` (float64 squares of float32 values) in the order of
+    OpenBLAS's x86_64 SNRM2 kernel (`kernel/x86_64/nrm2_sse.S`, the one in scipy's wheels on every
+    x86_64 core type): eight accumulators, accumulator j summing elements j, j + 8, j + 16, ... in
+    turn; the rest (fewer than 8) goes 4 to accumulators 0-3, 2 to 4-5, 1 to 6; then
+    `((a0 + a2) + (a4 + a6)) + ((a1 + a3) + (a5 + a7))`. (Arrays numpy allocates are 8-byte aligned,
+    so the kernel's path for an odd first address is never taken.)
+    """
+    dimension = squares.shape[-1]
+    whole = dimension // 8 * 8
+    lanes = np.zeros((*squares.shape[:-1], 8))
+    for start in range(0, whole, 8):
+        lanes += squares[..., start:start + 8]
+    rest = squares[..., whole:]
+    for lanes_part, count in ((slice(0, 4), 4), (slice(4, 6), 2), (slice(6, 7), 1)):
+        if rest.shape[-1] >= count:
+            lanes[..., lanes_part] += rest[..., :count]
+            rest = rest[..., count:]
+    return ((lanes[..., 0] + lanes[..., 2]) + (lanes[..., 4] + lanes[..., 6])) + (
+        (lanes[..., 1] + lanes[..., 3]) + (lanes[..., 5] + lanes[..., 7]))
+
+
 def verification_distances(first, second):
     """Row-wise Euclidean distances as `scipy.spatial.distance.euclidean` computes them on float32
-    rows (the benchmark's verification): the difference in float32, its norm accumulated in double (BLAS
-    `snrm2`), the result rounded to float32. Returned as float64 holding those float32 values.
+    rows (the benchmark's verification): `norm(u - v)` with the difference in float32, which scipy's
+    `norm` hands to BLAS `snrm2`; OpenBLAS's kernel squares in double, sums in its own order
+    (`_nrm2_sse`), takes the square root in double and rounds it to float32. Returned as float64
+    holding those float32 values.
 
-    The rounding to float32 makes many more distances equal than float64 arithmetic would, and ties
-    decide the verification APs.
+    The sums come from one `einsum` in double; its order differs from the kernel's by at most
+    `2 (dimension - 1) u` of the sum (u = 2^-53; Higham, 2002, eq. 3.5, for sums of non-negative
+    terms), which can change the float32 result only where the root lies that close to a point
+    half-way between two float32 values. Rows whose rounding that margin could change (almost
+    never, outside constructed cases) are summed again in the kernel's order, so every distance is
+    scipy's to the last bit. The rounding to float32 makes many more distances equal than float64
+    arithmetic would, and ties decide the verification APs.
     """
-    difference = np.subtract(np.asarray(first, np.float32), np.asarray(second, np.float32))
-    squares = np.einsum("ij,ij->i", difference, difference, dtype=np.float64)  # products and sums in double
-    return np.sqrt(squares).astype(np.float32).astype(np.float64)
+    difference = np.subtract(np.asarray(first, np.float32), np.asarray(second, np.float32)).astype(np.float64)
+    squares = np.einsum("ij,ij->i", difference, difference)  # products (exact) and sums in double
+    result = np.sqrt(squares).astype(np.float32)
+    margin = 4.0 * max(difference.shape[-1], 1) * np.finfo(np.float64).eps  # twice the bound, with room
+    low = np.sqrt(squares * (1.0 - margin)).astype(np.float32)
+    high = np.sqrt(squares * (1.0 + margin)).astype(np.float32)
+    uncertain = np.flatnonzero(low != high)
+    if len(uncertain):
+        result[uncertain] = np.sqrt(_nrm2_sse(difference[uncertain] ** 2)).astype(np.float32)
+    return result.astype(np.float64)
 
 
 def _indexed_distances(first, second, first_rows, second_rows, measure=distances, block=2048):
@@ -314,12 +351,30 @@ def _stacked_average_precision(negatives, positives):
     return float(_rank_average_precision(ranks.astype(np.float64), len(positives)))
 
 
-def _pair_ends(pairs, codes):
-    """Both ends of every pair as `(sequence codes, image ids, rows)`."""
-    return [(np.fromiter(map(codes.__getitem__, sequences), np.int64, len(sequences)),
-             np.asarray(images, np.int64), np.asarray(indices, np.int64))
-            for sequences, images, indices in ((pairs.sequences1, pairs.images1, pairs.indices1),
-                                               (pairs.sequences2, pairs.images2, pairs.indices2))]
+def _pair_ends(tasks, kinds, known):
+    """Both ends of every pair of each kind as `(sequence codes, image ids, rows)`, and the names the
+    codes stand for: those of `known` (sorted) that some pair uses. Names are found by a binary search
+    among the sorted names rather than one dictionary look-up per pair.
+
+    Raises:
+        KeyError: a pair names a sequence that has no descriptors.
+    """
+    used, ends = np.zeros(len(known), bool), {}
+    for kind in kinds:
+        pairs = getattr(tasks, kind)
+        ends[kind] = []
+        for sequences, images, indices in ((pairs.sequences1, pairs.images1, pairs.indices1),
+                                           (pairs.sequences2, pairs.images2, pairs.indices2)):
+            sequences = np.asarray(sequences, dtype=str)
+            place = np.minimum(np.searchsorted(known, sequences), max(len(known) - 1, 0))
+            missing = np.flatnonzero(known[place] != sequences) if len(known) else np.arange(len(sequences))
+            if len(missing):
+                raise KeyError(str(sequences[missing[0]]))
+            used[place] = True
+            ends[kind].append((place, np.asarray(images, np.int64), np.asarray(indices, np.int64)))
+    codes = np.cumsum(used) - 1  # the place of each used name among the used ones
+    coded = {kind: [(codes[place], images, indices) for place, images, indices in both] for kind, both in ends.items()}
+    return coded, [str(name) for name in known[used]]
 
 
 def evaluate_verification(descriptors, tasks):
@@ -330,10 +385,7 @@ def evaluate_verification(descriptors, tasks):
     there are as many negatives as positives).
     """
     kinds = ("positives", "intra", "inter")
-    names = list(dict.fromkeys(name for kind in kinds for end in ("sequences1", "sequences2")
-                               for name in set(getattr(getattr(tasks, kind), end))))
-    codes = {name: code for code, name in enumerate(names)}
-    ends = {kind: _pair_ends(getattr(tasks, kind), codes) for kind in kinds}
+    ends, names = _pair_ends(tasks, kinds, np.array(sorted(descriptors), dtype=str))
     results = {}
     for level in LEVELS:
         interrupts.raise_if_requested()
@@ -426,23 +478,38 @@ class _Pools:
         """
         values, bound, query_norms = self.approximate(queries)
         dtype = values.dtype
-        # Thresholds in the approximation's units: squared distance less |query|^2.
-        thresholds = (positive_distances ** 2 - query_norms[:, None, None]).reshape(len(queries), -1)
+        positives = positive_distances.reshape(len(queries), -1)  # (queries, thresholds)
+        # Thresholds in the approximation's units: squared distance less |query|^2, in ascending order
+        # (their rounded bounds ascend with them).
+        order = np.argsort(positives, axis=1, kind="stable")
+        thresholds = np.take_along_axis(positives, order, axis=1) ** 2 - query_norms[:, None]
         lower = _round(thresholds - bound[:, None], dtype, upward=False)
         upper = _round(thresholds + bound[:, None], dtype, upward=True)
-        row, column = np.nonzero(values <= upper.max(axis=1)[:, None])
+        row, column = np.nonzero(values <= upper[:, -1:])
         segment = self.segments(indices[row], column)
         inside = segment < len(self.cuts)
         row, column, segment = row[inside], column[inside], segment[inside]
         value = values[row, column][:, None]
-        closer = value < lower[row]  # (candidates, thresholds)
-        candidate, threshold = np.nonzero((value <= upper[row]) & ~closer)  # near-ties: decide them by the definition
-        exact = distances(queries[row[candidate]], self.distractors[column[candidate]])
-        closer[candidate, threshold] = exact < positive_distances.reshape(len(queries), -1)[row[candidate], threshold]
-        candidate, threshold = np.nonzero(closer)
-        shape = (len(queries), thresholds.shape[1], len(self.cuts))
-        flat = np.ravel_multi_index((row[candidate], threshold, segment[candidate]), shape)
-        return np.bincount(flat, minlength=int(np.prod(shape))).reshape((*positive_distances.shape, len(self.cuts)))
+        # A candidate is surely closer than the thresholds from `surely` on, surely not than those
+        # before `near`, and too near to tell for those in between: decided by the definition.
+        surely = np.count_nonzero(value >= lower[row], axis=1)
+        near = np.count_nonzero(value > upper[row], axis=1)
+        count, cuts = thresholds.shape[1], len(self.cuts)
+        flat = (row * cuts + segment) * (count + 1) + surely
+        closer = np.bincount(flat, minlength=len(queries) * cuts * (count + 1)).reshape(len(queries), cuts, count + 1)
+        closer = np.cumsum(closer, axis=-1)[..., :count]  # (queries, cuts, sorted thresholds)
+        undecided = np.flatnonzero(near < surely)
+        if len(undecided):
+            exact = distances(queries[row[undecided]], self.distractors[column[undecided]])  # once per candidate
+            widths = surely[undecided] - near[undecided]
+            pair = np.repeat(np.arange(len(undecided)), widths)
+            place = near[undecided][pair] + np.arange(len(pair)) - np.repeat(np.cumsum(widths) - widths, widths)
+            who = undecided[pair]
+            decided = exact[pair] < np.take_along_axis(positives, order, axis=1)[row[who], place]
+            np.add.at(closer, (row[who][decided], segment[who][decided], place[decided]), 1)
+        unsorted = np.empty_like(closer)
+        np.put_along_axis(unsorted, np.broadcast_to(order[:, None, :], closer.shape), closer, axis=-1)
+        return np.moveaxis(unsorted, 1, -1).reshape((*positive_distances.shape, cuts))
 
 
 def evaluate_retrieval(descriptors, tasks, pool_sizes=POOL_SIZES):
@@ -626,7 +693,9 @@ def plot_results(path, results_by_name):
     """Bar charts of the three tasks (one bar group per descriptor, one bar per level) saved as a PNG."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(13, 3.8), layout="constrained")
+    figure = Figure(figsize=(13, 3.8))
+    # Fixed margins: a layout engine measured every label twice and took half the plot's time.
+    figure.subplots_adjust(left=0.035, right=0.995, bottom=0.08, top=0.92, wspace=0.12)
     names = list(results_by_name)
     width = 0.8 / max(len(names), 1)
     for panel, task in enumerate(("verification", "matching", "retrieval")):

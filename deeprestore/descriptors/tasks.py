@@ -175,22 +175,26 @@ def read_tasks(folder, split, counts):
         columns = _read_csv(path, PAIR_COLUMNS)
         for sequence_column, image_column, index_column in ((0, 1, 2), (3, 4, 5)):
             _check(path, columns[sequence_column], columns[index_column], counts, columns[image_column])
-        pairs[attribute] = _pairs(*columns)
+        pairs[attribute] = Pairs(*columns)  # names as str arrays: converting a million to objects is slow
     patches = {}
     for attribute, stem in RETRIEVAL_FILES.items():
         path = folder / f"{stem}_split-{split}.csv"
         sequences, indices = _read_csv(path, PATCH_COLUMNS)
         _check(path, sequences, indices, counts)
-        patches[attribute] = Patches(sequences.astype(object), indices)
+        patches[attribute] = Patches(sequences, indices)
     return Tasks(split, pairs["positives"], pairs["intra"], pairs["inter"], patches["queries"], patches["distractors"])
 
 
 def _read_csv(path, header):
-    """The columns of a task file (str arrays for `s*` columns, int64 otherwise), converted a column at
-    a time (a per-cell loop took most of an evaluation of descriptor files)."""
+    """The columns of a task file (str arrays for `s*` columns, int64 otherwise), read by `_plain_columns`
+    when the file is plain (the common case, a few times faster), else with the csv module, a column
+    at a time (a per-cell loop took most of an evaluation of descriptor files)."""
     if not path.is_file():
         raise DeepRestoreError(f"Task file '{path}' is missing; expected the benchmark's task files or none "
                                "(then they are generated).")
+    columns = _plain_columns(path.read_bytes(), header)
+    if columns is not None:
+        return columns
     with open(path, newline="", encoding="utf-8") as file:
         rows = list(csv.reader(file))
     if not rows or tuple(cell.strip() for cell in rows[0]) != header:
@@ -213,6 +217,81 @@ def _read_csv(path, header):
                 raise DeepRestoreError(f"Task file '{path}' line {number + 2}: '{values[number]}' in column {name} is "
                                        "not an integer.") from None
         columns.append(values)
+    return columns
+
+
+# The low m bytes of a little-endian 64-bit word, for m = 0..8.
+_BYTE_MASKS = np.array([(1 << (8 * m)) - 1 for m in range(9)], np.uint64)
+_NAME_WORDS = 8  # names of up to 64 bytes are read by `_plain_columns`
+_POWERS_OF_TEN = 10.0 ** np.arange(7, -1, -1)  # the place of byte j of a right-aligned word
+_ZERO_PADS = np.array([int.from_bytes(b"0" * m, "little") for m in range(9)], np.uint64)  # m low bytes '0'
+_HASH = np.random.default_rng(0).integers(1, 1 << 63, _NAME_WORDS, dtype=np.uint64) | np.uint64(1)
+
+
+def _words(windows, starts, lengths, count):
+    """`(fields, count)` uint64: each field's bytes as little-endian words, zeros past its end."""
+    words = np.empty((len(starts), count), np.uint64)
+    for word in range(count):
+        words[:, word] = windows[starts + 8 * word] & _BYTE_MASKS[np.minimum(np.maximum(lengths - 8 * word, 0), 8)]
+    return words
+
+
+def _plain_columns(data, header):
+    """The columns of a task file's bytes, as `_read_csv` returns them, when the file is plain: the
+    header line exactly, then lines (ending in a newline or carriage return and newline) of
+    `len(header)` comma-separated fields with no quotes, spaces or other carriage returns, names of
+    at most 64 bytes, integers `-?[0-9]+` of at most 8 characters; else `None` (the csv module then
+    reads the file and names any fault). Fields are cut and converted by numpy over the whole file:
+    each field's bytes as 64-bit words, integers by Horner's rule over their bytes, names decoded
+    once per distinct name."""
+    heading = ",".join(header).encode() + b"\n"
+    data = data.replace(b"\r\n", b"\n") if b"\r" in data else data  # the csv module writes \r\n
+    if not data.startswith(heading) or any(mark in data for mark in (b'"', b" ", b"\r", b"\t")):
+        return None
+    body = data[len(heading):]
+    body = body if body.endswith(b"\n") or not body else body + b"\n"
+    text = np.frombuffer(body, np.uint8)
+    ends = np.flatnonzero((text == ord(",")) | (text == ord("\n")))  # one past each field
+    count = len(header)
+    pattern = np.frombuffer(b"," * (count - 1) + b"\n", np.uint8)
+    if len(ends) % count or (text[ends].reshape(-1, count) != pattern).any():
+        return None
+    starts = np.empty_like(ends)
+    starts[:1], starts[1:] = 0, ends[:-1] + 1
+    lengths = (ends - starts).reshape(-1, count)
+    starts = starts.reshape(-1, count)
+    if lengths.size and lengths.min() == 0:
+        return None
+    windows = np.ndarray((len(body) + 8 * _NAME_WORDS - 7,), "<u8", body + b"\0" * (8 * _NAME_WORDS), 0, (1,))
+    columns = []
+    for column, name in enumerate(header):
+        length = lengths[:, column]
+        if name.startswith("s"):
+            if length.max(initial=0) > 8 * _NAME_WORDS:
+                return None
+            words = _words(windows, starts[:, column], length, max(-(-int(length.max(initial=1)) // 8), 1))
+            keys = (words * _HASH[:words.shape[1]]).sum(axis=1)  # wraps: a hash, checked below
+            _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+            if (words[first][inverse] != words).any():
+                return None
+            try:
+                names = [words[row].tobytes().rstrip(b"\0").decode("utf-8") for row in first]
+            except UnicodeDecodeError:
+                return None
+            columns.append(np.array(names, dtype=str)[inverse.ravel()] if len(names) else np.array([], str))
+            continue
+        if length.max(initial=0) > 8:
+            return None
+        word = _words(windows, starts[:, column], length, 1)[:, 0]
+        negative = (word & np.uint64(0xFF)) == ord("-")
+        word[negative] = (word[negative] & ~np.uint64(0xFF)) | np.uint64(ord("0"))  # the sign as a 0 digit
+        # Right-aligned, padded with '0' bytes: byte j is the digit of 10 ** (7 - j), for every field.
+        word = (word << (np.uint64(64) - (length.astype(np.uint64) << np.uint64(3)))) | _ZERO_PADS[8 - length]
+        digits = word.view(np.uint8).reshape(-1, 8) - np.uint8(ord("0"))
+        if (digits > 9).any() or (length <= negative).any():
+            return None
+        values = (digits @ _POWERS_OF_TEN).astype(np.int64)  # exact: below 10 ** 8 in float64
+        columns.append(np.where(negative, -values, values))
     return columns
 
 
@@ -240,6 +319,6 @@ def _check(path, sequences, indices, counts, images=None):
         raise DeepRestoreError(f"Task file '{path}' line {line + 2} asks for patch {indices[line]} of '{sequence}', "
                                f"which has {counts[sequence]}; expected 0..{counts[sequence] - 1}.")
     if images is not None:
-        bad = [image for image in images if not 0 <= image <= 5]
-        if bad:
-            raise DeepRestoreError(f"Task file '{path}' has image id {bad[0]}; expected 0 (ref) to 5.")
+        bad = np.flatnonzero((images < 0) | (images > 5))
+        if len(bad):
+            raise DeepRestoreError(f"Task file '{path}' has image id {images[bad[0]]}; expected 0 (ref) to 5.")

@@ -7,10 +7,18 @@ than in the backend's start-up time. The dataset, task and results helpers here 
 `describe train`.
 """
 
+import contextlib
+import importlib
 import pathlib
+import threading
 
 from deeprestore.descriptors import evaluation, export, hpatches, tasks
 from deeprestore.errors import DeepRestoreError
+
+
+def _import_quietly(name):
+    with contextlib.suppress(ImportError):  # the plot raises it where it is needed
+        importlib.import_module(name)
 
 
 def prepare_dataset(settings, run, seed):
@@ -81,6 +89,8 @@ def evaluate(settings, run, seed=0, echo=print):
     if settings.model is None and not settings.descriptors and not baselines:
         raise DeepRestoreError("Nothing to evaluate; expected --model RUN_OR_FILE, --descriptors FOLDER and/or "
                                "--baseline NAME.")
+    # The results plot's library takes about a second to import: import it beside the reading and scoring.
+    threading.Thread(target=_import_quietly, args=("matplotlib.figure",), name="import-matplotlib").start()
     descriptor = None
     if settings.model is not None:  # a file that is not a model is refused before the dataset is prepared
         from deeprestore.recipes import describe as training  # imports Keras
