@@ -4,7 +4,7 @@ Descriptors are `{sequence: {image: float32 array (patches, dimension)}}` for th
 test sequence; like the benchmark, which reads them as float32, every task converts them to float32
 first. The definitions are hpatches-benchmark's Python ones (`utils/metrics.py`, `utils/tasks.py`),
 down to its arithmetic: verification distances are `scipy.spatial.distance.euclidean` of two float32
-rows (the difference in float32, its norm accumulated in double by BLAS `snrm2` in OpenBLAS's order,
+rows (the difference in float32, its norm computed by the BLAS `snrm2` scipy calls,
 the result rounded to float32: `verification_distances`); matching and retrieval distances are
 `scipy.spatial.distance.cdist`'s (float64 differences of the float32 values, squares summed left to
 right over the dimensions: `distances`). Scores are negative distances; rankings use a stable sort
@@ -144,42 +144,20 @@ def distances(first, second):
     return np.sqrt(total)
 
 
-def _nrm2_sse(squares):
-    """The double sum of each row of `squares` (float64 squares of float32 values) in the order of
-    OpenBLAS's x86_64 SNRM2 kernel (`kernel/x86_64/nrm2_sse.S`, the one in scipy's wheels on every
-    x86_64 core type): eight accumulators, accumulator j summing elements j, j + 8, j + 16, ... in
-    turn; the rest (fewer than 8) goes 4 to accumulators 0-3, 2 to 4-5, 1 to 6; then
-    `((a0 + a2) + (a4 + a6)) + ((a1 + a3) + (a5 + a7))`. (Arrays numpy allocates are 8-byte aligned,
-    so the kernel's path for an odd first address is never taken.)
-    """
-    dimension = squares.shape[-1]
-    whole = dimension // 8 * 8
-    lanes = np.zeros((*squares.shape[:-1], 8))
-    for start in range(0, whole, 8):
-        lanes += squares[..., start:start + 8]
-    rest = squares[..., whole:]
-    for lanes_part, count in ((slice(0, 4), 4), (slice(4, 6), 2), (slice(6, 7), 1)):
-        if rest.shape[-1] >= count:
-            lanes[..., lanes_part] += rest[..., :count]
-            rest = rest[..., count:]
-    return ((lanes[..., 0] + lanes[..., 2]) + (lanes[..., 4] + lanes[..., 6])) + (
-        (lanes[..., 1] + lanes[..., 3]) + (lanes[..., 5] + lanes[..., 7]))
-
-
 def verification_distances(first, second):
     """Row-wise Euclidean distances as `scipy.spatial.distance.euclidean` computes them on float32
-    rows (the benchmark's verification): `norm(u - v)` with the difference in float32, which scipy's
-    `norm` hands to BLAS `snrm2`; OpenBLAS's kernel squares in double, sums in its own order
-    (`_nrm2_sse`), takes the square root in double and rounds it to float32. Returned as float64
-    holding those float32 values.
+    rows (the benchmark's verification): `scipy.linalg.norm(u - v)` with the difference in float32,
+    which `norm` hands to BLAS `snrm2` (OpenBLAS's x86_64 kernel squares in double, sums in its own
+    order, takes the square root in double and rounds it to float32). Returned as float64 holding
+    those float32 values.
 
-    The sums come from one `einsum` in double; its order differs from the kernel's by at most
+    The sums come from one `einsum` in double; any summation order differs from BLAS's by at most
     `2 (dimension - 1) u` of the sum (u = 2^-53; Higham, 2002, eq. 3.5, for sums of non-negative
     terms), which can change the float32 result only where the root lies that close to a point
-    half-way between two float32 values. Rows whose rounding that margin could change (almost
-    never, outside constructed cases) are summed again in the kernel's order, so every distance is
-    scipy's to the last bit. The rounding to float32 makes many more distances equal than float64
-    arithmetic would, and ties decide the verification APs.
+    half-way between two float32 values. Those rows (almost never, outside constructed cases) are
+    computed again by the very BLAS `snrm2` scipy calls, so every distance is scipy's to the last bit
+    on any BLAS. The rounding to float32 makes many more distances equal than float64 arithmetic
+    would, and ties decide the verification APs.
     """
     difference = np.subtract(np.asarray(first, np.float32), np.asarray(second, np.float32)).astype(np.float64)
     squares = np.einsum("ij,ij->i", difference, difference)  # products (exact) and sums in double
@@ -189,7 +167,10 @@ def verification_distances(first, second):
     high = np.sqrt(squares * (1.0 + margin)).astype(np.float32)
     uncertain = np.flatnonzero(low != high)
     if len(uncertain):
-        result[uncertain] = np.sqrt(_nrm2_sse(difference[uncertain] ** 2)).astype(np.float32)
+        from scipy.linalg.blas import snrm2  # the routine scipy's `norm` calls for a float32 vector
+
+        rows = difference[uncertain].astype(np.float32)  # exact: the difference was computed in float32
+        result[uncertain] = [snrm2(row) for row in rows]
     return result.astype(np.float64)
 
 
