@@ -55,8 +55,6 @@ CANDIDATES = {
     "pixels": "--parametrisation pixels --colour-weight 0 --tv-weight 0 --steps 100",
     "pixels+colour": "--parametrisation pixels --colour-weight 1 --tv-weight 0 --steps 100",
     "pixels+tv": "--parametrisation pixels --colour-weight 0 --tv-weight 0.5 --steps 100",
-    "fourier+colour": "--parametrisation fourier --colour-weight 1 --tv-weight 0 --steps 100",
-    "pixels+colour 200": "--parametrisation pixels --colour-weight 1 --tv-weight 0 --steps 200",
 }
 COLUMNS = ("candidate", "source", "structure", "colour", "paper_loss", "our_loss", "cpu_s", "iterations",
            "last_10_fall", "options")
