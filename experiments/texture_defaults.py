@@ -55,6 +55,7 @@ CANDIDATES = {
     "pixels": "--parametrisation pixels --colour-weight 0 --tv-weight 0 --steps 100",
     "pixels+colour": "--parametrisation pixels --colour-weight 1 --tv-weight 0 --steps 100",
     "pixels+tv": "--parametrisation pixels --colour-weight 0 --tv-weight 0.5 --steps 100",
+    "pixels+colour+tv": "--parametrisation pixels --colour-weight 1 --tv-weight 0.5 --steps 100",
 }
 COLUMNS = ("candidate", "source", "structure", "colour", "paper_loss", "our_loss", "cpu_s", "iterations",
            "last_10_fall", "options")
