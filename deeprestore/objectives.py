@@ -213,6 +213,46 @@ def gram_distance(layer, normalise=False):
     return Objective([Term(name, (layer,), function)])
 
 
+def colour_statistics(image):
+    """Numpy target of `colour_distance` for one RGB image `(height, width, 3)`: `(4, 3)` float32, the mean
+    colour in the first row and the colours' covariance below it."""
+    flat = np.asarray(image, np.float64).reshape(-1, 3)
+    mean = flat.mean(axis=0)
+    centred = flat - mean
+    return np.concatenate([mean[None], centred.T @ centred / flat.shape[0]]).astype(np.float32)
+
+
+def colour_distance():
+    """A colour prior: how far the images' mean colour and colour covariance are from a target's.
+
+    `||m - m0||^2 / ||m0||^2 + ||C - C0||_F^2 / ||C0||_F^2` over the RGB [0, 1] pixels, each part divided
+    by its target's squared norm, as `gram_distance(normalise=True)` is. A grey source has a covariance
+    of rank one (every channel moves together), so per-pixel colour noise, which the Gram loss of a
+    network that ignores colour lets through, costs as much as a wrong contrast.
+
+    Target `colour.images`: `(batch or 1, 4, 3)` from `colour_statistics` (blend several sources by
+    averaging them with the blend weights).
+    """
+    name = "colour.images"
+
+    def function(features):
+        images = features["images"]
+        flat = keras.ops.reshape(images, (keras.ops.shape(images)[0], -1, 3))  # (batch, positions, 3)
+        mean = keras.ops.mean(flat, axis=1)  # (batch, 3)
+        centred = flat - mean[:, None, :]
+        covariance = keras.ops.einsum("bpk,bpl->bkl", centred, centred) / keras.ops.cast(
+            keras.ops.shape(flat)[1], images.dtype)
+        target = features["targets"][name]
+        target_mean, target_covariance = target[:, 0, :], target[:, 1:, :]
+        mean_part = keras.ops.sum(keras.ops.square(mean - target_mean), axis=1) / (
+            keras.ops.sum(keras.ops.square(target_mean), axis=1) + 1e-12)
+        covariance_part = keras.ops.sum(keras.ops.square(covariance - target_covariance), axis=(1, 2)) / (
+            keras.ops.sum(keras.ops.square(target_covariance), axis=(1, 2)) + 1e-12)
+        return mean_part + covariance_part
+
+    return Objective([Term(name, ("images",), function)])
+
+
 def content_distance(layer):
     """Gatys et al.'s content loss: `1/2 sum (F - P)^2` between the activations and a target.
 

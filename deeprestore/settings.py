@@ -402,14 +402,19 @@ class TextureSettings:
     optimiser: str = option("lbfgs", "lbfgs or adam.", choices=OPTIMISER_CHOICES)
     learning_rate: float = option(0.02, "Adam's learning rate.", above=0.0)
     steps: int = option(100, "Iterations.", at_least=1)
+    # The defaults (pixels, colour prior 1, 100 steps) were chosen by `experiments/texture_defaults.py` on the
+    # bundled brick, gravel and grass (VGG16 offline weights, 128 px): see the manual's texture page. Pixels
+    # alone leave per-pixel colour noise that the Gram loss of these weights does not see (38-40/255 from
+    # grey); the colour prior removes it (2.5-2.9/255), and keeps bricks more rectangular than Fourier does.
+    colour_weight: float = option(1.0, "Weight of the colour prior: the distance of the output's colour mean and "
+                                       "covariance from the sources' (see `objectives.colour_distance`; 0: none), "
+                                       "against Gram layer weights that sum to 1.", at_least=0.0)
+    tv_weight: float = option(0.0, "Weight of a smoothness prior: the mean squared difference of neighbouring "
+                                   "pixels (0: none).", at_least=0.0)
     cache: str | None = cache_field()
-    # Fourier is the default because the Gram loss itself prefers per-pixel colour noise: a grey gravel
-    # source gave textures 40/255 from grey on pixels, 1.9/255 in Fourier, at a lower loss (VGG16 offline
-    # weights, 96x96, 100 L-BFGS steps; `tests/test_image_recipes.py` checks it on the tiny network).
     parametrisation: str = option(
-        "fourier", "What is optimised: a decorrelated-colour Fourier spectrum (lucid's, see "
-                   "`deeprestore.parametrisations`; L-BFGS then runs without bounds), or the pixels (the Gram loss "
-                   "then favours per-pixel colour noise).", choices=PARAMETRISATIONS)
+        "pixels", "What is optimised: the pixels, or a decorrelated-colour Fourier spectrum (lucid's, see "
+                  "`deeprestore.parametrisations`; L-BFGS then runs without bounds).", choices=PARAMETRISATIONS)
 
 
 TEXTURE = TextureSettings()

@@ -30,7 +30,7 @@ PANEL_HEIGHT = 192  # pixels of each image in a side-by-side figure
 EXAMPLES = {
     "dream": "dream --images astronaut --size 192 --octaves 3 --steps 8 --layer block4_conv3",
     "style": "style --content chelsea --style coffee --size 128 --steps 30",
-    "texture": "texture --source brick --size 128 --steps 40",
+    "texture": "texture --source brick --size 128",
     "invert": "invert --images astronaut --layer block2_conv2_preact --size 96 --steps 150",
     "stack": "stack --from pool1 --size 48 --steps 120 --validate-every 0",
     "denoise": "denoise train --model unet --corruption gaussian:0.1 --steps 150 --test-size 128",

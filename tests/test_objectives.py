@@ -81,6 +81,28 @@ def test_normalised_gram_distance_is_scale_free(features, rng):
                                rtol=1e-4)
 
 
+def test_colour_distance_compares_numpys_mean_and_covariance(rng):
+    images = rng.uniform(size=(2, 5, 7, 3)).astype(np.float32)
+    source = rng.uniform(size=(6, 6, 3))
+    target = objectives.colour_statistics(source)
+    np.testing.assert_allclose(target[0], source.reshape(-1, 3).mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(target[1:], np.cov(source.reshape(-1, 3).T, bias=True), rtol=1e-5)
+    _, values = objectives.colour_distance()({"images": images, "targets": {"colour.images": target[None]}})
+    expected = []
+    for image in images:
+        mean, covariance = image.reshape(-1, 3).mean(axis=0), np.cov(image.reshape(-1, 3).T, bias=True)
+        expected.append(np.sum((mean - target[0]) ** 2) / np.sum(target[0] ** 2)
+                        + np.sum((covariance - target[1:]) ** 2) / np.sum(target[1:] ** 2))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(values["colour.images"]), np.mean(expected), rtol=1e-4)
+
+
+def test_colour_distance_is_zero_for_the_sources_own_colours(rng):
+    source = rng.uniform(size=(1, 6, 6, 3)).astype(np.float32)
+    target = objectives.colour_statistics(source[0])[None]
+    total, _ = objectives.colour_distance()({"images": source, "targets": {"colour.images": target}})
+    assert abs(float(keras.ops.convert_to_numpy(total))) < 1e-6
+
+
 def test_content_distance_is_half_the_squared_error(features, rng):
     target = rng.normal(size=features["a"].shape).astype(np.float32)
     total, _ = objectives.content_distance("a")({**features, "targets": {"content.a": target}})

@@ -5,11 +5,15 @@ Reference:
 
 Grams are normalised by the number of positions (see `objectives.gram`), so the output can be larger
 or smaller than the source. Several sources blend by a weighted mean of their Grams; several textures
-(`count`) are synthesised as one batch from different seeded noise. With `parametrisation="fourier"`
-the optimiser works on a decorrelated-colour Fourier spectrum (`parametrisations.FourierImage`) instead of
-the pixels; L-BFGS then runs without bounds, since the parametrisation's sigmoid keeps pixels in [0, 1].
+(`count`) are synthesised as one batch from different seeded noise. By default the pixels are optimised,
+with a colour prior (`objectives.colour_distance`) that holds the output's colour mean and covariance to
+the sources': the Gram loss alone lets per-pixel colour noise through (`experiments/texture_defaults.py`
+measured the choice). With `parametrisation="fourier"` the optimiser works on a decorrelated-colour
+Fourier spectrum (`parametrisations.FourierImage`) instead of the pixels; L-BFGS then runs without
+bounds, since the parametrisation's sigmoid keeps pixels in [0, 1].
 """
 
+import dataclasses
 import functools
 import operator
 import pathlib
@@ -32,12 +36,20 @@ from deeprestore.recipes.common import (
 )
 
 
-def texture_objective(layers, layer_weights):
+def texture_objective(layers, layer_weights, colour_weight=0.0, tv_weight=0.0, size=(1, 1)):
     """The weighted sum of Gram distances, each normalised by its target's norm so that deep layers,
-    whose Gram entries are orders of magnitude smaller, still shape the texture."""
-    return functools.reduce(operator.add, (
+    whose Gram entries are orders of magnitude smaller, still shape the texture; plus the colour prior
+    (`objectives.colour_distance`) and a total-variation prior per pixel of an output of `size`, where
+    their weights are positive."""
+    objective = functools.reduce(operator.add, (
         float(weight) * objectives.gram_distance(layer, normalise=True) for layer, weight in zip(layers, layer_weights)
     ))
+    if colour_weight > 0:
+        objective = objective + float(colour_weight) * objectives.colour_distance()
+    if tv_weight > 0:
+        # total_variation sums squared differences over pixels and channels: a mean, at any output size.
+        objective = objective + float(tv_weight) / (3.0 * size[0] * size[1]) * objectives.total_variation()
+    return objective
 
 
 def texture(settings, run, seed=0, show_progress=True, echo=print):
@@ -68,15 +80,19 @@ def texture(settings, run, seed=0, show_progress=True, echo=print):
         features = targets("texture", source, image)
         for layer in layers:
             grams[f"gram.{layer}"] = grams[f"gram.{layer}"] + weight * objectives.gram_numpy(features[layer])
+        grams["colour.images"] = grams.get("colour.images", 0.0) + weight * objectives.colour_statistics(image)
     grams = {name: value[None] for name, value in grams.items()}
+    if settings.colour_weight <= 0:
+        del grams["colour.images"]
 
-    engine = Engine.for_objective(texture_objective(layers, layer_weights), network)
+    objective = texture_objective(layers, layer_weights, settings.colour_weight, settings.tv_weight, settings.size)
+    engine = Engine.for_objective(objective, network)
     rule = step_rule(settings.optimiser, settings.learning_rate)
     if settings.parametrisation == "fourier":
         parametrisation = FourierImage((settings.count, *settings.size), seed=seed)
         start = parametrisation.parameters
         if isinstance(rule, LBFGS):
-            rule = LBFGS(bounds=None, history=rule.history)
+            rule = dataclasses.replace(rule, bounds=None)  # keeps its history and stopping test
     else:
         parametrisation = None
         start = rng.uniform(0.0, 1.0, (settings.count, *settings.size, 3)).astype(np.float32)
