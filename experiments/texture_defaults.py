@@ -46,7 +46,7 @@ SOURCE_SIZE = 256  # the command's default --source-size
 SEED = 0
 COMMON = f"texture --weights offline --size {SIZE} --source-size {SOURCE_SIZE}"
 # Gatys et al.'s layers (VGG's conv1_1 is the ReLU output in Caffe), each weighted 1 in the paper's loss.
-PAPER_LAYERS = ("block1_relu1", "block1_pool", "block2_pool", "block3_pool", "block4_pool")
+PAPER_LAYERS = ("block1_conv1", "block1_pool", "block2_pool", "block3_pool", "block4_pool")
 
 # name: the options after COMMON, every one that differs between candidates spelled out. Fourier without a
 # prior at 100 steps is the default before this measurement.
