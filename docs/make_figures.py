@@ -6,8 +6,9 @@ run's own output, composed beside its inputs where the run writes the result alo
 to `docs/figures/<name>.png` and are checked in, so building the manual needs no run.
 
 Sizes and steps are small: on two CPU cores, more or less shared with other jobs, each example took
-16 s (invert) to 93 s (style); each page states its example's time. The pages say what the same commands give at
-full scale.
+from under a minute to a few (invert at its defaults: 223 s of CPU time); each page states its example's time.
+The pages say what the same commands give at full scale. `invert_by_depth` is drawn by its experiment
+script (`experiments/invert_by_depth.py`, one `invert` run per image and layer), the longest of all.
 
 Usage: python3 docs/make_figures.py [--only dream --only style ...] [--keep RUNS_FOLDER]
 """

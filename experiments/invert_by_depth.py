@@ -55,19 +55,22 @@ def read_rows(path):
 
 
 def figure(rows, images, layers, size, path):
-    """Per image a row: the image, then its reconstruction from each layer, titled with layer and PSNR."""
+    """Per image a row: the image, then its reconstruction from each layer (white where a run is missing),
+    each column titled with its layer and the PSNR of each image's reconstruction."""
+    import numpy as np
+
     from deeprestore import figures
     from deeprestore import images as image_io
 
+    found = {(row["image"], row["layer"]): row for row in rows}
     cells = []
     for name in images:
-        found = {row["layer"]: row for row in rows if row["image"] == name}
         cells.append([image_io.resize(image_io.load_image(name), (size, size))] + [
-            image_io.load_image(str(pathlib.Path(found[layer]["run"]) / "outputs" / f"000_{name}.png"))
-            for layer in layers])
-    psnr = {(row["image"], row["layer"]): float(row["psnr"]) for row in rows}
-    titles = ["image"] + [f"{layer} ({', '.join(f'{psnr[name, layer]:.1f}' for name in images)} dB)"
-                          for layer in layers]
+            image_io.load_image(str(pathlib.Path(found[name, layer]["run"]) / "outputs" / f"000_{name}.png"))
+            if (name, layer) in found else np.ones((size, size, 3), np.float32) for layer in layers])
+    titles = ["image"] + [
+        f"{layer} ({', '.join(found[name, layer]['psnr'] for name in images if (name, layer) in found)} dB)"
+        for layer in layers]
     figures.save_figure(path, figures.image_grid(cells, column_titles=titles, row_titles=list(images),
                                                  title=f"VGG16 (offline weights) reconstructions by depth, "
                                                        f"invert's defaults at {size} px"))
@@ -89,9 +92,10 @@ def main():
     table = options.out / "by_depth.csv"
     rows = read_rows(table)
     extra = options.extra.split()
+    new_file = not table.exists()
     with table.open("a", newline="") as file:
         writer = csv.DictWriter(file, FIELDS)
-        if not rows:
+        if new_file:
             writer.writeheader()
         for layer in options.layers:
             for name in options.images:
@@ -111,8 +115,12 @@ def main():
                 rows.append({key: str(value) for key, value in row.items()})
                 print(row, flush=True)
     (options.out / "by_depth.json").write_text(json.dumps(rows, indent=1))
+    # The figure shows every image and layer measured so far in this folder, not only this call's.
+    shown_images = list(dict.fromkeys([*options.images, *(row["image"] for row in rows)]))
+    shown_layers = [layer for layer in LAYERS if any(row["layer"] == layer for row in rows)]
+    shown_layers += [layer for layer in dict.fromkeys(row["layer"] for row in rows) if layer not in shown_layers]
     for path in filter(None, (options.out / "by_depth.png", options.figure)):
-        figure(rows, options.images, options.layers, options.size, path)
+        figure(rows, shown_images, shown_layers, options.size, path)
         print(f"figure -> {path}")
 
 
