@@ -10,7 +10,7 @@ the normalised feature error `||phi(x) - phi0||^2 / ||phi0||^2` it reached (smal
 the layer's activations, so what the reconstruction lacks is what the layer does not keep), with the
 run's CPU and wall time. Rows go to `<out>/by_depth.csv` as each run ends; a row already there is not
 run again. At the end it writes `<out>/by_depth.json` and the figure `<out>/by_depth.png` (per image:
-the image, then the reconstruction from each layer).
+the image, then the reconstruction from each layer, white where a run is missing).
 
     PYTHONPATH=$PWD python experiments/invert_by_depth.py --out results/invert_by_depth \\
         --figure docs/figures/invert_by_depth.png
@@ -55,8 +55,7 @@ def read_rows(path):
 
 
 def figure(rows, images, layers, size, path):
-    """Per image a row: the image, then its reconstruction from each layer (white where a run is missing),
-    each column titled with its layer and the PSNR of each image's reconstruction."""
+    """Per image a row: the image, then its reconstruction from each layer (white where a run is missing)."""
     import numpy as np
 
     from deeprestore import figures
@@ -68,9 +67,7 @@ def figure(rows, images, layers, size, path):
         cells.append([image_io.resize(image_io.load_image(name), (size, size))] + [
             image_io.load_image(str(pathlib.Path(found[name, layer]["run"]) / "outputs" / f"000_{name}.png"))
             if (name, layer) in found else np.ones((size, size, 3), np.float32) for layer in layers])
-    titles = ["image"] + [
-        f"{layer} ({', '.join(found[name, layer]['psnr'] for name in images if (name, layer) in found)} dB)"
-        for layer in layers]
+    titles = ["image", *layers]  # the PSNR of each cell is in the table
     figures.save_figure(path, figures.image_grid(cells, column_titles=titles, row_titles=list(images),
                                                  title=f"VGG16 (offline weights) reconstructions by depth, "
                                                        f"invert's defaults at {size} px"))

@@ -9,6 +9,11 @@ stopped.
 
     PYTHONPATH=$PWD python experiments/invert_sweep.py --layers block2_relu2 --tv-weights 1 0.1 0.01 \\
         --alpha-weights 0 --steps 300 --out results/invert_sweep.csv
+
+`--priors` prints instead what the 2016 priors (weight 1, normalised per pixel) cost on each image
+itself: the scale the feature term `C * error` is balanced against.
+
+    PYTHONPATH=$PWD python experiments/invert_sweep.py --priors --images astronaut chelsea coffee
 """
 
 import argparse
@@ -29,6 +34,26 @@ def row_key(row):
             *(float(row[name]) for name in SETTINGS[1:]))
 
 
+def print_priors(names, size):
+    """Prints each image's alpha-norm and TV prior at weight 1, per pixel, as the objective computes them."""
+    from deeprestore import images as image_io
+    from deeprestore import objectives
+    from deeprestore.networks import create_network
+    from deeprestore.optimise import Engine
+    from deeprestore.recipes import invert
+
+    network = create_network("vgg16", "random", "max")  # the priors read only the preprocessing
+    pixels = size * size
+    engine = Engine.for_objective(
+        objectives.alpha_norm(6.0, "preprocess", scale=invert.B, pixel_norm=True)
+        + objectives.total_variation(2.0, "preprocess", scale=invert.V), network)
+    for name in names:
+        image = image_io.resize(image_io.load_image(name), (size, size))[None]
+        _, values, _ = engine(image)
+        print(f"{name}: alpha-norm {values['alpha_norm.preprocess'] / pixels:.3g} per pixel, "
+              f"TV {values['tv.preprocess'] / pixels:.3g} per pixel", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", nargs="+", default=["block2_relu2"])
@@ -42,7 +67,11 @@ def main():
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--weights", default="offline", help="VGG16 weights (offline: the bundled trunk).")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/invert_sweep.csv"))
+    parser.add_argument("--priors", action="store_true", help="Print the priors' cost on the images, and stop.")
     options = parser.parse_args()
+    if options.priors:
+        print_priors(options.images, options.size)
+        return
 
     from deeprestore import images as image_io
     from deeprestore.inversion.metrics import image_metrics
