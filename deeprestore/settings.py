@@ -419,7 +419,7 @@ class TextureSettings:
 
 TEXTURE = TextureSettings()
 
-INVERT_PRESETS = ("mv2015", "mv2016")
+INVERT_PRESETS = ("lbfgs", "mv2015", "mv2016")
 
 
 @settings_class
@@ -439,12 +439,15 @@ class InvertSettings:
     pooling: str = pooling_field("max")
     layer: str = option("block3_conv3_preact", "Layer to invert, pre- or post-activation (learned: the stack's deepest "
                                         "input; deconvnet: every pooling layer).")
-    preset: str = option("mv2016", "mv2015 (alpha 6, TV by depth, momentum SGD) or mv2016 (normalised priors, "
-                                   "jitter, range constraint, Adam).", choices=INVERT_PRESETS)
+    preset: str = option("lbfgs", "lbfgs (the mv2016 objective with weights measured for L-BFGS: C 300, TV 0.2, "
+                                  "no alpha-norm; no jitter; 300 L-BFGS iterations), mv2015 (alpha 6, TV by depth, "
+                                  "momentum SGD) or mv2016 (normalised priors, jitter, range constraint, Adam).",
+                         choices=INVERT_PRESETS)
     size: int = option(0, "Side of the (square) images; 0: the network's input size (learned: the stack's training "
                           "size).", at_least=0)
     steps: int = option(0, "Iterations (0: the preset's).", at_least=0)
-    learning_rate: float = option(0.0, "Learning rate on [0, 1] pixels (0: the preset's).", at_least=0.0)
+    learning_rate: float = option(0.0, "Learning rate on [0, 1] pixels (0: the preset's; none for lbfgs).",
+                                  at_least=0.0)
     cache: str | None = cache_field()
     shard: str | None = shard_field()
     to: str = option("", "Reconstruct the activations of this lower layer instead of the image (see "

@@ -6,8 +6,9 @@ run's own output, composed beside its inputs where the run writes the result alo
 to `docs/figures/<name>.png` and are checked in, so building the manual needs no run.
 
 Sizes and steps are small: on two CPU cores, more or less shared with other jobs, each example took
-16 s (invert) to 93 s (style); each page states its example's time. The pages say what the same commands give at
-full scale.
+from under a minute to a few (invert at its defaults: 223 s of CPU time); each page states its example's time.
+The pages say what the same commands give at full scale. `invert_by_depth` is drawn by its experiment
+script (`experiments/invert_by_depth.py`, one `invert` run per image and layer), the longest of all.
 
 Usage: python3 docs/make_figures.py [--only dream --only style ...] [--keep RUNS_FOLDER]
 """
@@ -31,7 +32,7 @@ EXAMPLES = {
     "dream": "dream --images astronaut --size 192 --octaves 3 --steps 8 --layer block4_conv3",
     "style": "style --content chelsea --style coffee --size 128 --steps 30",
     "texture": "texture --source brick --size 128",
-    "invert": "invert --images astronaut --layer block2_conv2_preact --size 96 --steps 150",
+    "invert": "invert --images astronaut --layer block2_conv2 --size 128",
     "stack": "stack --from pool1 --size 48 --steps 120 --validate-every 0",
     "denoise": "denoise train --model unet --corruption gaussian:0.1 --steps 150 --test-size 128",
     "describe": "describe train --patches 16 --steps 8 --triplets 256 --queries 50",
@@ -94,6 +95,20 @@ FIGURE_MAKERS = {
 }
 
 
+# Figures made by a script in `experiments/` (its table and figure), with its arguments.
+EXPERIMENT_FIGURES = {
+    "invert_by_depth": ["experiments/invert_by_depth.py", "--out", "results/invert_by_depth"],
+}
+
+
+def run_experiment(name):
+    """Runs the experiment script that draws `name`, writing its figure into `docs/figures/`."""
+    command = [sys.executable, *EXPERIMENT_FIGURES[name], "--figure", str(FIGURES / f"{name}.png")]
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=DOCS.parent)
+    if completed.returncode != 0:
+        raise SystemExit(f"`{' '.join(command)}` failed:\n{completed.stderr}")
+
+
 def write_example_texts():
     """Writes each example's command line for the pages to include, so page and figure cannot differ."""
     EXAMPLE_TEXTS.mkdir(exist_ok=True)
@@ -103,17 +118,21 @@ def write_example_texts():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", action="append", choices=sorted(EXAMPLES), help="Make only these figures.")
+    parser.add_argument("--only", action="append", choices=sorted({*EXAMPLES, *EXPERIMENT_FIGURES}),
+                        help="Make only these figures.")
     parser.add_argument("--keep", type=pathlib.Path, help="Keep the run directories in this folder.")
     options = parser.parse_args()
     write_example_texts()
     FIGURES.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as temporary:
         runs = options.keep or pathlib.Path(temporary)
-        for name in options.only or EXAMPLES:
+        for name in options.only or [*EXAMPLES, *EXPERIMENT_FIGURES]:
             start = time.perf_counter()
-            run = run_command(EXAMPLES[name], runs)
-            FIGURE_MAKERS[name](run, FIGURES / f"{name}.png")
+            if name in EXPERIMENT_FIGURES:
+                run_experiment(name)
+            else:
+                run = run_command(EXAMPLES[name], runs)
+                FIGURE_MAKERS[name](run, FIGURES / f"{name}.png")
             print(f"{name}: {time.perf_counter() - start:.0f} s -> {FIGURES / f'{name}.png'}", flush=True)
 
 

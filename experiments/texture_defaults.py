@@ -56,6 +56,9 @@ CANDIDATES = {
     "pixels+colour": "--parametrisation pixels --colour-weight 1 --tv-weight 0 --steps 100",
     "pixels+tv": "--parametrisation pixels --colour-weight 0 --tv-weight 0.5 --steps 100",
     "pixels+colour+tv": "--parametrisation pixels --colour-weight 1 --tv-weight 0.5 --steps 100",
+    # The chosen candidate with longer budgets: where its loss stops falling (`last_10_fall`).
+    "pixels+colour@200": "--parametrisation pixels --colour-weight 1 --tv-weight 0 --steps 200",
+    "pixels+colour@400": "--parametrisation pixels --colour-weight 1 --tv-weight 0 --steps 400",
 }
 COLUMNS = ("candidate", "source", "structure", "colour", "paper_loss", "our_loss", "cpu_s", "iterations",
            "last_10_fall", "options")

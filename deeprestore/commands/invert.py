@@ -79,10 +79,11 @@ def command(ctx, method, dry_run, stack, batch_size, channels, top, data_cache, 
         return
 
     from deeprestore.images import list_images, load_image
-    from deeprestore.recipes.invert import invert, invert_estimates
+    from deeprestore.recipes.invert import check_learning_rate, invert, invert_estimates
     from deeprestore.sharding import shard
 
     settings = defaults.InvertSettings(**options)
+    check_learning_rate(settings)
     sources = list_images(settings.images)
     for source in shard(sources, settings.shard):
         load_image(source)

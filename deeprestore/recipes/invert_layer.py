@@ -14,7 +14,8 @@ percentile of the layer's values on the samples, so the presets' learning rates,
 pixels, keep their scale. The start is uniform noise in `[0, unit]` (or `[-unit, unit]` for a layer
 with negative values), the presets' jitter is divided by the layer's stride, and after every step
 the tensor is projected onto the layer's range: non-negative where the samples' activations all are,
-and, with the range constraint of `mv2016`, each position's norm within `2 B`.
+and, with the range constraint of `mv2016`, each position's norm within `2 B`. L-BFGS (the `lbfgs`
+preset) keeps the tensor non-negative by its bounds instead.
 """
 
 import dataclasses
@@ -29,7 +30,14 @@ from deeprestore.figures import activation_figure, save_figure, titled
 from deeprestore.losslog import LossLog
 from deeprestore.optimise import Constraint, Engine, Progress, optimise
 from deeprestore.probes import FeatureProbe, SegmentProbe
-from deeprestore.recipes.common import TargetFeatures, activation_cache, item_rng, open_network, pending_items
+from deeprestore.recipes.common import (
+    TargetFeatures,
+    activation_cache,
+    item_rng,
+    notifier,
+    open_network,
+    pending_items,
+)
 from deeprestore.recipes.invert import (
     chosen_preset,
     inversion_objective,
@@ -154,11 +162,13 @@ def invert_to_layer(settings, run, seed=0, show_progress=True, echo=print):
     low = 0.0 if statistics.non_negative else -1.0
     start = np.stack([item_rng(seed, position).uniform(low, 1.0, true.shape[1:]).astype(np.float32)
                       for position, _, _ in pending])
+    bounds = (0.0, None) if statistics.non_negative else None
     log = LossLog(run.losses_dir)
     result, _ = optimise(
-        engine, start, chosen.steps, step_rule_for(chosen, chosen.steps), jitter=chosen.jitter,
+        engine, start, chosen.steps, step_rule_for(chosen, chosen.steps, bounds), jitter=chosen.jitter,
         callbacks=[layer_constraint(statistics, chosen.constrain)], rng=np.random.default_rng(seed),
-        progress=Progress(description=f"invert {layer} to {source}", show=show_progress, log=log),
+        progress=Progress(description=f"invert {layer} to {source}", show=show_progress, log=log,
+                          notify=notifier(run, echo)),
         targets={f"feature.{layer}": goal},
     )
     log.close()
