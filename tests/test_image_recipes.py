@@ -196,7 +196,7 @@ def test_shards_of_an_array_job_name_their_outputs_by_position(tmp_path):
 
 
 @pytest.mark.parametrize("command, steps", [
-    (("style",), "60 steps per row"), (("texture",), "100 steps per row"),
+    (("style",), "60 steps per row"), (("texture",), "400 steps per row"),
     (("invert", "--layer", "relu2"), "300 steps per row"),  # the default preset's, not "no total"
     # 100 bundled images in batches of 8: 13 forward-only batches count as 7 steps, and 2 channels x 1 batch of 3.
     (("invert", "--method", "deconvnet", "--layer", "pool1", "--channels", "2", "--top", "3"), "9 steps per row"),
