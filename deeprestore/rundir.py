@@ -125,7 +125,7 @@ def to_json(data):
     return json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n"
 
 
-def _check_folder_name(name, what, example):
+def check_folder_name(name, what, example):
     """Raises a `DeepRestoreError` unless `name` is a plain folder name."""
     if not name or name in (".", "..") or any(separator in name for separator in "/\\"):
         raise DeepRestoreError(f"{what} {name!r} is not a folder name; expected a plain name like '{example}'.")
@@ -217,10 +217,10 @@ class RunDir:
         Raises:
             DeepRestoreError: if `command` or `name` is not a plain folder name, or the named run exists.
         """
-        _check_folder_name(command, "Run command", "dream")
+        check_folder_name(command, "Run command", "dream")
         parent = _command_folder(root, command)
         if name is not None:
-            _check_folder_name(name, "Run name", "my-run")
+            check_folder_name(name, "Run name", "my-run")
             now = datetime.datetime.now().astimezone()
             try:
                 (parent / name).mkdir(exist_ok=False)  # exclusive: two jobs starting one name get one run
@@ -271,8 +271,8 @@ class RunDir:
             DeepRestoreError: A name that is not a plain folder name, a folder that is not a run, or
                 settings that differ from the stored ones.
         """
-        _check_folder_name(command, "Run command", "dream")
-        _check_folder_name(name, "Run name", "my-array-job")
+        check_folder_name(command, "Run command", "dream")
+        check_folder_name(name, "Run name", "my-array-job")
         parent = _command_folder(root, command)
         path = parent / name
         if not path.exists():

@@ -237,15 +237,14 @@ def train_command(context, command, settings_class, options, train, *, resume=No
     """
     from deeprestore import backend
     from deeprestore.commands.common import run_recipe
-    from deeprestore.rundir import RunDir
+    from deeprestore.rundir import RunDir, check_folder_name
 
     state = context.obj
     if resume is not None and name is not None:
         raise DeepRestoreError(f"Got --resume {resume} and --name {name}; expected one (--name resumes its run when it "
                                "exists).")
     if name is not None:
-        if not name or name in (".", "..") or any(separator in name for separator in "/\\"):
-            raise DeepRestoreError(f"--name {name!r} is not a folder name; expected a plain name like 'my-run'.")
+        check_folder_name(name, "--name", "my-run")
         path = pathlib.Path(state.runs) / command / name
         if path.exists():
             run = RunDir.open(path)
