@@ -4,7 +4,8 @@ TensorBoard event files.
 Everything else in deeprestore is written with `keras` and `keras.ops` and runs on any backend that
 Keras supports. What Keras does not abstract, computing the gradient of a scalar with respect to an
 input image inside a compiled function and spreading a training step over several devices, lives here
-with one branch per backend. Nothing else imports tensorflow or jax.
+with one branch per backend. Nothing else imports tensorflow or jax, but for `distributed`, which
+starts each engine's multi-process runtime (one training over several machines).
 """
 
 import contextlib
@@ -13,6 +14,7 @@ import functools
 import keras
 import numpy as np
 
+from deeprestore import distributed
 from deeprestore.errors import DeepRestoreError
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
@@ -214,14 +216,18 @@ def parallel_devices():
     """Names of the devices data-parallel training can use: the GPUs, or the CPUs where there are none.
 
     On TensorFlow these are its logical devices (`GPU:0`, `GPU:1`, ...); on JAX those of its default
-    platform (`gpu:0`, ...).
+    platform (`gpu:0`, ...). In a job of several processes (see `distributed`) they are the devices of
+    every process: JAX numbers them globally; on TensorFlow each process's are prefixed `worker<i>/`.
     """
     check_supported()
     if name() == "tensorflow":
         import tensorflow as tf
 
         found = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tuple(logical.name.split("device:")[-1] for logical in found)
+        local = tuple(logical.name.split("device:")[-1] for logical in found)
+        if distributed.process_count() > 1:
+            return tuple(f"worker{index}/{device}" for index in range(distributed.process_count()) for device in local)
+        return local
     import jax
 
     return tuple(f"{accelerator.platform}:{accelerator.id}" for accelerator in jax.devices())
@@ -238,8 +244,17 @@ def check_devices(devices=1):
         The device names, `(device(),)` for one.
 
     Raises:
-        DeepRestoreError: More devices asked for than there are.
+        DeepRestoreError: More devices asked for than there are, or in a job of several processes fewer
+            than all of them.
     """
+    processes = distributed.process_count()
+    if processes > 1:
+        available = parallel_devices()
+        if devices not in ("all", len(available)):
+            raise DeepRestoreError(f"--devices {devices} in a job of {processes} processes with {len(available)} "
+                                   f"devices in all; a job of several processes trains on every device: expected all "
+                                   f"(or {len(available)}).")
+        return available
     available = parallel_devices() if devices != 1 else ()
     count = len(available) if devices == "all" else int(devices)
     if count < 1 or count > max(len(available), 1):
@@ -265,7 +280,9 @@ class DataParallel:
     a step on `n` devices equals a step on one device with the whole batch (up to float rounding;
     batch normalisation on TensorFlow normalises each slice by its own statistics). On TensorFlow this
     is a `tf.distribute.MirroredStrategy`, on JAX a `keras.distribution.DataParallel`. One device
-    (the default) is plain Keras, unchanged.
+    (the default) is plain Keras, unchanged. In a job of several processes (`distributed`) it spans the
+    devices of all of them: on TensorFlow the job's `MultiWorkerMirroredStrategy`, on JAX a
+    `DataParallel` over the global devices that takes from each process its own slice of the batch.
 
     Models and optimisers must be built, checkpoints loaded and `fit` called inside `scope()`, which
     makes `fit` split each batch over the devices. Prediction and `test_on_batch` work outside the
@@ -276,6 +293,7 @@ class DataParallel:
 
     Attributes:
         devices: The names of the devices used (one: `device()`).
+        processes: The number of processes the devices belong to (1 but in a multi-process job).
 
     Raises:
         DeepRestoreError: More devices asked for than there are.
@@ -283,16 +301,19 @@ class DataParallel:
 
     def __init__(self, devices=1):
         self.devices = check_devices(devices)
+        self.processes = distributed.process_count()
         count = len(self.devices)
         self._engine = None
         if count == 1:
             return
         if name() == "tensorflow":
-            self._engine = _mirrored_strategy(self.devices)
+            self._engine = distributed.tensorflow_strategy() or _mirrored_strategy(self.devices)
         else:
             import jax
 
-            self._engine = keras.distribution.DataParallel(devices=jax.devices()[:count])
+            # Each process's batch is its own slice already (`distributed.process_slice`): no sharding again.
+            self._engine = keras.distribution.DataParallel(devices=jax.devices()[:count],
+                                                           auto_shard_dataset=self.processes == 1)
 
     @property
     def replicas(self):
@@ -302,6 +323,14 @@ class DataParallel:
     def scope(self):
         """The context to build models and optimisers and load checkpoints in."""
         return self._engine.scope() if self._engine is not None else contextlib.nullcontext()
+
+    def process_batches(self, batches):
+        """`step -> batch` as this process feeds it to `fit`: on JAX over several processes its own slice
+        of each global batch (`distributed.process_slice`); otherwise the whole batch (TensorFlow's
+        multi-worker strategy takes each worker's slice itself, see `fit_data`)."""
+        if self.processes == 1 or name() == "tensorflow":
+            return batches
+        return lambda step: distributed.process_slice(batches(step))
 
     def check_batch(self, batch_size, option="--batch-size"):
         """Raises a `DeepRestoreError` unless `batch_size` splits evenly over the devices."""
@@ -341,6 +370,8 @@ def fit_data(batches):
     signature = tf.nest.map_structure(lambda value: tf.TensorSpec(np.shape(value), np.asarray(value).dtype), first)
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
     options = tf.data.Options()
+    if distributed.process_count() > 1:  # every worker makes the same global batches; the strategy slices them
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     options.autotune.enabled = False
     options.threading.private_threadpool_size = 1
     return dataset.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(1).with_options(options)

@@ -97,9 +97,10 @@ def use_backend(name):
         os.environ["KERAS_BACKEND"] = name
     try:
         with contextlib.nullcontext() if os.environ.get("DEEPRESTORE_DEBUG") else native_stderr_silenced():
-            from deeprestore import backend
+            from deeprestore import backend, distributed
 
-            backend.device()
+            if not distributed.described():  # a multi-process training starts its engine first (`initialize`)
+                backend.device()
     except ImportError as error:
         raise DeepRestoreError(
             f"Keras backend '{os.environ.get('KERAS_BACKEND', 'tensorflow')}' could not be loaded ({error}); "

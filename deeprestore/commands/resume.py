@@ -15,6 +15,11 @@ resumes started together exactly one proceeds; the other is refused before it re
 the same options (only those in `RESUMABLE` may differ) it is resumed as by `--resume`, so a cluster job
 requeued or resubmitted with the same command line continues its run; a run already complete is left
 as it is; other options are refused in one line, naming the first difference.
+
+One training over several processes (one per machine, see `distributed`) runs the same command line in
+each, with `--name` or `--resume` so that all find one run directory. Process 0 lives the run's life
+as above; the others wait until it has created or claimed the run, take the settings and seed it
+stores, and train beside it (`_follow`), writing nothing into the run.
 """
 
 import contextlib
@@ -235,7 +240,7 @@ def train_command(context, command, settings_class, options, train, *, resume=No
         DeepRestoreError: Both `--resume` and `--name`, a bad name, a named run of other options, a refused
             `--devices`, or what `check` or `reopen` raise.
     """
-    from deeprestore import backend
+    from deeprestore import backend, distributed
     from deeprestore.commands.common import run_recipe
     from deeprestore.rundir import RunDir, check_folder_name
 
@@ -243,6 +248,18 @@ def train_command(context, command, settings_class, options, train, *, resume=No
     if resume is not None and name is not None:
         raise DeepRestoreError(f"Got --resume {resume} and --name {name}; expected one (--name resumes its run when it "
                                "exists).")
+    cluster = distributed.initialize()  # before the backend computes anything
+    if cluster is not None:
+        if resume is None and name is None:
+            raise DeepRestoreError(f"A training over {cluster.processes} processes got neither --name nor --resume; "
+                                   "expected --name NAME (e.g. --name $SLURM_JOB_ID), so that every process finds the "
+                                   "one run directory.")
+        if name is not None:
+            check_folder_name(name, "--name", "my-run")
+        if not distributed.is_primary():
+            return _follow(context, pathlib.Path(resume or pathlib.Path(state.runs) / command / name), command,
+                           settings_class, options, train, stored_key)
+        train = _leading(train)
     if name is not None:
         check_folder_name(name, "--name", "my-run")
         path = pathlib.Path(state.runs) / command / name
@@ -252,6 +269,7 @@ def train_command(context, command, settings_class, options, train, *, resume=No
             _check_same_run(run, command, settings, state.seed)
             stored_steps = run.config["settings"].get("steps")
             if run.status == "complete" and settings.steps == stored_steps:
+                distributed.barrier("run")  # the other processes find it complete too
                 click.echo(f"Run {path} is already complete ({stored_steps} steps); nothing to do.", err=True)
                 click.echo(str(run.path))
                 return run
@@ -266,6 +284,59 @@ def train_command(context, command, settings_class, options, train, *, resume=No
     backend.check_devices(settings.devices)  # a refused --devices leaves no run directory
     return run_recipe(state, command, settings, lambda run: train(settings, run, state.seed, False), name=name,
                       join=False, continue_hint=resume_hint(command, name))
+
+
+def _leading(train):
+    """Process 0's recipe: once its run is created or claimed (and has its checkpoint folder), lets the
+    other processes go on (`_follow`), then trains."""
+
+    def lead(settings, run, seed, resume):
+        from deeprestore import distributed
+
+        run.checkpoints_dir  # noqa: B018 (created here, read by the other processes)
+        distributed.barrier("run")
+        return train(settings, run, seed, resume)
+
+    return lead
+
+
+def _follow(context, path, command, settings_class, options, train, stored_key):
+    """A process other than 0 of a multi-process training: waits until process 0 has created or claimed
+    the run at `path`, takes its stored settings and seed (the options it may change as given), and runs
+    the recipe in step with process 0 in a private scratch run that is deleted at the end, its
+    `checkpoints/` the shared run's (read on resume; only process 0 writes there). Prints the shared run.
+
+    Raises:
+        DeepRestoreError: Process 0 stopped before training (its log says why), or what `_checked` raises.
+    """
+    import shutil
+    import tempfile
+
+    from deeprestore import distributed
+    from deeprestore.rundir import RunDir
+
+    try:
+        distributed.barrier("run")
+    except Exception as error:
+        if not distributed.is_lost_peer(error):
+            raise
+        raise DeepRestoreError(f"Process 0 of the job stopped before training ({' '.join(str(error).split())[:120]}); "
+                               "expected it to create or resume the run: see its log.") from None
+    run = RunDir.open(path)
+    if run.status == "complete" and settings_class(**options).steps == run.config["settings"].get("steps"):
+        click.echo(str(run.path))
+        return run
+    _, settings, seed, _ = _checked(context, run, command, settings_class, options, stored_key)
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"deeprestore-process{distributed.process_index()}-"))
+    try:
+        shadow = RunDir.create(scratch, command, {"settings": dataclasses.asdict(settings), "seed": seed})
+        (shadow.path / "checkpoints").symlink_to((run.path / "checkpoints").resolve(), target_is_directory=True)
+        with shadow:
+            train(settings, shadow, seed, True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    click.echo(str(run.path))
+    return run
 
 
 def _check_same_run(run, command, settings, seed):
