@@ -216,18 +216,15 @@ def parallel_devices():
     """Names of the devices data-parallel training can use: the GPUs, or the CPUs where there are none.
 
     On TensorFlow these are its logical devices (`GPU:0`, `GPU:1`, ...); on JAX those of its default
-    platform (`gpu:0`, ...). In a job of several processes (see `distributed`) they are the devices of
-    every process: JAX numbers them globally; on TensorFlow each process's are prefixed `worker<i>/`.
+    platform (`gpu:0`, ...); in a job of several processes (see `distributed`, JAX only) those of every
+    process, numbered globally.
     """
     check_supported()
     if name() == "tensorflow":
         import tensorflow as tf
 
         found = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        local = tuple(logical.name.split("device:")[-1] for logical in found)
-        if distributed.process_count() > 1:
-            return tuple(f"worker{index}/{device}" for index in range(distributed.process_count()) for device in local)
-        return local
+        return tuple(logical.name.split("device:")[-1] for logical in found)
     import jax
 
     return tuple(f"{accelerator.platform}:{accelerator.id}" for accelerator in jax.devices())
@@ -280,9 +277,8 @@ class DataParallel:
     a step on `n` devices equals a step on one device with the whole batch (up to float rounding;
     batch normalisation on TensorFlow normalises each slice by its own statistics). On TensorFlow this
     is a `tf.distribute.MirroredStrategy`, on JAX a `keras.distribution.DataParallel`. One device
-    (the default) is plain Keras, unchanged. In a job of several processes (`distributed`) it spans the
-    devices of all of them: on TensorFlow the job's `MultiWorkerMirroredStrategy`, on JAX a
-    `DataParallel` over the global devices that takes from each process its own slice of the batch.
+    (the default) is plain Keras, unchanged. In a job of several processes (`distributed`, JAX) it is a
+    `DataParallel` over the devices of all of them that takes from each process its own slice of the batch.
 
     Models and optimisers must be built, checkpoints loaded and `fit` called inside `scope()`, which
     makes `fit` split each batch over the devices. Prediction and `test_on_batch` work outside the
@@ -307,7 +303,7 @@ class DataParallel:
         if count == 1:
             return
         if name() == "tensorflow":
-            self._engine = distributed.tensorflow_strategy() or _mirrored_strategy(self.devices)
+            self._engine = _mirrored_strategy(self.devices)
         else:
             import jax
 
@@ -325,10 +321,9 @@ class DataParallel:
         return self._engine.scope() if self._engine is not None else contextlib.nullcontext()
 
     def process_batches(self, batches):
-        """`step -> batch` as this process feeds it to `fit`: on JAX over several processes its own slice
-        of each global batch (`distributed.process_slice`); otherwise the whole batch (TensorFlow's
-        multi-worker strategy takes each worker's slice itself, see `fit_data`)."""
-        if self.processes == 1 or name() == "tensorflow":
+        """`step -> batch` as this process feeds it to `fit`: over several processes its own slice of each
+        global batch (`distributed.process_slice`), otherwise the whole batch."""
+        if self.processes == 1:
             return batches
         return lambda step: distributed.process_slice(batches(step))
 
@@ -370,8 +365,6 @@ def fit_data(batches):
     signature = tf.nest.map_structure(lambda value: tf.TensorSpec(np.shape(value), np.asarray(value).dtype), first)
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
     options = tf.data.Options()
-    if distributed.process_count() > 1:  # every worker makes the same global batches; the strategy slices them
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     options.autotune.enabled = False
     options.threading.private_threadpool_size = 1
     return dataset.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(1).with_options(options)

@@ -4,13 +4,14 @@ collective operations the training path needs beyond the engine's own data paral
 A job is a `Cluster` of `processes`, this one being `process_id` (0 is the primary: the only one that
 writes the run directory, logs, TensorBoard events and checkpoints). `cluster_from_environment` reads it
 from SLURM (`srun` with more than one task: `SLURM_NTASKS`, `SLURM_PROCID`, `SLURM_STEP_NODELIST`) or
-from `DEEPRESTORE_COORDINATOR` (`host:port` of process 0, or every process's `host:port`, comma
-separated), `DEEPRESTORE_PROCESSES` and `DEEPRESTORE_PROCESS_ID`; without either, one process.
+from `DEEPRESTORE_COORDINATOR` (`host:port` of process 0), `DEEPRESTORE_PROCESSES` and
+`DEEPRESTORE_PROCESS_ID`; without either, one process.
 `initialize()` starts the engine's own multi-process runtime once, before anything else touches it:
-on JAX `jax.distributed.initialize` (CPU collectives through gloo), after which `jax.devices()` are the
-devices of every process and `backend.DataParallel` lays the batch over all of them; on TensorFlow a
-`tf.distribute.MultiWorkerMirroredStrategy` (its SLURM cluster resolver, or `TF_CONFIG` from the
-addresses), which must exist before any other TensorFlow operation runs.
+`jax.distributed.initialize` (CPU collectives through gloo), after which `jax.devices()` are the devices
+of every process and `backend.DataParallel` lays the batch over all of them. TensorFlow is refused: its
+`MultiWorkerMirroredStrategy` connects two localhost workers, but Keras 3.15's `fit` fails under it
+before the first step (`_maybe_symbolic_build` reduces the batch, a nested `PerReplica`, with the
+strategy's `reduce`, which takes one value; skipping that, `reduce_per_replica` fails on the loss).
 
 With the engine's data parallelism every training step is one collective operation, so a process that
 dies makes the next step fail on the others (JAX's gloo reports the lost connection as an error; with
@@ -22,7 +23,6 @@ or the processes would stop at different steps and the ones still training would
 import atexit
 import contextlib
 import dataclasses
-import json
 import os
 import re
 import time
@@ -132,8 +132,7 @@ def initialize():
         The `Cluster`, or None for a single process (nothing is started).
 
     Raises:
-        DeepRestoreError: A bad description (see `cluster_from_environment`), or TensorFlow without every
-            worker's address.
+        DeepRestoreError: A bad description (see `cluster_from_environment`), or the TensorFlow backend.
     """
     if "cluster" in _state:
         return _state["cluster"]
@@ -142,10 +141,12 @@ def initialize():
         from deeprestore import backend
 
         backend.check_supported()
-        if backend.name() == "jax":
-            _start_jax(cluster)
-        else:
-            _state["strategy"] = _tensorflow_strategy(cluster)
+        if backend.name() != "jax":
+            raise DeepRestoreError(
+                f"A training over {cluster.processes} processes runs on JAX; got backend '{backend.name()}', under "
+                "which Keras 3's fit fails with TensorFlow's MultiWorkerMirroredStrategy. Expected --backend jax "
+                "(the cluster templates' default).")
+        _start_jax(cluster)
     _state["cluster"] = cluster
     return cluster
 
@@ -187,23 +188,6 @@ def _leave_jax(cluster, wait_seconds=60):
             time.sleep(0.05)  # waiting on the other processes' shutdown, nothing to compute meanwhile
 
 
-def _tensorflow_strategy(cluster):
-    import tensorflow as tf
-
-    if cluster.source == "slurm":
-        port = int(cluster.coordinator.rsplit(":", 1)[1])
-        resolver = tf.distribute.cluster_resolver.SlurmClusterResolver(port_base=port)
-    else:
-        if len(cluster.addresses) != cluster.processes:
-            raise DeepRestoreError(
-                f"DEEPRESTORE_COORDINATOR names {len(cluster.addresses)} address(es); TensorFlow needs every worker's, "
-                f"expected {cluster.processes} comma-separated host:port (or TF_CONFIG, or SLURM).")
-        os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": list(cluster.addresses)},
-                                              "task": {"type": "worker", "index": cluster.process_id}})
-        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
-
-
 def cluster():
     """The `Cluster` `initialize` started, or None (one process, or not initialised)."""
     return _state.get("cluster")
@@ -220,11 +204,6 @@ def process_index():
 def is_primary():
     """Whether this process writes the run (process 0, or the only one)."""
     return process_index() == 0
-
-
-def tensorflow_strategy():
-    """The `MultiWorkerMirroredStrategy` of a TensorFlow job, or None."""
-    return _state.get("strategy")
 
 
 def process_slice(batch):
@@ -249,18 +228,9 @@ def any_process(flag):
     """Whether `flag` is true on any process (a collective: every process must call it, in step)."""
     if process_count() == 1:
         return bool(flag)
-    from deeprestore import backend
+    from jax.experimental import multihost_utils
 
-    if backend.name() == "jax":
-        from jax.experimental import multihost_utils
-
-        return bool(np.asarray(multihost_utils.process_allgather(np.array([int(bool(flag))], np.int32))).max())
-    import tensorflow as tf
-
-    strategy = tensorflow_strategy()
-    value = strategy.reduce(tf.distribute.ReduceOp.MAX,
-                            strategy.run(lambda: tf.constant(int(bool(flag)), tf.int32)), axis=None)
-    return bool(int(value))
+    return bool(np.asarray(multihost_utils.process_allgather(np.array([int(bool(flag))], np.int32))).max())
 
 
 def barrier(name):
@@ -273,6 +243,4 @@ def is_lost_peer(error):
     """Whether `error` is a collective operation failing because another process of the job is gone."""
     if process_count() == 1:
         return False
-    kind = type(error).__name__
-    return kind in ("XlaRuntimeError", "JaxRuntimeError", "UnavailableError", "InternalError", "CancelledError",
-                    "AbortedError", "DeadlineExceededError")
+    return type(error).__name__ in ("XlaRuntimeError", "JaxRuntimeError")

@@ -10,8 +10,8 @@ of them stops both after the same step with one checkpoint, and resuming both fr
 bit where the uninterrupted pair ended.
 
 `DEEPRESTORE_MULTIPROCESS_KILLS=N` adds the slow proof through the command line (`stack --name`):
-the pair against one process of four devices, then N times kill -9 of one process of the pair at a
-random moment, each followed by the same command in both processes, until the run ends equal, bit for
+the pair against one process of four devices, then N times kill -9 of one process of the pair after a
+random step, each followed by the same command in both processes, until the run ends equal, bit for
 bit, to the uninterrupted pair. Every process of a JAX job needs the `jax` extra and gloo (in jaxlib).
 """
 
@@ -234,17 +234,21 @@ def test_kill_9_of_one_process_then_the_same_command_ends_as_the_uninterrupted_p
 
     rng = np.random.default_rng(KILLS)
     run = tmp_path / "killed" / "stack" / "job"
+    log = run / "losses" / "train.loss.csv"
     kills = []
     for _ in range(KILLS):
         processes = launch_pair(tmp_path / "killed")
-        moment, victim = float(rng.uniform(0.2, 0.9) * duration), int(rng.integers(2))
-        time.sleep(moment)  # the pair runs on its own; the kill lands at a random moment of it
+        logged = len(log.read_text().split()) - 1 if log.is_file() else 0
+        moment, victim = int(rng.integers(logged + 1, step)), int(rng.integers(2))
+        while all(process.poll() is None for process in processes) and (
+                not log.is_file() or len(log.read_text().split()) - 1 < moment):
+            time.sleep(0.05)  # polling the loss log the pair writes; the kill lands after step `moment`
         processes[victim].send_signal(signal.SIGKILL)
         outputs = finish(processes, allowed=(0, 1, -signal.SIGKILL))
-        survivor = outputs[1 - victim][1]
-        state = json.loads((run / "checkpoints" / "state.json").read_text()) if (run / "checkpoints").is_dir() else {}
-        kills.append({"victim": victim, "at": round(moment, 1), "codes": [p.returncode for p in processes],
-                      "checkpoint": state.get("step"), "said": survivor.strip().splitlines()[-1][:200]})
+        state = json.loads((run / "checkpoints" / "state.json").read_text())
+        said = outputs[1 - victim][1].strip().splitlines()
+        kills.append({"victim": victim, "after_step": moment, "codes": [p.returncode for p in processes],
+                      "checkpoint": state["step"], "said": said[-1][:300] if said else ""})
     finish(launch_pair(tmp_path / "killed"))
     assert (run / "status").read_text().strip() == "complete"
     final_step, resumed = last_checkpoint(run / "checkpoints")
@@ -254,3 +258,21 @@ def test_kill_9_of_one_process_then_the_same_command_ends_as_the_uninterrupted_p
     assert report["resumed_vs_pair"] == 0.0, report
     rows = (run / "losses" / "train.loss.csv").read_text().split()[1:]
     assert [int(row.split(",")[0]) for row in rows] == list(range(1, step + 1))
+
+
+@pytest.mark.parametrize(("environment", "arguments", "message"), [
+    ({"DEEPRESTORE_COORDINATOR": "127.0.0.1:9", "DEEPRESTORE_PROCESSES": "2", "DEEPRESTORE_PROCESS_ID": "0"}, [],
+     "A training over 2 processes got neither --name nor --resume"),
+    ({"DEEPRESTORE_PROCESSES": "2"}, ["--name", "job"], "Got DEEPRESTORE_PROCESSES but not"),
+])
+def test_a_job_of_several_processes_is_refused_before_any_work(tmp_path, monkeypatch, environment, arguments, message):
+    from click.testing import CliRunner
+
+    from deeprestore.cli import cli
+
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    result = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), "--quiet", "stack", "--network", "tiny",
+                                      "--weights", "random", "--steps", "2", *arguments])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()

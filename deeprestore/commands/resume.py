@@ -248,7 +248,7 @@ def train_command(context, command, settings_class, options, train, *, resume=No
     if resume is not None and name is not None:
         raise DeepRestoreError(f"Got --resume {resume} and --name {name}; expected one (--name resumes its run when it "
                                "exists).")
-    cluster = distributed.initialize()  # before the backend computes anything
+    cluster = distributed.cluster_from_environment()  # a bad description fails here, before any work
     if cluster is not None:
         if resume is None and name is None:
             raise DeepRestoreError(f"A training over {cluster.processes} processes got neither --name nor --resume; "
@@ -256,6 +256,7 @@ def train_command(context, command, settings_class, options, train, *, resume=No
                                    "one run directory.")
         if name is not None:
             check_folder_name(name, "--name", "my-run")
+        distributed.initialize()  # before the backend computes anything
         if not distributed.is_primary():
             return _follow(context, pathlib.Path(resume or pathlib.Path(state.runs) / command / name), command,
                            settings_class, options, train, stored_key)
