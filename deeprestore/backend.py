@@ -336,6 +336,26 @@ class DataParallel:
             )
 
 
+@contextlib.contextmanager
+def outside_distribution():
+    """Runs the enclosed code without the data-parallel layout of a job of several processes.
+
+    Inside the layout a prediction takes each process's inputs as its slice of one global batch, and its
+    outputs span the devices of every process, so no process can read them; outside it every process
+    predicts on its own inputs with the (replicated) weights. For callbacks during `fit`, which runs in
+    the layout: figures, descriptors scored by mAP. With one process it changes nothing.
+    """
+    if distributed.process_count() == 1:
+        yield
+        return
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(previous)
+
+
 def fit_data(batches):
     """What `fit` should read a `keras.utils.PyDataset` of equal batches through.
 

@@ -367,7 +367,8 @@ class Every(keras.callbacks.Callback):
         step = self.start + batch + 1
         due = (self.steps and step % self.steps == 0) or step == self.total
         if due and not self.model.stop_training:  # `model` copies JAX's training state into the variables first
-            self.function(step)
+            with backend.outside_distribution():  # over several processes each predicts on its own inputs
+                self.function(step)
 
 
 class TensorBoardCallback(Every):
