@@ -507,6 +507,10 @@ class DescribeSettings(DescribeDataSettings):
     checkpoint_every: int = option(128, "Steps between checkpoints.", at_least=1)
     triplets: int = option(8192, "Fresh triplets drawn each epoch.", at_least=1)
     batch_size: int = option(64, "Triplets per step.", at_least=2)
+    batch_sequences: int = option(0, "Sequences each batch draws its tracks from (0: all): negatives from the same "
+                                     "images are what matching must tell apart.", at_least=0)
+    augment: bool = option(False, "Flip and rotate each triplet by a multiple of 90 degrees, the same for its three "
+                                  "patches.")
     l2_normalise: bool = option(True, "L2-normalise the descriptors (HardNet).")
     standardise: bool = option(True, "Standardise each patch (zero mean, unit deviation) inside the model; seed 004 "
                                      "fed raw pixels.")
