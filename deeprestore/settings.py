@@ -354,7 +354,7 @@ class StyleSettings:
     weights: str = weights_field()
     precision: str = precision_field()
     pooling: str = pooling_field("average")
-    content_layer: str = option("", "Content layer (default: the network's; VGG: block4_conv2, Gatys's rectified "
+    content_layer: str = option("", "Content layer (\"\": the network's; VGG: block4_conv2, Gatys's rectified "
                                     "conv4_2).")
     style_layers: tuple = option((), "Style layer; repeat (default: the network's; VGG: block1_conv1 .. block5_conv1).",
                                  flag="--style-layer")

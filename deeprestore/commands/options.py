@@ -31,6 +31,13 @@ class SettingOption(AliasedOption):
         self.field = field
         super().__init__(param_decls, aliases=field.metadata.get("aliases", ()), **attributes)
 
+    def get_help_extra(self, ctx):
+        """Click's `[default: ...]`, which shows an empty text default as `""` rather than leaving it out."""
+        extra = super().get_help_extra(ctx)
+        if self.field.default == "" and self.show_default is not False and ctx.show_default is not False:
+            extra["default"] = '""'
+        return extra
+
 
 def settings_options(settings_class, only=None, prefix=""):
     """A decorator adding an option for each field of `settings_class`, in the fields' order.

@@ -351,7 +351,7 @@ def invert_deconvnet(network, weights, run, images=BUNDLED, layers=(), channels=
         DeepRestoreError: Unknown layers or channels, or unreadable images.
     """
     network = create_network(network, weights, "max", seed=seed)
-    echo(network.weights.notice)
+    network.weights.tell(echo, run.note)
     layers = tuple(network.resolve(layer) for layer in layers) or tuple(
         layer for layer in network.layers if isinstance(network.model.get_layer(layer), keras.layers.MaxPooling2D))
     size = (size, size) if size else tuple(network.spec.input_size)

@@ -67,7 +67,7 @@ def invert_learned(stack, images, run, network=None, weights=None, layer="", siz
         raise DeepRestoreError(f"The stack in '{stack}' inverts '{saved['network']}', not '{network}'; expected "
                                "the network it was trained on.")
     network = create_network(saved["network"], weights or stack_weights(stack), seed=seed)
-    echo(network.weights.notice)
+    network.weights.tell(echo, run.note)
     if saved.get("weights_sha256") not in (None, network.weights.sha256):
         echo(f"Warning: the stack was trained on other weights of {network.name} (sha256 "
              f"{saved['weights_sha256'][:12]}...); its reconstructions through these will be poor.")

@@ -37,7 +37,7 @@ def open_network(settings, run, seed, echo, include_top=False):
     with network_precision(getattr(settings, "precision", "float32")):
         network = create_network(settings.network, settings.weights, settings.pooling, include_top=include_top,
                                  seed=seed)
-    echo(network.weights.notice)
+    network.weights.tell(echo, run.note)
     run.update_config(weights=network.weights.as_config())
     return network
 

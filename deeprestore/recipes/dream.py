@@ -530,7 +530,7 @@ def dream(settings, run, seed=0, show_progress=True, echo=print):
     if not pending:
         return []
     network = open_dream_network(settings, terms, seed)
-    echo(network.weights.notice)
+    network.weights.tell(echo, run.note)
     stages = dream_stages(network, resolve_terms(network, terms), settings)
     layers = network_layers(stages)
     run.update_config(weights=network.weights.as_config(), layers=list(layers),

@@ -20,8 +20,8 @@ import pathlib
 
 import numpy as np
 
+from deeprestore import figures, objectives
 from deeprestore import images as image_io
-from deeprestore import objectives
 from deeprestore.losslog import LossLog
 from deeprestore.optimise import LBFGS, Engine, Progress, optimise
 from deeprestore.parametrisations import FourierImage
@@ -74,8 +74,10 @@ def texture(settings, run, seed=0, show_progress=True, echo=print):
 
     targets = TargetFeatures(network, layers, activation_cache(settings, run))
     grams = {f"gram.{layer}": 0.0 for layer in layers}
+    source_images = []
     for source, weight in zip(settings.sources, blend):
         image = image_io.load_image(source, settings.source_size)
+        source_images.append(image)
         image_io.save_image(run.images_dir / f"source_{pathlib.Path(str(source)).stem}.png", image)
         features = targets("texture", source, image)
         for layer in layers:
@@ -110,7 +112,18 @@ def texture(settings, run, seed=0, show_progress=True, echo=print):
     result = np.clip(result, 0.0, 1.0)
     for index, image in enumerate(result):
         image_io.save_image(run.path / "outputs" / f"texture_{index:03d}.png", image)
+    figures.save_figure(run.images_dir / "figure.png", texture_figure(settings, layers, source_images, result))
     return result
+
+
+def texture_figure(settings, layers, sources, textures):
+    """Source(s) | texture(s), each named, under a title saying how they were made."""
+    names = [f"source: {pathlib.Path(str(source)).stem}" for source in settings.sources]
+    names += [f"texture {index}" if len(textures) > 1 else "texture" for index in range(len(textures))]
+    title = (f"{settings.network}: Gram matrices of {', '.join(layers)} matched in {settings.steps} "
+             f"{settings.optimiser} steps")
+    return figures.image_grid([[*sources, *textures]], column_titles=names, smallest=figures.SMALLEST_PANEL,
+                              title=title)
 
 
 def texture_estimates(settings, seed=0):
