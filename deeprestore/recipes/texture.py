@@ -28,7 +28,6 @@ from deeprestore.parametrisations import FourierImage
 from deeprestore.recipes.common import (
     TargetFeatures,
     activation_cache,
-    notifier,
     open_network,
     resolve_layers,
     step_rule,
@@ -52,21 +51,25 @@ def texture_objective(layers, layer_weights, colour_weight=0.0, tv_weight=0.0, s
     return objective
 
 
-def texture(settings, run, seed=0, show_progress=True, echo=print):
-    """Synthesises `settings.count` textures and writes them into the run.
+def check(settings):
+    """Reads every source before any backend loads; a texture run has no items."""
+    for source in settings.sources:
+        image_io.load_image(source)
 
-    Args:
-        settings: A `TextureSettings`.
-        run: The `RunDir`.
-        seed: Seed of the noise starts.
-        show_progress: Whether to show a progress bar.
-        echo: Where notices go.
+
+def setup(context):
+    """Nothing to build ahead: the one step builds the network and its targets."""
+
+
+def step(context, prepared=None, items=None):
+    """Synthesises `settings.count` textures as one batch and writes them and their figure into the run.
 
     Returns:
-        The textures, `(count, height, width, 3)`.
+        No item records (a texture run has no items).
     """
+    settings, run, seed = context.settings, context.run, context.seed
     rng = np.random.default_rng(seed)
-    network = open_network(settings, run, seed, echo)
+    network = open_network(settings, run, seed, context.echo)
     layers = resolve_layers(network, settings.layers, "texture")
     layer_weights = weights_for(settings.layer_weights, len(layers), "layer")
     blend = weights_for(settings.blend, len(settings.sources), "source")
@@ -101,8 +104,8 @@ def texture(settings, run, seed=0, show_progress=True, echo=print):
     log = LossLog(run.losses_dir)
     result, _ = optimise(
         engine, start, settings.steps, rule,
-        progress=Progress(description=f"texture {settings.size[0]}x{settings.size[1]}", show=show_progress, log=log,
-                          notify=notifier(run, echo)),
+        progress=Progress(description=f"texture {settings.size[0]}x{settings.size[1]}", show=context.show_progress,
+                          log=log, notify=context.notify),
         targets=grams, parametrisation=parametrisation,
     )
     log.close()
@@ -113,7 +116,7 @@ def texture(settings, run, seed=0, show_progress=True, echo=print):
     for index, image in enumerate(result):
         image_io.save_image(run.path / "outputs" / f"texture_{index:03d}.png", image)
     figures.save_figure(run.images_dir / "figure.png", texture_figure(settings, layers, source_images, result))
-    return result
+    return {}
 
 
 def texture_figure(settings, layers, sources, textures):
@@ -127,11 +130,11 @@ def texture_figure(settings, layers, sources, textures):
 
 
 def texture_estimates(settings, seed=0):
-    """`[(label, Estimate)]` for `--dry-run`: the whole batch of textures at the output size."""
+    """`([(label, Estimate)], steps)` for `--dry-run`: the whole batch of textures at the output size."""
     from deeprestore.estimate import estimate
     from deeprestore.networks import create_network
 
     network = create_network(settings.network, "random", settings.pooling, seed=seed)
     layers = resolve_layers(network, settings.layers, "texture")
     label = f"{settings.count} x {settings.size[0]}x{settings.size[1]}"
-    return [(label, estimate(network, layers, *settings.size, batch=settings.count))]
+    return [(label, estimate(network, layers, *settings.size, batch=settings.count))], settings.steps
