@@ -24,7 +24,7 @@ import types
 import click
 
 from deeprestore.errors import DeepRestoreError
-from deeprestore.experiment import Context
+from deeprestore.experiment import Context, output_name
 from deeprestore.options import dry_run_option, given_options, settings_options
 
 
@@ -253,8 +253,6 @@ def config_of(settings):
 def run_items(state, experiment, settings, sources, name=None):
     """Creates or joins the run, then runs the setup once and the step over each batch of pending items
     (or once, for a run without items), marking each item complete after its outputs."""
-    from deeprestore.recipes.common import output_name
-
     items = None if sources is None else [output_name(source, position) for position, source in enumerate(sources)]
     run = start_run(state, experiment.folder, config_of(settings), name=name, items=items)
     shard = getattr(settings, "shard", None)
@@ -290,7 +288,6 @@ def pending_items(run, sources, shard_text):
     with a completion marker (from an earlier attempt of a named run) are skipped, and a line on stderr
     says how many, whatever `--quiet`: a resubmitted job's log must show what it did not redo.
     """
-    from deeprestore.recipes.common import output_name
     from deeprestore.sharding import shard
 
     selected = [(position, source, output_name(source, position))
@@ -378,8 +375,6 @@ def start_run(state, command, settings, name=None, items=None, uses_backend=True
 def start_run_recipe(state, command, settings, recipe, name=None, sources=None, uses_backend=True):
     """A run of a command outside the registry (`denoise apply`, `describe evaluate`): creates (or, with
     `name`, joins) the run directory, runs `recipe(run)` inside it and prints the directory last."""
-    from deeprestore.recipes.common import output_name
-
     items = None if sources is None else [output_name(source, position) for position, source in enumerate(sources)]
     run = start_run(state, command, settings, name=name, items=items, uses_backend=uses_backend)
     with interrupted_says(run), run, sigterm_interrupts():
@@ -410,9 +405,13 @@ def interrupted_says(run, experiment=None, name=None):
         if detail and not detail.endswith("."):  # a deferred signal's name: "SIGTERM"
             detail = f"Stopped by {detail}."
         partials = getattr(run, "partials", 0)
-        kept = (f" The current image{'s' * (partials != 1)} of the interrupted item{'s' * (partials != 1)} "
-                f"{'are' if partials != 1 else 'is'} kept in {run.path / 'partial'} (partial, not complete)."
-                if partials else "")
+        kept = ""
+        if partials:
+            plural = partials != 1
+            then = ("a resubmission continues from them" if experiment is not None and experiment.partial
+                    else "a resubmission starts the item afresh")
+            kept = (f" The current image{'s' * plural} of the interrupted item{'s' * plural} "
+                    f"{'are' if plural else 'is'} kept in {run.path / 'partial'} (partial, not complete; {then}).")
         hint = _hint(run, experiment, name or run.name)
         click.echo(f"Interrupted: {detail + ' ' if detail else ''}Run {run.path} is marked interrupted.{kept} {hint}",
                    err=True)

@@ -89,3 +89,9 @@ class Context:
             return np.load(folder / f"{name}.npy", allow_pickle=False), record
         except (OSError, ValueError):
             return None
+
+
+def output_name(source, index):
+    """A file-name stem for an input, unique within a run: its position in the whole list and its stem."""
+    stem = str(source).replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return f"{index:03d}_{stem}"

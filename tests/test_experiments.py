@@ -7,6 +7,7 @@ import contextlib
 import json
 import pathlib
 import shlex
+import subprocess
 import sys
 import time
 import types
@@ -176,7 +177,7 @@ def test_an_interruption_prints_the_run_and_the_command_that_continues_it(experi
         partials = sorted((run / "partial").glob("*.json"))
         assert partials and all('"partial": true' in path.read_text() for path in partials)
         assert (run / "partial" / f"{partials[0].stem}.png").is_file()
-        assert not (run / "complete").exists() and "(partial, not complete)" in result.output
+        assert not (run / "complete").exists() and "(partial, not complete; a resubmission" in result.output
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -212,3 +213,16 @@ def test_a_resubmitted_inversion_continues_from_its_partial_results_and_says_so(
     assert resumed.exit_code == 0, resumed.output
     assert f"from the partial results of an interrupted attempt at step {record['step']} of 6" in resumed.output
     assert (run / "complete" / "000_astronaut.json").is_file() and not (run / "partial").exists()
+
+
+def test_no_bad_input_imports_a_backend(tmp_path):
+    """In a fresh interpreter, every experiment's bad input is refused with Keras never imported."""
+    cases = [[*TINY[name], *(("--model", str(tmp_path)) if name == "denoise apply" else ()), *BAD[name][0]]
+             for name in TINY]
+    code = ("import json, sys\nfrom click.testing import CliRunner\nfrom deeprestore.cli import cli\n"
+            f"codes = [CliRunner().invoke(cli, ['--runs', {str(tmp_path)!r}, *case]).exit_code for case in {cases!r}]\n"
+            "print(json.dumps([codes, [name for name in ('keras', 'tensorflow', 'jax') if name in sys.modules]]))\n")
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                             cwd=pathlib.Path(__file__).resolve().parent.parent)
+    codes, loaded = json.loads(process.stdout.strip().splitlines()[-1])
+    assert all(code in (1, 2) for code in codes) and loaded == [], (codes, loaded, process.stderr[-500:])

@@ -268,13 +268,15 @@ def strongest(maxima, positions, channel, top):
     return order, positions[order, channel]
 
 
-def layer_figure(network, layer, dataset, maxima, positions, channels, top, batch_size=8):
+def layer_figure(network, layer, dataset, found_maxima, channels, top, batch_size=8):
     """Draws one row per channel: the projections of its `top` strongest activations (in a square grid)
-    beside the receptive-field patches of the images they come from.
+    beside the receptive-field patches of the images they come from; `found_maxima` are the `(maxima,
+    positions)` of `ActivationStore.channel_maxima`.
 
     Returns:
         `(figure, rows)`: the figure array and, per channel, `[(image key, row, column, value), ...]`.
     """
+    maxima, positions = found_maxima
     deconvnet = Deconvnet(network, layer)
     field = receptive_field(network, layer, dataset.size)
     side = math.ceil(math.sqrt(top))
@@ -324,7 +326,7 @@ def deconvnet_estimates(network, settings=INVERT_DECONVNET, seed=0):
     for layer in layers:
         shown = min(channels, network.output_shapes(*size, layers=[layer])[layer][-1])
         label = f"{layer} ({count} images, {shown} channels)"
-        rows.append((label, estimate(network, (layer,), *size, batch=batch_size)))
+        rows.append((label, estimate(network, (layer,), size, batch=batch_size)))
         batches.append(math.ceil(math.ceil(count / batch_size) / 2) + shown * math.ceil(top / batch_size))
     return rows, batches
 
@@ -377,7 +379,7 @@ def invert_deconvnet(network, weights, run, settings=INVERT_DECONVNET, seed=0, s
         if bad:
             raise DeepRestoreError(
                 f"Channel {bad[0]} does not exist in '{layer}'; expected 0 to {maxima.shape[1] - 1}.")
-        figure, found[layer] = layer_figure(network, layer, dataset, maxima, positions, chosen, top, batch_size)
+        figure, found[layer] = layer_figure(network, layer, dataset, (maxima, positions), chosen, top, batch_size)
         figures.save_figure(run.path / f"{layer}.png", figure)
     run.save_json("strongest.json", found)
     return found

@@ -148,7 +148,7 @@ class WeightsInfo:
     path: str | None
     sha256: str
     notice: str
-    line: str | None = None
+    line: str | None = dataclasses.field(default=None, kw_only=True)
 
     def as_config(self):
         return {key: value for key, value in dataclasses.asdict(self).items() if key != "line"}

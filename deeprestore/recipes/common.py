@@ -11,6 +11,7 @@ import numpy as np
 
 from deeprestore.cache import ActivationCache, MemoryActivationCache
 from deeprestore.errors import DeepRestoreError
+from deeprestore.experiment import output_name  # noqa: F401 (the recipes' name for it)
 from deeprestore.losslog import LossLog
 from deeprestore.networks import create_network
 from deeprestore.optimise import LBFGS, Adam
@@ -130,12 +131,6 @@ def step_rule(optimiser, learning_rate):
     if optimiser == "lbfgs":
         return LBFGS(bounds=(0.0, 1.0))
     return Adam(learning_rate)
-
-
-def output_name(source, index):
-    """A file-name stem for an input, unique within a run."""
-    stem = str(source).replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    return f"{index:03d}_{stem}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,42 +7,10 @@ by their position in the whole list.
 import dataclasses
 
 from deeprestore import images as image_io
-from deeprestore.errors import DeepRestoreError
+from deeprestore.recipes.checks import clean_sources
 from deeprestore.recipes.common import Outputs
 from deeprestore.restoration import corruptions
 from deeprestore.sharding import shard
-
-
-def check(settings):
-    """The inputs, read before any backend loads: `--clean` or `--corruption`, the corruption's
-    spelling, one clean image per input, every image of this task's shard. Returns the whole list of
-    images (the run's items)."""
-    if settings.clean and settings.corruption:
-        raise DeepRestoreError("Got both --clean and --corruption; expected one: --clean names the clean version of "
-                               "--images, --corruption makes --images the clean version.")
-    if settings.corruption:
-        corruptions.parse(settings.corruption)
-    sources = image_io.list_images(settings.images)
-    for source, clean in shard(zip(sources, clean_sources(settings, len(sources))), settings.shard):
-        image_io.load_image(source)
-        if clean:
-            image_io.load_image(clean)
-    return sources
-
-
-def clean_sources(settings, count):
-    """The clean reference of each input (None when unknown): `--clean` lists one per input, by position.
-
-    Raises:
-        DeepRestoreError: `--clean` lists a different number of images than `--images`.
-    """
-    if not settings.clean:
-        return [None] * count
-    cleans = image_io.list_images(settings.clean)
-    if len(cleans) != count:
-        raise DeepRestoreError(f"--clean lists {len(cleans)} image(s) for {count} in --images; expected one clean "
-                               "image per input, in the same order.")
-    return cleans
 
 
 def validate(settings):

@@ -164,7 +164,7 @@ def dream_estimates(settings, seed=0):
                            settings.tile)
     steps = sum(stage.steps for stage in stages) * settings.frames
     return [
-        (f"octave {octave} {size[0]}x{size[1]}", estimate(network, layers, *size, tile=settings.tile or None), steps)
+        (f"octave {octave} {size[0]}x{size[1]}", estimate(network, layers, size, tile=settings.tile or None), steps)
         for octave, size in enumerate(sizes, start=1)
     ]
 

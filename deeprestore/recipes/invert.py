@@ -26,7 +26,6 @@ from deeprestore.recipes.invert_presets import (  # noqa: F401 (the presets are 
     B,
     Preset,
     V,
-    check,
     check_learning_rate,
     chosen_preset,
     depth_band,
@@ -170,6 +169,6 @@ def invert_estimates(settings, seed=0):
     if settings.to:
         source = source_layer(network, settings.to, layer)
         return [(f"{count} x {source} of {height}x{width}",
-                 estimate(network, (layer,), height, width, batch=count, start=source))], steps
+                 estimate(network, (layer,), (height, width), batch=count, start=source))], steps
     return [(f"{count} x {height}x{width}",
-             estimate(network, ("preprocess", layer), height, width, batch=count))], steps
+             estimate(network, ("preprocess", layer), (height, width), batch=count))], steps

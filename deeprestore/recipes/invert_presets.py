@@ -16,7 +16,7 @@ from deeprestore import images as image_io
 from deeprestore import objectives
 from deeprestore.errors import DeepRestoreError
 from deeprestore.optimise import LBFGS, Adam, Constraint, Momentum, step_schedule
-from deeprestore.sharding import shard
+from deeprestore.recipes.checks import check_learning_rate
 
 # Mahendran & Vedaldi 2016: the typical pixel norm of a mean-subtracted 0-255 image, and the TV scale.
 B = 80.0
@@ -174,18 +174,6 @@ def step_rule_for(settings, steps, bounds=(0.0, 1.0)):
     return Adam(settings.learning_rate, schedule=schedule)
 
 
-def check_learning_rate(settings):
-    """Refuses a learning rate given with a preset whose optimiser (L-BFGS) has none.
-
-    Raises:
-        DeepRestoreError: `settings.learning_rate` is set and the preset is `lbfgs`.
-    """
-    if settings.preset == "lbfgs" and settings.learning_rate:
-        raise DeepRestoreError(f"--learning-rate {settings.learning_rate:g} was given with --preset lbfgs, whose "
-                               "L-BFGS has no learning rate; expected no --learning-rate, or --preset mv2015 or "
-                               "mv2016.")
-
-
 def chosen_preset(settings, network, layer):
     """The preset for the layer, with the settings' steps and learning rate where given.
 
@@ -226,12 +214,3 @@ def source_layer(network, to, layer):
         )
     return source
 
-
-def check(settings):
-    """The inputs of an optimisation run, read before any backend loads: a learning rate only where the
-    preset has one, every image of this task's shard. Returns the whole list of images (the run's items)."""
-    check_learning_rate(settings)
-    sources = image_io.list_images(settings.images)
-    for source in shard(sources, settings.shard):
-        image_io.load_image(source)
-    return sources

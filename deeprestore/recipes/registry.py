@@ -11,6 +11,7 @@ import importlib
 from deeprestore import settings as defaults
 from deeprestore.errors import DeepRestoreError
 from deeprestore.experiment import Experiment
+from deeprestore.recipes import checks
 
 
 def later(path):
@@ -39,13 +40,13 @@ DREAM = Experiment(
 STYLE = Experiment(
     "style", defaults.StyleSettings,
     "Neural style transfer (Gatys et al.): content of one image, Gram matrices of others.",
-    check=later("recipes.style:check"), setup=later("recipes.style:setup"), step=later("recipes.style:step"),
+    check=checks.style, setup=later("recipes.style:setup"), step=later("recipes.style:step"),
     figures=later("recipes.style:plots"), estimate=later("recipes.style:style_estimates"),
 )
 TEXTURE = Experiment(
     "texture", defaults.TextureSettings,
     "Texture synthesis (Gatys et al.): match Gram matrices of a source, at any output size.",
-    check=later("recipes.texture:check"), setup=later("recipes.texture:setup"), step=later("recipes.texture:step"),
+    check=checks.texture, setup=later("recipes.texture:setup"), step=later("recipes.texture:step"),
     estimate=later("recipes.texture:texture_estimates"), named=False,
 )
 
@@ -112,7 +113,7 @@ INVERT_OPTIMISE = Experiment(
     "invert", defaults.InvertSettings, INVERT_SUMMARY, method="optimise",
     options=(_INVERTED, (defaults.InvertSettings, ("preset", "steps", "learning_rate", "to", "cache", "shard"),
                          "optimise: ")),
-    check=later("recipes.invert_presets:check"), setup=later("recipes.invert:setup"),
+    check=checks.invert, setup=later("recipes.invert:setup"),
     step=later("recipes.invert:step"), batch=None, estimate=later("recipes.invert:invert_estimates"), partial=True,
 )
 INVERT_LEARNED = Experiment(
@@ -224,7 +225,7 @@ DESCRIBE_TRAIN = Experiment(
 DENOISE_APPLY = Experiment(
     "denoise apply", defaults.DenoiseApplySettings,
     "Restore images of any size with a trained model; with clean references, score them.",
-    check=later("recipes.denoise_apply:check"), validate=later("recipes.denoise_apply:validate"),
+    check=checks.denoise_apply, validate=later("recipes.denoise_apply:validate"),
     setup=later("recipes.denoise_apply:setup"), step=later("recipes.denoise_apply:step"),
 )
 

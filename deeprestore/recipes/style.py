@@ -31,7 +31,6 @@ from deeprestore.recipes.common import (
     step_rule,
     weights_for,
 )
-from deeprestore.sharding import shard
 
 
 def style_objective(content_layer, style_layers, layer_weights, settings):
@@ -188,15 +187,7 @@ def style_estimates(settings, seed=0):
     layers = (content_layer, *resolve_layers(network, settings.style_layers, "style"))
     content = image_io.load_image(image_io.list_images(settings.content)[0], settings.size)
     return [
-        (f"scale {scale} {size[0]}x{size[1]}", estimate(network, layers, *size))
+        (f"scale {scale} {size[0]}x{size[1]}", estimate(network, layers, size))
         for scale, size in enumerate(scale_sizes(content.shape, settings.scales), start=1)
     ], settings.steps
 
-
-def check(settings):
-    """Every content image of this task's shard and every style image, read before any backend loads;
-    returns the whole list of content images (the run's items)."""
-    sources = image_io.list_images(settings.content)
-    for source in (*shard(sources, settings.shard), *settings.styles):
-        image_io.load_image(source)  # fail on a bad image before building anything
-    return sources

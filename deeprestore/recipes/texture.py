@@ -51,12 +51,6 @@ def texture_objective(layers, layer_weights, colour_weight=0.0, tv_weight=0.0, s
     return objective
 
 
-def check(settings):
-    """Reads every source before any backend loads; a texture run has no items."""
-    for source in settings.sources:
-        image_io.load_image(source)
-
-
 def setup(context):
     """Nothing to build ahead: the one step builds the network and its targets."""
 
@@ -137,4 +131,4 @@ def texture_estimates(settings, seed=0):
     network = create_network(settings.network, "random", settings.pooling, seed=seed)
     layers = resolve_layers(network, settings.layers, "texture")
     label = f"{settings.count} x {settings.size[0]}x{settings.size[1]}"
-    return [(label, estimate(network, layers, *settings.size, batch=settings.count))], settings.steps
+    return [(label, estimate(network, layers, settings.size, batch=settings.count))], settings.steps
