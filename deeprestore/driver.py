@@ -408,8 +408,8 @@ def interrupted_says(run, experiment=None, name=None):
         kept = ""
         if partials:
             plural = partials != 1
-            then = ("a resubmission continues from them" if experiment is not None and experiment.partial
-                    else "a resubmission starts the item afresh")
+            then = (f"a resubmission continues from {'them' if plural else 'it'}"
+                    if experiment is not None and experiment.partial else "a resubmission starts the item afresh")
             kept = (f" The current image{'s' * plural} of the interrupted item{'s' * plural} "
                     f"{'are' if plural else 'is'} kept in {run.path / 'partial'} (partial, not complete; {then}).")
         hint = _hint(run, experiment, name or run.name)
