@@ -3,7 +3,7 @@
 Each experiment has a frozen dataclass here. A field holds everything about one setting: its type (the
 annotation), its default, and in its metadata (see `option`) its help, its range or choices and how the
 command line spells it. The commands generate their click options from the fields
-(`deeprestore.commands.options`), the recipes take an instance, `config.json` stores it, and the
+(`deeprestore.options`), the recipes take an instance, `config.json` stores it, and the
 classes' docstrings list the fields' help for the API reference; so `--help`, the stored settings and
 the manual cannot drift apart. This module imports nothing heavy (no Keras, no click), so the CLI can
 read it before choosing a backend.

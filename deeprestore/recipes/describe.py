@@ -24,7 +24,7 @@ from deeprestore.backend import DataParallel
 from deeprestore.descriptors import evaluation, hpatches, model
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
-from deeprestore.recipes.describe_evaluate import prepare_dataset, prepare_tasks, save_results
+from deeprestore.recipes.describe_data import prepare_dataset, prepare_tasks, save_results
 
 DESCRIPTOR_FILE = "descriptor.keras"
 

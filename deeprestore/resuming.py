@@ -1,4 +1,5 @@
-"""What the training commands (stack, denoise train, describe train) share: resuming, and named runs.
+"""Resuming a training run (stack, denoise train, describe train): the checks and the snapshot kept until
+its first new checkpoint; `deeprestore.driver` runs them.
 
 `--resume RUN` continues a run from its last checkpoint (from step 0 when it was killed before its
 first one) with its stored settings. An option given on the command line that would change the model
@@ -20,14 +21,11 @@ as it is; other options are refused in one line, naming the first difference.
 import contextlib
 import dataclasses
 import json
-import pathlib
 import shlex
 import sys
 
-import click
-from click.core import ParameterSource
-
 from deeprestore.errors import DeepRestoreError
+from deeprestore.options import given_options
 
 # Options a resumed run may change: none changes the model or the data a step sees.
 RESUMABLE = ("steps", "devices", "checkpoint_every", "validate_every", "keep_every", "tensorboard")
@@ -35,31 +33,17 @@ RESUMABLE = ("steps", "devices", "checkpoint_every", "validate_every", "keep_eve
 _SNAPSHOT_FILES = ("config.json", "argv.txt", "status", "owner.json")
 
 
-def resume_option(function):
-    """`--resume RUN` of a training command."""
-    return click.option(
-        "--resume", default=None, type=click.Path(exists=True, file_okay=False), metavar="RUN",
-        help="Continue this run from its last checkpoint with its own settings; only "
-             f"{', '.join(map(_flag, RESUMABLE[:-1]))} and {_flag(RESUMABLE[-1])} may change.")(function)
-
-
-def given_options(context, options):
-    """The options typed on the command line (or set by environment), `{name: value}`."""
-    return {name: value for name, value in options.items()
-            if context.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
-
-
 def _comparable(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def _flag(name):
+def flag(name):
     return "--" + name.replace("_", "-")
 
 
 def _spelling(context, name):
     """How the command line spells the option stored as `name` (`--from` for `source`)."""
-    return next((param.opts[0] for param in context.command.params if param.name == name), _flag(name))
+    return next((param.opts[0] for param in context.command.params if param.name == name), flag(name))
 
 
 def reopen(context, path, command, settings_class, options, stored_key="settings"):
@@ -120,7 +104,7 @@ def _checked(context, run, command, settings_class, options, stored_key):
         if name not in RESUMABLE and name in known and _comparable(value) != _comparable(compared.get(name)):
             raise DeepRestoreError(
                 f"{_spelling(context, name)} {value} differs from the run's stored {compared.get(name)}; --resume "
-                f"continues '{path}' with its own model and data (only {', '.join(map(_flag, RESUMABLE))} may change).")
+                f"continues '{path}' with its own model and data (only {', '.join(map(flag, RESUMABLE))} may change).")
     changed = {name: value for name, value in given_options(context, options).items() if name in RESUMABLE}
     trained = state["step"] if state else 0
     if "steps" in changed and changed["steps"] < trained:
@@ -170,105 +154,7 @@ def _last_state(run):
         return None
 
 
-def resume_run(context, path, command, settings_class, options, recipe, stored_key="settings"):
-    """Resumes the run at `path`: `recipe(settings, run, seed)` inside it, then prints the run directory.
-
-    Args:
-        context: The click context.
-        path: The run directory to resume.
-        command: The command that made it.
-        settings_class: Its settings dataclass.
-        options: The parsed options.
-        recipe: `(settings, run, seed) -> result`, run with `resume=True`.
-        stored_key: See `reopen`.
-    """
-    from deeprestore.commands.common import interrupted_says, sigterm_interrupts
-
-    run, settings, seed, _ = reopen(context, path, command, settings_class, options, stored_key)
-    with interrupted_says(run, resume_hint(command)), resumed(run, settings), sigterm_interrupts():
-        recipe(settings, run, seed)
-    click.echo(str(run.path))
-    return run
-
-
-def resume_hint(command, name=None):
-    """`run -> sentence`: the exact command that continues an interrupted training run (see
-    `common.interrupted_says`)."""
-
-    def hint(run):
-        from deeprestore import backend
-
-        words = (f"deeprestore --backend {backend.name()} {command.replace('-', ' ')} "
-                 f"--resume {shlex.quote(str(run.path))}")
-        again = f", or run the same command again (--name {name})" if name is not None else ""
-        return f"Continue it from its last checkpoint with: {words}{again}."
-
-    return hint
-
-
-def name_option(function):
-    """`--name NAME` of a training command."""
-    return click.option(
-        "--name", default=None, metavar="NAME",
-        help="Run directory <runs>/<command>/NAME: created if new; if it exists with these options (only "
-             f"{', '.join(map(_flag, RESUMABLE))} may differ) resumed from its last checkpoint, so a requeued or "
-             "resubmitted job continues its run; refused if other options differ.")(function)
-
-
-def train_command(context, command, settings_class, options, train, *, resume=None, name=None,
-                  stored_key="settings", check=None):
-    """The life of a training command's run: a new one, `--resume RUN`, or `--name NAME` (created, or
-    resumed when it exists with the same options).
-
-    Args:
-        context: The click context; its object is the global `State`.
-        command: The command's run folder, e.g. `denoise-train`.
-        settings_class: Its settings dataclass.
-        options: The parsed options.
-        train: `(settings, run, seed, resume) -> result`, the recipe.
-        resume: `--resume RUN`, or None.
-        name: `--name NAME`, or None.
-        stored_key: See `reopen`.
-        check: `settings -> None`, run before a new run is created, to fail on a bad option before any work.
-
-    Raises:
-        DeepRestoreError: Both `--resume` and `--name`, a bad name, a named run of other options, a refused
-            `--devices`, or what `check` or `reopen` raise.
-    """
-    from deeprestore import backend
-    from deeprestore.commands.common import run_recipe
-    from deeprestore.rundir import RunDir, check_folder_name
-
-    state = context.obj
-    if resume is not None and name is not None:
-        raise DeepRestoreError(f"Got --resume {resume} and --name {name}; expected one (--name resumes its run when it "
-                               "exists).")
-    if name is not None:
-        check_folder_name(name, "--name", "my-run")
-        path = pathlib.Path(state.runs) / command / name
-        if path.exists():
-            run = RunDir.open(path)
-            settings = settings_class(**options)
-            _check_same_run(run, command, settings, state.seed)
-            stored_steps = run.config["settings"].get("steps")
-            if run.status == "complete" and settings.steps == stored_steps:
-                click.echo(f"Run {path} is already complete ({stored_steps} steps); nothing to do.", err=True)
-                click.echo(str(run.path))
-                return run
-            return resume_run(context, path, command, settings_class, options,
-                              lambda settings, run, seed: train(settings, run, seed, True), stored_key)
-    if resume is not None:
-        return resume_run(context, resume, command, settings_class, options,
-                          lambda settings, run, seed: train(settings, run, seed, True), stored_key)
-    settings = settings_class(**options)
-    if check is not None:
-        check(settings)
-    backend.check_devices(settings.devices)  # a refused --devices leaves no run directory
-    return run_recipe(state, command, settings, lambda run: train(settings, run, state.seed, False), name=name,
-                      join=False, continue_hint=resume_hint(command, name))
-
-
-def _check_same_run(run, command, settings, seed):
+def check_same_run(run, command, settings, seed):
     """Raises a one-line `DeepRestoreError` unless `run` is a `command` run of `settings` and `seed` (the
     options in `RESUMABLE` aside)."""
     config = run.config
@@ -280,6 +166,6 @@ def _check_same_run(run, command, settings, seed):
     for key in sorted(set(stored) | set(given)):
         if key not in RESUMABLE and _comparable(stored.get(key)) != _comparable(given.get(key)):
             raise DeepRestoreError(
-                f"Run '{run.path}' was started with {_flag(key)} {stored.get(key)}; this command has {given.get(key)}. "
-                f"Expected the run's own options (only {', '.join(map(_flag, RESUMABLE))} may differ), or another "
+                f"Run '{run.path}' was started with {flag(key)} {stored.get(key)}; this command has {given.get(key)}. "
+                f"Expected the run's own options (only {', '.join(map(flag, RESUMABLE))} may differ), or another "
                 "--name.")
