@@ -215,7 +215,7 @@ def main():
     for label, options in runs:
         rss, seconds = peak_rss(options)
         print(f"{label:34} {format_bytes(rss):>12} {seconds:8.1f} s")
-    untiled = estimate(network, [MEMORY_LAYER], big, big)
+    untiled = estimate(network, [MEMORY_LAYER], (big, big))
     print(f"{big}x{big} untiled: not run; dry-run estimate {format_bytes(untiled.peak_bytes)} plus the framework")
 
 

@@ -38,7 +38,7 @@ for _ in range(3):
 result = {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 if network_name != "tiny":
     from deeprestore.estimate import estimate
-    item = estimate(network, (network.resolve(layer),), size, size, rate=1e9)
+    item = estimate(network, (network.resolve(layer),), (size, size), rate=1e9)
     weights = sum(int(np.prod(variable.shape)) * 4 for variable in network.model.weights)
     result.update(estimate_bytes=item.peak_bytes, weights_bytes=weights,
                   unweighted_bytes=item.peak_bytes - item.weight_bytes - item.framework_bytes)

@@ -128,7 +128,7 @@ def step_row(case, network, size, precision, steps, rates):
 
     seconds, compile_seconds = timed_calls(run, 2)
     seconds /= steps
-    flops = estimate(network, layers, size, size, rate=1.0).flops_per_step
+    flops = estimate(network, layers, (size, size), rate=1.0).flops_per_step
     return seconds * 1e3, flops / 1e9, flops / seconds / rates[precision], compile_seconds
 
 

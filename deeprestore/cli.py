@@ -1,13 +1,14 @@
-"""The `deeprestore` command: a click group with one subcommand per experiment.
+"""The `deeprestore` command: a click group with one subcommand per experiment of the registry
+(`deeprestore.recipes.registry`, run by `deeprestore.driver`) and the commands of `deeprestore.commands`
+(listing networks and runs, summaries, applying and evaluating trained models).
 
-Each command parses and validates its options, creates a run directory, calls a recipe and prints
-the run directory as its last line, so scripts can chain on it. User errors are one line on stderr
-with exit code 1, an interrupted run exits 130; neither shows a traceback. Keras is imported only
-when a subcommand runs, after every option is parsed: `--backend` can choose the backend, and `--help`
-(of the group or any subcommand) prints at once without loading a framework.
+Every run prints its run directory as its last line, so scripts can chain on it. User errors are one
+line on stderr with exit code 1, an interrupted run exits 130; neither shows a traceback. Keras is
+imported only when a subcommand runs, after every option is parsed (an experiment's, after its inputs
+are checked too): `--backend` can choose the backend, and `--help` (of the group or any subcommand)
+prints at once without loading a framework.
 """
 
-import contextlib
 import errno
 import functools
 import importlib
@@ -17,9 +18,11 @@ import sys
 
 import click
 
-from deeprestore import commands
-from deeprestore.commands.common import State, refuse_non_finite
+from deeprestore import commands, driver
+from deeprestore.driver import State
 from deeprestore.errors import DeepRestoreError
+from deeprestore.options import refuse_non_finite
+from deeprestore.recipes import registry
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ warnings after start-up
 
@@ -78,50 +81,6 @@ def _backend_out_of_memory(error):
     return backend.is_out_of_memory(error)
 
 
-def use_backend(name):
-    """Selects the Keras backend and imports Keras, hiding the backend's native start-up log lines.
-
-    TensorFlow's C++ libraries write several lines to file descriptor 2 when they load, whatever the
-    log-level settings; they say nothing a user can act on, so they go to /dev/null unless
-    DEEPRESTORE_DEBUG is set. Python errors raised by the import are not affected.
-    """
-    if "keras" in sys.modules:
-        import keras
-
-        if name is not None and keras.backend.backend() != name:
-            raise DeepRestoreError(
-                f"Keras is already loaded with backend '{keras.backend.backend()}'; cannot switch to '{name}'."
-            )
-        return
-    if name is not None:
-        os.environ["KERAS_BACKEND"] = name
-    try:
-        with contextlib.nullcontext() if os.environ.get("DEEPRESTORE_DEBUG") else native_stderr_silenced():
-            from deeprestore import backend, distributed
-
-            if not distributed.described():  # a multi-process training starts its engine first (`initialize`)
-                backend.device()
-    except ImportError as error:
-        raise DeepRestoreError(
-            f"Keras backend '{os.environ.get('KERAS_BACKEND', 'tensorflow')}' could not be loaded ({error}); "
-            "expected it installed (`pip install -e .[jax]` for JAX)."
-        ) from None
-
-
-@contextlib.contextmanager
-def native_stderr_silenced():
-    """Points file descriptor 2 at /dev/null for the duration (Python's sys.stderr is kept)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--runs", envvar="DEEPRESTORE_RUNS", default="runs", type=click.Path(file_okay=False),
               help="Folder that run directories go in (env DEEPRESTORE_RUNS).")
@@ -165,11 +124,14 @@ def load_backend_before(command):
     return command
 
 
-# Each module of `deeprestore.commands` but the shared ones defines one subcommand as `command`.
-SHARED_MODULES = ("aliases", "common", "options", "resume")
+# Each module of `deeprestore.commands` defines one subcommand (or group) as `command`.
 for module in pkgutil.iter_modules(commands.__path__):
-    if module.name not in SHARED_MODULES:
-        cli.add_command(load_backend_before(importlib.import_module(f"deeprestore.commands.{module.name}").command))
+    cli.add_command(load_backend_before(importlib.import_module(f"deeprestore.commands.{module.name}").command))
+# Each experiment's command loads the backend itself, once its inputs are checked (see `deeprestore.driver`);
+# one named `denoise train` joins the `denoise` group.
+for words, experiment_command in driver.commands(registry.EXPERIMENTS, registry.METHODS).items():
+    experiment_command.lazy_backend = True
+    (cli.commands[words.split()[0]] if " " in words else cli).add_command(experiment_command)
 
 
 def main():

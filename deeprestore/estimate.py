@@ -101,14 +101,13 @@ def _forward_flops(layer, output_shape):
     return float(math.prod(output_shape[1:]))
 
 
-def estimate(network, layers, height, width, batch=1, tile=None, rate=None, start=None):
+def estimate(network, layers, size, batch=1, tile=None, rate=None, start=None):
     """Estimates the peak memory and time of one optimisation step.
 
     Args:
         network: A `Network`.
         layers: The layers the objective reads (names or aliases); the deepest decides the cost.
-        height: Image rows.
-        width: Image columns.
+        size: `(height, width)` of the image.
         batch: Images optimised together.
         tile: Tile side for tile-by-tile gradients, or None.
         rate: FLOP/s to assume; default `matmul_rate() * CONVOLUTION_EFFICIENCY`.
@@ -121,6 +120,7 @@ def estimate(network, layers, height, width, batch=1, tile=None, rate=None, star
     Raises:
         DeepRestoreError: An unknown layer, or an input too small for the layers.
     """
+    height, width = size
     rate = rate or matmul_rate() * CONVOLUTION_EFFICIENCY
     boxes = tile_boxes(height, width, tile) if tile else []
     size = (boxes[0].height, boxes[0].width) if boxes else (height, width)

@@ -458,6 +458,36 @@ class Progress:
     notify: object = None  # `message -> None` for notices (L-BFGS stopping early); None: a Python warning
 
 
+@dataclasses.dataclass
+class Partial:
+    """Where an interrupted optimisation stood: attached to the `KeyboardInterrupt` as `partial`, so the
+    caller can keep the work (see `deeprestore.driver`).
+
+    Attributes:
+        variables: The optimised variables after the last whole step (images, or a parametrisation's
+            parameters).
+        images: Their pixels, `(batch, height, width, 3)` (None where the variables are not an image).
+        step: Steps done, counted from the run's first (`Progress.first_step`).
+        steps: The step the optimisation was to end at, counted alike.
+        stage: What was optimised (the progress bar's description).
+    """
+
+    variables: object
+    images: object
+    step: int
+    steps: int
+    stage: str = ""
+
+
+def _keep_partial(error, variables, step, steps, progress, parametrisation):
+    """Attaches the innermost interrupted optimisation's `Partial` to `error`."""
+    if getattr(error, "partial", None) is None:
+        variables = np.asarray(variables, np.float32)
+        images = variables if parametrisation is None else parametrisation.images(variables)
+        error.partial = Partial(variables, np.asarray(images, np.float32), progress.first_step + step,
+                                progress.first_step + steps, progress.description)
+
+
 def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None, progress=None, targets=None,
              parametrisation=None, transforms=(), tiling=None):
     """Optimises a batch of images (or a parametrisation's parameters) to minimise the engine's objective.
@@ -504,27 +534,31 @@ def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None,
     values = {}
     bar = tqdm(total=steps, desc=progress.description, disable=not progress.show, leave=False)
     step, limit = 0, _chunk_limit(loop.capacity)
-    while step < steps:
-        interrupts.raise_if_requested()  # a deferred SIGTERM stops here, between two chunks of steps
-        count = min(limit, steps - step, _steps_to_next_callback(host_callbacks, step))
-        started = time.perf_counter()
-        variables, state, rows = loop(variables, state, step, count, progress.first_step, random, hyperparameters,
-                                      target_arrays)
-        limit = _chunk_limit(loop.capacity, count, time.perf_counter() - started)
-        for index in range(count):
-            values = loop.row_values(rows[index])
-            if not rows[index][-1]:
-                raise DeepRestoreError(
-                    f"The loss became {values['total']} at step {progress.first_step + step + index + 1} "
-                    f"({progress.description}); expected finite values: lower the step size or check the input."
-                )
-            if progress.log is not None:
-                progress.log.log(progress.first_step + step + index + 1, values, **progress.context)
-        step += count
-        for callback in host_callbacks:
-            variables = np.asarray(callback(variables, step - 1), np.float32)
-        bar.update(count)
-        bar.set_postfix(loss=f"{values['total']:.4g}", refresh=False)
+    try:
+        while step < steps:
+            interrupts.raise_if_requested()  # a deferred SIGTERM stops here, between two chunks of steps
+            count = min(limit, steps - step, _steps_to_next_callback(host_callbacks, step))
+            started = time.perf_counter()
+            variables, state, rows = loop(variables, state, step, count, progress.first_step, random, hyperparameters,
+                                          target_arrays)
+            limit = _chunk_limit(loop.capacity, count, time.perf_counter() - started)
+            for index in range(count):
+                values = loop.row_values(rows[index])
+                if not rows[index][-1]:
+                    raise DeepRestoreError(
+                        f"The loss became {values['total']} at step {progress.first_step + step + index + 1} "
+                        f"({progress.description}); expected finite values: lower the step size or check the input."
+                    )
+                if progress.log is not None:
+                    progress.log.log(progress.first_step + step + index + 1, values, **progress.context)
+            step += count
+            for callback in host_callbacks:
+                variables = np.asarray(callback(variables, step - 1), np.float32)
+            bar.update(count)
+            bar.set_postfix(loss=f"{values['total']:.4g}", refresh=False)
+    except KeyboardInterrupt as error:
+        _keep_partial(error, variables, step, steps, progress, parametrisation)
+        raise
     bar.close()
     return variables, values
 
@@ -634,8 +668,10 @@ def _optimise_lbfgs(engine, images, steps, rule, progress, targets, parametrisat
 
     bar = tqdm(total=steps, desc=progress.description, disable=not progress.show, leave=False)
     losses = []
+    accepted = {"x": images}
 
     def after_iteration(intermediate_result):
+        accepted["x"] = intermediate_result.x
         interrupts.raise_if_requested()  # a deferred SIGTERM stops here, between two steps
         # scipy passes the accepted iterate's loss; `last` may hold a later line-search trial's values.
         losses.append(float(intermediate_result.fun) * scale["divisor"])
@@ -648,11 +684,15 @@ def _optimise_lbfgs(engine, images, steps, rule, progress, targets, parametrisat
             raise StopIteration
 
     bounds = None if rule.bounds is None else [rule.bounds] * images.size
-    result = scipy.optimize.minimize(
-        function, images.astype(np.float64).ravel(), jac=True, method="L-BFGS-B", bounds=bounds,
-        callback=after_iteration,
-        options={"maxiter": steps, "maxcor": rule.history, "maxfun": steps * 20, "ftol": 0.0, "gtol": 0.0},
-    )
+    try:
+        result = scipy.optimize.minimize(
+            function, images.astype(np.float64).ravel(), jac=True, method="L-BFGS-B", bounds=bounds,
+            callback=after_iteration,
+            options={"maxiter": steps, "maxcor": rule.history, "maxfun": steps * 20, "ftol": 0.0, "gtol": 0.0},
+        )
+    except KeyboardInterrupt as error:
+        _keep_partial(error, np.reshape(accepted["x"], shape), len(losses), steps, progress, parametrisation)
+        raise
     bar.close()
     if len(losses) < steps:
         reason = (f"the loss fell by less than {rule.tolerance:g} of its value over {rule.window} iterations"

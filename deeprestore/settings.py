@@ -3,7 +3,7 @@
 Each experiment has a frozen dataclass here. A field holds everything about one setting: its type (the
 annotation), its default, and in its metadata (see `option`) its help, its range or choices and how the
 command line spells it. The commands generate their click options from the fields
-(`deeprestore.commands.options`), the recipes take an instance, `config.json` stores it, and the
+(`deeprestore.options`), the recipes take an instance, `config.json` stores it, and the
 classes' docstrings list the fields' help for the API reference; so `--help`, the stored settings and
 the manual cannot drift apart. This module imports nothing heavy (no Keras, no click), so the CLI can
 read it before choosing a backend.
@@ -507,6 +507,10 @@ class DescribeSettings(DescribeDataSettings):
     checkpoint_every: int = option(128, "Steps between checkpoints.", at_least=1)
     triplets: int = option(8192, "Fresh triplets drawn each epoch.", at_least=1)
     batch_size: int = option(64, "Triplets per step.", at_least=2)
+    batch_sequences: int = option(0, "Sequences each batch draws its tracks from (0: all): negatives from the same "
+                                     "images are what matching must tell apart.", at_least=0)
+    augment: bool = option(False, "Flip and rotate each triplet by a multiple of 90 degrees, the same for its three "
+                                  "patches.")
     l2_normalise: bool = option(True, "L2-normalise the descriptors (HardNet).")
     standardise: bool = option(True, "Standardise each patch (zero mean, unit deviation) inside the model; seed 004 "
                                      "fed raw pixels.")

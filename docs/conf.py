@@ -7,6 +7,7 @@ import sys
 
 # The manual documents this checkout's package, not an installed copy elsewhere.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # commandref, the command reference's directive
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import deeprestore
@@ -17,10 +18,10 @@ copyright = author
 release = deeprestore.__version__
 version = release
 
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx_click"]
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "commandref"]
 exclude_patterns = ["_build", "examples"]
 templates_path = []
-# The commands' help texts (sphinx-click renders them as reStructuredText) quote code in single
+# The commands' help texts (docs/commandref.py renders them as reStructuredText) quote code in single
 # backticks and spell options with two hyphens: keep both as typed, not italics and en dashes.
 default_role = "literal"
 smartquotes_action = "qe"

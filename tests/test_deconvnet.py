@@ -11,6 +11,7 @@ from deeprestore.errors import DeepRestoreError
 from deeprestore.inversion import deconvnet
 from deeprestore.networks import create_network
 from deeprestore.rundir import RunDir
+from deeprestore.settings import DeconvnetSettings
 
 
 def numpy_unpool(inputs, signal, pool, stride):
@@ -93,14 +94,15 @@ def test_crops_pad_beyond_the_image():
 
 def test_invert_deconvnet_draws_each_layer_and_records_the_strongest(tmp_path):
     run = RunDir.create(tmp_path / "runs", "invert", {})
-    found = deconvnet.invert_deconvnet("tiny", "random", run, channels=2, top=4, size=16, echo=lambda message: None)
+    found = deconvnet.invert_deconvnet("tiny", "random", run, DeconvnetSettings(channels=2, top=4, size=16),
+                                       echo=lambda message: None)
     assert set(found) == {"pool1", "pool2"} and len(found["pool2"][1]) == 4
     values = [entry["activation"] for entry in found["pool2"][1]]
     assert values == sorted(values, reverse=True)
     assert (run.path / "pool1.png").exists() and (run.path / "pool2.png").exists()
     assert json.loads((run.path / "strongest.json").read_text())["pool1"]["0"][0]["image"].startswith(tuple("abcghrt"))
     with pytest.raises(DeepRestoreError, match="Channel 99 does not exist in 'pool1'"):
-        deconvnet.invert_deconvnet("tiny", "random", run, layers=("pool1",), channels=(99,), size=16,
+        deconvnet.invert_deconvnet("tiny", "random", run, DeconvnetSettings(layers=("pool1",), channels=(99,), size=16),
                                    echo=lambda message: None)
 
 

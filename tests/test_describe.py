@@ -92,6 +92,37 @@ def test_triplets_pair_two_members_of_a_track_with_another_track():
     assert len(set(batch[:10, 0] // 4)) == 10
 
 
+def test_batches_of_few_sequences_draw_anchors_and_negatives_from_those_sequences_only():
+    tracks = np.arange(480).reshape(120, 4)  # 12 sequences of 10 tracks
+    groups = np.repeat(np.arange(12), 10)
+    sampler = model.TripletSampler(tracks, seed=1, groups=groups)
+    triplets = sampler.sample(96, distinct_tracks=True, batch_size=16, group_count=2)
+    track = triplets // 4
+    assert (track[:, 0] == track[:, 1]).all() and (track[:, 2] != track[:, 0]).all()
+    for batch in track.reshape(6, 16, 3):
+        sequences = set(groups[batch[:, 0]])
+        assert len(sequences) == 2 and set(groups[batch[:, 2]]) <= sequences and len(set(batch[:, 0])) == 16
+    crowded = sampler.sample(32, distinct_tracks=True, batch_size=32, group_count=2)  # 2 sequences hold 20 tracks
+    assert len(set(crowded[:, 0] // 4)) == 32 and len(set(groups[crowded[:, 0] // 4])) == 4
+    np.testing.assert_array_equal(triplets, model.TripletSampler(tracks, seed=1, groups=groups).sample(
+        96, distinct_tracks=True, batch_size=16, group_count=2))
+
+
+def test_augmented_triplets_are_one_of_the_eight_symmetries_of_the_square_the_same_for_all_three():
+    bank = np.random.default_rng(0).integers(0, 256, (12, 32, 32), dtype=np.uint8)
+    indices = np.arange(12).reshape(4, 3)
+    plain = describe.TripletBatches(bank, indices, 4)[0][0][..., 0]
+    augmented = describe.TripletBatches(bank, indices, 4, augment=(5, 0))[0][0][..., 0]
+    codes = []
+    for before, after in zip(plain, augmented):
+        found = [code for code in range(8) if np.array_equal(
+            np.rot90(before[..., ::-1] if code & 4 else before, k=code & 3, axes=(1, 2)), after)]
+        assert len(found) == 1
+        codes.append(found[0])
+    assert len(set(codes)) > 1  # four triplets drew different symmetries (seeded)
+    np.testing.assert_array_equal(augmented, describe.TripletBatches(bank, indices, 4, augment=(5, 0))[0][0][..., 0])
+
+
 @pytest.mark.parametrize("loss", ["triplet", "hardest"])
 def test_a_few_training_steps_lower_the_triplet_loss(loss):
     keras.utils.set_random_seed(0)
@@ -185,7 +216,8 @@ TRAIN = ("train", "--steps", "2", "--triplets", "32", "--batch-size", "16", "--p
 
 
 def test_describe_train_evaluate_and_resume_write_complete_runs(dataset, tmp_path):
-    result, run = _invoke(tmp_path, *TRAIN, "--data", str(dataset), "--inputs", "noisy")
+    result, run = _invoke(tmp_path, *TRAIN, "--data", str(dataset), "--inputs", "noisy", "--batch-sequences", "1",
+                          "--augment")
     assert result.exit_code == 0, result.output
     assert run.parent == tmp_path / "runs" / "describe-train" and (run / "status").read_text().strip() == "complete"
     assert {"results.json", "results.txt", "results.png", "descriptor.keras", "config.json", "argv.txt"} <= \

@@ -1,10 +1,11 @@
-"""The manual against the commands: docs/cli.rst, built by Sphinx as the manual builds it, names every
-command and every option of the click tree, each in its own command's section; every `deeprestore`
+"""The manual against the commands: the command reference (docs/cli.rst and a page per command in
+docs/cli/), built by Sphinx as the manual builds it, names every command and every option of the click
+tree, each in its own command's section, with its default as `--help` shows it; every `deeprestore`
 command line of the manual's and README's code blocks and worked examples parses (so a renamed option fails here
 until the pages follow); the worked examples are the ones docs/make_figures.py runs.
 
-Only cli.rst is built (with sphinx-click alone, as plain text), which takes seconds; `make docs`
-builds the whole manual.
+Only the reference is built (with its directive, docs/commandref.py, alone, as plain text), which takes
+seconds; `make docs` builds the whole manual.
 """
 
 import importlib.util
@@ -39,33 +40,54 @@ def sections(text):
 
 
 def documented_options(lines):
-    """Option names the reference lists: its option entries start at column 0 (`--clamp, --no-clamp`)."""
+    """Option names the reference lists: its option entries start at column 0, quoted as literals in plain
+    text (`"--clamp / --no-clamp"`, `"-h, --help"`)."""
     names = set()
     for line in lines:
-        if line.startswith("-"):
-            names.update(part.split(" ")[0] for part in line.split(", "))
+        if line.startswith(('"-', "-")):
+            names.update(part.strip('"').split(" ")[0] for part in line.replace(" / ", ", ").split(", "))
     return names
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The plain-text build of docs/cli.rst."""
+def built(tmp_path_factory):
+    """The plain-text build of docs/cli.rst and its pages, `{page: text}`."""
     source = tmp_path_factory.mktemp("cli-source")
-    (source / "conf.py").write_text('extensions = ["sphinx_click"]\n')
+    (source / "conf.py").write_text(f"import sys\nsys.path.insert(0, {str(DOCS)!r})\nextensions = ['commandref']\n"
+                                    "default_role = 'literal'\n")
     (source / "index.rst").write_text((DOCS / "cli.rst").read_text())
+    (source / "cli").mkdir()
+    for page in (DOCS / "cli").glob("*.rst"):
+        (source / "cli" / page.name).write_text(page.read_text())
     output = source / "_build"
     assert build_main(["-q", "-W", "-b", "text", str(source), str(output)]) == 0
-    return sections((output / "index.txt").read_text())
+    return {path.relative_to(output).with_suffix("").as_posix(): path.read_text() for path in output.rglob("*.txt")}
+
+
+@pytest.fixture(scope="module")
+def reference(built):
+    return {path: lines for text in built.values() for path, lines in sections(text).items()}
 
 
 def test_reference_has_a_section_for_every_command(reference):
     assert sorted(reference) == sorted(path for path, _ in walk(cli))
 
 
+def test_each_command_has_a_page_of_its_own(built):
+    assert {page for page in built if page.startswith("cli/")} == {f"cli/{name}" for name in cli.commands}
+
+
+def test_each_option_shows_its_type_and_default_as_help_does(reference):
+    dream = "\n".join(reference["deeprestore dream"])
+    assert "--size INTEGER RANGE" in dream and "[default: 384; x>=0]" in dream
+    assert '[default: ""]' in "\n".join(reference["deeprestore style"])
+
+
 @pytest.mark.parametrize("path,command", list(walk(cli)), ids=lambda value: value if isinstance(value, str) else "")
 def test_every_option_is_listed_under_its_command(reference, path, command):
     options = {name for parameter in command.params if isinstance(parameter, click.Option) and not parameter.hidden
-               for name in (*parameter.opts, *parameter.secondary_opts)}
+               for name in (*parameter.opts, *parameter.secondary_opts)
+               if name not in getattr(parameter, "aliases", ())}  # old spellings stay out of --help and the pages
     missing = options - documented_options(reference[path])
     assert not missing, f"{path}: options missing from docs/cli.rst's reference: {sorted(missing)}"
 

@@ -132,6 +132,8 @@ def test_texture_command_synthesises_a_batch_at_any_size(tmp_path):
     assert [path.name for path in outputs] == ["texture_000.png", "texture_001.png"]
     first, second = (load_image(path) for path in outputs)
     assert first.shape == (24, 40, 3) and not np.array_equal(first, second)
+    figure = load_image(run / "images" / "figure.png")  # source | texture 0 | texture 1, under a title
+    assert figure.shape[1] > 3 * 40 and figure.shape[0] > 40
 
 
 def synthetic_bricks(size=64, height=8, width=16):

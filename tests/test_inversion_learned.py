@@ -14,6 +14,7 @@ from deeprestore.errors import DeepRestoreError
 from deeprestore.inversion import metrics
 from deeprestore.inversion.learned import invert_learned
 from deeprestore.rundir import RunDir
+from deeprestore.settings import LearnedInversionSettings as Learned
 
 
 def test_colour_difference_is_grey_where_equal_and_shows_the_missing_channel():
@@ -70,7 +71,7 @@ def new_run(tmp_path):
 
 def test_learned_inversion_writes_every_modules_output_figures_and_metrics(stack_run, tmp_path):
     run = new_run(tmp_path)
-    result = invert_learned(stack_run, ["astronaut", "coffee"], run, echo=lambda message: None)
+    result = invert_learned(Learned(stack=stack_run), ["astronaut", "coffee"], run, echo=lambda message: None)
     assert result["layer"] == "pool2" and len(result["chain"]) == 4 and len(result["images"]) == 2
     assert set(result["mean"]) == {"mse", "psnr", "ssim"}
     assert set(result["by_layer"]) == {"pool2", "conv2", "pool1", "conv1"}
@@ -84,7 +85,8 @@ def test_learned_inversion_writes_every_modules_output_figures_and_metrics(stack
 
 
 def test_the_stack_reconstructs_better_than_noise_and_from_any_layer_along_it(stack_run, tmp_path):
-    result = invert_learned(stack_run, "chelsea", new_run(tmp_path), layer="conv1", size=32, echo=lambda message: None)
+    result = invert_learned(Learned(stack=stack_run, layer="conv1", size=32), "chelsea", new_run(tmp_path),
+                            echo=lambda message: None)
     assert result["chain"] == ["conv1_to_image"]
     _, images = load_images("chelsea", (32, 32))
     noise = metrics.image_metrics(images[0], np.random.default_rng(0).uniform(size=images[0].shape))
@@ -93,11 +95,12 @@ def test_the_stack_reconstructs_better_than_noise_and_from_any_layer_along_it(st
 
 def test_learned_inversion_errors_are_clear(stack_run, tmp_path):
     with pytest.raises(DeepRestoreError, match="holds no trained modules"):
-        invert_learned(tmp_path, "astronaut", new_run(tmp_path))
+        invert_learned(Learned(stack=tmp_path), "astronaut", new_run(tmp_path))
     with pytest.raises(DeepRestoreError, match="inverts 'tiny', not 'vgg16'"):
-        invert_learned(stack_run, "astronaut", new_run(tmp_path), network="vgg16")
+        invert_learned(Learned(stack=stack_run), "astronaut", new_run(tmp_path), network="vgg16")
     with pytest.raises(DeepRestoreError, match="No module of the stack reconstructs from 'relu2'"):
-        invert_learned(stack_run, "astronaut", new_run(tmp_path), layer="relu2", echo=lambda message: None)
+        invert_learned(Learned(stack=stack_run, layer="relu2"), "astronaut", new_run(tmp_path),
+                       echo=lambda message: None)
 
 
 def test_per_channel_errors_draw_as_one_heatmap_even_when_a_channel_is_cut_short(tmp_path, rng):

@@ -12,8 +12,8 @@ import pytest
 
 from deeprestore import settings
 from deeprestore.cli import cli
-from deeprestore.commands.options import SettingOption
-from deeprestore.commands.resume import _spelling
+from deeprestore.options import SettingOption
+from deeprestore.resuming import _spelling
 
 # Options that steer an invocation rather than describe the experiment (not stored as settings).
 INVOCATION = {"name", "dry_run", "resume", "method", "epochs", "help"}

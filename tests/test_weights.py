@@ -433,6 +433,10 @@ def test_auto_weights_for_vgg16_fall_back_to_offline_and_say_imagenet_was_not_us
     assert "NOT the original ImageNet weights" in built.weights.notice
     assert "ImageNet weights were not used" in built.weights.notice
     assert "offline test" in built.weights.notice
+    said, noted = [], []
+    built.weights.tell(said.append, noted.append)  # one calm line on the terminal, the rest in notices.txt
+    assert len(said) == 1 and "\n" not in said[0] and len(said[0]) < 100 and "notices.txt" in said[0]
+    assert noted == [built.weights.notice] and "line" not in built.weights.as_config()
 
 
 def test_auto_weights_for_vgg16_with_the_head_are_an_error_when_imagenet_fails(vgg16_offline_imagenet):

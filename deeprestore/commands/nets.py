@@ -2,8 +2,8 @@
 
 import click
 
-from deeprestore.commands.common import parse_size
 from deeprestore.layernames import renamed
+from deeprestore.options import parse_size
 
 
 @click.command("nets")

@@ -167,16 +167,18 @@ class TripletSampler:
     Args:
         tracks: int array `(tracks, members)`: row t lists the indices (into the patch array) of track t.
         seed: the base seed.
+        groups: optional int array `(tracks,)`: the sequence of each track, for `group_count`.
     """
 
-    def __init__(self, tracks, seed=0):
+    def __init__(self, tracks, seed=0, groups=None):
         self.tracks = np.asarray(tracks, dtype=np.int64)
         if self.tracks.ndim != 2 or self.tracks.shape[0] < 2 or self.tracks.shape[1] < 2:
             raise DeepRestoreError(f"Triplets need at least 2 tracks of at least 2 patches; got tracks of "
                                    f"shape {self.tracks.shape}.")
         self.seed = seed
+        self.groups = None if groups is None else np.asarray(groups, dtype=np.int64)
 
-    def sample(self, count, epoch=0, distinct_tracks=False, batch_size=None):
+    def sample(self, count, epoch=0, distinct_tracks=False, batch_size=None, group_count=0):
         """Returns `(count, 3)` patch indices (anchor, positive, negative) for `epoch`.
 
         Args:
@@ -184,22 +186,54 @@ class TripletSampler:
             epoch: selects the epoch's fresh set.
             distinct_tracks: draw the anchor tracks of each batch of `batch_size` without repetition
                 (needed by the hardest-in-batch loss).
-            batch_size: the batch size for `distinct_tracks`.
+            batch_size: the batch size for `distinct_tracks` and `group_count`.
+            group_count: when above 0, each batch of `batch_size` draws its tracks (anchors and
+                negatives) from only this many sequences (`groups`), taking more when those hold too few
+                tracks: its negatives are then patches of the same images, which is what matching must
+                tell apart. 0 draws from all tracks.
         """
         rng = np.random.default_rng([self.seed, epoch])
         track_count, members = self.tracks.shape
-        if distinct_tracks:
-            batch_size = min(batch_size or track_count, track_count)
+        batch_size = min(batch_size or track_count, track_count)
+        others = None
+        if group_count and self.groups is not None:
+            anchors, others = self._grouped(rng, count, batch_size, group_count, distinct_tracks)
+        elif distinct_tracks:
             batches = -(-count // batch_size)
             anchors = np.concatenate([rng.permutation(track_count)[:batch_size] for _ in range(batches)])[:count]
         else:
             anchors = rng.integers(0, track_count, count)
         first = rng.integers(0, members, count)
         second = (first + rng.integers(1, members, count)) % members  # a different member of the track
-        others = (anchors + rng.integers(1, track_count, count)) % track_count  # a different track
+        if others is None:
+            others = (anchors + rng.integers(1, track_count, count)) % track_count  # a different track
         negative_members = rng.integers(0, members, count)
         return np.stack([self.tracks[anchors, first], self.tracks[anchors, second],
                          self.tracks[others, negative_members]], axis=1)
+
+    def _grouped(self, rng, count, batch_size, group_count, distinct_tracks):
+        """Anchor and negative tracks, each batch's drawn from the tracks of a few random sequences."""
+        names = np.unique(self.groups)
+        by_group = {name: np.flatnonzero(self.groups == name) for name in names}
+        anchors, others = [], []
+        for start in range(0, count, batch_size):
+            size = min(batch_size, count - start)
+            order = rng.permutation(len(names))
+            chosen = order[:group_count]
+            pool = np.concatenate([by_group[names[index]] for index in chosen])
+            for index in order[group_count:]:  # too few tracks (or one) in the chosen sequences
+                if len(pool) >= max(size if distinct_tracks else 2, 2):
+                    break
+                pool = np.concatenate([pool, by_group[names[index]]])
+            if distinct_tracks:
+                picked = rng.permutation(len(pool))[:size]
+                picked = np.concatenate([picked, rng.integers(0, len(pool), size - len(picked))])
+            else:
+                picked = rng.integers(0, len(pool), size)
+            other = (picked + rng.integers(1, len(pool), size)) % len(pool)  # a different track of the pool
+            anchors.append(pool[picked])
+            others.append(pool[other])
+        return np.concatenate(anchors), np.concatenate(others)
 
 
 def describe_patches(descriptor, patches, batch_size=512):

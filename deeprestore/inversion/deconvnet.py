@@ -23,9 +23,10 @@ import keras
 import numpy as np
 
 from deeprestore import figures, interrupts
-from deeprestore.datasets import BUNDLED, ActivationStore, ImageDataset, source_fingerprint
+from deeprestore.datasets import ActivationStore, ImageDataset, source_fingerprint
 from deeprestore.errors import DeepRestoreError
 from deeprestore.networks import create_network
+from deeprestore.settings import INVERT_DECONVNET
 
 # Layers a projection passes through unchanged (Zeiler & Fergus pass contrast normalisation through).
 _PASS_THROUGH = ("LocalResponseNormalization", "Dropout")
@@ -267,13 +268,15 @@ def strongest(maxima, positions, channel, top):
     return order, positions[order, channel]
 
 
-def layer_figure(network, layer, dataset, maxima, positions, channels, top, batch_size=8):
+def layer_figure(network, layer, dataset, found_maxima, channels, top, batch_size=8):
     """Draws one row per channel: the projections of its `top` strongest activations (in a square grid)
-    beside the receptive-field patches of the images they come from.
+    beside the receptive-field patches of the images they come from; `found_maxima` are the `(maxima,
+    positions)` of `ActivationStore.channel_maxima`.
 
     Returns:
         `(figure, rows)`: the figure array and, per channel, `[(image key, row, column, value), ...]`.
     """
+    maxima, positions = found_maxima
     deconvnet = Deconvnet(network, layer)
     field = receptive_field(network, layer, dataset.size)
     side = math.ceil(math.sqrt(top))
@@ -303,11 +306,14 @@ def layer_figure(network, layer, dataset, maxima, positions, channels, top, batc
     return figure, found
 
 
-def deconvnet_estimates(network, images=BUNDLED, layers=(), channels=8, top=9, size=0, batch_size=8, seed=0):
-    """`([(label, Estimate)], batches)` for `--dry-run`: per layer, one forward-and-backward batch stands
-    for a step; the search for maxima is a forward pass (half a step) per batch of the dataset, and each
-    channel's projections one step per batch of its `top` activations. No weights are loaded.
+def deconvnet_estimates(network, settings=INVERT_DECONVNET, seed=0):
+    """`([(label, Estimate)], batches)` for `--dry-run` of `invert_deconvnet` with `settings`: per layer,
+    one forward-and-backward batch stands for a step; the search for maxima is a forward pass (half a
+    step) per batch of the dataset, and each channel's projections one step per batch of its `top`
+    activations. No weights are loaded.
     """
+    images, layers, channels, top = settings.images, settings.layers, settings.channels, settings.top
+    size, batch_size = settings.size, settings.batch_size
     from deeprestore.datasets import dataset_length
     from deeprestore.estimate import estimate
 
@@ -320,26 +326,24 @@ def deconvnet_estimates(network, images=BUNDLED, layers=(), channels=8, top=9, s
     for layer in layers:
         shown = min(channels, network.output_shapes(*size, layers=[layer])[layer][-1])
         label = f"{layer} ({count} images, {shown} channels)"
-        rows.append((label, estimate(network, (layer,), *size, batch=batch_size)))
+        rows.append((label, estimate(network, (layer,), size, batch=batch_size)))
         batches.append(math.ceil(math.ceil(count / batch_size) / 2) + shown * math.ceil(top / batch_size))
     return rows, batches
 
 
-def invert_deconvnet(network, weights, run, images=BUNDLED, layers=(), channels=8, top=9, size=0, batch_size=8,
-                     data_cache=None, seed=0, show_progress=True, echo=print):
+def invert_deconvnet(network, weights, run, settings=INVERT_DECONVNET, seed=0, show_progress=True, echo=print):
     """Draws Zeiler & Fergus's figures: per layer, the strongest activations' projections and patches.
 
     Args:
         network: The network's name.
         weights: `auto`, `imagenet`, `offline`, `random` or a path.
         run: The `RunDir` to write into.
-        images: `bundled`, a folder or a list file: the images searched for strong activations.
-        layers: Layers to draw (names or aliases); empty means every max-pooling layer.
-        channels: How many channels per layer (the first ones), or a sequence of channel indices.
-        top: Strongest activations per channel.
-        size: Side of the square centre crops; 0 means the network's input size.
-        batch_size: Images per forward pass.
-        data_cache: Folder for the resized dataset and cached maxima (default: the run's `data/`).
+        settings: A `DeconvnetSettings`: `images` (`bundled`, a folder or a list file) searched for
+            strong activations; `layers` to draw (names or aliases; empty: every max-pooling layer);
+            `channels` per layer (the first ones, or a sequence of channel indices); the `top`
+            activations per channel; the `size` of the square centre crops (0: the network's input
+            size); `batch_size` images per forward pass; `data_cache`, the folder for the resized
+            dataset and cached maxima (default: the run's `data/`).
         seed: Seed of random network weights, where those are used.
         show_progress: Whether to show progress bars.
         echo: Where one-line notices go.
@@ -350,8 +354,10 @@ def invert_deconvnet(network, weights, run, images=BUNDLED, layers=(), channels=
     Raises:
         DeepRestoreError: Unknown layers or channels, or unreadable images.
     """
+    images, layers, channels, top = settings.images, settings.layers, settings.channels, settings.top
+    size, batch_size, data_cache = settings.size, settings.batch_size, settings.data_cache
     network = create_network(network, weights, "max", seed=seed)
-    echo(network.weights.notice)
+    network.weights.tell(echo, run.note)
     layers = tuple(network.resolve(layer) for layer in layers) or tuple(
         layer for layer in network.layers if isinstance(network.model.get_layer(layer), keras.layers.MaxPooling2D))
     size = (size, size) if size else tuple(network.spec.input_size)
@@ -373,7 +379,7 @@ def invert_deconvnet(network, weights, run, images=BUNDLED, layers=(), channels=
         if bad:
             raise DeepRestoreError(
                 f"Channel {bad[0]} does not exist in '{layer}'; expected 0 to {maxima.shape[1] - 1}.")
-        figure, found[layer] = layer_figure(network, layer, dataset, maxima, positions, chosen, top, batch_size)
+        figure, found[layer] = layer_figure(network, layer, dataset, (maxima, positions), chosen, top, batch_size)
         figures.save_figure(run.path / f"{layer}.png", figure)
     run.save_json("strongest.json", found)
     return found

@@ -35,21 +35,19 @@ def stack_weights(stack):
     return "auto"
 
 
-def invert_learned(stack, images, run, network=None, weights=None, layer="", size=0, batch_size=8, seed=0,
-                   show_progress=True, echo=print):
+def invert_learned(settings, images, run, network=None, weights=None, seed=0, echo=print):
     """Reconstructs images from a layer through a trained stack and writes figures and metrics.
 
     Args:
-        stack: A stack run directory or its `modules/` folder.
+        settings: A `LearnedInversionSettings`: the `stack` (a stack run directory or its `modules/`
+            folder), the `layer` to reconstruct from (name or alias; empty: the stack's deepest input),
+            the `size` of the square centre crops (0: the size the stack was trained at) and the
+            `batch_size` of a forward pass.
         images: An image source (file, bundled sample, folder, list file) or a sequence of them.
         run: The `RunDir` to write into.
         network: The network's name; must be the one the stack was trained on (default: that one).
         weights: The network's weights (default: those the stack was trained with).
-        layer: Layer to reconstruct from (name or alias); empty means the stack's deepest input.
-        size: Side of the square centre crops; 0 means the size the stack was trained at.
-        batch_size: Images per forward pass.
         seed: Seed of random network weights, where those are used.
-        show_progress: Unused (reconstruction is one pass); kept for the common recipe signature.
         echo: Where one-line notices go.
 
     Returns:
@@ -58,6 +56,7 @@ def invert_learned(stack, images, run, network=None, weights=None, layer="", siz
     Raises:
         DeepRestoreError: No stack at `stack`, another network, an unknown layer, or bad images.
     """
+    stack, layer, size, batch_size = settings.stack, settings.layer, settings.size, settings.batch_size
     directory = modules_directory(stack)
     if not (directory / SPECS_FILE).is_file():
         raise DeepRestoreError(f"'{stack}' holds no trained modules; expected a stack run directory (from "
@@ -67,7 +66,7 @@ def invert_learned(stack, images, run, network=None, weights=None, layer="", siz
         raise DeepRestoreError(f"The stack in '{stack}' inverts '{saved['network']}', not '{network}'; expected "
                                "the network it was trained on.")
     network = create_network(saved["network"], weights or stack_weights(stack), seed=seed)
-    echo(network.weights.notice)
+    network.weights.tell(echo, run.note)
     if saved.get("weights_sha256") not in (None, network.weights.sha256):
         echo(f"Warning: the stack was trained on other weights of {network.name} (sha256 "
              f"{saved['weights_sha256'][:12]}...); its reconstructions through these will be poor.")

@@ -110,7 +110,8 @@ def _load_offline(spec, model, include_top, reason=None):
     weights.assign(model, table, spec.weight_aliases, pathlib.Path(path).name)
     if reason:
         notice = f"{notice} ImageNet weights were not used: {reason}"
-    return WeightsInfo("offline", str(path), weights.sha256(path), notice)
+    line = f"Using offline weights for {spec.name}, not ImageNet's (details in the run's notices.txt)."
+    return WeightsInfo("offline", str(path), weights.sha256(path), notice, line=line)
 
 
 __all__ = [

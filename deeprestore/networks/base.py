@@ -139,16 +139,26 @@ class WeightsInfo:
         source: `imagenet`, `offline`, `random` or `file`.
         path: The file read, or None for random weights.
         sha256: The file's sha256 (for random weights, a hash of the seed), recorded in run configs.
-        notice: One line for the user saying what these weights are.
+        notice: What these weights are, in full (recorded in the run's config and notices).
+        line: The notice in one calm line, where the full notice is longer (see `tell`); None where
+            the notice is one already.
     """
 
     source: str
     path: str | None
     sha256: str
     notice: str
+    line: str | None = dataclasses.field(default=None, kw_only=True)
 
     def as_config(self):
-        return dataclasses.asdict(self)
+        return {key: value for key, value in dataclasses.asdict(self).items() if key != "line"}
+
+    def tell(self, echo, note=None):
+        """Says in one line which weights are used, with `echo`; the full notice, where longer, goes to
+        `note` (a run's `RunDir.note`, kept in its `notices.txt`)."""
+        echo(self.line or self.notice)
+        if self.line and note is not None:
+            note(self.notice)
 
 
 class Network:

@@ -5,18 +5,17 @@ import contextlib
 import dataclasses
 import os
 import pathlib
-import sys
 
 import keras
 import numpy as np
 
 from deeprestore.cache import ActivationCache, MemoryActivationCache
 from deeprestore.errors import DeepRestoreError
+from deeprestore.experiment import output_name  # noqa: F401 (the recipes' name for it)
 from deeprestore.losslog import LossLog
 from deeprestore.networks import create_network
 from deeprestore.optimise import LBFGS, Adam
 from deeprestore.probes import FeatureProbe
-from deeprestore.sharding import shard
 
 
 @contextlib.contextmanager
@@ -37,7 +36,7 @@ def open_network(settings, run, seed, echo, include_top=False):
     with network_precision(getattr(settings, "precision", "float32")):
         network = create_network(settings.network, settings.weights, settings.pooling, include_top=include_top,
                                  seed=seed)
-    echo(network.weights.notice)
+    network.weights.tell(echo, run.note)
     run.update_config(weights=network.weights.as_config())
     return network
 
@@ -134,16 +133,10 @@ def step_rule(optimiser, learning_rate):
     return Adam(learning_rate)
 
 
-def output_name(source, index):
-    """A file-name stem for an input, unique within a run."""
-    stem = str(source).replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    return f"{index:03d}_{stem}"
-
-
 @dataclasses.dataclass(frozen=True)
 class Outputs:
     """Where one item's outputs go: the run directory itself for a single image, or
-    `items/<NNN_name>/` of the run for each image of a folder or list (see `dream`, `apply_denoiser`)."""
+    `items/<NNN_name>/` of the run for each image of a folder or list (see `recipes.dream`, `recipes.denoise_apply`)."""
 
     path: pathlib.Path
 
@@ -156,22 +149,6 @@ class Outputs:
     def losses_dir(self):
         (self.path / "losses").mkdir(parents=True, exist_ok=True)
         return self.path / "losses"
-
-
-def pending_items(run, sources, shard_text):
-    """This task's inputs not yet complete in the run, as `(position, source, name)`.
-
-    Positions in the whole list name the outputs, so the shards of an array job never collide. Items
-    with a completion marker (from an earlier attempt of a named run) are skipped, and a line on stderr
-    says how many, whatever `--quiet`: a resubmitted job's log must show what it did not redo.
-    """
-    selected = [(position, source, output_name(source, position))
-                for position, source in shard(enumerate(sources), shard_text)]
-    pending = [item for item in selected if not run.item_complete(item[2])]
-    if len(pending) < len(selected):
-        print(f"Skipping {len(selected) - len(pending)} of {len(selected)} images already complete in {run.path}.",
-              file=sys.stderr, flush=True)
-    return pending
 
 
 def item_rng(seed, position):

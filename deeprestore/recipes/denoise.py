@@ -6,9 +6,8 @@ Reference:
 
 `train_denoiser` trains a registered model through `deeprestore.training.train` (Keras `fit`,
 checkpoints, exact resume), saves `model.keras`, draws the loss curves and scores the model on held-out material against
-the corrupted input and scikit-image's classical methods. `apply_denoiser` restores one image of any
-size with a saved model, tile by tile, and scores it when the clean image is known; over a folder or
-list of images, each goes into `items/<NNN_name>/` of the run.
+the corrupted input and scikit-image's classical methods. `denoise apply` (`recipes.denoise_apply`)
+restores images of any size with a saved model, with the loading helpers here.
 """
 
 import dataclasses
@@ -18,11 +17,10 @@ import keras
 import numpy as np
 
 from deeprestore import images as image_io
-from deeprestore import interrupts
 from deeprestore.backend import DataParallel
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
-from deeprestore.recipes.common import Outputs, notifier, pending_items
+from deeprestore.recipes.common import notifier
 from deeprestore.restoration import corruptions, data, models
 from deeprestore.restoration.report import Material, score
 from deeprestore.training import Schedule, TensorBoardCallback, train
@@ -200,62 +198,7 @@ def input_image(source, channels, grey, size):
     return data.to_channels(image, channels, source)
 
 
-def clean_sources(settings, count):
-    """The clean reference of each input (None when unknown): `--clean` lists one per input, by position.
-
-    Raises:
-        DeepRestoreError: `--clean` lists a different number of images than `--images`.
-    """
-    if not settings.clean:
-        return [None] * count
-    cleans = image_io.list_images(settings.clean)
-    if len(cleans) != count:
-        raise DeepRestoreError(f"--clean lists {len(cleans)} image(s) for {count} in --images; expected one clean "
-                               "image per input, in the same order.")
-    return cleans
-
-
-def apply_denoiser(settings, run, seed=0, echo=print):
-    """Restores images with a saved model and writes the results, the figures and, with clean images, scores.
-
-    A single image writes into the run directory itself; the images of a folder or list file (or of a
-    `--shard` of one, or of a named run) each write into `items/<NNN_name>/`, named by their position in
-    the whole list, and are marked complete with their scores. Images already complete are skipped.
-
-    Args:
-        settings: A `DenoiseApplySettings`.
-        run: The `RunDir` to write into.
-        seed: Seed of `settings.corruption` (with each image's position).
-        echo: Where the score tables go.
-
-    Returns:
-        `{output name: score rows}` of the images restored (rows empty without a clean image).
-    """
-    model, config = load_model(settings.model)
-    channels = int(model.inputs[0].shape[-1])
-    sources = image_io.list_images(settings.images)
-    cleans = clean_sources(settings, len(sources))
-    corruption = corruptions.parse(settings.corruption) if settings.corruption else None
-    task = corruption.task if corruption is not None else config.get("task", "denoise")
-    run.update_config(model_config=config.get("resolved"), channels=channels, task=task)
-    single = len(sources) == 1 and settings.shard is None and run.name is None
-    results = {}
-    for position, source, name in pending_items(run, sources, settings.shard):
-        interrupts.raise_if_requested()
-        outputs = Outputs(run.path if single else run.path / "items" / name)
-        outputs.path.mkdir(parents=True, exist_ok=True)
-        material = _material(settings, source, cleans[position], channels, corruption, task, (seed, position))
-        if not single:
-            echo(name)
-        rows = score(model, outputs, material, settings.baselines, echo,
-                     tiling={"tile": settings.tile, "overlap": settings.overlap})
-        metrics = {f"{row['method']}.{measure}": row[measure] for row in rows for measure in ("psnr", "ssim")}
-        run.complete_item(name, {"position": position, "source": source, "clean": cleans[position], "metrics": metrics})
-        results[name] = rows
-    return results
-
-
-def _material(settings, source, clean_source, channels, corruption, task, seed):
+def material_of(settings, source, clean_source, channels, corruption, task, seed):
     """One input as `Material`: corrupted here (then it is its own clean reference), or with its clean image."""
     image = input_image(source, channels, settings.grey, settings.size)
     clean = None

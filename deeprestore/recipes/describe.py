@@ -24,7 +24,7 @@ from deeprestore.backend import DataParallel
 from deeprestore.descriptors import evaluation, hpatches, model
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
-from deeprestore.recipes.describe_evaluate import prepare_dataset, prepare_tasks, save_results
+from deeprestore.recipes.describe_data import prepare_dataset, prepare_tasks, save_results
 
 DESCRIPTOR_FILE = "descriptor.keras"
 
@@ -113,18 +113,30 @@ def patch_bank(dataset, names, source):
 
 class TripletBatches(keras.utils.PyDataset):
     """Batches of triplets `(batch, 3, 32, 32, 1)` float32 in [0, 1] gathered from a uint8 patch bank,
-    in the order of `indices` `(triplets, 3)`, with dummy targets (the triplet losses ignore them)."""
+    in the order of `indices` `(triplets, 3)`, with dummy targets (the triplet losses ignore them).
 
-    def __init__(self, bank, indices, batch_size):
+    With `augment` (a seed: a tuple of ints), each triplet is flipped and rotated by a multiple of 90
+    degrees, the same for its three patches, drawn from a generator seeded by `augment` and the batch
+    number.
+    """
+
+    def __init__(self, bank, indices, batch_size, augment=None):
         super().__init__()
-        self.bank, self.indices, self.batch_size = bank, indices, batch_size
+        self.bank, self.indices, self.batch_size, self.augment = bank, indices, batch_size, augment
 
     def __len__(self):
         return math.ceil(len(self.indices) / self.batch_size)
 
     def __getitem__(self, number):
         rows = self.indices[number * self.batch_size:(number + 1) * self.batch_size]
-        triplets = self.bank[rows].astype(np.float32) / np.float32(255.0)
+        triplets = self.bank[rows]
+        if self.augment is not None:
+            codes = np.random.default_rng([*self.augment, number]).integers(0, 8, len(rows))
+            for code in np.unique(codes):  # the eight flips and rotations of the square
+                chosen = triplets[codes == code]
+                chosen = chosen[..., ::-1] if code & 4 else chosen
+                triplets[codes == code] = np.rot90(chosen, k=int(code & 3), axes=(2, 3))
+        triplets = triplets.astype(np.float32) / np.float32(255.0)
         return triplets[..., None], np.zeros(len(rows), np.float32)
 
 
@@ -155,8 +167,9 @@ def triplet_batches(bank, sampler, settings):
     @functools.lru_cache(maxsize=2)
     def epoch_batches(epoch):
         indices = sampler.sample(settings.triplets, epoch, distinct_tracks=settings.loss == "hardest",
-                                 batch_size=settings.batch_size)
-        return TripletBatches(bank, indices, settings.batch_size)
+                                 batch_size=settings.batch_size, group_count=settings.batch_sequences)
+        augment = (sampler.seed, epoch) if settings.augment else None
+        return TripletBatches(bank, indices, settings.batch_size, augment=augment)
 
     def batches(step):
         epoch, index = divmod(step, per_epoch)
@@ -187,7 +200,8 @@ def train(settings, run, seed=0, echo=print, show_progress=True, resume=False):
     training_source = (evaluation_source if train_inputs == settings.inputs
                        else PatchSource(train_inputs, settings.denoiser))
     bank, tracks = patch_bank(dataset, split.train, training_source)
-    batches = triplet_batches(bank, model.TripletSampler(tracks, seed=seed), settings)
+    groups = np.repeat(np.arange(len(split.train)), [dataset[name].count for name in split.train])
+    batches = triplet_batches(bank, model.TripletSampler(tracks, seed=seed, groups=groups), settings)
     per_epoch = steps_per_epoch(settings.triplets, settings.batch_size)
 
     parallel = DataParallel(settings.devices)

@@ -3,8 +3,8 @@
 Descriptor CSV folders, built-in baselines (`raw16`, `sift`) and a trained descriptor are scored on the
 same task lists and reported side by side. Only a trained descriptor needs Keras: this module imports
 it (through `deeprestore.recipes.describe`) only then, so scoring CSV files starts in a second rather
-than in the backend's start-up time. The dataset, task and results helpers here are shared with
-`describe train`.
+than in the backend's start-up time. The dataset, task and results helpers it shares with `describe
+train` are in `recipes.describe_data`.
 """
 
 import contextlib
@@ -12,67 +12,14 @@ import importlib
 import pathlib
 import threading
 
-from deeprestore.descriptors import evaluation, export, hpatches, tasks
+from deeprestore.descriptors import evaluation, export, hpatches
 from deeprestore.errors import DeepRestoreError
+from deeprestore.recipes.describe_data import prepare_dataset, prepare_tasks, save_results
 
 
 def _import_quietly(name):
     with contextlib.suppress(ImportError):  # the plot raises it where it is needed
         importlib.import_module(name)
-
-
-def prepare_dataset(settings, run, seed):
-    """The dataset folder: `settings.data`, or the synthetic dataset generated into `<run>/data`."""
-    if settings.data is not None:
-        return pathlib.Path(settings.data)
-    from deeprestore.descriptors import synthetic
-
-    spec = synthetic.SyntheticSpec(count=settings.patches, seed=seed)
-    return synthetic.synthesize(run.path / "data", spec)
-
-
-def prepare_tasks(settings, root, split, dataset, run, seed):
-    """The split's tasks: from `settings.tasks` or `<data>/tasks`, else generated into `<run>/tasks`
-    (also when `settings.tasks` holds other splits' files only, as the benchmark's task folder does for
-    a split it does not know; a folder with some but not all of the split's files is an error).
-
-    Args:
-        dataset: `{name: Sequence}` holding at least the test sequences, or `None`: then the patch
-            counts come from the PNG headers, and `ref` stacks are read only to generate tasks.
-    """
-    if dataset is None:
-        counts = hpatches.patch_counts(root, split.test)
-    else:
-        counts = {name: dataset[name].count for name in split.test}
-    for folder in ([settings.tasks] if settings.tasks else []) + [root / "tasks"]:
-        partial = folder == settings.tasks and any(pathlib.Path(folder).glob(f"*_split-{split.name}.csv"))
-        if tasks.has_tasks(folder, split.name) or partial:
-            return tasks.read_tasks(folder, split.name, counts)
-
-    def reference(name):
-        return dataset[name].images["ref"] if dataset is not None else hpatches.read_stack(root / name / "ref.png")
-
-    patch_std = {name: reference(name).reshape(counts[name], -1).std(axis=1) for name in split.test}
-    generated = tasks.generate_tasks(split, counts, patch_std, seed=seed, pairs=settings.pairs,
-                                     queries=settings.queries, distractors=settings.distractors)
-    tasks.write_tasks(run.path / "tasks", generated)
-    return generated
-
-
-def save_results(run, results_by_name):
-    """Writes `results.json` (every entry), `results.txt` (the tables, per sequence too) and
-    `results.png`; returns the text to print: each descriptor's tables and, for several, one
-    comparison table."""
-    run.save_json("results.json", results_by_name)
-    text = "".join(evaluation.format_table(results, name, per_sequence=True) + "\n"
-                   for name, results in results_by_name.items())
-    printed = "".join(evaluation.format_table(results, name) + "\n" for name, results in results_by_name.items())
-    if len(results_by_name) > 1:
-        comparison = "Summary, mAP and success rate in %\n" + evaluation.format_comparison(results_by_name)
-        text, printed = text + comparison, printed + comparison
-    (run.path / "results.txt").write_text(text, encoding="utf-8")
-    evaluation.plot_results(run.path / "results.png", results_by_name)
-    return printed
 
 
 def _unique(name, taken):

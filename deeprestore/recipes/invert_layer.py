@@ -25,23 +25,17 @@ import keras
 import numpy as np
 
 from deeprestore import images as image_io
-from deeprestore.errors import DeepRestoreError
 from deeprestore.figures import activation_figure, save_figure, titled
 from deeprestore.losslog import LossLog
 from deeprestore.optimise import Constraint, Engine, Progress, optimise
 from deeprestore.probes import FeatureProbe, SegmentProbe
-from deeprestore.recipes.common import (
-    TargetFeatures,
-    activation_cache,
-    item_rng,
-    notifier,
-    open_network,
-    pending_items,
-)
-from deeprestore.recipes.invert import (
+from deeprestore.recipes.common import TargetFeatures, activation_cache, item_rng
+from deeprestore.recipes.invert_presets import (
     chosen_preset,
     inversion_objective,
     load_images,
+    source_layer,
+    square,
     step_rule_for,
 )
 from deeprestore.rundir import atomic_write, to_json
@@ -63,25 +57,6 @@ class LayerStatistics:
     norm: float
     unit: float
     non_negative: bool
-
-
-def source_layer(network, to, layer):
-    """The canonical name of `--to`, checked to come before the inverted layer.
-
-    Raises:
-        DeepRestoreError: `to` is unknown, or not below `layer`.
-    """
-    try:
-        source = network.resolve(to)
-    except DeepRestoreError as error:
-        raise DeepRestoreError(f"--to: {error}") from None
-    order = network.layers
-    if order.index(source) >= order.index(layer):
-        raise DeepRestoreError(
-            f"--to '{to}' is not below the inverted layer '{layer}' of '{network.name}'; expected one of the "
-            f"layers before it: {', '.join(order[: order.index(layer)])}."
-        )
-    return source
 
 
 def layer_statistics(network, layer, size):
@@ -116,83 +91,78 @@ def normalised_errors(values, targets):
     return np.sum((values - targets) ** 2, axis=axes) / (np.sum(targets**2, axis=axes) + 1e-12)
 
 
-def invert_to_layer(settings, run, seed=0, show_progress=True, echo=print):
-    """Reconstructs the activations of layer `settings.to` from those of `settings.layer`.
-
-    The images of this shard not already complete in the run are inverted as one batch, as
-    `recipes.invert.invert` does. Each writes its reconstructed tensor (`outputs/<NNN_name>.npy`,
-    `(height, width, channels)`) and is marked complete with its errors: the normalised feature error
-    at the inverted layer and the normalised error against the true activations of `to`. The figure
-    (a few channels, true above reconstructed) and `metrics.json` (per image and averaged) describe
-    the batch (in a named run, under the task's `shards/I-of-N/`).
-
-    Args:
-        settings: An `InvertSettings` with `to` set.
-        run: The `RunDir`.
-        seed: Seed of the jitter and, with each image's position, of its noise start.
-        show_progress: Whether to show a progress bar.
-        echo: Where notices go.
-
-    Returns:
-        The reconstructed activations, `(batch, height, width, channels)`; an empty batch when every
-        image was complete.
+def setup(context, network, layer):
+    """What inverting to layer `--to` needs once: the source layer, the preset (jitter divided by the
+    layer's stride), the layer's statistics on the sample images and the engine, recorded in the run.
 
     Raises:
         DeepRestoreError: `to` is unknown or not below the inverted layer.
     """
-    pending = pending_items(run, image_io.list_images(settings.images), settings.shard)
-    if not pending:
-        return np.zeros((0, 0, 0, 0), np.float32)
-    network = open_network(settings, run, seed, echo)
-    layer = network.resolve(settings.layer)
+    settings = context.settings
     source = source_layer(network, settings.to, layer)
+    size = square(settings.size or network.spec.input_size)
+    statistics = layer_statistics(network, source, size)
+    stride = max(1, size[0] // network.output_shapes(*size, layers=(source,))[source][1])
     chosen = chosen_preset(settings, network, layer)
-    images = load_images(pending, settings.size or network.spec.input_size)
-    targets = TargetFeatures(network, (source, layer), activation_cache(settings, run))
-    features = [targets("invert", item_source, image) for (_, item_source, _), image in zip(pending, images)]
-    true, goal = (np.stack([item[name] for item in features]) for name in (source, layer))
-    statistics = layer_statistics(network, source, images.shape[1:3])
-    stride = max(1, images.shape[1] // true.shape[1])
     chosen = dataclasses.replace(chosen, jitter=chosen.jitter // stride)
-    run.update_config(layer=layer, to=source, preset=dataclasses.asdict(chosen),
-                      statistics=dataclasses.asdict(statistics))
-
+    context.run.update_config(layer=layer, to=source, preset=dataclasses.asdict(chosen),
+                              statistics=dataclasses.asdict(statistics))
     probe = SegmentProbe(network, source, (layer,), scale=statistics.unit)
+    return network, probe, chosen, statistics
+
+
+def step(context, prepared, items):
+    """Reconstructs the activations of layer `--to` of a batch of images from those of `--layer`.
+
+    Each item writes its reconstructed tensor (`outputs/<NNN_name>.npy`, `(height, width, channels)`)
+    and its record holds its errors: the normalised feature error at the inverted layer and the
+    normalised error against the true activations of `to`. The figure (a few channels, true above
+    reconstructed) and `metrics.json` (per image and averaged) describe the batch (in a named run,
+    under the task's `shards/I-of-N/`).
+    """
+    network, probe, chosen, statistics = prepared
+    settings, run, seed = context.settings, context.run, context.seed
+    source, layer = probe.layers
+    images = load_images(items, settings.size or network.spec.input_size)
+    targets = TargetFeatures(network, (source, layer), activation_cache(settings, run))
+    features = [targets("invert", item_source, image) for (_, item_source, _), image in zip(items, images)]
+    true, goal = (np.stack([item[name] for item in features]) for name in (source, layer))
     engine = Engine(inversion_objective(layer, chosen, true.shape[1] * true.shape[2], source, statistics.norm), probe)
     low = 0.0 if statistics.non_negative else -1.0
     start = np.stack([item_rng(seed, position).uniform(low, 1.0, true.shape[1:]).astype(np.float32)
-                      for position, _, _ in pending])
+                      for position, _, _ in items])
     bounds = (0.0, None) if statistics.non_negative else None
     log = LossLog(run.losses_dir)
     result, _ = optimise(
         engine, start, chosen.steps, step_rule_for(chosen, chosen.steps, bounds), jitter=chosen.jitter,
         callbacks=[layer_constraint(statistics, chosen.constrain)], rng=np.random.default_rng(seed),
-        progress=Progress(description=f"invert {layer} to {source}", show=show_progress, log=log,
-                          notify=notifier(run, echo)),
+        progress=Progress(description=f"invert {layer} to {source}", show=context.show_progress, log=log,
+                          notify=context.notify),
         targets={f"feature.{layer}": goal},
     )
     log.close()
     log.plot()
-    reconstructions = result * statistics.unit
-    _write_outputs(run, pending, probe, reconstructions, true, goal)
-    return reconstructions
+    return _write_outputs(run, items, probe, result * statistics.unit, (true, goal))
 
 
-def _write_outputs(run, pending, probe, reconstructions, true, goal):
-    """Each tensor and its completion marker, then the batch's channel figure and `metrics.json`."""
+def _write_outputs(run, pending, probe, reconstructions, activations):
+    """Each tensor, then the batch's channel figure and `metrics.json`; returns each item's record.
+    `activations` are `(true, goal)`: the true activations of `to` and those of the inverted layer."""
+    true, goal = activations
     source, layer = probe.layers
+    records = {}
     reached = np.asarray(probe.model(reconstructions)[layer])
     feature_errors = normalised_errors(reached, goal)
     activation_errors = normalised_errors(reconstructions, true)
     per_image = []
     (run.path / "outputs").mkdir(parents=True, exist_ok=True)
-    for (position, item_source, name), reconstruction, feature, activation in zip(
+    for (_, _, name), reconstruction, feature, activation in zip(
             pending, reconstructions, feature_errors, activation_errors):
         buffer = io.BytesIO()
         np.save(buffer, reconstruction)
         atomic_write(run.path / "outputs" / f"{name}.npy", buffer.getvalue())
         metrics = {"feature_error": float(feature), "activation_error": float(activation)}
-        run.complete_item(name, {"position": position, "source": item_source, "metrics": metrics})
+        records[name] = {"metrics": metrics}
         per_image.append({"image": name, **metrics})
     figure = activation_figure(true, reconstructions, FIGURE_CHANNELS, row_titles=True)
     title = f"{source}: the {FIGURE_CHANNELS} strongest channels of each image, reconstructed from {layer}"
@@ -204,3 +174,4 @@ def _write_outputs(run, pending, probe, reconstructions, true, goal):
         "activation_error": float(np.mean(activation_errors)),
         "per_image": per_image,
     }))
+    return records

@@ -122,7 +122,7 @@ def train_stack(settings, run, seed=0, resume=False, show_progress=True, echo=pr
         DeepRestoreError: Bad specs, data or settings; `training.Interrupted` on a signal.
     """
     network = create_network(settings.network, settings.weights, seed=seed)
-    echo(network.weights.notice)
+    network.weights.tell(echo, run.note)
     size = (settings.size, settings.size)
     resolved = check_specs(network, stack_specs(settings, network), size)
     mode = "joint" if settings.mode == "fine-tune" else settings.mode
@@ -225,4 +225,6 @@ def write_summary(run, stack, source, dataset, validation_indices, validation_va
     images = dataset.images(validation_indices)
     summary = metrics.summary(images, reconstructions)
     run.save_json("metrics.json", {"source": source, "validation_images": len(images), **summary})
-    figures.save_difference_figure(run.path / "reconstructions.png", images[:8], reconstructions[:8])
+    title = (f"{stack.network.name}: validation images reconstructed from {source} by {len(stack.names)} "
+             f"module{'s' * (len(stack.names) != 1)}, mean PSNR {summary['mean']['psnr']:.1f} dB")
+    figures.save_difference_figure(run.path / "reconstructions.png", images[:8], reconstructions[:8], title=title)

@@ -9,6 +9,7 @@ the content and Gram losses of `deeprestore.objectives`. Target features are com
 and scale and kept in the activation cache; one compiled function serves every image and scale.
 """
 
+import dataclasses
 import functools
 import operator
 import pathlib
@@ -25,9 +26,7 @@ from deeprestore.recipes.common import (
     TargetFeatures,
     activation_cache,
     item_rng,
-    notifier,
     open_network,
-    pending_items,
     resolve_layers,
     step_rule,
     weights_for,
@@ -79,84 +78,92 @@ def initial_image(init, content, style, rng):
     return rng.uniform(0.0, 1.0, content.shape).astype(np.float32)
 
 
-def style(settings, run, seed=0, show_progress=True, echo=print):
-    """Runs style transfer on every content image and writes the results into the run.
+@dataclasses.dataclass
+class Prepared:
+    """What a style run builds once: the network, its layers and weights, the compiled objective, the
+    target features, the style images, and the loss log every image adds to (steps numbered on)."""
 
-    Outputs are named by each image's position in the whole list (`outputs/<NNN_name>.png`); each image
-    is marked complete after its output, and images already complete are skipped.
+    network: object
+    content_layer: str
+    style_layers: tuple
+    blend: object
+    engine: object
+    targets: object
+    style_images: list
+    log: object
+    first_step: int = 0
 
-    Args:
-        settings: A `StyleSettings`.
-        run: The `RunDir`.
-        seed: Seed of the noise start (with each image's position).
-        show_progress: Whether to show progress bars.
-        echo: Where notices go.
 
-    Returns:
-        The stylised images, one per content image of this shard not already complete in the run.
-    """
-    pending = pending_items(run, image_io.list_images(settings.content), settings.shard)
-    if not pending:
-        return []
-    network = open_network(settings, run, seed, echo)
+def setup(context):
+    """Builds the network, the objective and the targets once for every content image."""
+    settings, run = context.settings, context.run
+    network = open_network(settings, run, context.seed, context.echo)
     content_layer = resolve_layers(network, (settings.content_layer,) if settings.content_layer else (), "content")[0]
     style_layers = resolve_layers(network, settings.style_layers, "style")
     layer_weights = weights_for(settings.style_layer_weights, len(style_layers), "style layer")
     blend = weights_for(settings.style_blend, len(settings.styles), "style image")
     run.update_config(content_layer=content_layer, style_layers=list(style_layers),
                       style_layer_weights=layer_weights.tolist(), style_blend=blend.tolist())
-
     engine = Engine.for_objective(style_objective(content_layer, style_layers, layer_weights, settings), network)
     targets = TargetFeatures(network, (content_layer, *style_layers), activation_cache(settings, run))
-    style_images = [image_io.load_image(source) for source in settings.styles]
-    log = LossLog(run.losses_dir)
-    results = []
-    first_step = 0
-    for position, source, name in pending:
-        rng = item_rng(seed, position)
-        content = image_io.load_image(source, settings.size)
-        styles = ([match_luminance(image, content) for image in style_images] if settings.preserve_colour
-                  else style_images)
-        working = luminance(content) if settings.preserve_colour else content
-        image = None
-        for scale, size in enumerate(scale_sizes(content.shape, settings.scales), start=1):
-            content_scaled = image_io.resize(working, size)
-            image = (initial_image(settings.init, content_scaled, styles[0], rng) if image is None
-                     else image_io.resize(image, size))
-            style_side = max(8, round(max(size) * settings.style_scale))
-            grams = {
-                f"gram.{layer}": sum(
-                    weight * objectives.gram_numpy(
-                        targets("style", settings.styles[number], image_io.resize(style_image, style_side),
-                                style_layers)[layer]
-                    )
-                    for number, (style_image, weight) in enumerate(zip(styles, blend))
-                )[None]
-                for layer in style_layers
-            }
-            content_features = targets("content", source, content_scaled, (content_layer,))[content_layer]
-            progress = Progress(
-                description=f"{name} scale {scale} {size[0]}x{size[1]}", show=show_progress, log=log,
-                first_step=first_step, context={"image": position, "scale": scale}, notify=notifier(run, echo),
-            )
-            result, values = optimise(
-                engine, image[None], settings.steps, step_rule(settings.optimiser, settings.learning_rate),
-                progress=progress, targets={f"content.{content_layer}": content_features[None], **grams},
-            )
-            first_step += settings.steps
-            image = np.clip(result[0], 0.0, 1.0)
-            image_io.save_image(run.images_dir / f"{name}_scale{scale}.png", image)
-        if settings.preserve_colour:
-            image = with_content_colour(image, content)
-        image_io.save_image(run.path / "outputs" / f"{name}.png", image)
-        figures.save_figure(run.images_dir / f"{name}_figure.png",
-                            style_figure(source, content, style_images, image, settings))
-        run.complete_item(name, {"position": position, "source": source,
-                                 "metrics": {term: float(value) for term, value in values.items()}})
-        results.append(image)
-    log.close()
-    log.plot()
-    return results
+    return Prepared(network, content_layer, style_layers, blend, engine, targets,
+                    [image_io.load_image(source) for source in settings.styles], LossLog(run.losses_dir))
+
+
+def step(context, prepared, items):
+    """Stylises one content image, scale by scale, into `outputs/<NNN_name>.png` with its figure."""
+    (position, source, name), = items
+    settings, run = context.settings, context.run
+    rng = item_rng(context.seed, position)
+    content = image_io.load_image(source, settings.size)
+    style_images = prepared.style_images
+    styles = [match_luminance(image, content) for image in style_images] if settings.preserve_colour else style_images
+    working = luminance(content) if settings.preserve_colour else content
+    image = None
+    for scale, size in enumerate(scale_sizes(content.shape, settings.scales), start=1):
+        content_scaled = image_io.resize(working, size)
+        image = (initial_image(settings.init, content_scaled, styles[0], rng) if image is None
+                 else image_io.resize(image, size))
+        targets = {f"content.{prepared.content_layer}": prepared.targets(
+            "content", source, content_scaled, (prepared.content_layer,))[prepared.content_layer][None],
+            **style_grams(prepared, settings, styles, size)}
+        progress = Progress(
+            description=f"{name} scale {scale} {size[0]}x{size[1]}", show=context.show_progress, log=prepared.log,
+            first_step=prepared.first_step, context={"image": position, "scale": scale}, notify=context.notify,
+        )
+        result, values = optimise(prepared.engine, image[None], settings.steps,
+                                  step_rule(settings.optimiser, settings.learning_rate), progress=progress,
+                                  targets=targets)
+        prepared.first_step += settings.steps
+        image = np.clip(result[0], 0.0, 1.0)
+        image_io.save_image(run.images_dir / f"{name}_scale{scale}.png", image)
+    if settings.preserve_colour:
+        image = with_content_colour(image, content)
+    image_io.save_image(run.path / "outputs" / f"{name}.png", image)
+    figures.save_figure(run.images_dir / f"{name}_figure.png",
+                        style_figure(source, content, style_images, image, settings))
+    return {name: {"metrics": {term: float(value) for term, value in values.items()}}}
+
+
+def style_grams(prepared, settings, styles, size):
+    """`{gram.<layer>: (1, channels, channels)}`: the blend of the style images' Gram matrices, each
+    style resized to `style_scale` of the scale's longer side."""
+    style_side = max(8, round(max(size) * settings.style_scale))
+    return {
+        f"gram.{layer}": sum(
+            weight * objectives.gram_numpy(prepared.targets(
+                "style", settings.styles[number], image_io.resize(style_image, style_side), prepared.style_layers
+            )[layer])
+            for number, (style_image, weight) in enumerate(zip(styles, prepared.blend))
+        )[None]
+        for layer in prepared.style_layers
+    }
+
+
+def plots(context, prepared):
+    """The loss log of every image, closed and plotted."""
+    prepared.log.close()
+    prepared.log.plot()
 
 
 def style_figure(source, content, styles, result, settings):
@@ -170,7 +177,8 @@ def style_figure(source, content, styles, result, settings):
 
 
 def style_estimates(settings, seed=0):
-    """`[(label, Estimate)]` per scale of the first content image, for `--dry-run` (no weights loaded)."""
+    """`([(label, Estimate)], steps)` per scale of the first content image, for `--dry-run` (no weights
+    loaded)."""
     from deeprestore.estimate import estimate
     from deeprestore.networks import create_network
 
@@ -179,6 +187,7 @@ def style_estimates(settings, seed=0):
     layers = (content_layer, *resolve_layers(network, settings.style_layers, "style"))
     content = image_io.load_image(image_io.list_images(settings.content)[0], settings.size)
     return [
-        (f"scale {scale} {size[0]}x{size[1]}", estimate(network, layers, *size))
+        (f"scale {scale} {size[0]}x{size[1]}", estimate(network, layers, size))
         for scale, size in enumerate(scale_sizes(content.shape, settings.scales), start=1)
-    ]
+    ], settings.steps
+

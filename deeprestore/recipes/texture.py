@@ -20,15 +20,14 @@ import pathlib
 
 import numpy as np
 
+from deeprestore import figures, objectives
 from deeprestore import images as image_io
-from deeprestore import objectives
 from deeprestore.losslog import LossLog
 from deeprestore.optimise import LBFGS, Engine, Progress, optimise
 from deeprestore.parametrisations import FourierImage
 from deeprestore.recipes.common import (
     TargetFeatures,
     activation_cache,
-    notifier,
     open_network,
     resolve_layers,
     step_rule,
@@ -52,21 +51,19 @@ def texture_objective(layers, layer_weights, colour_weight=0.0, tv_weight=0.0, s
     return objective
 
 
-def texture(settings, run, seed=0, show_progress=True, echo=print):
-    """Synthesises `settings.count` textures and writes them into the run.
+def setup(context):
+    """Nothing to build ahead: the one step builds the network and its targets."""
 
-    Args:
-        settings: A `TextureSettings`.
-        run: The `RunDir`.
-        seed: Seed of the noise starts.
-        show_progress: Whether to show a progress bar.
-        echo: Where notices go.
+
+def step(context, prepared=None, items=None):
+    """Synthesises `settings.count` textures as one batch and writes them and their figure into the run.
 
     Returns:
-        The textures, `(count, height, width, 3)`.
+        No item records (a texture run has no items).
     """
+    settings, run, seed = context.settings, context.run, context.seed
     rng = np.random.default_rng(seed)
-    network = open_network(settings, run, seed, echo)
+    network = open_network(settings, run, seed, context.echo)
     layers = resolve_layers(network, settings.layers, "texture")
     layer_weights = weights_for(settings.layer_weights, len(layers), "layer")
     blend = weights_for(settings.blend, len(settings.sources), "source")
@@ -74,8 +71,10 @@ def texture(settings, run, seed=0, show_progress=True, echo=print):
 
     targets = TargetFeatures(network, layers, activation_cache(settings, run))
     grams = {f"gram.{layer}": 0.0 for layer in layers}
+    source_images = []
     for source, weight in zip(settings.sources, blend):
         image = image_io.load_image(source, settings.source_size)
+        source_images.append(image)
         image_io.save_image(run.images_dir / f"source_{pathlib.Path(str(source)).stem}.png", image)
         features = targets("texture", source, image)
         for layer in layers:
@@ -99,8 +98,8 @@ def texture(settings, run, seed=0, show_progress=True, echo=print):
     log = LossLog(run.losses_dir)
     result, _ = optimise(
         engine, start, settings.steps, rule,
-        progress=Progress(description=f"texture {settings.size[0]}x{settings.size[1]}", show=show_progress, log=log,
-                          notify=notifier(run, echo)),
+        progress=Progress(description=f"texture {settings.size[0]}x{settings.size[1]}", show=context.show_progress,
+                          log=log, notify=context.notify),
         targets=grams, parametrisation=parametrisation,
     )
     log.close()
@@ -110,15 +109,26 @@ def texture(settings, run, seed=0, show_progress=True, echo=print):
     result = np.clip(result, 0.0, 1.0)
     for index, image in enumerate(result):
         image_io.save_image(run.path / "outputs" / f"texture_{index:03d}.png", image)
-    return result
+    figures.save_figure(run.images_dir / "figure.png", texture_figure(settings, layers, source_images, result))
+    return {}
+
+
+def texture_figure(settings, layers, sources, textures):
+    """Source(s) | texture(s), each named, under a title saying how they were made."""
+    names = [f"source: {pathlib.Path(str(source)).stem}" for source in settings.sources]
+    names += [f"texture {index}" if len(textures) > 1 else "texture" for index in range(len(textures))]
+    title = (f"{settings.network}: Gram matrices of {', '.join(layers)} matched in {settings.steps} "
+             f"{settings.optimiser} steps")
+    return figures.image_grid([[*sources, *textures]], column_titles=names, smallest=figures.SMALLEST_PANEL,
+                              title=title)
 
 
 def texture_estimates(settings, seed=0):
-    """`[(label, Estimate)]` for `--dry-run`: the whole batch of textures at the output size."""
+    """`([(label, Estimate)], steps)` for `--dry-run`: the whole batch of textures at the output size."""
     from deeprestore.estimate import estimate
     from deeprestore.networks import create_network
 
     network = create_network(settings.network, "random", settings.pooling, seed=seed)
     layers = resolve_layers(network, settings.layers, "texture")
     label = f"{settings.count} x {settings.size[0]}x{settings.size[1]}"
-    return [(label, estimate(network, layers, *settings.size, batch=settings.count))]
+    return [(label, estimate(network, layers, settings.size, batch=settings.count))], settings.steps
