@@ -202,8 +202,10 @@ STACK = ["stack", "--network", "tiny", "--weights", "random", "--from", "pool2",
 
 
 def launch(runs, environment):
+    # TMPDIR: process 1's scratch run, left behind by a kill -9, stays under the test's folder
     return subprocess.Popen([sys.executable, "-m", "deeprestore", "--runs", str(runs), "--seed", "3", "--quiet",
-                             *STACK], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             *STACK], env={**environment, "TMPDIR": str(runs.parent)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def launch_pair(runs):
