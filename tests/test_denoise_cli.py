@@ -176,6 +176,7 @@ def test_training_on_hpatches_pairs_uses_the_noisy_twins(runner, tmp_path):
     (("train", "--model", "resnet"), "Unknown model 'resnet'; expected one of unet, dncnn, dncnn-s, autoencoder"),
     (("train", "--corruption", "blur:3"), "Unknown corruption 'blur:3'"),
     (("train", "--patch-size", "30"), "--patch-size 30 is not a multiple of 4"),
+    (("train", "--held-out", "nowhere.png"), "--held-out 'nowhere.png' not found; expected an image file"),
     (("train", "--loss", "bce"), "Loss 'bce' needs outputs in [0, 1]; model 'unet' has a linear output"),
     (("apply", "--model", "MODEL", "--images", "missing.png"), "Image 'missing.png' not found"),
     (("apply", "--model", "MODEL", "--images", "astronaut"),

@@ -36,13 +36,14 @@ def test_dncnn_learns_the_noise_so_zero_noise_estimate_returns_the_input(name, l
     np.testing.assert_allclose(np.asarray(model(images, training=False)), images, atol=1e-6)
 
 
-def test_the_cpu_sized_dncnn_is_the_paper_design_made_shallower_and_narrower():
+def test_the_cpu_sized_dncnn_is_the_paper_design_shallower_narrower_and_without_batch_norm():
     model = models.create_model("dncnn", channels=1)
     convolutions = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
     assert len(convolutions) == models.DNCNN_DEPTH and convolutions[1].filters == models.DNCNN_FILTERS
+    assert not any(layer.__class__.__name__ == "BatchNormalization" for layer in model.layers)
     depth, filters = models.DNCNN_DEPTH, models.DNCNN_FILTERS
-    expected = 9 * filters + filters + (depth - 2) * (9 * filters * filters + 2 * filters) + 9 * filters
-    assert models.trainable_parameters(model) == expected
+    expected = 9 * filters + filters + (depth - 2) * (9 * filters * filters + filters) + 9 * filters
+    assert models.trainable_parameters(model) == expected == 74_592
 
 
 def test_the_dncnn_ablations_drop_batch_norm_or_the_residual():

@@ -39,8 +39,8 @@ def resolve(settings):
     """The settings with every `None` replaced by the model's own training default, checked.
 
     Raises:
-        DeepRestoreError: Unknown model or corruption, a patch size that is not a multiple of 4, or a
-            loss the model's output cannot take.
+        DeepRestoreError: Unknown model or corruption, a patch size that is not a multiple of 4, a
+            loss the model's output cannot take, or a `--held-out` image that does not exist.
     """
     spec = models.get_spec(settings.model)
     filled = {field: getattr(spec.defaults, field) for field in dataclasses.asdict(spec.defaults)
@@ -51,6 +51,11 @@ def resolve(settings):
                                "expected e.g. 32 or 40.")
     models.check_loss(resolved.loss, spec.name, spec.output)
     corruptions.parse(resolved.corruption)
+    if resolved.curve_every:
+        for entry in resolved.held_out:
+            if str(entry) not in image_io.SAMPLES and not pathlib.Path(str(entry)).exists():
+                raise DeepRestoreError(f"--held-out '{entry}' not found; expected an image file, a folder of images "
+                                       f"or a bundled sample ({', '.join(image_io.SAMPLES)}).")
     return resolved
 
 
