@@ -48,10 +48,12 @@ bench: install
 
 # Reproductions of the seeds' figures (experiments/repro/*.yaml): `make repro-seed003-layers`, `make repro`.
 # SCALE=cpu (default, minutes each on bundled data) or SCALE=full with the weights and data it needs, e.g.
-# `make repro-seed004-baseline SCALE=full HPATCHES=/data/n-hpatches`; `python3 experiments/repro.py --list`.
+# `make repro-seed004-baseline SCALE=full HPATCHES=/data/n-hpatches`,
+# `make repro-seed004-dncnn-paper SCALE=full IMAGES=/data/bsd400 TEST_IMAGES=/data/bsd68` (needs
+# `pip install deeprestore[bm3d]`); `python3 experiments/repro.py --list`.
 SCALE ?= cpu
 REPRO_OUT ?= results/repro
-REPRO_VARIABLES = VGG16 VGG19 ALEXNET CLASSIFIER IMAGES HPATCHES STYLE
+REPRO_VARIABLES = VGG16 VGG19 ALEXNET CLASSIFIER IMAGES TEST_IMAGES HPATCHES STYLE
 REPRO_SETTINGS = $(foreach variable,$(REPRO_VARIABLES),$(if $($(variable)),--set $(shell echo $(variable) | tr A-Z a-z)=$($(variable))))
 REPRO = $(PYTHON) experiments/repro.py --scale $(SCALE) --out $(REPRO_OUT) $(REPRO_SETTINGS)
 

@@ -10,7 +10,7 @@ side and their ratio:
 - model.fit: Keras's own loop on the same patches generated beforehand as numpy arrays (no data work,
   no logging, no checkpoints): the baseline.
 
-Usage: python3 benchmarks/bench_denoise.py [--model dncnn] [--batch-size 16] [--patch-size 40] [--steps 20]
+Usage: python3 benchmarks/bench_denoise.py [--model dncnn-s] [--batch-size 16] [--patch-size 40] [--steps 20]
 """
 
 import argparse
@@ -24,7 +24,7 @@ from deeprestore import backend, training
 from deeprestore import images as image_io
 from deeprestore.restoration import corruptions, data, models
 
-MODEL = "dncnn"  # the network trained
+MODEL = "dncnn-s"  # the network trained (the paper's DnCNN-S, 17 x 64)
 BATCH_SIZE = 16  # patches per step
 PATCH_SIZE = 40  # side of the patches (DnCNN's 40x40)
 STEPS = 20  # timed steps per way, after the warm-up

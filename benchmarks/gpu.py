@@ -205,7 +205,7 @@ def dncnn(batch, patch, parallel=None):
     from deeprestore.restoration.models import compile_model, create_model
 
     with parallel.scope() if parallel is not None else network_precision("float32"):
-        model = compile_model(create_model("dncnn", channels=1), "mse", "adam", 1e-3)
+        model = compile_model(create_model("dncnn-s", channels=1), "mse", "adam", 1e-3)
     patches = np.random.default_rng(0).uniform(size=(batch, patch, patch, 1)).astype(np.float32)
     return model, patches, patches
 

@@ -268,6 +268,10 @@ CORRUPTIONS = ("gaussian:SIGMA, salt-and-pepper:AMOUNT, centre:FRACTION or pertu
                "N-HPatches-like noise)")
 
 
+# The bundled photos `denoise train` never trains on by default: its learning curve is measured on them.
+HELD_OUT_SAMPLES = ("camera", "astronaut")
+
+
 @settings_class
 class DenoiseSettings:
     """`denoise train`: a restoration model trained on corrupted patches (seeds 001 and 004).
@@ -305,7 +309,13 @@ class DenoiseSettings:
     validate_every: int = option(50, "Steps between validations (0: only at the end).", at_least=0)
     checkpoint_every: int = option(50, "Steps between checkpoints.", at_least=1)
     test_image: str = option("camera", "Image held out for the final PSNR/SSIM table: a file or a bundled sample.")
-    test_size: int = option(256, "Longer side of the test image in pixels (0: full size).", at_least=0)
+    test_size: int = option(256, "Longer side of the test image and the --held-out images in pixels (0: full "
+                                 "size).", at_least=0)
+    held_out: tuple = option(HELD_OUT_SAMPLES, "Images the learning curve is measured on (files, folders or "
+                                               "bundled samples; repeat for several); without --data, training uses "
+                                               "the bundled photos but these.")
+    curve_every: int = option(100, "Steps between the learning curve's held-out evaluations (0: none; a curve "
+                                   "needs a noise --corruption).", at_least=0)
     baselines: bool = option(True, "Also score scikit-image's classical methods.")
     devices: int | str = devices_field()
     keep_every: int = keep_every_field()

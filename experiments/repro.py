@@ -51,6 +51,7 @@ VARIABLES = {
     "alexnet": {"cpu": "random", "full": None},        # AlexNet weights: a bvlc_alexnet.npy path
     "classifier": {"cpu": "random", "full": "imagenet"},  # VGG16 with its classifier head (class dreams)
     "images": {"cpu": "bundled", "full": None},        # training images: an ImageNet-sized folder
+    "test_images": {"cpu": "camera", "full": None},    # held-out test images of a denoiser: a folder (BSD68)
     "hpatches": {"cpu": None, "full": None},           # an N-HPatches (32x32, _noise twins) folder
     "style": {"cpu": "coffee", "full": None},          # the style image of the style transfer: a painting
 }
@@ -119,6 +120,10 @@ def load_spec(name):
         for side in ("left", "right"):
             if expectation[side] not in labels:
                 raise ReproError(f"{where} expect names run {expectation[side]!r}; expected one of {labels}.")
+        columns = list(spec["report"].get("table", {}))
+        for key in ("column", "right_column"):
+            if key in expectation and expectation[key] not in columns:
+                raise ReproError(f"{where} expect names column {expectation[key]!r}; expected one of {columns}.")
     return spec
 
 
@@ -264,11 +269,16 @@ def expectations(spec, header, rows):
     by_label = {row[0]: row for row in rows}
     checks = []
     for expectation in spec["report"].get("expect", []):
-        index = header.index(expectation["column"])
-        left, right = by_label[expectation["left"]][index], by_label[expectation["right"]][index]
+        # `right_column` compares two columns, e.g. a model's PSNR with a baseline's in the same run
+        right_column = expectation.get("right_column", expectation["column"])
+        left = by_label[expectation["left"]][header.index(expectation["column"])]
+        right = by_label[expectation["right"]][header.index(right_column)]
         holds = left > right if expectation["op"] == ">" else left < right
         verdict = "agrees" if holds else "does not agree"
-        numbers = f"{expectation['left']} {left:.4g} vs {expectation['right']} {right:.4g}, {expectation['column']}"
+        if right_column == expectation["column"]:
+            numbers = f"{expectation['left']} {left:.4g} vs {expectation['right']} {right:.4g}, {right_column}"
+        else:
+            numbers = f"{expectation['column']} {left:.4g} vs {right_column} {right:.4g}, {expectation['left']}"
         checks.append((expectation["says"], verdict, numbers))
     return checks
 

@@ -57,7 +57,8 @@ def test_train_writes_a_complete_run_with_model_curves_and_scores(trained):
     config = json.loads((trained / "config.json").read_text())
     assert config["command"] == "denoise-train" and config["settings"]["model"] == "unet"
     assert config["resolved"]["loss"] == "mae" and config["resolved"]["corruption"] == "gaussian:0.1"
-    assert config["trainable_parameters"] == 59_777 and "camera" not in config["data"]["images"]
+    assert config["trainable_parameters"] == 59_777
+    assert not {"camera", "astronaut"} & set(config["data"]["images"])  # the held-out photos
     for name in ("model.keras", "curves.png", "figure.png", "metrics.csv", "metrics.json", "losses/losses.png",
                  "images/model.png", "images/nl-means.png", "checkpoints/state.json"):
         assert (trained / name).is_file(), name
@@ -66,6 +67,17 @@ def test_train_writes_a_complete_run_with_model_curves_and_scores(trained):
     assert [row["method"] for row in rows][:4] == ["input", "model", "tv", "nl-means"]
     model = keras.saving.load_model(trained / "model.keras")
     assert model.inputs[0].shape[-1] == 1
+
+
+def test_train_writes_a_learning_curve_on_the_held_out_photos_beside_the_baselines(trained):
+    from deeprestore.restoration import curves
+
+    rows = curves.read_rows(trained / "curves" / curves.CURVE_FILE)
+    assert [row["step"] for row in rows] == [0, 4]  # before the first step, and at the last
+    assert {"psnr.camera", "ssim.astronaut", "cpu_seconds"} <= set(rows[0])
+    methods = [line.split(",")[0] for line in (trained / "curves" / "baselines.csv").read_text().splitlines()]
+    assert methods[:4] == ["method", "input", "tv", "nl-means"]
+    assert (trained / "curves" / curves.PLOT_FILE).is_file()
 
 
 def test_a_run_too_short_to_learn_says_so(trained):
@@ -161,9 +173,10 @@ def test_training_on_hpatches_pairs_uses_the_noisy_twins(runner, tmp_path):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (("train", "--model", "resnet"), "Unknown model 'resnet'; expected one of unet, dncnn, autoencoder"),
+    (("train", "--model", "resnet"), "Unknown model 'resnet'; expected one of unet, dncnn, dncnn-s, autoencoder"),
     (("train", "--corruption", "blur:3"), "Unknown corruption 'blur:3'"),
     (("train", "--patch-size", "30"), "--patch-size 30 is not a multiple of 4"),
+    (("train", "--held-out", "nowhere.png"), "--held-out 'nowhere.png' not found; expected an image file"),
     (("train", "--loss", "bce"), "Loss 'bce' needs outputs in [0, 1]; model 'unet' has a linear output"),
     (("apply", "--model", "MODEL", "--images", "missing.png"), "Image 'missing.png' not found"),
     (("apply", "--model", "MODEL", "--images", "astronaut"),

@@ -95,3 +95,54 @@ def test_the_figure_is_a_png(tmp_path):
     grey = np.zeros((8, 8, 1), np.float32)
     path = restoration_figure(tmp_path / "figure.png", [[grey, grey, grey]] * 2, ["noisy", "denoised", "clean"])
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+class _FakeBm3d:
+    """Stands in for the optional `bm3d` package: records the noise level it is given, returns a constant."""
+
+    def __init__(self):
+        self.calls = []
+
+    def bm3d(self, image, sigma):
+        self.calls.append(("grey", image.shape, sigma))
+        return np.full(image.shape, 0.5)
+
+    def bm3d_rgb(self, image, sigma):
+        self.calls.append(("rgb", image.shape, sigma))
+        return np.full(image.shape, 0.5)
+
+
+def test_bm3d_is_a_baseline_when_its_package_is_installed(monkeypatch):
+    import sys
+
+    fake = _FakeBm3d()
+    monkeypatch.setitem(sys.modules, "bm3d", fake)
+    methods = evaluation.classical_methods("denoise")
+    assert "bm3d" in methods and "bm3d" not in evaluation.classical_methods("inpaint")
+    noisy = np.random.default_rng(0).normal(0.5, 0.1, (64, 64, 1)).astype(np.float32)
+    restored = methods["bm3d"](noisy, None)
+    assert restored.shape == (64, 64, 1) and restored.dtype == np.float32 and np.all(restored == 0.5)
+    methods["bm3d"](np.repeat(noisy, 3, axis=-1), None)
+    (kind, shape, sigma), (colour, colour_shape, _) = fake.calls
+    assert (kind, shape, colour, colour_shape) == ("grey", (64, 64), "rgb", (64, 64, 3))
+    assert sigma == pytest.approx(evaluation.noise_level(noisy))  # blind, like NL-means
+
+
+def test_without_bm3d_it_is_left_out_and_the_score_table_says_so(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    from deeprestore.restoration import report
+
+    monkeypatch.setitem(sys.modules, "bm3d", None)  # import bm3d raises ImportError
+    assert not evaluation.has_bm3d() and "bm3d" not in evaluation.classical_methods("denoise")
+    run = types.SimpleNamespace(path=tmp_path, images_dir=tmp_path / "images")
+    model = models.dncnn(1, depth=3, filters=4)
+    clean = np.full((1, 16, 16, 1), 0.5, np.float32)
+    printed = []
+    material = report.Material(clean + 0.01, clean, "denoise", whole=True)
+    report.score(model, run, material, baselines=True, echo=printed.append)
+    assert printed[-1] == evaluation.BM3D_NOTE
+    printed.clear()
+    report.score(model, run, material, baselines=False, echo=printed.append)
+    assert evaluation.BM3D_NOTE not in printed

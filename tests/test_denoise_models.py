@@ -20,19 +20,41 @@ def test_unet_matches_seed_004_layer_by_layer():
     assert model.get_layer("conv3").kernel.shape[:2] == (2, 2)
 
 
-def test_dncnn_has_the_reports_556096_trainable_parameters():
-    model = models.create_model("dncnn", channels=1)
+def test_dncnn_s_has_the_reports_556096_trainable_parameters():
+    model = models.create_model("dncnn-s", channels=1)
     assert models.trainable_parameters(model) == 556_096
     assert model.count_params() - 556_096 == 15 * 2 * 64  # the moving means and variances of 15 batch norms
     convolutions = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
     assert len(convolutions) == 17 and [layer.use_bias for layer in convolutions].count(True) == 1
 
 
-def test_dncnn_learns_the_noise_so_zero_noise_estimate_returns_the_input():
-    model = models.create_model("dncnn", channels=1)
-    model.get_layer("conv17").kernel.assign(np.zeros(model.get_layer("conv17").kernel.shape, "float32"))
+@pytest.mark.parametrize(("name", "last"), [("dncnn-s", "conv17"), ("dncnn", f"conv{models.DNCNN_DEPTH}")])
+def test_dncnn_learns_the_noise_so_zero_noise_estimate_returns_the_input(name, last):
+    model = models.create_model(name, channels=1)
+    model.get_layer(last).kernel.assign(np.zeros(model.get_layer(last).kernel.shape, "float32"))
     images = np.random.default_rng(0).random((1, 8, 8, 1)).astype("float32")
     np.testing.assert_allclose(np.asarray(model(images, training=False)), images, atol=1e-6)
+
+
+def test_the_cpu_sized_dncnn_is_the_paper_design_shallower_narrower_and_without_batch_norm():
+    model = models.create_model("dncnn", channels=1)
+    convolutions = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
+    assert len(convolutions) == models.DNCNN_DEPTH and convolutions[1].filters == models.DNCNN_FILTERS
+    assert not any(layer.__class__.__name__ == "BatchNormalization" for layer in model.layers)
+    depth, filters = models.DNCNN_DEPTH, models.DNCNN_FILTERS
+    expected = 9 * filters + filters + (depth - 2) * (9 * filters * filters + filters) + 9 * filters
+    assert models.trainable_parameters(model) == expected == 74_592
+
+
+def test_the_dncnn_ablations_drop_batch_norm_or_the_residual():
+    plain = models.dncnn(1, depth=4, filters=8, batch_norm=False)
+    assert not any(layer.__class__.__name__ == "BatchNormalization" for layer in plain.layers)
+    assert all(plain.get_layer(f"conv{index}").use_bias for index in (1, 2, 3))  # biases in place of BN
+    direct = models.dncnn(1, depth=4, filters=8, residual=False)
+    assert "residual" not in [layer.name for layer in direct.layers] and direct.get_layer("conv4").use_bias
+    direct.get_layer("conv4").kernel.assign(np.zeros(direct.get_layer("conv4").kernel.shape, "float32"))
+    images = np.random.default_rng(0).random((1, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(np.asarray(direct(images, training=False)), 0.0, atol=1e-6)  # no input added back
 
 
 def test_autoencoder_variants_follow_seed_001():
@@ -75,7 +97,8 @@ def test_seeded_weights_are_reproducible_and_differ_between_seeds():
 
 
 def test_unknown_names_and_bad_settings_are_clear_errors():
-    with pytest.raises(DeepRestoreError, match="Unknown model 'resnet'; expected one of unet, dncnn, autoencoder"):
+    with pytest.raises(DeepRestoreError,
+                       match="Unknown model 'resnet'; expected one of unet, dncnn, dncnn-s, autoencoder"):
         models.create_model("resnet")
     with pytest.raises(DeepRestoreError, match="takes 1 or 3 channels; got 2"):
         models.create_model("unet", channels=2)

@@ -88,6 +88,22 @@ def test_values_from_json_and_csv(repro, tmp_path):
     assert list(repro._steps(repro.csv_rows(tmp_path / "stages.csv", "step"))) == [1, 2, 3]
 
 
+def test_an_expectation_may_compare_two_columns_of_one_run(repro):
+    spec = {"report": {"expect": [{"left": "DnCNN", "op": ">", "right": "DnCNN", "column": "model",
+                                   "right_column": "bm3d", "says": "the model beats BM3D"}]}}
+    header = ["run", "model", "bm3d"]
+    assert repro.expectations(spec, header, [["DnCNN", 29.5, 29.0]]) == [
+        ("the model beats BM3D", "agrees", "model 29.5 vs bm3d 29, DnCNN")]
+    assert repro.expectations(spec, header, [["DnCNN", 28.5, 29.0]])[0][1] == "does not agree"
+
+
+def test_the_dncnn_reproduction_compares_dncnn_with_bm3d_in_its_own_run(repro):
+    spec = repro.load_spec("seed004-dncnn-paper")
+    (expectation,) = spec["report"]["expect"]
+    assert expectation["left"] == expectation["right"] == "DnCNN"
+    assert spec["report"]["table"][expectation["right_column"]] == "curves/baselines.json:methods.bm3d.psnr"
+
+
 TINY_SPEC = """
 title: Tiny dreams at two step sizes
 seed: "003"

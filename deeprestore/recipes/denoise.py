@@ -22,10 +22,13 @@ from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
 from deeprestore.recipes.common import notifier
 from deeprestore.restoration import corruptions, data, models
+from deeprestore.restoration.curves import LearningCurve
 from deeprestore.restoration.report import Material, score
-from deeprestore.training import Schedule, TensorBoardCallback, train
+from deeprestore.training import Every, Schedule, TensorBoardCallback, read_state, train
 
 MODEL_FILE = "model.keras"
+# Where the learning curve on the held-out images goes (`restoration.curves`).
+CURVE_DIRECTORY = "curves"
 # Patches scored when the held-out material is patches rather than a whole image.
 EVALUATION_PATCHES = 64
 
@@ -34,8 +37,8 @@ def resolve(settings):
     """The settings with every `None` replaced by the model's own training default, checked.
 
     Raises:
-        DeepRestoreError: Unknown model or corruption, a patch size that is not a multiple of 4, or a
-            loss the model's output cannot take.
+        DeepRestoreError: Unknown model or corruption, a patch size that is not a multiple of 4, a
+            loss the model's output cannot take, or a `--held-out` image that does not exist.
     """
     spec = models.get_spec(settings.model)
     filled = {field: getattr(spec.defaults, field) for field in dataclasses.asdict(spec.defaults)
@@ -46,6 +49,11 @@ def resolve(settings):
                                "expected e.g. 32 or 40.")
     models.check_loss(resolved.loss, spec.name, spec.output)
     corruptions.parse(resolved.corruption)
+    if resolved.curve_every:
+        for entry in resolved.held_out:
+            if str(entry) not in image_io.SAMPLES and not pathlib.Path(str(entry)).exists():
+                raise DeepRestoreError(f"--held-out '{entry}' not found; expected an image file, a folder of images "
+                                       f"or a bundled sample ({', '.join(image_io.SAMPLES)}).")
     return resolved
 
 
@@ -59,7 +67,10 @@ def load_data(settings, seed):
                                    "expected 1.")
         clean, noisy, names = data.read_pairs(settings.data)
         return data.PatchData.from_pairs(clean, noisy, names=names, **common), None
-    sources = data.TRAINING_SAMPLES if settings.data is None else image_io.list_images(settings.data)
+    if settings.data is None:
+        sources = tuple(name for name in image_io.SAMPLES if name not in settings.held_out)
+    else:
+        sources = image_io.list_images(settings.data)
     clean = [data.to_channels(image_io.load_image(source), settings.channels, source) for source in sources]
     corruption = corruptions.parse(settings.corruption)
     patches = data.PatchData.from_images(clean, settings.patch_size, corruption, names=sources, **common)
@@ -100,11 +111,16 @@ def train_denoiser(settings, run, seed=0, resume=False, show_progress=True, echo
             run.path / "tensorboard", settings.validate_every, settings.steps,
             images=lambda: {"corrupted": samples[0][:4], "restored": model.predict(samples[0][:4], verbose=0),
                             "clean": samples[1][:4]})
+    curve = learning_curve(settings, run, model, corruption, seed, resume)
+    callbacks = [] if curve is None else [Every(settings.curve_every, lambda step: curve.record(model, step),
+                                                settings.steps)]
     train(model, patches.batch, schedule, checkpoints=run.checkpoints_dir, log_directory=run.losses_dir,
           validation=patches.validation, resume=resume, show_progress=show_progress,
-          description=f"denoise {settings.model}", parallel=parallel, tensorboard=tensorboard)
+          description=f"denoise {settings.model}", parallel=parallel, tensorboard=tensorboard, callbacks=callbacks)
     model.save(run.path / MODEL_FILE)
     plot_training_curves(run, settings.loss)
+    if curve is not None:
+        curve.plot(", ".join(curve.names))
 
     if corruption is None:  # HPatches pairs: score the validation patches
         inputs, targets = (np.concatenate(part)[:EVALUATION_PATCHES] for part in zip(*patches.validation()))
@@ -123,6 +139,22 @@ def train_denoiser(settings, run, seed=0, resume=False, show_progress=True, echo
     if warning:
         notifier(run, echo)(warning)
     return rows
+
+
+def learning_curve(settings, run, model, corruption, seed, resume):
+    """The run's `LearningCurve` on the held-out images (scored before the first step), or None: no
+    `--curve-every`, or no noise to remove (HPatches pairs, inpainting)."""
+    if not settings.curve_every or corruption is None or corruption.task != "denoise":
+        return None
+    state = read_state(run.checkpoints_dir) if resume else None
+    sources = [source for entry in settings.held_out for source in image_io.list_images(entry)]
+    clean = {pathlib.Path(source).stem: data.to_channels(image_io.load_image(source, settings.test_size or None),
+                                                         settings.channels, source) for source in sources}
+    curve = LearningCurve(run.path / CURVE_DIRECTORY, clean, corruption, seed=seed, baselines=settings.baselines,
+                          start=state["step"] if state else 0)
+    if not curve.rows:
+        curve.record(model, 0)
+    return curve
 
 
 def unlearned_warning(rows, settings, spec):

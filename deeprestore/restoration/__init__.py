@@ -2,6 +2,7 @@
 
 `models` is the registry of networks (`create_model`, `list_models`), `corruptions` the seeded
 `image -> image` damages, `data` the step-deterministic training patches, `apply` restores images of
-any size tile by tile, `evaluation` holds PSNR, SSIM and scikit-image's classical methods, and
-`report` scores a model on held-out material and writes its table and figure into a run.
+any size tile by tile, `evaluation` holds PSNR, SSIM and the classical methods (scikit-image's, and
+BM3D when its package is installed), `report` scores a model on held-out material and writes its table
+and figure into a run, and `curves` measures a model on held-out images while it trains.
 """

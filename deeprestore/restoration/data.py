@@ -18,12 +18,15 @@ import numpy as np
 import skimage.color
 
 from deeprestore import images as image_io
+from deeprestore import settings
 from deeprestore.errors import DeepRestoreError
 
 NOISE_SUFFIX = "_noise"
-# The bundled photos trained on by default; `camera` is held out as the default test image.
+# The bundled photos trained on by default: all but the held-out ones (`camera`, the default test image,
+# and `astronaut`), on which the learning curve is measured.
 TEST_SAMPLE = "camera"
-TRAINING_SAMPLES = tuple(name for name in image_io.SAMPLES if name != TEST_SAMPLE)
+HELD_OUT_SAMPLES = settings.HELD_OUT_SAMPLES
+TRAINING_SAMPLES = tuple(name for name in image_io.SAMPLES if name not in HELD_OUT_SAMPLES)
 _TRAIN_STREAM, _VALIDATION_STREAM = 0, 1
 
 
@@ -150,7 +153,7 @@ class PatchData:
 
     @classmethod
     def from_images(cls, images, patch_size, corruption, batch_size, seed=0, validation_fraction=0.2,
-                    validation_batches=4, names=()):
+                    validation_batches=4, names=(), augmented=True):
         """Random patches of clean images, corrupted with a seeded `corruption`, randomly rotated and flipped.
 
         Args:
@@ -162,6 +165,7 @@ class PatchData:
             validation_fraction: The bottom fraction of each image's rows kept for validation.
             validation_batches: Number of fixed validation batches.
             names: The images' names, for the description.
+            augmented: Rotate and flip each patch at random (one of eight); False keeps them as cut.
 
         Raises:
             DeepRestoreError: No image is large enough for a training and a validation patch.
@@ -188,7 +192,8 @@ class PatchData:
                 region = regions[part][index]
                 top = rng.integers(region.shape[0] - patch_size + 1)
                 left = rng.integers(region.shape[1] - patch_size + 1)
-                targets.append(augment(region[top:top + patch_size, left:left + patch_size], rng))
+                patch = region[top:top + patch_size, left:left + patch_size]
+                targets.append(augment(patch, rng) if augmented else patch)
             targets = np.stack(targets).astype(np.float32)  # (batch, size, size, channels)
             inputs = np.stack([corruption(target, rng) for target in targets])
             return inputs, targets

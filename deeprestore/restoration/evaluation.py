@@ -1,9 +1,11 @@
-"""Scoring restorations: PSNR and SSIM against the clean image, and scikit-image's classical methods.
+"""Scoring restorations: PSNR and SSIM against the clean image, and the classical methods.
 
 A *method* is a function `(image, mask) -> image` on one `(height, width, channels)` float image in
 [0, 1] (`mask` marks missing pixels for inpainting, else None). `compare` scores the corrupted input
 and every method's output against the clean images and returns one row per method: `method`, `psnr`
-(dB) and `ssim`, each the mean over the images (one whole image, or many patches).
+(dB) and `ssim`, each the mean over the images (one whole image, or many patches). The classical
+denoisers are scikit-image's (total variation, NL-means, wavelet) and, when the optional `bm3d` package
+is installed (`pip install deeprestore[bm3d]`), BM3D.
 """
 
 import csv
@@ -77,6 +79,27 @@ def _nl_means(image, mask, channel_axis):
                                                 patch_distance=6, channel_axis=channel_axis)
 
 
+def _bm3d(image, mask, channel_axis):
+    # The maintained reference implementation (Makinen, Azzari & Foi), blind like NL-means: it gets the
+    # estimated noise level, not the true one.
+    import bm3d
+
+    sigma = noise_level(image)
+    return bm3d.bm3d(image, sigma) if channel_axis is None else bm3d.bm3d_rgb(image, sigma)
+
+
+def has_bm3d():
+    """Whether the optional `bm3d` package (the BM3D baseline) can be imported."""
+    try:
+        import bm3d  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+BM3D_NOTE = "bm3d: not installed, so BM3D is not scored (pip install deeprestore[bm3d] adds it)."
+
+
 def _has_pywavelets():
     try:
         import pywt  # noqa: F401
@@ -102,13 +125,20 @@ CLASSICAL = {
 
 
 def classical_methods(task):
-    """The classical methods for a task (`denoise`: tv, nl-means, wavelet; `inpaint`: biharmonic).
+    """The classical methods for a task (`denoise`: tv, nl-means, wavelet, bm3d; `inpaint`: biharmonic).
 
-    The wavelet denoiser needs PyWavelets; without it, it is left out.
+    The wavelet denoiser needs PyWavelets and BM3D the optional `bm3d` package; without them, they are
+    left out.
+
+    Reference:
+        Dabov, Foi, Katkovnik & Egiazarian, 2007. Image denoising by sparse 3-D transform-domain
+        collaborative filtering (BM3D); Makinen, Azzari & Foi, 2020 (the `bm3d` package).
     """
     methods = dict(CLASSICAL[task])
     if not _has_pywavelets():
         methods.pop("wavelet", None)
+    if task == "denoise" and has_bm3d():
+        methods["bm3d"] = _per_channel_layout(_bm3d)
     return methods
 
 

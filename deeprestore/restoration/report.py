@@ -69,6 +69,8 @@ def score(model, run, material, baselines=True, echo=print, tiling=None):
         evaluation.save_table(run.path, rows, task=material.task, images=len(inputs),
                               corruption=material.corruption.spec if material.corruption else None)
         echo(evaluation.format_table(rows))
+        if baselines and material.task == "denoise" and not evaluation.has_bm3d():
+            echo(evaluation.BM3D_NOTE)
     if material.whole:
         image_io.save_image(run.images_dir / "input.png", _rgb(inputs[0]))
         for name, images in outputs.items():
