@@ -4,7 +4,8 @@ TensorBoard event files.
 Everything else in deeprestore is written with `keras` and `keras.ops` and runs on any backend that
 Keras supports. What Keras does not abstract, computing the gradient of a scalar with respect to an
 input image inside a compiled function and spreading a training step over several devices, lives here
-with one branch per backend. Nothing else imports tensorflow or jax.
+with one branch per backend. Nothing else imports tensorflow or jax, but for `distributed`, which
+starts each engine's multi-process runtime (one training over several machines).
 """
 
 import contextlib
@@ -13,6 +14,7 @@ import functools
 import keras
 import numpy as np
 
+from deeprestore import distributed
 from deeprestore.errors import DeepRestoreError
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
@@ -214,7 +216,8 @@ def parallel_devices():
     """Names of the devices data-parallel training can use: the GPUs, or the CPUs where there are none.
 
     On TensorFlow these are its logical devices (`GPU:0`, `GPU:1`, ...); on JAX those of its default
-    platform (`gpu:0`, ...).
+    platform (`gpu:0`, ...); in a job of several processes (see `distributed`, JAX only) those of every
+    process, numbered globally.
     """
     check_supported()
     if name() == "tensorflow":
@@ -238,8 +241,17 @@ def check_devices(devices=1):
         The device names, `(device(),)` for one.
 
     Raises:
-        DeepRestoreError: More devices asked for than there are.
+        DeepRestoreError: More devices asked for than there are, or in a job of several processes fewer
+            than all of them.
     """
+    processes = distributed.process_count()
+    if processes > 1:
+        available = parallel_devices()
+        if devices not in ("all", len(available)):
+            raise DeepRestoreError(f"--devices {devices} in a job of {processes} processes with {len(available)} "
+                                   f"devices in all; a job of several processes trains on every device: expected all "
+                                   f"(or {len(available)}).")
+        return available
     available = parallel_devices() if devices != 1 else ()
     count = len(available) if devices == "all" else int(devices)
     if count < 1 or count > max(len(available), 1):
@@ -265,7 +277,8 @@ class DataParallel:
     a step on `n` devices equals a step on one device with the whole batch (up to float rounding;
     batch normalisation on TensorFlow normalises each slice by its own statistics). On TensorFlow this
     is a `tf.distribute.MirroredStrategy`, on JAX a `keras.distribution.DataParallel`. One device
-    (the default) is plain Keras, unchanged.
+    (the default) is plain Keras, unchanged. In a job of several processes (`distributed`, JAX) it is a
+    `DataParallel` over the devices of all of them that takes from each process its own slice of the batch.
 
     Models and optimisers must be built, checkpoints loaded and `fit` called inside `scope()`, which
     makes `fit` split each batch over the devices. Prediction and `test_on_batch` work outside the
@@ -276,6 +289,7 @@ class DataParallel:
 
     Attributes:
         devices: The names of the devices used (one: `device()`).
+        processes: The number of processes the devices belong to (1 but in a multi-process job).
 
     Raises:
         DeepRestoreError: More devices asked for than there are.
@@ -283,6 +297,7 @@ class DataParallel:
 
     def __init__(self, devices=1):
         self.devices = check_devices(devices)
+        self.processes = distributed.process_count()
         count = len(self.devices)
         self._engine = None
         if count == 1:
@@ -292,7 +307,9 @@ class DataParallel:
         else:
             import jax
 
-            self._engine = keras.distribution.DataParallel(devices=jax.devices()[:count])
+            # Each process's batch is its own slice already (`distributed.process_slice`): no sharding again.
+            self._engine = keras.distribution.DataParallel(devices=jax.devices()[:count],
+                                                           auto_shard_dataset=self.processes == 1)
 
     @property
     def replicas(self):
@@ -303,6 +320,13 @@ class DataParallel:
         """The context to build models and optimisers and load checkpoints in."""
         return self._engine.scope() if self._engine is not None else contextlib.nullcontext()
 
+    def process_batches(self, batches):
+        """`step -> batch` as this process feeds it to `fit`: over several processes its own slice of each
+        global batch (`distributed.process_slice`), otherwise the whole batch."""
+        if self.processes == 1:
+            return batches
+        return lambda step: distributed.process_slice(batches(step))
+
     def check_batch(self, batch_size, option="--batch-size"):
         """Raises a `DeepRestoreError` unless `batch_size` splits evenly over the devices."""
         if batch_size % self.replicas:
@@ -310,6 +334,26 @@ class DataParallel:
                 f"{option} {batch_size} does not split evenly over {self.replicas} devices; expected a "
                 f"multiple of {self.replicas} (the batch is global: each device takes batch / devices)."
             )
+
+
+@contextlib.contextmanager
+def outside_distribution():
+    """Runs the enclosed code without the data-parallel layout of a job of several processes.
+
+    Inside the layout a prediction takes each process's inputs as its slice of one global batch, and its
+    outputs span the devices of every process, so no process can read them; outside it every process
+    predicts on its own inputs with the (replicated) weights. For callbacks during `fit`, which runs in
+    the layout: figures, descriptors scored by mAP. With one process it changes nothing.
+    """
+    if distributed.process_count() == 1:
+        yield
+        return
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(previous)
 
 
 def fit_data(batches):

@@ -192,25 +192,40 @@ def train_run(context, experiment, settings, options, resume=None, name=None):
     """The life of a training run: a new one, `--resume RUN`, or `--name NAME` (created, or resumed when it
     exists with the same options; a complete one is left as it is).
 
+    Over several processes (one per machine, see `distributed`) every process runs the same command line,
+    with `--name` or `--resume` so that all find one run directory: process 0 lives the run's life as
+    above; the others wait until it has created or claimed the run, then train beside it (`_follow`).
+
     Raises:
         DeepRestoreError: Both `--resume` and `--name`, a named run of other options, a refused
-            `--devices`, or what `resuming.reopen` raises.
+            `--devices`, a multi-process job without `--name` or `--resume`, or what `resuming.reopen` raises.
     """
     import pathlib
 
-    from deeprestore import backend, resuming
+    from deeprestore import backend, distributed, resuming
     from deeprestore.rundir import RunDir
 
     state = context.find_object(State)
     if resume is not None and name is not None:
         raise DeepRestoreError(f"Got --resume {resume} and --name {name}; expected one (--name resumes its run when it "
                                "exists).")
+    cluster = distributed.cluster_from_environment()  # a bad description fails here, before any work
+    if cluster is not None:
+        if resume is None and name is None:
+            raise DeepRestoreError(f"A training over {cluster.processes} processes got neither --name nor --resume; "
+                                   "expected --name NAME (e.g. --name $SLURM_JOB_ID), so that every process finds the "
+                                   "one run directory.")
+        distributed.initialize()  # before the backend computes anything
+        if not distributed.is_primary():
+            return _follow(context, experiment, settings, options,
+                           pathlib.Path(resume or pathlib.Path(state.runs) / experiment.folder / name))
     path = resume
     if name is not None and (pathlib.Path(state.runs) / experiment.folder / name).exists():
         run = RunDir.open(pathlib.Path(state.runs) / experiment.folder / name)
         resuming.check_same_run(run, experiment.folder, settings, state.seed)
         stored_steps = run.config["settings"].get("steps")
         if run.status == "complete" and settings.steps == stored_steps:
+            distributed.barrier("run")  # the other processes find it complete too
             click.echo(f"Run {run.path} is already complete ({stored_steps} steps); nothing to do.", err=True)
             click.echo(str(run.path))
             return run
@@ -227,9 +242,57 @@ def train_run(context, experiment, settings, options, resume=None, name=None):
         context_manager = resuming.resumed(run, settings)
     step_context = Context(settings, run, seed, not state.quiet, state.echo)
     with interrupted_says(run, experiment, name), context_manager, sigterm_interrupts():
+        if distributed.process_count() > 1:
+            run.checkpoints_dir  # noqa: B018 (created here, read by the other processes)
+            distributed.barrier("run")  # the run exists: the other processes go on (`_follow`)
         experiment.train(step_context, path is not None)
         if experiment.figures is not None:
             experiment.figures(step_context, None)
+    click.echo(str(run.path))
+    return run
+
+
+def _follow(context, experiment, settings, options, path):
+    """A process other than 0 of a multi-process training: waits until process 0 has created or claimed
+    the run at `path`, takes its stored settings and seed (the options it may change as given), and runs
+    the training in step with process 0 in a private scratch run that is deleted at the end, its
+    `checkpoints/` the shared run's (read on resume; only process 0 writes there). Prints the shared run.
+
+    Raises:
+        DeepRestoreError: Process 0 stopped before training (its log says why), or what `resuming` raises.
+    """
+    import pathlib
+    import shutil
+    import tempfile
+
+    from deeprestore import distributed, resuming
+    from deeprestore.rundir import RunDir
+
+    state = context.find_object(State)
+    try:
+        distributed.barrier("run")
+    except Exception as error:
+        if not distributed.is_lost_peer(error):
+            raise
+        raise DeepRestoreError(f"Process 0 of the job stopped before training ({' '.join(str(error).split())[:120]}); "
+                               "expected it to create or resume the run: see its log.") from None
+    run = RunDir.open(path)
+    if run.status == "complete" and settings.steps == run.config["settings"].get("steps"):
+        click.echo(str(run.path))
+        return run
+    _, settings, seed, _ = resuming.check_resume(context, run, experiment.folder, experiment.settings, options,
+                                             experiment.stored_key)
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"deeprestore-process{distributed.process_index()}-"))
+    try:
+        shadow = RunDir.create(scratch, experiment.folder, {"settings": config_of(settings), "seed": seed})
+        (shadow.path / "checkpoints").symlink_to((run.path / "checkpoints").resolve(), target_is_directory=True)
+        step_context = Context(settings, shadow, seed, not state.quiet, state.echo)
+        with shadow:
+            experiment.train(step_context, True)
+            if experiment.figures is not None:
+                experiment.figures(step_context, None)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     click.echo(str(run.path))
     return run
 
@@ -461,9 +524,10 @@ def use_backend(name):
         os.environ["KERAS_BACKEND"] = name
     try:
         with contextlib.nullcontext() if os.environ.get("DEEPRESTORE_DEBUG") else native_stderr_silenced():
-            from deeprestore import backend
+            from deeprestore import backend, distributed
 
-            backend.device()
+            if not distributed.described():  # a multi-process training starts its engine first (`initialize`)
+                backend.device()
     except ImportError as error:
         raise DeepRestoreError(
             f"Keras backend '{os.environ.get('KERAS_BACKEND', 'tensorflow')}' could not be loaded ({error}); "

@@ -69,7 +69,7 @@ def reopen(context, path, command, settings_class, options, stored_key="settings
     run = RunDir.open(path)
     run.claim()
     try:
-        return _checked(context, run, command, settings_class, options, stored_key)
+        return check_resume(context, run, command, settings_class, options, stored_key)
     except BaseException:
         if run.previous_owner is None:
             (run.task_path / OWNER_FILE).unlink(missing_ok=True)
@@ -79,7 +79,7 @@ def reopen(context, path, command, settings_class, options, stored_key="settings
         raise
 
 
-def _checked(context, run, command, settings_class, options, stored_key):
+def check_resume(context, run, command, settings_class, options, stored_key):
     """`reopen`'s checks of the claimed `run`."""
     from deeprestore import backend, training
     from deeprestore.backend import DataParallel

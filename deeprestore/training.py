@@ -18,7 +18,12 @@ raise `Interrupted`. A recipe adds its own work with `Every(steps, function)` (f
 reconstructions, mAP) and `--tensorboard` adds `TensorBoardCallback`.
 
 With a `backend.DataParallel` over several devices, `fit` runs inside its scope and splits each batch
-over them; checkpoints hold plain arrays, so a run resumes on any number of devices.
+over them; checkpoints hold plain arrays, so a run resumes on any number of devices. Over several
+processes (`distributed`: one per machine, each running the same command) every process feeds its own
+slice of each batch and loads the same checkpoint; only the primary writes checkpoints, the loss log and
+TensorBoard events; a signal to any process stops all of them after the same step, with a checkpoint;
+a process lost mid-run makes the others fail their next step, and the primary then writes a checkpoint
+of the last complete one.
 """
 
 import collections
@@ -35,7 +40,7 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from deeprestore import backend, interrupts
+from deeprestore import backend, distributed, interrupts
 from deeprestore.backend import DataParallel
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog
@@ -303,6 +308,7 @@ class TrainingCallback(keras.callbacks.Callback):
         self.schedule, self.checkpoints, self.log = schedule, checkpoints, log
         self.validation, self.flag, self.bar, self.tensorboard = validation, flag, bar, tensorboard
         self.step = 0
+        self.saved = start  # the step of the last checkpoint
         self.results = {}
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -318,8 +324,10 @@ class TrainingCallback(keras.callbacks.Callback):
             self._record(step, values)
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{values.get('train.loss', float('nan')):.4g}", refresh=False)
+        if distributed.process_count() > 1 and distributed.any_process(self.flag) and not self.flag:
+            self.flag["stop"] = "a signal to another process of the job"  # all stop after the same step
         if step % self.schedule.checkpoint_every == 0 or step == self.schedule.steps or self.flag:
-            save_checkpoint(self.model, self.checkpoints, step, self.schedule.keep_every)
+            self.checkpoint(step)
         if self.flag:
             self.model.stop_training = True
             return
@@ -327,6 +335,12 @@ class TrainingCallback(keras.callbacks.Callback):
         if self.validation is not None and (due or step == self.schedule.steps):
             self.results = evaluate(self.model, self.validation)
             self._record(step, {f"validation.{name}": value for name, value in self.results.items()})
+
+    def checkpoint(self, step):
+        """Writes the checkpoint of `step` (the primary process only; every process holds the same values)."""
+        if distributed.is_primary():
+            save_checkpoint(self.model, self.checkpoints, step, self.schedule.keep_every)
+        self.saved = step
 
     def _record(self, step, values):
         if self.log is not None:
@@ -353,31 +367,36 @@ class Every(keras.callbacks.Callback):
         step = self.start + batch + 1
         due = (self.steps and step % self.steps == 0) or step == self.total
         if due and not self.model.stop_training:  # `model` copies JAX's training state into the variables first
-            self.function(step)
+            with backend.outside_distribution():  # over several processes each predicts on its own inputs
+                self.function(step)
 
 
 class TensorBoardCallback(Every):
     """Writes TensorBoard event files into `directory`: every value the loss log gets (`train/loss`,
     `validation/loss`, ...) and, every `steps` steps and at the last, the images `images()` returns,
     `{tag: (count, height, width, channels)}` in [0, 1]. Uses TensorFlow's summary writer (see
-    `backend.EventWriter`); pass it to `train` as `tensorboard`."""
+    `backend.EventWriter`); pass it to `train` as `tensorboard`. In a job of several processes only the
+    primary writes; the others compute the images with it (a prediction is a collective step)."""
 
     def __init__(self, directory, steps, total, images=None):
         super().__init__(steps, self._write_images, total)
-        self.writer = backend.EventWriter(directory)
+        self.writer = backend.EventWriter(directory) if distributed.is_primary() else None
         self.images = images
 
     def scalars(self, step, values):
         """Writes `{term: value}` at `step`, a term's first dot becoming TensorBoard's group separator."""
-        self.writer.scalars(step, {name.replace(".", "/", 1): value for name, value in values.items()})
+        if self.writer is not None:
+            self.writer.scalars(step, {name.replace(".", "/", 1): value for name, value in values.items()})
 
     def _write_images(self, step):
         if self.images is not None:
             for tag, images in self.images().items():
-                self.writer.images(step, tag, np.clip(np.asarray(images, np.float32), 0.0, 1.0))
+                if self.writer is not None:
+                    self.writer.images(step, tag, np.clip(np.asarray(images, np.float32), 0.0, 1.0))
 
     def on_train_end(self, logs=None):
-        self.writer.flush()
+        if self.writer is not None:
+            self.writer.flush()
 
 
 def train(model, batches, schedule, *, checkpoints, log_directory=None, validation=None, resume=False,
@@ -404,16 +423,18 @@ def train(model, batches, schedule, *, checkpoints, log_directory=None, validati
 
     Raises:
         Interrupted: A signal stopped training; a checkpoint was written.
-        DeepRestoreError: The loss became NaN or infinite, or the checkpoint does not fit.
+        DeepRestoreError: The loss became NaN or infinite, the checkpoint does not fit, or another process
+            of the job was lost (a checkpoint of the last complete step was written).
     """
     parallel = parallel or DataParallel()
     step = 0
     if resume and read_state(checkpoints) is not None:
         with parallel.scope():  # optimiser variables a checkpoint creates must be replicated too
             step = load_checkpoint(model, checkpoints)["step"]
-    if resume and log_directory is not None:
+    primary = distributed.is_primary()
+    if resume and log_directory is not None and primary:
         truncate_log(log_directory, step)
-    log = LossLog(log_directory) if log_directory is not None else None
+    log = LossLog(log_directory) if log_directory is not None and primary else None
     flag = {}
     bar = tqdm(total=schedule.steps, initial=step, desc=description, disable=not show_progress, leave=False)
     main = TrainingCallback(schedule, checkpoints, log, validation, flag, bar, tensorboard, start=step)
@@ -424,8 +445,17 @@ def train(model, batches, schedule, *, checkpoints, log_directory=None, validati
     try:
         if step < schedule.steps:
             with stop_on_signals(flag), parallel.scope():  # fit splits each batch over the devices
-                data = backend.fit_data(StepBatches(batches, step, schedule.steps))
+                data = backend.fit_data(StepBatches(parallel.process_batches(batches), step, schedule.steps))
                 model.fit(data, epochs=1, shuffle=False, verbose=0, callbacks=[main, *extra])
+    except Exception as error:
+        if not distributed.is_lost_peer(error):
+            raise
+        if main.step > main.saved:
+            main.checkpoint(main.step)
+        raise DeepRestoreError(
+            f"Training across {distributed.process_count()} processes stopped at step {main.step + 1}: another "
+            f"process of the job was lost ({' '.join(str(error).split())[:160]}); the checkpoint of step "
+            f"{main.saved} is kept. Expected all processes to the end: resume the job to continue.") from None
     finally:
         bar.close()
         if log is not None:

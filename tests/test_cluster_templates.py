@@ -27,6 +27,13 @@ FAKE = """#!/bin/sh
 echo $$ > "$FAKE_RECORD.pid"
 printf '%s\\n' "$@" > "$FAKE_RECORD"
 """
+# Records its options and becomes the command (one task, in the same process, as exec keeps it).
+FAKE_SRUN = """#!/bin/sh
+: > "$FAKE_RECORD.srun"
+while [ "${1#--}" != "$1" ]; do echo "$1" >> "$FAKE_RECORD.srun"; shift; done
+exec "$@"
+"""
+TRAINING = ("single.sbatch", "train_multi_gpu.sbatch", "train_multi_node.sbatch")
 
 
 def slurm(job="41", task=None, highest=None, restart="0"):
@@ -44,8 +51,9 @@ def fake(tmp_path):
     its pid, the bash process's pid, stdout, stderr, exit code)`."""
     folder = tmp_path / "bin"
     folder.mkdir()
-    (folder / "deeprestore").write_text(FAKE)
-    (folder / "deeprestore").chmod(0o755)
+    for name, text in (("deeprestore", FAKE), ("srun", FAKE_SRUN)):
+        (folder / name).write_text(text)
+        (folder / name).chmod(0o755)
     record = tmp_path / "record"
 
     def run(template, *arguments, **variables):
@@ -77,10 +85,10 @@ def sbatch_options(template):
 
 def test_every_template_is_covered_here():
     assert sorted(path.name for path in TEMPLATES.glob("*.sbatch")) == sorted(
-        [*ARRAYS, "single.sbatch", "train_multi_gpu.sbatch"])
+        [*ARRAYS, *TRAINING])
 
 
-@pytest.mark.parametrize("template", sorted([*ARRAYS, "single.sbatch", "train_multi_gpu.sbatch"]))
+@pytest.mark.parametrize("template", sorted([*ARRAYS, *TRAINING]))
 def test_a_template_needs_no_log_folder_appends_on_requeue_and_warns_before_the_time_limit(template):
     options = sbatch_options(template)
     assert "/" not in options["output"] and options["open-mode"] == "append"  # no folder to make first
@@ -121,7 +129,7 @@ def test_an_array_template_outside_an_array_job_says_how_to_submit_it(fake):
     assert code != 0 and "submit with sbatch --array=0-N" in error
 
 
-@pytest.mark.parametrize("template", ["single.sbatch", "train_multi_gpu.sbatch"])
+@pytest.mark.parametrize("template", TRAINING)
 @pytest.mark.parametrize("command", [["stack", "--steps", "9"], ["denoise", "train", "--model", "dncnn"],
                                      ["describe", "train"]])
 def test_a_training_job_is_named_by_its_arguments_so_a_resubmission_resumes_it(fake, template, command):
@@ -132,10 +140,21 @@ def test_a_training_job_is_named_by_its_arguments_so_a_resubmission_resumes_it(f
     assert re.fullmatch(rf"{'stack' if command[0] == 'stack' else command[0] + '-train'}-[0-9a-f]{{12}}", name)
     again, *_ = fake(template, *command, **slurm(job="8", restart="1"))
     assert option(again, "--name") == name
-    assert ("--devices" in got) == (template == "train_multi_gpu.sbatch")
+    assert ("--devices" in got) == (template != "single.sbatch")
     given, *_ = fake(template, *command, "--name", "mine", **slurm(job="7"))
     resumed, *_ = fake(template, *command, "--resume", "runs/x", **slurm(job="7"))
     assert given.count("--name") == 1 and option(given, "--name") == "mine" and "--name" not in resumed
+
+
+def test_the_multi_node_template_starts_one_process_per_node_that_srun_does_not_kill_at_the_first_failure(
+        fake, tmp_path):
+    got, pid, shell, out, error, code = fake("train_multi_node.sbatch", "stack", "--steps", "9",
+                                             **slurm(job="7"), SLURM_NNODES="4", SLURM_JOB_NODELIST="gpu[1-4]")
+    assert code == 0 and pid == shell, error  # exec srun, srun exec: SLURM's signal reaches srun, which forwards it
+    assert (tmp_path / "record.srun").read_text().split() == ["--ntasks-per-node=1", "--kill-on-bad-exit=0"]
+    assert option(got, "--devices") == "all" and "(4 nodes)" in out
+    options = sbatch_options("train_multi_node.sbatch")
+    assert options["nodes"] == "4" and options["ntasks-per-node"] == "1"
 
 
 def test_single_passes_any_other_command_as_it_is(fake):

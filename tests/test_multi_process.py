@@ -1,0 +1,280 @@
+"""One training over several processes (`deeprestore.distributed`), proved on this machine: two
+processes on localhost (coordinator 127.0.0.1), each with two virtual CPU devices, against one
+process with four devices.
+
+The cheap test trains a small dense model through `training.train` (the path stack, denoise train and
+describe train share): two processes end with the weights of one process on four devices, to float
+tolerance (the all-reduce of gloo between processes sums the per-device gradients in another order
+than XLA within one process, so the last bits differ; see the test for the figures); a SIGTERM to one
+of them stops both after the same step with one checkpoint, and resuming both from it ends bit for
+bit where the uninterrupted pair ended.
+
+`DEEPRESTORE_MULTIPROCESS_KILLS=N` adds the slow proof through the command line (`stack --name`):
+the pair against one process of four devices, then N times kill -9 of one process of the pair after a
+random step, each followed by the same command in both processes, until the run ends equal, bit for
+bit, to the uninterrupted pair. Every process of a JAX job needs the `jax` extra and gloo (in jaxlib).
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from deeprestore import distributed
+from deeprestore.errors import DeepRestoreError
+
+ROOT = pathlib.Path(__file__).parents[1]
+KILLS = int(os.environ.get("DEEPRESTORE_MULTIPROCESS_KILLS", "0"))
+needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+
+
+def test_the_environment_describes_the_job():
+    explicit = {"DEEPRESTORE_COORDINATOR": "10.0.0.1:61000", "DEEPRESTORE_PROCESSES": "4",
+                "DEEPRESTORE_PROCESS_ID": "3"}
+    assert distributed.cluster_from_environment(explicit) == distributed.Cluster(4, 3, ("10.0.0.1:61000",),
+                                                                                 "environment")
+    assert distributed.cluster_from_environment({}) is None
+    assert distributed.cluster_from_environment({**explicit, "DEEPRESTORE_PROCESSES": "1",
+                                                 "DEEPRESTORE_PROCESS_ID": "0"}) is None
+    slurm = {"SLURM_JOB_ID": "4097", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "4", "SLURM_PROCID": "2",
+             "SLURM_STEP_NODELIST": "gpu[07-10],login1"}
+    assert distributed.cluster_from_environment(slurm) == distributed.Cluster(4, 2, ("gpu07:61441",), "slurm")
+    assert distributed.cluster_from_environment({**slurm, "SLURM_NTASKS": "1"}) is None  # one task: one process
+    assert distributed.cluster_from_environment({k: v for k, v in slurm.items() if k != "SLURM_STEP_ID"}) is None
+    assert distributed.first_host("node7,gpu[1-2]") == "node7" and distributed.first_host("n[3,5]") == "n3"
+
+
+@pytest.mark.parametrize(("environment", "message"), [
+    ({"DEEPRESTORE_PROCESSES": "2"}, "but not DEEPRESTORE_COORDINATOR, DEEPRESTORE_PROCESS_ID"),
+    ({"DEEPRESTORE_COORDINATOR": "h:1", "DEEPRESTORE_PROCESSES": "2", "DEEPRESTORE_PROCESS_ID": "2"}, "not below"),
+    ({"DEEPRESTORE_COORDINATOR": "h:1", "DEEPRESTORE_PROCESSES": "two", "DEEPRESTORE_PROCESS_ID": "0"},
+     "DEEPRESTORE_PROCESSES='two' is not a whole number"),
+    ({"DEEPRESTORE_COORDINATOR": "host", "DEEPRESTORE_PROCESSES": "2", "DEEPRESTORE_PROCESS_ID": "0"}, "host:port"),
+])
+def test_a_bad_description_is_one_line(environment, message):
+    with pytest.raises(DeepRestoreError, match=message):
+        distributed.cluster_from_environment(environment)
+    assert distributed.described(environment)
+
+
+# Run by each process, on one model (compiled once): "straight" trains 4 steps, keeping the checkpoint of step 2;
+# in the pair, "stopped" continues a copy of that checkpoint, process 1 sending itself SIGTERM during step 3,
+# and "resumed" continues what the stop left to step 4.
+TRAIN_SCRIPT = """
+import json, os, pathlib, shutil, signal, sys
+from deeprestore import distributed
+distributed.initialize()
+import keras, numpy as np
+from deeprestore import training
+from deeprestore.backend import DataParallel
+
+folder = pathlib.Path(sys.argv[1])
+parallel = DataParallel("all")
+with parallel.scope():
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(8, activation="relu")(inputs)))
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+initial = model.get_weights()
+
+def batches(step):
+    rng = np.random.default_rng(step)
+    inputs = rng.normal(size=(8, 6)).astype("float32")
+    return inputs, np.stack([inputs[:, 0] - inputs[:, 1], inputs[:, 2] * 0.5], axis=1)
+
+class Terminate(keras.callbacks.Callback):
+    def on_train_batch_begin(self, batch, logs=None):
+        if distributed.process_index() == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+def train(name, resume=False, callbacks=()):
+    training.train(model, batches, training.Schedule(steps=4, checkpoint_every=2, keep_every=2),
+                   checkpoints=folder / name / "checkpoints", log_directory=folder / name / "losses",
+                   validation=lambda: [batches(100)], resume=resume, show_progress=False, parallel=parallel,
+                   callbacks=callbacks)
+
+train("straight")
+result = {"devices": len(parallel.devices), "processes": parallel.processes, "initial": initial[0].tolist(),
+          "slice": len(parallel.process_batches(batches)(0)[0])}
+if sys.argv[2] == "pair":
+    if distributed.is_primary():
+        (folder / "stopped" / "checkpoints").mkdir(parents=True)
+        shutil.copy(folder / "straight" / "checkpoints" / "step-00000002.weights.h5",
+                    folder / "stopped" / "checkpoints")
+        training.atomic_write(folder / "stopped" / "checkpoints" / "state.json",
+                              json.dumps({"step": 2, "file": "step-00000002.weights.h5"}))
+    distributed.barrier("copied")
+    try:
+        train("stopped", resume=True, callbacks=[Terminate()])
+    except training.Interrupted as error:
+        result["interrupted"] = str(error)
+    train("stopped", resume=True)
+print(json.dumps(result))
+"""
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def jax_environment(devices, **variables):
+    return {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **variables}
+
+
+def pair_environment(port, index):
+    return jax_environment(2, DEEPRESTORE_COORDINATOR=f"127.0.0.1:{port}", DEEPRESTORE_PROCESSES="2",
+                           DEEPRESTORE_PROCESS_ID=str(index))
+
+
+def last_checkpoint(folder):
+    """`(step, {key: array})` of the last checkpoint in `folder`."""
+    state = json.loads((folder / "state.json").read_text())
+    values = {}
+    with h5py.File(folder / state["file"], "r") as file:
+        file.visititems(lambda key, item: values.update({key: item[()]}) if isinstance(item, h5py.Dataset) else None)
+    return state["step"], values
+
+
+def largest_difference(first, second):
+    assert first.keys() == second.keys()
+    return max(float(np.abs(first[key] - second[key]).max()) for key in first)
+
+
+@needs_jax
+def test_two_processes_of_two_devices_train_as_one_process_of_four(tmp_path):
+    port = free_port()
+    command = [sys.executable, "-c", TRAIN_SCRIPT]
+    pair = [subprocess.Popen([*command, str(tmp_path / "pair"), "pair"], env=pair_environment(port, index),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in (0, 1)]
+    single = subprocess.run([*command, str(tmp_path / "single"), "single"], env=jax_environment(4),
+                            capture_output=True, text=True, timeout=300, check=False)
+    outputs = [process.communicate(timeout=300) for process in pair]
+    for process, (_, errors) in zip(pair, outputs):
+        assert process.returncode == 0, errors[-3000:]
+    assert single.returncode == 0, single.stderr[-3000:]
+    first, second = (json.loads(output.strip().splitlines()[-1]) for output, _ in outputs)
+    assert first["devices"] == second["devices"] == 4 and first["processes"] == 2
+    assert first["slice"] == second["slice"] == 4  # each process reads its half of the batch of 8
+    assert json.loads(single.stdout.strip().splitlines()[-1])["slice"] == 8
+    # SIGTERM to process 1 in step 3 stopped both after step 3, process 0 writing the one checkpoint
+    assert "at step 3" in first["interrupted"] and "another process" in first["interrupted"]
+    assert "at step 3" in second["interrupted"] and "SIGTERM" in second["interrupted"]
+
+    step, pair_values = last_checkpoint(tmp_path / "pair" / "straight" / "checkpoints")
+    single_step, single_values = last_checkpoint(tmp_path / "single" / "straight" / "checkpoints")
+    assert step == single_step == 4
+    print(json.dumps({"weights": largest_difference(pair_values, single_values)}))  # shown by pytest -s
+    assert largest_difference(pair_values, single_values) < 1e-5
+    losses = {name: np.loadtxt(tmp_path / name / "straight" / "losses" / "train.loss.csv", delimiter=",",
+                               skiprows=1)[:, 1] for name in ("pair", "single")}
+    np.testing.assert_allclose(losses["pair"], losses["single"], rtol=1e-5)
+    kernel = next(key for key, value in single_values.items() if key.startswith("model/") and value.shape == (6, 8))
+    assert np.abs(single_values[kernel] - np.array(first["initial"])).max() > 1e-2  # compared after training
+    validation = [(tmp_path / name / "straight" / "losses" / "validation.loss.csv").read_text().split()[1:]
+                  for name in ("pair", "single")]
+    assert len(validation[0]) == len(validation[1]) == 1
+    np.testing.assert_allclose(float(validation[0][0].split(",")[1]), float(validation[1][0].split(",")[1]),
+                               rtol=1e-5)
+
+    resumed_step, resumed = last_checkpoint(tmp_path / "pair" / "stopped" / "checkpoints")
+    assert resumed_step == 4 and largest_difference(resumed, pair_values) == 0.0
+    rows = (tmp_path / "pair" / "stopped" / "losses" / "train.loss.csv").read_text().split()[1:]
+    assert [int(row.split(",")[0]) for row in rows] == [3, 4]  # one log, by process 0
+
+
+# --- the slow proof through the command line (DEEPRESTORE_MULTIPROCESS_KILLS=N) ---
+
+STACK = ["stack", "--network", "tiny", "--weights", "random", "--from", "pool2", "--size", "16", "--validation",
+         "8", "--batch-size", "4", "--steps", "24", "--checkpoint-every", "3", "--validate-every", "8",
+         "--devices", "all", "--name", "job"]
+
+
+def launch(runs, environment):
+    # TMPDIR: process 1's scratch run, left behind by a kill -9, stays under the test's folder
+    return subprocess.Popen([sys.executable, "-m", "deeprestore", "--runs", str(runs), "--seed", "3", "--quiet",
+                             *STACK], env={**environment, "TMPDIR": str(runs.parent)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def launch_pair(runs):
+    port = free_port()
+    return [launch(runs, pair_environment(port, index)) for index in (0, 1)]
+
+
+def finish(processes, allowed=(0,)):
+    outputs = [process.communicate(timeout=900) for process in processes]
+    for process, (_, errors) in zip(processes, outputs):
+        assert process.returncode in allowed, errors[-3000:]
+    return outputs
+
+
+@needs_jax
+@pytest.mark.skipif(KILLS == 0, reason="slow: set DEEPRESTORE_MULTIPROCESS_KILLS=N to run it")
+def test_kill_9_of_one_process_then_the_same_command_ends_as_the_uninterrupted_pair(tmp_path):
+    started = time.monotonic()
+    pair = launch_pair(tmp_path / "pair")
+    single = launch(tmp_path / "single", jax_environment(4))
+    finish(pair)
+    duration = time.monotonic() - started
+    finish([single])
+    step, uninterrupted = last_checkpoint(tmp_path / "pair" / "stack" / "job" / "checkpoints")
+    _, alone = last_checkpoint(tmp_path / "single" / "stack" / "job" / "checkpoints")
+    report = {"pair_seconds": round(duration, 1), "pair_vs_four_devices": largest_difference(uninterrupted, alone)}
+    assert report["pair_vs_four_devices"] < 1e-5
+
+    rng = np.random.default_rng(KILLS)
+    run = tmp_path / "killed" / "stack" / "job"
+    log = run / "losses" / "train.loss.csv"
+    kills = []
+    for _ in range(KILLS):
+        processes = launch_pair(tmp_path / "killed")
+        logged = len(log.read_text().split()) - 1 if log.is_file() else 0
+        moment, victim = int(rng.integers(logged + 1, step)), int(rng.integers(2))
+        while all(process.poll() is None for process in processes) and (
+                not log.is_file() or len(log.read_text().split()) - 1 < moment):
+            time.sleep(0.05)  # polling the loss log the pair writes; the kill lands after step `moment`
+        processes[victim].send_signal(signal.SIGKILL)
+        outputs = finish(processes, allowed=(0, 1, -signal.SIGKILL))
+        state = json.loads((run / "checkpoints" / "state.json").read_text())
+        said = outputs[1 - victim][1].strip().splitlines()
+        kills.append({"victim": victim, "after_step": moment, "codes": [p.returncode for p in processes],
+                      "checkpoint": state["step"], "said": said[-1][:300] if said else ""})
+    finish(launch_pair(tmp_path / "killed"))
+    assert (run / "status").read_text().strip() == "complete"
+    final_step, resumed = last_checkpoint(run / "checkpoints")
+    report.update(kills=kills, resumed_vs_pair=largest_difference(resumed, uninterrupted))
+    print(json.dumps(report))
+    assert final_step == step
+    assert report["resumed_vs_pair"] == 0.0, report
+    rows = (run / "losses" / "train.loss.csv").read_text().split()[1:]
+    assert [int(row.split(",")[0]) for row in rows] == list(range(1, step + 1))
+
+
+@pytest.mark.parametrize(("environment", "arguments", "message"), [
+    ({"DEEPRESTORE_COORDINATOR": "127.0.0.1:9", "DEEPRESTORE_PROCESSES": "2", "DEEPRESTORE_PROCESS_ID": "0"}, [],
+     "A training over 2 processes got neither --name nor --resume"),
+    ({"DEEPRESTORE_PROCESSES": "2"}, ["--name", "job"], "Got DEEPRESTORE_PROCESSES but not"),
+])
+def test_a_job_of_several_processes_is_refused_before_any_work(tmp_path, monkeypatch, environment, arguments, message):
+    from click.testing import CliRunner
+
+    from deeprestore.cli import cli
+
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    result = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), "--quiet", "stack", "--network", "tiny",
+                                      "--weights", "random", "--steps", "2", *arguments])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
