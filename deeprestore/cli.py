@@ -19,7 +19,7 @@ import sys
 import click
 
 from deeprestore import commands, driver
-from deeprestore.driver import State
+from deeprestore.driver import ARGUMENTS_KEY, State
 from deeprestore.errors import DeepRestoreError
 from deeprestore.options import refuse_non_finite
 from deeprestore.recipes import registry
@@ -46,6 +46,11 @@ class Group(click.Group):
                 raise
             click.echo(f"Error: {message}", err=True)
             ctx.exit(1)
+
+    def parse_args(self, ctx, args):
+        if ctx.parent is None:  # the whole command line, for the command that continues an interrupted run
+            ctx.meta[ARGUMENTS_KEY] = list(args)
+        return super().parse_args(ctx, args)
 
     def resolve_command(self, ctx, args):
         name, command, arguments = super().resolve_command(ctx, args)

@@ -27,6 +27,10 @@ from deeprestore.errors import DeepRestoreError
 from deeprestore.experiment import Context, output_name
 from deeprestore.options import dry_run_option, given_options, settings_options
 
+# `click.Context.meta` key of the whole command line after `deeprestore` (set by the root group), for
+# the command that continues an interrupted run; `sys.argv` is not it when the CLI is invoked in-process.
+ARGUMENTS_KEY = "deeprestore.arguments"
+
 
 @dataclasses.dataclass
 class State:
@@ -453,7 +457,9 @@ def continue_command(run, experiment=None):
         from deeprestore import backend
 
         return f"deeprestore --backend {backend.name()} {experiment.name} --resume {shlex.quote(str(run.path))}"
-    return shlex.join(["deeprestore", *sys.argv[1:]])
+    context = click.get_current_context(silent=True)
+    arguments = context.meta.get(ARGUMENTS_KEY) if context is not None else None
+    return shlex.join(["deeprestore", *(sys.argv[1:] if arguments is None else arguments)])
 
 
 @contextlib.contextmanager

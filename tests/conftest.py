@@ -8,6 +8,16 @@ import numpy as np
 import pytest
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` run only with DEEPRESTORE_SLOW=1: the default suite keeps to its 10 minutes."""
+    if os.environ.get("DEEPRESTORE_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set DEEPRESTORE_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny():
     from deeprestore.networks import create_network

@@ -9,6 +9,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
 
 
@@ -33,6 +35,7 @@ def check_figures(output):
     assert lbfgs and float(lbfgs.group(1)) > 0 and int(lbfgs.group(2)) >= 1 and 0 <= int(lbfgs.group(3)) <= 100, output
 
 
+@pytest.mark.slow  # the two-device JAX smoke run below runs the same script, as the GPU machine does
 def test_the_smoke_run_prints_every_figure(capsys):
     load_script().main(["--smoke"])
     output = capsys.readouterr().out

@@ -211,7 +211,9 @@ def wait_for_step(process, step):
     raise AssertionError(f"training ended before step {step}: {process.stderr.read()[-2000:]}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+# SIGTERM's checkpoint-and-resume is also tested through the CLI (test_cluster_templates.py, test_interrupts.py).
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGTERM, marks=pytest.mark.slow), signal.SIGKILL],
+                         ids=["sigterm", "sigkill"])
 def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path, sig):
     process = start_training(tmp_path, 400, "fresh")
     wait_for_step(process, 12)
