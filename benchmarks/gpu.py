@@ -43,10 +43,11 @@ from deeprestore.recipes.style import style_objective
 from deeprestore.settings import PRECISIONS, StyleSettings
 
 FULL = dict(network="vgg16", style_network="vgg19", sizes=(512, 1024), matmul=8192, stack_size=64, stack_batch=32,
-            dncnn_patch=40, dncnn_batch=128, descriptor_batch=512)
-# The same code at sizes a CPU runs in seconds, on the registry's tiny network.
+            dncnn="dncnn-s", dncnn_patch=40, dncnn_batch=128, descriptor_batch=512)
+# The same code at sizes a CPU runs in seconds, on the registry's tiny network (and the CPU-sized DnCNN, the
+# same code as the paper's DnCNN-S at another depth and width).
 SMOKE = dict(network="tiny", style_network="tiny", sizes=(32,), matmul=256, stack_size=16, stack_batch=2,
-             dncnn_patch=8, dncnn_batch=2, descriptor_batch=2)
+             dncnn="dncnn", dncnn_patch=8, dncnn_batch=2, descriptor_batch=2)
 
 
 def timed_calls(function, repeats):
@@ -200,12 +201,13 @@ def stack_rate(sizes):
     return training_rate(model, inputs, outputs)
 
 
-def dncnn(batch, patch, parallel=None):
-    """A compiled DnCNN and a batch of grey patches (40x40 in DnCNN's paper)."""
+def dncnn(name, batch, patch, parallel=None):
+    """A compiled DnCNN (`name`: dncnn-s, the paper's, or dncnn) and a batch of grey patches (40x40 in DnCNN's
+    paper)."""
     from deeprestore.restoration.models import compile_model, create_model
 
     with parallel.scope() if parallel is not None else network_precision("float32"):
-        model = compile_model(create_model("dncnn-s", channels=1), "mse", "adam", 1e-3)
+        model = compile_model(create_model(name, channels=1), "mse", "adam", 1e-3)
     patches = np.random.default_rng(0).uniform(size=(batch, patch, patch, 1)).astype(np.float32)
     return model, patches, patches
 
@@ -250,12 +252,13 @@ def main(argv=None):
               f"{host:.0%} of it on the host; peak MiB {format_memory(peak_memory())}", flush=True)
     print(f"joint stack (pool1 to image, {sizes['stack_size']} px): {stack_rate(sizes):.0f} images/s")
     patch = sizes["dncnn_patch"]
-    print(f"DnCNN training ({patch}x{patch}): {training_rate(*dncnn(sizes['dncnn_batch'], patch)):.0f} patches/s")
+    rate = training_rate(*dncnn(sizes["dncnn"], sizes["dncnn_batch"], patch))
+    print(f"DnCNN training ({sizes['dncnn']}, {patch}x{patch}): {rate:.0f} patches/s")
     print(f"descriptor training (32x32 triplets): {descriptor_rate(sizes['descriptor_batch']):.0f} triplets/s")
     if len(backend.parallel_devices()) >= 2:
         parallel = backend.DataParallel(2)
-        two = training_rate(*dncnn(2 * sizes["dncnn_batch"], patch, parallel), parallel=parallel)
-        one = training_rate(*dncnn(2 * sizes["dncnn_batch"], patch))
+        two = training_rate(*dncnn(sizes["dncnn"], 2 * sizes["dncnn_batch"], patch, parallel), parallel=parallel)
+        one = training_rate(*dncnn(sizes["dncnn"], 2 * sizes["dncnn_batch"], patch))
         print(f"DnCNN data-parallel over 2 devices (batch {2 * sizes['dncnn_batch']}): {two:.0f} patches/s, "
               f"{two / one:.2f}x one device on the same batch ({one:.0f} patches/s)")
     else:

@@ -170,6 +170,7 @@ def test_denoise_apply_refuses_a_clean_list_of_another_length(tmp_path, folder, 
     assert result.exit_code == 1 and "--clean lists 1 image(s) for 5 in --images;" in result.output
 
 
+@pytest.mark.slow  # tests/test_experiments.py interrupts every experiment; test_cluster_templates.py resubmits
 def test_sigterm_interrupts_an_optimisation_task_and_the_resubmission_skips_what_was_complete(tmp_path, folder):
     """A cluster pre-empting a task sends SIGTERM: the task's status says interrupted, it exits 130, and
     the requeued task (same --name) redoes only the images that were not complete."""

@@ -123,7 +123,8 @@ def test_augmented_triplets_are_one_of_the_eight_symmetries_of_the_square_the_sa
     np.testing.assert_array_equal(augmented, describe.TripletBatches(bank, indices, 4, augment=(5, 0))[0][0][..., 0])
 
 
-@pytest.mark.parametrize("loss", ["triplet", "hardest"])
+# the default loss in the default suite; seed 004's triplet loss against numpy in the test above
+@pytest.mark.parametrize("loss", [pytest.param("triplet", marks=pytest.mark.slow), "hardest"])
 def test_a_few_training_steps_lower_the_triplet_loss(loss):
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
