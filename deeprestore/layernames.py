@@ -72,12 +72,18 @@ def upgrade_settings(settings):
     """A stored settings dict of naming 1 with its layer fields upgraded (a new dict)."""
     upgraded = dict(settings)
     for field in LAYER_FIELDS:
-        value = upgraded.get(field)
-        if isinstance(value, str):
-            upgraded[field] = upgrade_term(value)
-        elif isinstance(value, list):
-            upgraded[field] = [upgrade_term(item) if isinstance(item, str) else item for item in value]
+        if field in upgraded:
+            upgraded[field] = _upgraded(upgraded[field], upgrade_term)
     return upgraded
+
+
+def _upgraded(value, upgrade):
+    """`upgrade` applied to a name, or to each name of a list; anything else as it is."""
+    if isinstance(value, str):
+        return upgrade(value)
+    if isinstance(value, list):
+        return [upgrade(item) if isinstance(item, str) else item for item in value]
+    return value
 
 
 def upgrade_modules(modules):
@@ -113,11 +119,8 @@ def upgrade_config(config):
     if isinstance(config.get("modules"), list):
         upgraded["modules"] = upgrade_modules(config["modules"])
     for key in RESOLVED_FIELDS:
-        value = config.get(key)
-        if isinstance(value, str):
-            upgraded[key] = upgrade_canonical(value)
-        elif isinstance(value, list):
-            upgraded[key] = [upgrade_canonical(layer) if isinstance(layer, str) else layer for layer in value]
+        if key in config:
+            upgraded[key] = _upgraded(config[key], upgrade_canonical)
     if isinstance(config.get("scales"), dict):
         upgraded["scales"] = {upgrade_canonical(layer): value for layer, value in config["scales"].items()}
     return upgraded
