@@ -469,6 +469,7 @@ INVERT = InvertSettings()
 
 DESCRIBE_INPUTS = ("clean", "noisy", "denoised")
 DESCRIBE_LOSSES = ("triplet", "hardest")
+DESCRIBE_POSITIVES = ("any", "level")
 DESCRIBE_OPTIMISERS = ("sgd", "adam")
 DESCRIBE_SPLITS = ("a", "b", "c", "illum", "view", "full")  # the official ones; splits.json names others
 DESCRIBE_BASELINES = ("raw16", "sift")
@@ -519,6 +520,9 @@ class DescribeSettings(DescribeDataSettings):
     batch_size: int = option(64, "Triplets per step.", at_least=2)
     batch_sequences: int = option(0, "Sequences each batch draws its tracks from (0: all): negatives from the same "
                                      "images are what matching must tell apart.", at_least=0)
+    positives: str = option("any", "any: anchor and positive are any two patches of a track; level: two of the "
+                                   "reference and one level's five images (e, h or t, drawn uniformly), as alike "
+                                   "as the benchmark's pairs of that level.", choices=DESCRIBE_POSITIVES)
     augment: bool = option(False, "Flip and rotate each triplet by a multiple of 90 degrees, the same for its three "
                                   "patches.")
     l2_normalise: bool = option(True, "L2-normalise the descriptors (HardNet).")

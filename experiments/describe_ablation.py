@@ -1,20 +1,23 @@
 """Measures what holds `describe train` back on photos it never saw (issue 21, item 1): an ablation table.
 
 Usage: `PYTHONPATH=. python experiments/describe_ablation.py [--only default --only sequences4 ...]
-[--steps 256] [--out FOLDER]`
+[--steps N] [--out FOLDER] [--table PATH]`
 
-The held-out set is `describe synth --heldout` (16 sequences from 8 scikit-image photos that the training
-photos do not include), scored with `--split full` on one set of task files for every row. Each row is a
-`describe train` command line (on the default synthetic training set of the bundled photos, seed 0),
-then `describe evaluate --model RUN` on the held-out set; raw16 and SIFT (`--baseline`) are scored on
-the same tasks. For each row and level (e, h, t): verification (mean of the intra and inter imbalanced
-APs), matching mAP and retrieval mAP (mean over pool sizes), and the means over levels as the command
-prints them; `cpu_s` is the training command's CPU time (user + system, every thread, start-up and its
-per-epoch evaluation included).
+Two held-out sets, each scored with `--split full` on one set of task files for every row:
+`describe synth --heldout` (16 sequences from 8 scikit-image photos that the training photos do not
+include, known warps) and `describe synth --stereo` (real correspondences: the Middlebury motorcycle
+pair through its disparity, 256 tracks). Each row is a `describe train` command line (on the default
+synthetic training set of the bundled photos, seed 0), then `describe evaluate --model RUN` on each
+set; raw16 and SIFT (`--baseline`) are scored on the same tasks. The stereo set has one sequence, so
+its retrieval (distractors come from other sequences) is trivially 1 for every descriptor: read its
+verification and matching. For each row, set and level (e, h, t): verification (mean of the intra and
+inter imbalanced APs), matching mAP and retrieval mAP (mean over pool sizes), and the means over
+levels as the command prints them; `cpu_s` is the training command's CPU time (user + system, every
+thread, start-up and its per-epoch evaluation included).
 
 Rows go to `docs/experiments/describe_ablation.csv` and `.json` as they are measured (a rerun measures
 only what is missing; delete the JSON to start over, or give `--steps` another value: rows are keyed by
-their command line).
+their name and command line).
 """
 
 import argparse
@@ -33,6 +36,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 TABLE = ROOT / "docs" / "experiments" / "describe_ablation"  # .csv and .json
 LEVELS = ("e", "h", "t")
 TASKS = ("verification", "matching", "retrieval")
+SETS = {"heldout": "--heldout", "stereo": "--stereo"}  # `describe synth` option of each held-out set
 
 # name: the options after `describe train --steps STEPS`, each row one change from the default unless
 # its name joins several with `+`.
@@ -77,52 +81,63 @@ def by_level(results):
 def main(arguments=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", choices=sorted(ROWS), help="measure only these rows")
-    parser.add_argument("--steps", type=int, default=256, help="training steps of every row (the default's 256)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps of every row (default: the command's)")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "results" / "describe_ablation",
-                        help="folder for the held-out set and the runs")
+                        help="folder for the held-out sets and the runs")
     parser.add_argument("--table", type=pathlib.Path, default=TABLE, help="the .csv/.json path without suffix")
     options = parser.parse_args(arguments)
     runs = options.out / "runs"
-    heldout = options.out / "heldout"
-    if not (heldout / "v_moon").is_dir():
-        deeprestore("describe", "synth", "--heldout", "--out", str(heldout), runs=runs)
     rows = json.loads(options.table.with_suffix(".json").read_text()) if options.table.with_suffix(
         ".json").is_file() else {}
-    scored = ["--data", str(heldout), "--split", "full"]
-    if "baselines" not in rows:
-        run, _ = deeprestore("describe", "evaluate", *scored, "--baseline", "raw16", "--baseline", "sift", runs=runs)
-        results = json.loads((run / "results.json").read_text())
-        rows["baselines"] = {"tasks": str(run / "tasks"), **{name: {"options": f"--baseline {name}", **by_level(
-            results[name])} for name in ("raw16", "sift")}}
-    tasks = rows["baselines"]["tasks"]
+    baselines = rows.setdefault("baselines", {})
+    for held_out, flag in SETS.items():
+        if held_out not in baselines:
+            data = options.out / held_out
+            if not (data / "spec.json").is_file():
+                deeprestore("describe", "synth", flag, "--out", str(data), runs=runs)
+            run, _ = deeprestore("describe", "evaluate", "--data", str(data), "--split", "full", "--baseline", "raw16",
+                                 "--baseline", "sift", runs=runs)
+            results = json.loads((run / "results.json").read_text())
+            baselines[held_out] = {"data": str(data), "tasks": str(run / "tasks"),
+                                   **{name: by_level(results[name]) for name in ("raw16", "sift")}}
+            write(options.table, rows)
     for name in options.only or ROWS:
-        line = f"--steps {options.steps} {ROWS[name]}".strip()
-        key = f"{name} ({line})"
+        line = " ".join(([f"--steps {options.steps}"] if options.steps else []) + [ROWS[name]]).strip()
+        key = f"{name} ({line})" if line else name
         if key in rows:
             continue
         run, cpu = deeprestore("describe", "train", *shlex.split(line), runs=runs)
-        evaluated, _ = deeprestore("describe", "evaluate", *scored, "--tasks", tasks, "--model", str(run), runs=runs)
-        results = json.loads((evaluated / "results.json").read_text())
-        rows[key] = {"options": line, "cpu_s": round(cpu, 1), "run": str(run),
-                     **by_level(next(iter(results.values())))}
-        print(f"{key}: " + ", ".join(f"{task} {rows[key][f'{task}_mean']:.4f}" for task in TASKS), flush=True)
+        rows[key] = {"options": line, "cpu_s": round(cpu, 1), "run": str(run)}
+        for held_out, scored in baselines.items():
+            evaluated, _ = deeprestore("describe", "evaluate", "--data", scored["data"], "--split", "full", "--tasks",
+                                       scored["tasks"], "--model", str(run), runs=runs)
+            rows[key][held_out] = by_level(next(iter(json.loads((evaluated / "results.json").read_text()).values())))
+        print(f"{key}: " + "; ".join(f"{held_out} " + ", ".join(
+            f"{task} {rows[key][held_out][f'{task}_mean']:.4f}" for task in TASKS) for held_out in baselines),
+            flush=True)
         write(options.table, rows)
     write(options.table, rows)
 
 
 def write(table, rows):
-    """The rows as JSON (everything) and CSV (one line per descriptor)."""
+    """The rows as JSON (everything) and CSV (one line per descriptor and held-out set)."""
     table.parent.mkdir(parents=True, exist_ok=True)
     table.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
-    flat = {**{name: values for name, values in rows["baselines"].items() if name != "tasks"},
-            **{name: values for name, values in rows.items() if name != "baselines"}}
-    columns = ["row", "options", "cpu_s", *[f"{task}_{level}" for task in TASKS for level in (*LEVELS, "mean")]]
+    columns = ["row", "set", "options", "cpu_s", *[f"{task}_{level}" for task in TASKS for level in (*LEVELS, "mean")]]
     with open(table.with_suffix(".csv"), "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
         writer.writerow(columns)
-        for name, values in flat.items():
-            writer.writerow([name, values["options"], values.get("cpu_s", ""),
-                             *[f"{values[column]:.4f}" for column in columns[3:]]])
+        for held_out, scored in rows["baselines"].items():
+            for name in ("raw16", "sift"):
+                writer.writerow([name, held_out, f"--baseline {name}", "",
+                                 *[f"{scored[name][column]:.4f}" for column in columns[4:]]])
+        for name, values in rows.items():
+            if name == "baselines":
+                continue
+            for held_out in rows["baselines"]:
+                if held_out in values:
+                    writer.writerow([name, held_out, values["options"], values["cpu_s"],
+                                     *[f"{values[held_out][column]:.4f}" for column in columns[4:]]])
 
 
 if __name__ == "__main__":

@@ -92,6 +92,22 @@ def test_triplets_pair_two_members_of_a_track_with_another_track():
     assert len(set(batch[:10, 0] // 4)) == 10
 
 
+def test_level_positives_pair_two_members_of_one_set_and_every_set_is_drawn():
+    tracks = np.arange(30 * 16).reshape(30, 16)
+    sets = describe.member_sets("level")
+    assert sets == [[0, 1, 2, 3, 4, 5], [0, 6, 7, 8, 9, 10], [0, 11, 12, 13, 14, 15]]
+    triplets = model.TripletSampler(tracks, seed=2, member_sets=sets).sample(3000)
+    first, second = triplets[:, 0] % 16, triplets[:, 1] % 16
+    assert (triplets[:, 0] // 16 == triplets[:, 1] // 16).all() and (first != second).all()
+    level = np.where(first == 0, second, first)  # the member that is not the reference names the set
+    pairs_of_set = [np.isin(first[(level - 1) // 5 == index], members).all()
+                    and np.isin(second[(level - 1) // 5 == index], members).all() for index, members in enumerate(sets)]
+    assert all(pairs_of_set) and np.bincount((level - 1) // 5).min() > 800  # about 1000 each
+    assert describe.member_sets("any") is None
+    with pytest.raises(DeepRestoreError, match="at least 2 columns"):
+        model.TripletSampler(tracks, member_sets=[[0, 16]])
+
+
 def test_batches_of_few_sequences_draw_anchors_and_negatives_from_those_sequences_only():
     tracks = np.arange(480).reshape(120, 4)  # 12 sequences of 10 tracks
     groups = np.repeat(np.arange(12), 10)
@@ -132,7 +148,9 @@ def test_a_few_training_steps_lower_the_triplet_loss(loss):
     patches = np.concatenate([prototypes + 0.05 * rng.normal(size=prototypes.shape) for _ in range(4)])[..., None]
     tracks = np.arange(32).reshape(4, 8).T
     indices = model.TripletSampler(tracks, seed=0).sample(24, distinct_tracks=loss == "hardest", batch_size=8)
-    trainer = model.triplet_model(model.descriptor_network(l2_normalise=loss == "hardest", dropout=0.0))
+    indices = indices[:, :model.MEMBERS[loss]]  # the hardest-in-batch loss mines its negatives: pairs
+    trainer = model.triplet_model(model.descriptor_network(l2_normalise=loss == "hardest", dropout=0.0),
+                                  model.MEMBERS[loss])
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3), loss=model.create_loss(loss))
     history = trainer.fit(patches[indices], np.zeros(24), batch_size=8, epochs=3, shuffle=False, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
@@ -218,7 +236,7 @@ TRAIN = ("train", "--steps", "2", "--triplets", "32", "--batch-size", "16", "--p
 
 def test_describe_train_evaluate_and_resume_write_complete_runs(dataset, tmp_path):
     result, run = _invoke(tmp_path, *TRAIN, "--data", str(dataset), "--inputs", "noisy", "--batch-sequences", "1",
-                          "--augment")
+                          "--positives", "level", "--augment")
     assert result.exit_code == 0, result.output
     assert run.parent == tmp_path / "runs" / "describe-train" and (run / "status").read_text().strip() == "complete"
     assert {"results.json", "results.txt", "results.png", "descriptor.keras", "config.json", "argv.txt"} <= \
@@ -281,3 +299,34 @@ def test_describe_synth_writes_a_dataset_of_the_photos_it_names(tmp_path, heldou
     names = hpatches.sequence_names(folder)
     assert {name.split("_", 1)[1] for name in names} == set(photos) and len(names) == 2 * len(photos)
     assert hpatches.load_dataset(folder, names[:1])[names[0]].count == 8
+
+
+def _correlation(first, second):
+    first, second = (np.asarray(patches, float).reshape(len(patches), -1) for patches in (first, second))
+    first, second = first - first.mean(1, keepdims=True), second - second.mean(1, keepdims=True)
+    return (first * second).sum(1) / np.sqrt((first**2).sum(1) * (second**2).sum(1) + 1e-9)
+
+
+def test_describe_synth_stereo_writes_real_correspondences_of_the_motorcycle_pair(tmp_path):
+    result, folder = _invoke(tmp_path, "synth", "--out", str(tmp_path / "stereo"), "--patches", "16", "--stereo")
+    assert result.exit_code == 0, result.output
+    assert hpatches.sequence_names(folder) == ["v_motorcycle"]
+    sequence = hpatches.load_dataset(folder, noisy=True)["v_motorcycle"]
+    assert sequence.count == 16 and sequence.noisy is not None  # with _noise twins, as the other sets
+    matched = _correlation(sequence.images["ref"], sequence.images["e1"])
+    shuffled = _correlation(sequence.images["ref"], np.roll(sequence.images["e1"], 1, axis=0))
+    assert np.median(matched) > 0.7 and np.median(shuffled) < 0.3  # the right view at the disparity is the patch
+    result, _ = _invoke(tmp_path, "synth", "--out", str(tmp_path / "both"), "--stereo", "--heldout")
+    assert result.exit_code == 2 and "--heldout and --stereo" in result.output
+
+
+def test_a_stereo_patch_is_kept_only_where_the_disparity_is_a_plane():
+    rows, columns = np.mgrid[0:64, 0:64].astype(float)
+    plane = 20.0 + 0.1 * (columns - 30) - 0.05 * (rows - 31)
+    np.testing.assert_allclose(synthetic._disparity_plane(plane, (30.0, 31.0), 8), [20.0, 0.1, -0.05], atol=1e-9)
+    edge = np.where(columns < 30, 10.0, 20.0)  # a depth edge through the region
+    assert np.isnan(synthetic._disparity_plane(edge, (30.0, 31.0), 8)).all()
+    occluded = plane.copy()
+    occluded[25:37, 24:36] = np.inf  # half the region unseen by the right view
+    assert np.isnan(synthetic._disparity_plane(occluded, (30.0, 31.0), 8)).all()
+    assert np.isnan(synthetic._disparity_plane(plane, (3.0, 31.0), 8)).all()  # the region leaves the image

@@ -41,12 +41,17 @@ evaluate_command.lazy_backend = True  # Keras loads only for a trained descripto
               help="32 (N-HPatches) or 65 (hpatches-release).")
 @click.option("--heldout", is_flag=True,
               help="Photos that training never sees (score it with --split full).")
+@click.option("--stereo", is_flag=True,
+              help="Real correspondences training never sees: the Middlebury motorcycle stereo pair and its disparity, "
+                   "one sequence (score it with --split full; --patches up to about 256).")
 @click.pass_obj
-def synth_command(state, out, patches, patch_size, heldout):
+def synth_command(state, out, patches, patch_size, heldout, stereo):
     """Write the synthetic HPatches-format dataset (bundled photos, known warps, _noise twins) to a folder."""
     from deeprestore.descriptors import synthetic
 
-    base = synthetic.HELDOUT if heldout else synthetic.SyntheticSpec()
+    if heldout and stereo:
+        raise click.UsageError("--heldout and --stereo were both given; expected one of them (or neither).")
+    base = synthetic.HELDOUT if heldout else synthetic.STEREO if stereo else synthetic.SyntheticSpec()
     seed = base.seed + state.seed
     spec = dataclasses.replace(base, count=patches, patch_size=patch_size, region=max(32, patch_size), seed=seed)
     click.echo(str(synthetic.synthesize(out, spec)))

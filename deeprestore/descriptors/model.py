@@ -80,9 +80,11 @@ def descriptor_network(l2_normalise=False, dropout=0.3, seed=0, standardise=True
     return keras.Model(inputs, outputs, name="descriptor")
 
 
-def triplet_model(descriptor):
-    """Wraps a descriptor so that `(batch, 3, 32, 32, 1)` triplets give `(batch, 3, 128)` descriptors."""
-    triplets = keras.Input((3, PATCH_SIZE, PATCH_SIZE, 1), name="triplets")
+def triplet_model(descriptor, members=3):
+    """Wraps a descriptor so that `(batch, members, 32, 32, 1)` triplets give `(batch, members, 128)`
+    descriptors: 3 members (anchor, positive, negative), or 2 for a loss that mines its own negatives
+    (`HardestTripletLoss`), which then costs two thirds of the computation."""
+    triplets = keras.Input((members, PATCH_SIZE, PATCH_SIZE, 1), name="triplets")
     # The three members share one network: TimeDistributed folds them into the batch and back.
     folded = keras.layers.TimeDistributed(descriptor, name="shared_descriptor")(triplets)
     return keras.Model(triplets, folded, name="triplet_descriptor")
@@ -119,8 +121,9 @@ class HardestTripletLoss(keras.losses.Loss):
 
     With Euclidean distances `d(a_i, p_j)`, the negative of pair i is the closest non-matching
     descriptor, `min(min_{j != i} d(a_i, p_j), min_{j != i} d(a_j, p_i))`, and the loss is
-    `max(0, margin + d(a_i, p_i) - d_negative)`. The sampled negatives `y_pred[:, 2]` are not used; the
-    batch must hold pairs from distinct tracks (the sampler's `distinct_tracks` does this).
+    `max(0, margin + d(a_i, p_i) - d_negative)`. `y_pred` is `(batch, 2 or 3, dimension)`: sampled
+    negatives `y_pred[:, 2]` are not used, so training feeds pairs (`MEMBERS`); the batch must hold pairs
+    from distinct tracks (the sampler's `distinct_tracks` does this).
 
     Reference:
         Mishchuk et al., 2017. Working hard to know your neighbor's margins: local descriptor learning loss.
@@ -147,6 +150,8 @@ class HardestTripletLoss(keras.losses.Loss):
 
 
 LOSSES = {"triplet": TripletLoss, "hardest": HardestTripletLoss}
+# Members of each training example a loss reads: the hardest-in-batch loss mines its negatives.
+MEMBERS = {"triplet": 3, "hardest": 2}
 
 
 def create_loss(name, margin=1.0):
@@ -168,15 +173,25 @@ class TripletSampler:
         tracks: int array `(tracks, members)`: row t lists the indices (into the patch array) of track t.
         seed: the base seed.
         groups: optional int array `(tracks,)`: the sequence of each track, for `group_count`.
+        member_sets: optional sequence of member-column lists: each anchor-positive pair is then two
+            different members of one set, the set drawn uniformly. With a set per level (the reference
+            and that level's five images), pairs are as alike as the benchmark's pairs of that level.
     """
 
-    def __init__(self, tracks, seed=0, groups=None):
+    def __init__(self, tracks, seed=0, groups=None, member_sets=None):
         self.tracks = np.asarray(tracks, dtype=np.int64)
         if self.tracks.ndim != 2 or self.tracks.shape[0] < 2 or self.tracks.shape[1] < 2:
             raise DeepRestoreError(f"Triplets need at least 2 tracks of at least 2 patches; got tracks of "
                                    f"shape {self.tracks.shape}.")
         self.seed = seed
         self.groups = None if groups is None else np.asarray(groups, dtype=np.int64)
+        self.member_sets = None
+        if member_sets is not None:
+            self.member_sets = [np.asarray(members, dtype=np.int64) for members in member_sets]
+            columns = self.tracks.shape[1]
+            if any(len(members) < 2 or members.min() < 0 or members.max() >= columns for members in self.member_sets):
+                raise DeepRestoreError(f"Member sets need at least 2 columns each, within the track's {columns}; got "
+                                       f"{[members.tolist() for members in self.member_sets]}.")
 
     def sample(self, count, epoch=0, distinct_tracks=False, batch_size=None, group_count=0):
         """Returns `(count, 3)` patch indices (anchor, positive, negative) for `epoch`.
@@ -203,13 +218,27 @@ class TripletSampler:
             anchors = np.concatenate([rng.permutation(track_count)[:batch_size] for _ in range(batches)])[:count]
         else:
             anchors = rng.integers(0, track_count, count)
-        first = rng.integers(0, members, count)
-        second = (first + rng.integers(1, members, count)) % members  # a different member of the track
+        if self.member_sets is None:
+            first = rng.integers(0, members, count)
+            second = (first + rng.integers(1, members, count)) % members  # a different member of the track
+        else:
+            first, second = self._members_of_one_set(rng, count)
         if others is None:
             others = (anchors + rng.integers(1, track_count, count)) % track_count  # a different track
         negative_members = rng.integers(0, members, count)
         return np.stack([self.tracks[anchors, first], self.tracks[anchors, second],
                          self.tracks[others, negative_members]], axis=1)
+
+    def _members_of_one_set(self, rng, count):
+        """Two different member columns of one set (drawn uniformly) per triplet."""
+        sizes = np.array([len(members) for members in self.member_sets])
+        table = np.full((len(sizes), sizes.max()), -1, np.int64)
+        for row, members in enumerate(self.member_sets):
+            table[row, :len(members)] = members
+        chosen = rng.integers(0, len(sizes), count)
+        first = (rng.random(count) * sizes[chosen]).astype(np.int64)
+        second = (first + 1 + (rng.random(count) * (sizes[chosen] - 1)).astype(np.int64)) % sizes[chosen]
+        return table[chosen, first], table[chosen, second]
 
     def _grouped(self, rng, count, batch_size, group_count, distinct_tracks):
         """Anchor and negative tracks, each batch's drawn from the tracks of a few random sequences."""

@@ -13,7 +13,10 @@ perturbation (the N-HPatches noise model was never published): Gaussian noise pl
 Everything is seeded.
 
 `HELDOUT_PHOTOS` are other scikit-image photos, none of them in `SAMPLES` (the training photos):
-`HELDOUT` makes from them a held-out evaluation set that training never sees.
+`HELDOUT` makes from them a held-out evaluation set that training never sees. `STEREO` is real
+correspondences that training never sees either: scikit-image's Middlebury motorcycle pair with its
+disparity map, one viewpoint sequence whose reference is the left view and whose 15 other images are
+the right view at the level's jitter (no made-up warp or lighting: the right camera's own).
 """
 
 import dataclasses
@@ -38,6 +41,13 @@ GEOMETRY = {"v": 1.0, "i": 0.1}
 PHOTOMETRY = {"v": 0.5, "i": 1.0}
 # Bundled scikit-image photos that are not among the training photos (`SAMPLES`), for held-out sequences.
 HELDOUT_PHOTOS = ("moon", "page", "clock", "coins", "hubble_deep_field", "immunohistochemistry", "retina", "cell")
+# Stereo pairs with a disparity map (scikit-image's `stereo_<name>`): one real viewpoint sequence each.
+STEREO_PHOTOS = ("motorcycle",)
+# A stereo patch is kept where the left view's disparity over its region is a plane (an affine map
+# from left to right) to within this root mean square (pixels, after resizing), with at most
+# `STEREO_OCCLUDED` of the region unseen by the right view: a depth edge is not one patch frame.
+STEREO_PLANE_RMS = 1.0
+STEREO_OCCLUDED = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +170,64 @@ def _sample(image, centers, linear, spec):
     return values.reshape(len(centers), spec.patch_size, spec.patch_size), inside
 
 
+def _stereo(name, size):
+    """The left and right views as grey floats in [0, 1], their longer side `size`, and the left view's
+    disparity in pixels at that size (infinite where the right view does not see the point)."""
+    import skimage.data
+
+    from deeprestore.images import resize, to_float_rgb
+
+    left, right, disparity = getattr(skimage.data, f"stereo_{name}")()
+    scale = size / max(left.shape[:2])
+    views = [resize(to_float_rgb(view), size).mean(axis=-1) for view in (left, right)]
+    rows = np.minimum((np.arange(views[0].shape[0]) / scale).astype(int), disparity.shape[0] - 1)
+    columns = np.minimum((np.arange(views[0].shape[1]) / scale).astype(int), disparity.shape[1] - 1)
+    return views[0], views[1], disparity[np.ix_(rows, columns)].astype(np.float64) * scale  # nearest: inf stays
+
+
+def _disparity_plane(disparity, point, half):
+    """`(a, b, c)`: the plane `a + b u + c v` fitted to the disparity about `point` (u, v: pixels from
+    it), or NaNs where the region leaves the image, is occluded or is not planar (see `STEREO_PLANE_RMS`)."""
+    x, y = round(float(point[0])), round(float(point[1]))
+    window = disparity[y - half:y + half + 1, x - half:x + half + 1]
+    if window.shape != (2 * half + 1, 2 * half + 1) or np.isinf(window).mean() > STEREO_OCCLUDED:
+        return np.full(3, np.nan)
+    v, u = np.mgrid[-half:half + 1, -half:half + 1]
+    seen = np.isfinite(window)
+    design = np.c_[np.ones(seen.sum()), u[seen] + (x - point[0]), v[seen] + (y - point[1])]
+    plane, *_ = np.linalg.lstsq(design, window[seen], rcond=None)
+    rms = np.sqrt(np.mean((design @ plane - window[seen]) ** 2))
+    return plane if rms <= STEREO_PLANE_RMS else np.full(3, np.nan)
+
+
+def stereo_sequence(name, spec, rng):
+    """The 16 stacks of a real viewpoint sequence from a stereo pair (see `STEREO`).
+
+    The reference patches are at corners of the left view whose region's disparity is a plane (see
+    `STEREO_PLANE_RMS`); image k is the right view sampled in the reference frame carried through that
+    plane's affine map, with the level's jitter as in `synthesize_sequence`.
+    """
+    left, right, disparity = _stereo(name, spec.size)
+    candidates = _keypoints(left, spec.count, spec.region, rng)
+    planes = np.array([_disparity_plane(disparity, point, spec.region // 2) for point in candidates])
+    kept = np.isfinite(planes[:, 0])
+    candidates, planes = candidates[kept], planes[kept]
+    moved = candidates - np.c_[planes[:, 0], np.zeros(len(candidates))]
+    # x_right = x - d(x, y) with d = a + b u + c v about the corner: its Jacobian carries the patch frame.
+    carried = np.tile(np.eye(2), (len(candidates), 1, 1))
+    carried[:, 0, 0] -= planes[:, 1]
+    carried[:, 0, 1] -= planes[:, 2]
+    stacks, valid = {}, np.ones(len(candidates), bool)
+    for image in IMAGES:
+        jitter, shift = _frames(rng, len(candidates), None if image == "ref" else image[0])
+        frames = jitter if image == "ref" else carried @ jitter
+        centers = (candidates if image == "ref" else moved) + (frames @ shift[:, :, None])[:, :, 0] * spec.region
+        stacks[image], inside = _sample(left if image == "ref" else right, centers, frames, spec)
+        valid &= inside
+    chosen = np.flatnonzero(valid)[:spec.count]
+    return {image: stack[chosen] for image, stack in stacks.items()}
+
+
 def synthesize_sequence(photo, kind, spec, rng):
     """The 16 clean stacks `{image: float (count, size, size)}` of one sequence (`kind` "v" or "i")."""
     reference = _photo(photo, spec.size)
@@ -184,8 +252,9 @@ def synthesize_sequence(photo, kind, spec, rng):
     return {image: stack[chosen] for image, stack in stacks.items()}
 
 
-# The held-out evaluation set: other photos, another seed; evaluate it with `--split full`.
+# The held-out evaluation sets: other photos, another seed; evaluate them with `--split full`.
 HELDOUT = SyntheticSpec(photos=HELDOUT_PHOTOS, seed=1)
+STEREO = SyntheticSpec(photos=STEREO_PHOTOS, count=256, seed=2)
 
 
 def synthesize(root, spec=SyntheticSpec()):
@@ -203,9 +272,12 @@ def synthesize(root, spec=SyntheticSpec()):
     rng = np.random.default_rng(spec.seed)
     names = []
     for photo in spec.photos:
-        for kind in ("i", "v"):
+        for kind in ("v",) if photo in STEREO_PHOTOS else ("i", "v"):
             name = f"{kind}_{photo}"
-            stacks = synthesize_sequence(photo, kind, spec, rng)
+            if photo in STEREO_PHOTOS:
+                stacks = stereo_sequence(photo, spec, rng)
+            else:
+                stacks = synthesize_sequence(photo, kind, spec, rng)
             folder = root / name
             folder.mkdir(parents=True, exist_ok=True)
             for image, stack in stacks.items():
@@ -217,15 +289,19 @@ def synthesize(root, spec=SyntheticSpec()):
                     imageio.imwrite(folder / f"{image}{NOISE_SUFFIX}.png",
                                     to_uint8(noisy.reshape(-1, spec.patch_size)))
             names.append(name)
-    (root / "splits.json").write_text(json.dumps(synthetic_splits(spec.photos, spec.seed), indent=1))
+    (root / "splits.json").write_text(json.dumps(synthetic_splits(spec.photos, spec.seed, names), indent=1))
     (root / "spec.json").write_text(spec_text)  # written last: marks the dataset complete
     return root
 
 
-def synthetic_splits(photos, seed):
+def synthetic_splits(photos, seed, names=None):
     """Splits in the benchmark's format: `a`, `b`, `c` test on both sequences of half the photos
-    (so no photo is in train and test), `illum` on the `i_` ones, `view` on the `v_` ones, `full` on all."""
-    everything = sorted(f"{kind}_{photo}" for photo in photos for kind in ("i", "v"))
+    (so no photo is in train and test), `illum` on the `i_` ones, `view` on the `v_` ones, `full` on all.
+
+    Args:
+        names: the sequences written (default: an `i_` and a `v_` one per photo).
+    """
+    everything = sorted(names or (f"{kind}_{photo}" for photo in photos for kind in ("i", "v")))
     splits = {}
     for offset, name in enumerate(("a", "b", "c")):
         order = np.random.default_rng(seed + offset).permutation(sorted(photos))

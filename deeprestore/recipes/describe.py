@@ -112,8 +112,9 @@ def patch_bank(dataset, names, source):
 
 
 class TripletBatches(keras.utils.PyDataset):
-    """Batches of triplets `(batch, 3, 32, 32, 1)` float32 in [0, 1] gathered from a uint8 patch bank,
-    in the order of `indices` `(triplets, 3)`, with dummy targets (the triplet losses ignore them).
+    """Batches of triplets `(batch, members, 32, 32, 1)` float32 in [0, 1] gathered from a uint8 patch
+    bank, in the order of `indices` `(triplets, members)`, with dummy targets (the triplet losses ignore
+    them).
 
     With `augment` (a seed: a tuple of ints), each triplet is flipped and rotated by a multiple of 90
     degrees, the same for its three patches, drawn from a generator seeded by `augment` and the batch
@@ -138,6 +139,15 @@ class TripletBatches(keras.utils.PyDataset):
                 triplets[codes == code] = np.rot90(chosen, k=int(code & 3), axes=(2, 3))
         triplets = triplets.astype(np.float32) / np.float32(255.0)
         return triplets[..., None], np.zeros(len(rows), np.float32)
+
+
+def member_sets(positives):
+    """The track columns positives are drawn from (`None`: any two): per level, the reference and the
+    level's images, in `patch_bank`'s column order (`hpatches.IMAGES`)."""
+    if positives == "any":
+        return None
+    return [[0, *(column for column, image in enumerate(hpatches.IMAGES) if image[0] == level)]
+            for level in hpatches.LEVELS]
 
 
 def _optimizer(settings):
@@ -169,7 +179,7 @@ def triplet_batches(bank, sampler, settings):
         indices = sampler.sample(settings.triplets, epoch, distinct_tracks=settings.loss == "hardest",
                                  batch_size=settings.batch_size, group_count=settings.batch_sequences)
         augment = (sampler.seed, epoch) if settings.augment else None
-        return TripletBatches(bank, indices, settings.batch_size, augment=augment)
+        return TripletBatches(bank, indices[:, :model.MEMBERS[settings.loss]], settings.batch_size, augment=augment)
 
     def batches(step):
         epoch, index = divmod(step, per_epoch)
@@ -201,7 +211,8 @@ def train(settings, run, seed=0, echo=print, show_progress=True, resume=False):
                        else PatchSource(train_inputs, settings.denoiser))
     bank, tracks = patch_bank(dataset, split.train, training_source)
     groups = np.repeat(np.arange(len(split.train)), [dataset[name].count for name in split.train])
-    batches = triplet_batches(bank, model.TripletSampler(tracks, seed=seed, groups=groups), settings)
+    sampler = model.TripletSampler(tracks, seed=seed, groups=groups, member_sets=member_sets(settings.positives))
+    batches = triplet_batches(bank, sampler, settings)
     per_epoch = steps_per_epoch(settings.triplets, settings.batch_size)
 
     parallel = DataParallel(settings.devices)
@@ -211,7 +222,7 @@ def train(settings, run, seed=0, echo=print, show_progress=True, resume=False):
         keras.utils.set_random_seed(seed)
         descriptor = model.descriptor_network(settings.l2_normalise, settings.dropout, seed=seed,
                                               standardise=settings.standardise)
-        trainer = model.triplet_model(descriptor)
+        trainer = model.triplet_model(descriptor, model.MEMBERS[settings.loss])
         trainer.compile(optimizer=_optimizer(settings), loss=model.create_loss(settings.loss, settings.margin))
     log = LossLog(run.losses_dir)
     results = {}
