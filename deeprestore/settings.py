@@ -481,8 +481,10 @@ class DescribeDataSettings:
 
     data: str | None = option(None, "HPatches-format dataset folder (default: a synthetic one made from the bundled "
                                     "photos, into the run).", path="folder", exists=True)
-    split: str = option("a", f"Benchmark split: {', '.join(DESCRIBE_SPLITS)}, or one named in the splits.json of the "
-                             "dataset folder or of <tasks>/splits/ (which replaces the official ones).")
+    split: str | None = option(None, f"Benchmark split: {', '.join(DESCRIBE_SPLITS)}, or one named in the splits.json "
+                                     "of the dataset folder or of <tasks>/splits/ (which replaces the official ones); "
+                                     "the synthetic data also has heldout: train on every bundled photo, test on "
+                                     "photos training never sees.", shown_default="heldout without --data, else a")
     inputs: str = option("clean", "Patches the descriptor sees: clean, the _noise twins, or those through "
                                   "--denoiser.", choices=DESCRIBE_INPUTS)
     denoiser: str | None = option(None, "Saved Keras model (.keras) mapping (N,32,32,1) to (N,32,32,1), for --inputs "

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import types
 
 import imageio.v3 as imageio
 import keras
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 from deeprestore.cli import cli
 from deeprestore.descriptors import hpatches, model, synthetic
 from deeprestore.errors import DeepRestoreError
-from deeprestore.recipes import describe
+from deeprestore.recipes import describe, describe_data
 from deeprestore.restoration import models
 
 SMALL = synthetic.SyntheticSpec(photos=("camera", "coffee"), count=12, size=160, seed=0)
@@ -56,6 +57,23 @@ def test_heldout_sequences_use_photos_training_never_sees(tmp_path):
     sequence = hpatches.load_dataset(synthetic.synthesize(tmp_path / "heldout", spec))["i_coins"]
     ref, lit = sequence.images["ref"].astype(float), sequence.images["t5"].astype(float)
     assert sequence.count == 8 and abs(lit.mean() - ref.mean()) + abs(lit.std() - ref.std()) > 1.0
+
+
+def test_the_split_heldout_trains_on_every_training_sequence_and_tests_on_the_heldout_ones_drawn_as_alone(tmp_path):
+    training = synthetic.SyntheticSpec(photos=("camera",), count=8, size=128, seed=0)
+    heldout = synthetic.SyntheticSpec(photos=("coins",), count=8, size=128, seed=1)
+    root = synthetic.synthesize(tmp_path / "both", training, heldout)
+    split = hpatches.resolve_split(root, "heldout")
+    assert list(split.train) == ["i_camera", "v_camera"] and list(split.test) == ["i_coins", "v_coins"]
+    assert list(hpatches.resolve_split(root, "full").test) == ["i_camera", "v_camera"]  # the training photos' splits
+    alone = hpatches.load_dataset(synthetic.synthesize(tmp_path / "alone", heldout))["v_coins"]
+    together = hpatches.load_dataset(root)["v_coins"]
+    assert all(np.array_equal(alone.images[image], together.images[image]) for image in hpatches.IMAGES)
+    assert synthetic.synthesize(root, training, heldout) == root  # reused, not drawn again
+    defaults = {"data": None, "split": None}
+    assert describe_data.split_name(types.SimpleNamespace(**defaults)) == "heldout"
+    assert describe_data.split_name(types.SimpleNamespace(**{**defaults, "data": "hpatches"})) == "a"
+    assert describe_data.split_name(types.SimpleNamespace(**{**defaults, "split": "view"})) == "view"
 
 
 def test_l2_normalised_descriptors_have_unit_norm():

@@ -54,7 +54,7 @@ CASES = {
                                   "24", "--checkpoint-every", "3", "--validate-every", "8", "--no-baselines"]),
     "describe": ("describe-train", ["describe", "train", "--steps", "12", "--triplets", "64", "--batch-size", "8",
                                     "--checkpoint-every", "3", "--patches", "8", "--pairs", "100", "--queries", "5",
-                                    "--distractors", "50"]),
+                                    "--distractors", "50", "--split", "a"]),
 }
 
 

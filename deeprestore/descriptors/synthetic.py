@@ -257,18 +257,38 @@ HELDOUT = SyntheticSpec(photos=HELDOUT_PHOTOS, seed=1)
 STEREO = SyntheticSpec(photos=STEREO_PHOTOS, count=256, seed=2)
 
 
-def synthesize(root, spec=SyntheticSpec()):
+def synthesize(root, spec=SyntheticSpec(), heldout=None):
     """Writes the synthetic dataset to `root` (sequence folders, `splits.json`, `spec.json`) and returns it.
 
-    An existing complete dataset written with the same spec is reused as is.
+    An existing complete dataset written with the same spec(s) is reused as is.
+
+    Args:
+        root: the folder.
+        spec: what the dataset holds (`SyntheticSpec`).
+        heldout: another spec whose sequences are written too, each drawn as `synthesize(root, heldout)`
+            alone draws it; the split `heldout` then trains on every sequence of `spec` and tests on these.
 
     Returns:
         `root` as a `pathlib.Path`.
     """
     root = pathlib.Path(root)
-    spec_text = json.dumps(dataclasses.asdict(spec), sort_keys=True)
+    specs = {"train": dataclasses.asdict(spec), "heldout": dataclasses.asdict(heldout)} if heldout else (
+        dataclasses.asdict(spec))
+    spec_text = json.dumps(specs, sort_keys=True)
     if (root / "spec.json").is_file() and (root / "spec.json").read_text() == spec_text:
         return root
+    names = _write_sequences(root, spec)
+    splits = synthetic_splits(spec.photos, spec.seed, names)
+    if heldout is not None:
+        splits["heldout"] = {"name": "heldout", "test": sorted(_write_sequences(root, heldout)), "train": sorted(names)}
+    (root / "splits.json").write_text(json.dumps(splits, indent=1))
+    (root / "spec.json").write_text(spec_text)  # written last: marks the dataset complete
+    return root
+
+
+def _write_sequences(root, spec):
+    """Writes the sequences of `spec` (and their `_noise` twins), drawn from a generator of its seed;
+    returns their names."""
     rng = np.random.default_rng(spec.seed)
     names = []
     for photo in spec.photos:
@@ -289,9 +309,7 @@ def synthesize(root, spec=SyntheticSpec()):
                     imageio.imwrite(folder / f"{image}{NOISE_SUFFIX}.png",
                                     to_uint8(noisy.reshape(-1, spec.patch_size)))
             names.append(name)
-    (root / "splits.json").write_text(json.dumps(synthetic_splits(spec.photos, spec.seed, names), indent=1))
-    (root / "spec.json").write_text(spec_text)  # written last: marks the dataset complete
-    return root
+    return names
 
 
 def synthetic_splits(photos, seed, names=None):

@@ -24,7 +24,7 @@ from deeprestore.backend import DataParallel
 from deeprestore.descriptors import evaluation, hpatches, model
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
-from deeprestore.recipes.describe_data import prepare_dataset, prepare_tasks, save_results
+from deeprestore.recipes.describe_data import prepare_dataset, prepare_tasks, save_results, split_name
 
 DESCRIPTOR_FILE = "descriptor.keras"
 
@@ -198,7 +198,7 @@ def train(settings, run, seed=0, echo=print, show_progress=True, resume=False):
         The final results dict (see `evaluation.summarise`).
     """
     root = prepare_dataset(settings, run, seed)
-    split = hpatches.resolve_split(root, settings.split, settings.tasks)
+    split = hpatches.resolve_split(root, split_name(settings), settings.tasks)
     train_inputs = settings.train_inputs or settings.inputs
     noisy = "clean" not in (settings.inputs, train_inputs)
     dataset = hpatches.load_dataset(root, split.test + split.train, noisy=noisy)

@@ -7,14 +7,26 @@ import pathlib
 from deeprestore.descriptors import evaluation, hpatches, tasks
 
 
+def split_name(settings):
+    """`--split`, or its default: `heldout` on the synthetic data (train on every bundled photo, test on
+    the held-out photos), `a` on a dataset folder."""
+    return settings.split or ("heldout" if settings.data is None else "a")
+
+
 def prepare_dataset(settings, run, seed):
-    """The dataset folder: `settings.data`, or the synthetic dataset generated into `<run>/data`."""
+    """The dataset folder: `settings.data`, or the synthetic dataset generated into `<run>/data`, with
+    the held-out photos' sequences (as `describe synth --heldout` draws them) for the split `heldout`."""
     if settings.data is not None:
         return pathlib.Path(settings.data)
+    import dataclasses
+
     from deeprestore.descriptors import synthetic
 
     spec = synthetic.SyntheticSpec(count=settings.patches, seed=seed)
-    return synthetic.synthesize(run.path / "data", spec)
+    heldout = None
+    if split_name(settings) == "heldout":
+        heldout = dataclasses.replace(synthetic.HELDOUT, seed=synthetic.HELDOUT.seed + seed)
+    return synthetic.synthesize(run.path / "data", spec, heldout)
 
 
 def prepare_tasks(settings, root, split, dataset, run, seed):

@@ -14,7 +14,7 @@ import threading
 
 from deeprestore.descriptors import evaluation, export, hpatches
 from deeprestore.errors import DeepRestoreError
-from deeprestore.recipes.describe_data import prepare_dataset, prepare_tasks, save_results
+from deeprestore.recipes.describe_data import prepare_dataset, prepare_tasks, save_results, split_name
 
 
 def _import_quietly(name):
@@ -44,7 +44,7 @@ def evaluate(settings, run, seed=0, echo=print):
 
         descriptor = training.load_descriptor(settings.model)
     root = prepare_dataset(settings, run, seed)
-    split = hpatches.resolve_split(root, settings.split, settings.tasks)
+    split = hpatches.resolve_split(root, split_name(settings), settings.tasks)
     needs_patches = settings.model is not None or bool(baselines)
     names = hpatches.sequence_names(root) if settings.export and settings.model else list(split.test)
     dataset = hpatches.load_dataset(root, names, noisy=settings.inputs != "clean") if needs_patches else None
