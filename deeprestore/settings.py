@@ -261,7 +261,7 @@ INVERT_DECONVNET = DeconvnetSettings()
 
 DENOISE_LOSSES = ("mae", "mse", "bce")
 DENOISE_OPTIMISERS = ("sgd", "adam")
-DENOISE_SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant")
 # What `--help` says of a `denoise train` option left None: the model's own training default.
 MODEL_DEFAULT = "per model; see `deeprestore denoise models`"
 CORRUPTIONS = ("gaussian:SIGMA, salt-and-pepper:AMOUNT, centre:FRACTION or perturbation:easy|hard|tough (our "
@@ -302,7 +302,7 @@ class DenoiseSettings:
                                     shown_default=MODEL_DEFAULT)
     schedule: str = option("cosine", "Step size: cosine decay to 0 over --steps (so the last weights are not caught "
                                      "mid-swing), or constant (seed 004). Resuming with more --steps stretches the "
-                                     "decay over the new total from then on.", choices=DENOISE_SCHEDULES)
+                                     "decay over the new total from then on.", choices=SCHEDULES)
     validation_fraction: float = option(0.2, "Share of each image (bottom rows) or stack (last patches) kept for "
                                              "validation.", above=0.0, below=1.0)
     validation_batches: int = option(2, "Fixed validation batches, each --batch-size patches.", at_least=1)
@@ -515,6 +515,9 @@ class DescribeSettings(DescribeDataSettings):
                             aliases=("--optimizer",))
     learning_rate: float | None = option(None, "Step size (default: 0.1 for SGD, seed 004's, and 0.001 for Adam).",
                                          above=0.0)
+    schedule: str = option("cosine", "Step size: cosine decay to 0 over --steps (HardNet decays its step size to 0 "
+                                     "too), or constant (seed 004). Resuming with more --steps stretches the decay "
+                                     "over the new total from then on.", choices=SCHEDULES)
     steps: int = option(256, "Training steps in all, also when resuming; an epoch is --triplets // --batch-size steps "
                              "of fresh triplets, with the mAPs measured after each.", at_least=1)
     checkpoint_every: int = option(128, "Steps between checkpoints.", at_least=1)

@@ -348,3 +348,13 @@ def test_a_stereo_patch_is_kept_only_where_the_disparity_is_a_plane():
     occluded[25:37, 24:36] = np.inf  # half the region unseen by the right view
     assert np.isnan(synthetic._disparity_plane(occluded, (30.0, 31.0), 8)).all()
     assert np.isnan(synthetic._disparity_plane(plane, (3.0, 31.0), 8)).all()  # the region leaves the image
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_the_step_size_decays_to_zero_over_the_steps_or_stays(schedule):
+    settings = types.SimpleNamespace(learning_rate=None, optimiser="adam", schedule=schedule, steps=100)
+    optimiser = describe._optimizer(settings)
+    first = float(optimiser.learning_rate)
+    optimiser.iterations.assign(100)
+    last = float(optimiser.learning_rate)
+    assert first == pytest.approx(1e-3) and last == (pytest.approx(0.0, abs=1e-12) if schedule == "cosine" else first)

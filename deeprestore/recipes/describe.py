@@ -152,6 +152,8 @@ def member_sets(positives):
 
 def _optimizer(settings):
     learning_rate = settings.learning_rate or (0.1 if settings.optimiser == "sgd" else 1e-3)
+    if settings.schedule == "cosine":  # a function of the optimiser's step count, which checkpoints keep
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, settings.steps)
     if settings.optimiser == "sgd":
         return keras.optimizers.SGD(learning_rate)
     return keras.optimizers.Adam(learning_rate)
