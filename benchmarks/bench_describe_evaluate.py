@@ -30,8 +30,12 @@ sys.path.insert(0, str(ROOT))
 from deeprestore.descriptors import export, hpatches, tasks  # noqa: E402
 
 
-def write_data(folder, sequences, patches, dimension, pairs, queries, distractors, seed):
-    """Dataset, splits.json, task files and descriptor CSVs; returns `(data, tasks, descriptors)` folders."""
+def write_data(folder, sequences, patches, dimension, pairs, queries, distractors, seed, kind="quantised"):
+    """Dataset, splits.json, task files and descriptor CSVs; returns `(data, tasks, descriptors)` folders.
+
+    `kind` "quantised": values on a grid of quarters (few distinct short numbers, many ties); "floats":
+    float32 values of a continuous distribution, each written with 9 significant digits (as
+    `describe evaluate --export` and most tools write learned descriptors)."""
     rng = np.random.default_rng(seed)
     data, descriptors = folder / "data", {}
     names = [f"{'iv'[number % 2]}_{number:03d}" for number in range(sequences)]
@@ -41,8 +45,10 @@ def write_data(folder, sequences, patches, dimension, pairs, queries, distractor
         for image in hpatches.IMAGES:
             imageio.imwrite(data / name / f"{image}.png", stack)
         base = rng.normal(size=(patches, dimension))
-        descriptors[name] = {image: np.round((base if image == "ref" else base + 1.2 * rng.normal(size=base.shape))
-                                             * 1.5) / 4 for image in hpatches.IMAGES}
+        values = {image: (base if image == "ref" else base + 1.2 * rng.normal(size=base.shape)) * 1.5
+                  for image in hpatches.IMAGES}
+        descriptors[name] = {image: np.round(value) / 4 if kind == "quantised" else value.astype(np.float32) / 4
+                             for image, value in values.items()}
     task_folder = folder / "tasks"
     (task_folder / "splits").mkdir(parents=True)
     (task_folder / "splits" / "splits.json").write_text(json.dumps({"bench": {"name": "bench", "test": names}}))
@@ -50,7 +56,7 @@ def write_data(folder, sequences, patches, dimension, pairs, queries, distractor
     generated = tasks.generate_tasks(split, dict.fromkeys(names, patches), {n: np.full(patches, 50.0) for n in names},
                                      seed=seed, pairs=pairs, queries=queries, distractors=distractors)
     tasks.write_tasks(task_folder, generated)
-    return data, task_folder, export.save_descriptors(folder / "descriptors" / "quantised", descriptors)
+    return data, task_folder, export.save_descriptors(folder / "descriptors" / kind, descriptors)
 
 
 def timed(command):
@@ -80,20 +86,23 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="runs of each, alternating which goes first")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folder", help="write the data here (kept; reused when it already holds them)")
+    parser.add_argument("--floats", action="store_true",
+                        help="descriptors of continuous float32 values (9 significant digits), not quantised ones")
     arguments = parser.parse_args()
+    kind = "floats" if arguments.floats else "quantised"
     with tempfile.TemporaryDirectory() as temporary:
         folder = pathlib.Path(arguments.folder or temporary)
-        if (folder / "descriptors" / "quantised").is_dir():
-            data, task_folder, descriptors = folder / "data", folder / "tasks", folder / "descriptors" / "quantised"
+        if (folder / "descriptors" / kind).is_dir():
+            data, task_folder, descriptors = folder / "data", folder / "tasks", folder / "descriptors" / kind
         else:
             folder.mkdir(parents=True, exist_ok=True)
             data, task_folder, descriptors = write_data(folder, arguments.sequences, arguments.patches,
                                                         arguments.dimension, arguments.pairs, arguments.queries,
-                                                        arguments.distractors, arguments.seed)
+                                                        arguments.distractors, arguments.seed, kind)
         lines = {path.name.split("_split")[0]: path.read_bytes().count(b"\n") - 1
                  for path in task_folder.glob("*_split-bench.csv")}
         sequences = sorted(path.name for path in descriptors.iterdir())
-        print(f"{len(sequences)} sequences, quantised {arguments.dimension}-d descriptors; {lines.get('verif_pos')} "
+        print(f"{len(sequences)} sequences, {kind} {arguments.dimension}-d descriptors; {lines.get('verif_pos')} "
               f"pairs, {lines.get('retr_queries')} queries, {lines.get('retr_distractors')} distractors", flush=True)
         common = ["--data", str(data), "--tasks", str(task_folder), "--split", "bench",
                   "--descriptors", str(descriptors)]
@@ -114,7 +123,7 @@ def main():
             ratio = measured["reference"][-1][0] / measured["command"][-1][0]
             print(f"round {round_number + 1} ratio {ratio:5.2f}x wall, "
                   f"{measured['reference'][-1][1] / measured['command'][-1][1]:5.2f}x CPU", flush=True)
-        ours = json.loads((run / "results.json").read_text())["quantised"]["summary"]
+        ours = json.loads((run / "results.json").read_text())[kind]["summary"]
         theirs = json.loads((folder / "reference.json").read_text())["summary"]
         difference = max(abs(ours[task] - theirs[task]) for task in theirs)
         ratios = [reference[0] / command[0] for reference, command in zip(measured["reference"], measured["command"])]
