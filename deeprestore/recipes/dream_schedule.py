@@ -13,7 +13,7 @@ from deeprestore import images as image_io
 from deeprestore import objectives, transforms
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import plot_curves
-from deeprestore.optimise import Constraint, Engine, Progress, every, normalised_descent, optimise
+from deeprestore.optimise import Constraint, Engine, Plan, Progress, every, normalised_descent, optimise
 from deeprestore.parametrisations import FourierImage, normalised_image_descent
 
 
@@ -176,9 +176,9 @@ class Schedule:
                 show=self.show_progress, log=self.log, first_step=self.step, context=self.context(frame, octave, stage),
             )
             variables, _ = optimise(
-                engine, variables, stage.steps, rule, jitter=settings.jitter,
-                callbacks=self.callbacks(self.step, parametrisation), rng=self.rng, progress=progress, targets=targets,
-                parametrisation=parametrisation, tiling=tiling,
+                engine, variables, stage.steps, rule,
+                Plan(parametrisation, tiling=tiling, jitter=settings.jitter, seed=self.rng),
+                callbacks=[*self.callbacks(self.step, parametrisation), progress], targets=targets,
             )
             self.steps_at.append((self.step + 1, self.step + stage.steps, frame, octave, images.shape[1:3]))
             self.step += stage.steps

@@ -132,7 +132,7 @@ def step(context, prepared, items):
             first_step=prepared.first_step, context={"image": position, "scale": scale}, notify=context.notify,
         )
         result, values = optimise(prepared.engine, image[None], settings.steps,
-                                  step_rule(settings.optimiser, settings.learning_rate), progress=progress,
+                                  step_rule(settings.optimiser, settings.learning_rate), callbacks=[progress],
                                   targets=targets)
         prepared.first_step += settings.steps
         image = np.clip(result[0], 0.0, 1.0)
