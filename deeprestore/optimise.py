@@ -497,6 +497,10 @@ class Partial:
         step: Steps done, counted from the run's first (`Progress.first_step`).
         steps: The step the optimisation was to end at, counted alike.
         stage: What was optimised (the progress bar's description).
+        first_step: The run's step this optimisation started after (`Progress.first_step`): it had done
+            `step - first_step` of its `steps - first_step`.
+        context: Where in the run it was (`Progress.context`: the image and scale of a style, the frame,
+            octave and stage of a dream), so a method can continue there.
     """
 
     variables: object
@@ -504,6 +508,8 @@ class Partial:
     step: int
     steps: int
     stage: str = ""
+    first_step: int = 0
+    context: dict = dataclasses.field(default_factory=dict)
 
 
 def _keep_partial(error, variables, step, steps, progress, parametrisation):
@@ -512,7 +518,8 @@ def _keep_partial(error, variables, step, steps, progress, parametrisation):
         variables = np.asarray(variables, np.float32)
         images = variables if parametrisation is None else parametrisation.images(variables)
         error.partial = Partial(variables, np.asarray(images, np.float32), progress.first_step + step,
-                                progress.first_step + steps, progress.description)
+                                progress.first_step + steps, progress.description, progress.first_step,
+                                dict(progress.context))
 
 
 def optimise(engine, images, steps, step_rule, plan=None, callbacks=(), targets=None):

@@ -35,13 +35,13 @@ DREAM = Experiment(
     "dream", defaults.DreamSettings,
     "DeepDream: normalised gradient ascent on layers, channels, neurons, classes or a guide, over octaves.",
     check=later("recipes.dream_terms:check"), setup=later("recipes.dream:setup"), step=later("recipes.dream:step"),
-    estimate=dream_estimates,
+    estimate=dream_estimates, partial=True,
 )
 STYLE = Experiment(
     "style", defaults.StyleSettings,
     "Neural style transfer (Gatys et al.): content of one image, Gram matrices of others.",
     check=checks.style, setup=later("recipes.style:setup"), step=later("recipes.style:step"),
-    figures=later("recipes.style:plots"), estimate=later("recipes.style:style_estimates"),
+    figures=later("recipes.style:plots"), estimate=later("recipes.style:style_estimates"), partial=True,
 )
 TEXTURE = Experiment(
     "texture", defaults.TextureSettings,
