@@ -32,7 +32,13 @@ BAD_NAMES = [
     (("stack", "--network", "tiny", "--from", "pool9"), "Unknown layer 'pool9' for network 'tiny'"),
     (("stack", "--network", "vgg16", "--to", "relu9_1"), "Unknown layer 'relu9_1' for network 'vgg16'"),
     (("denoise", "train", "--model", "unet2"), "Unknown model 'unet2'; expected one of unet, dncnn"),
+    (("stack", "--network", "tiny", "--modules", "KIND"), "type 'zz' is unknown; expected one of cd, dc, dd, upconv"),
+    (("stack", "--network", "tiny", "--modules", "LAYER"),
+     "Module 'back' has input 'pool9', which is not a layer of 'tiny' or a module (back). Unknown layer 'pool9'"),
 ]
+# Module spec files the stack cases above read: a module of an unknown kind, one from an unknown layer.
+SPEC_FILES = {"KIND": '[{"name": "back", "input": "pool1", "target": "image", "type": "zz"}]',
+              "LAYER": '[{"name": "back", "input": "pool9", "target": "image"}]'}
 
 
 @pytest.mark.parametrize(("network", "top"), BUILDS)
@@ -67,9 +73,13 @@ def test_a_model_file_is_left_to_the_check_after_it_loads():
 
 
 def test_bad_names_are_one_line_each_without_a_backend(tmp_path):
-    """In a fresh interpreter: every bad network, layer (VGG16, VGG19, AlexNet, tiny; names and aliases) and
-    model name is refused in one `Error:` line with Keras never imported."""
-    cases = [[str(tmp_path) if argument == "RUN" else argument for argument in arguments] for arguments, _ in BAD_NAMES]
+    """In a fresh interpreter: every bad network, layer (VGG16, VGG19, AlexNet, tiny; names and aliases), model
+    name and module spec (kind, layer) is refused in one `Error:` line with Keras never imported."""
+    files = {"RUN": str(tmp_path)}
+    for name, text in SPEC_FILES.items():
+        (tmp_path / f"{name}.json").write_text(text)
+        files[name] = str(tmp_path / f"{name}.json")
+    cases = [[files.get(argument, argument) for argument in arguments] for arguments, _ in BAD_NAMES]
     code = ("import json, sys\nfrom click.testing import CliRunner\nfrom deeprestore.cli import cli\n"
             f"results = [CliRunner().invoke(cli, ['--runs', {str(tmp_path)!r}, *case]) for case in {cases!r}]\n"
             "print(json.dumps([[result.exit_code, result.output] for result in results]\n"

@@ -8,6 +8,7 @@ takes to start. Nothing here imports Keras: a registered network's layer names c
 from deeprestore import architectures
 from deeprestore import images as image_io
 from deeprestore.errors import DeepRestoreError
+from deeprestore.inversion import specs as module_specs
 from deeprestore.restoration import corruptions, models
 from deeprestore.sharding import shard
 
@@ -81,11 +82,24 @@ def learned(settings):
 
 
 def stack(settings):
-    """The network, and `--from` and `--to` of the default chain (`image` is the image) where no module
-    spec file replaces them; a training run has no items."""
-    layers = () if settings.modules else tuple(layer for layer in (settings.source, settings.target)
-                                              if layer != "image")
-    network_layers(settings.network, layers)
+    """The network, and `--from` and `--to` of the default chain (`image` is the image), or the module spec
+    file that replaces them: its fields and types, and the layers its modules take and reconstruct (the
+    shapes are checked with the network built); a training run has no items."""
+    if not settings.modules:
+        network_layers(settings.network, [layer for layer in (settings.source, settings.target) if layer != "image"])
+        return
+    specs = module_specs.load_specs(settings.modules)
+    names = [spec.name for spec in specs]
+    architectures.check_network(settings.network)
+    for spec in specs:
+        for field in ("input", "target"):
+            value = getattr(spec, field)
+            if (field == "input" and value in names) or (field == "target" and value == module_specs.IMAGE):
+                continue
+            try:
+                network_layers(settings.network, (value,))
+            except DeepRestoreError as error:
+                raise module_specs.not_a_layer(spec, field, names, settings.network, error) from None
 
 
 def denoise_train(settings):
