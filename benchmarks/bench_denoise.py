@@ -42,13 +42,13 @@ def deeprestore_throughput(name, patches, steps, directory):
     """Patches per second through `training.train` with on-the-fly batches, less one checkpoint's time."""
     model = compiled_model(name)
     training.train(model, patches.batch, training.Schedule(WARM_UP, checkpoint_every=10**9),
-                   checkpoints=directory / "warm", show_progress=False)
+                   training.Storage(directory / "warm"))
     start = time.perf_counter()
     training.save_checkpoint(model, directory / "alone", 0)
     checkpoint = time.perf_counter() - start
     start = time.perf_counter()
     training.train(model, lambda step: patches.batch(step + WARM_UP), training.Schedule(steps, checkpoint_every=10**9),
-                   checkpoints=directory / "timed", log_directory=directory / "losses", show_progress=False)
+                   training.Storage(directory / "timed", directory / "losses"))
     return steps * patches.batch_size / (time.perf_counter() - start - checkpoint)
 
 
@@ -74,7 +74,7 @@ def main():
 
     clean = [data.to_channels(image_io.load_image(name), 1) for name in data.TRAINING_SAMPLES]
     patches = data.PatchData.from_images(clean, arguments.patch_size, corruptions.gaussian_noise(SIGMA),
-                                         arguments.batch_size, seed=0)
+                                         data.Sampling(arguments.batch_size, seed=0))
     print(f"{arguments.model}: batches of {arguments.batch_size} {arguments.patch_size}x{arguments.patch_size} "
           f"grey patches, {arguments.steps} timed steps; backend {backend.name()} on {backend.device()}")
     with tempfile.TemporaryDirectory() as directory:

@@ -36,7 +36,7 @@ import tensorflow as tf
 from deeprestore import objectives
 from deeprestore.estimate import estimate, format_bytes
 from deeprestore.networks import create_network
-from deeprestore.optimise import Engine, Progress, clamp, normalised_descent, optimise
+from deeprestore.optimise import Engine, Plan, Progress, clamp, normalised_descent, optimise
 from deeprestore.transforms import Tiling
 
 LAYERS = ("block4_conv3", "block5_conv1")  # deeprestore's default dream layers for VGG16 (after the ReLU)
@@ -132,8 +132,8 @@ def speed(network, sizes, tiled_size, tile, steps):
 
     def ours_on(image, tiling=None):
         def run(count):
-            optimise(engine, image[None], count, normalised_descent(STEP_SIZE), callbacks=[clamp()],
-                     progress=Progress(show=False), tiling=tiling)
+            optimise(engine, image[None], count, normalised_descent(STEP_SIZE), Plan(tiling=tiling),
+                     callbacks=[clamp(), Progress(show=False)])
 
         return run
 

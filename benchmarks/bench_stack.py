@@ -37,14 +37,13 @@ def timed_training(model, batches, steps, directory):
     `train` always writes a checkpoint after its last step; the time of one checkpoint, measured
     apart, is subtracted (the recomputing model's checkpoint holds the frozen network too).
     """
-    training.train(model, batches, training.Schedule(2, checkpoint_every=1000), checkpoints=directory / "warm",
-                   show_progress=False)
+    training.train(model, batches, training.Schedule(2, checkpoint_every=1000), training.Storage(directory / "warm"))
     start = time.perf_counter()
     training.save_checkpoint(model, directory / "alone", 0)
     checkpoint = time.perf_counter() - start
     start = time.perf_counter()
     training.train(model, lambda step: batches(step + 2), training.Schedule(steps, checkpoint_every=10**9),
-                   checkpoints=directory / "timed", show_progress=False)
+                   training.Storage(directory / "timed"))
     return steps / (time.perf_counter() - start - checkpoint)
 
 
@@ -103,8 +102,8 @@ def main():
             images = dataset.images(chosen(step))
             return images, np.zeros((len(images), *cached[TARGET].shape[1:]), np.float32)
 
-        blocks = batch_source(stack, "separate", store, (SOURCE, TARGET), np.arange(len(dataset)), options.batch_size,
-                              seed=0, in_memory_bytes=0)[0]
+        blocks = batch_source(stack, "separate", store, np.arange(len(dataset)), options.batch_size, seed=0,
+                              in_memory_bytes=0)[0]
         rates = {"cached, in memory": timed_training(model, from_memory, options.steps, folder / "memory"),
                  "HDF5 scattered rows": timed_training(model, from_disk, options.steps, folder / "disk"),
                  "HDF5 block-shuffled": timed_training(model, blocks, options.steps, folder / "blocks")}

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from deeprestore import objectives
 from deeprestore import optimise as optimise_module
 from deeprestore.networks import create_network
-from deeprestore.optimise import Engine, Progress, StepRandom, normalised_descent, optimise
+from deeprestore.optimise import Engine, Plan, Progress, StepRandom, normalised_descent, optimise
 from deeprestore.transforms import Jitter, RandomRotation, RandomScale, Tiling
 
 JITTER = 4  # pixels
@@ -92,8 +92,8 @@ def main():
                    tiling=Tiling(arguments.tile, "random"))
 
     def run(scheme):
-        optimise(engine, images, arguments.steps, normalised_descent(0.01), rng=scheme(1),
-                 progress=Progress(show=False), **sources)
+        optimise(engine, images, arguments.steps, normalised_descent(0.01), Plan(**sources, seed=scheme(1)),
+                 callbacks=[Progress(show=False)])
 
     run(StepRandom)  # compiles
     run_times = {name: [] for name in schemes}

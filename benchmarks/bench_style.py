@@ -94,7 +94,7 @@ def our_step(network, content, style):
     state = {"image": content[None].copy(), "rule": Adam(0.02)}
 
     def steps(count):
-        state["image"], _ = optimise(engine, state["image"], count, state["rule"], progress=Progress(show=False),
+        state["image"], _ = optimise(engine, state["image"], count, state["rule"], callbacks=[Progress(show=False)],
                                      targets=targets)
 
     return steps

@@ -58,7 +58,7 @@ def previous_loop(model, batches, start, steps, log_directory):
 def fit_path(model, batches, start, steps, directory):
     """`training.train` over the steps `start` to `steps` of one model (which keeps its optimiser state)."""
     training.train(model, lambda step: batches(start + step), training.Schedule(steps - start, checkpoint_every=10**9),
-                   checkpoints=directory / "checkpoints", log_directory=directory / "losses", show_progress=False)
+                   training.Storage(directory / "checkpoints", directory / "losses"))
 
 
 def fit_rate(model, batches, done, steps, directory, checkpoint_directory):
@@ -107,7 +107,7 @@ def compare(name, make_model, batches, steps, rounds, folder):
 def denoise_case(steps, rounds, folder):
     spec = models.get_spec("unet")
     clean = [data.to_channels(load_image(source), 1) for source in data.TRAINING_SAMPLES[:4]]
-    patches = data.PatchData.from_images(clean, 32, corruptions.parse("gaussian:0.1"), 16)
+    patches = data.PatchData.from_images(clean, 32, corruptions.parse("gaussian:0.1"), data.Sampling(16))
 
     def make_model():
         model = models.create_model("unet", 1, seed=0)
@@ -131,7 +131,7 @@ def stack_case(size, steps, rounds, folder):
         return stack.compile(stack.training_model("separate"), "separate", 1e-3)
 
     stack = Stack.build(network, resolved, seed=0)
-    batches, *_ = batch_source(stack, "separate", store, layers, np.arange(len(dataset)), 8, 0)
+    batches, *_ = batch_source(stack, "separate", store, np.arange(len(dataset)), 8, 0)
     compare(f"stack: VGG16 pool2-to-conv2_2 module, 8 crops of {size}x{size}, cache in memory", make_model, batches,
             steps, rounds, folder / "stack")
 
@@ -145,7 +145,7 @@ def copies_case(size, steps, rounds, folder):
     layers = Stack(network, resolved, {}).layers_needed("separate")
     store.ensure(layers, batch_size=8)
     stack = Stack.build(network, resolved, seed=0)
-    batches, *_ = batch_source(stack, "separate", store, layers, np.arange(len(dataset)), 8, 0)
+    batches, *_ = batch_source(stack, "separate", store, np.arange(len(dataset)), 8, 0)
     separate = training.separate_arrays
     paths = {"copied apart (separate_arrays)": separate, "as they are": lambda batch: batch}
     models_by_path = {}

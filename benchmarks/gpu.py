@@ -125,7 +125,7 @@ def step_row(case, network, size, precision, steps, rates):
     engine, images, rule, callbacks, targets, layers = case(network, size)
 
     def run():
-        optimise(engine, images, steps, rule, callbacks=callbacks, progress=Progress(show=False), targets=targets)
+        optimise(engine, images, steps, rule, callbacks=[*callbacks, Progress(show=False)], targets=targets)
 
     seconds, compile_seconds = timed_calls(run, 2)
     seconds /= steps
@@ -161,11 +161,11 @@ def lbfgs_row(network, size, steps):
     as `style` and `texture` run it by default (see `deeprestore.optimise.LBFGS`)."""
     engine, images, _, _, targets, _ = style_case(network, size)
     notices = []
-    optimise(engine, images, 1, LBFGS(), progress=Progress(show=False, notify=notices.append), targets=targets)
+    optimise(engine, images, 1, LBFGS(), callbacks=[Progress(show=False, notify=notices.append)], targets=targets)
     timed, iterations = _TimedEngine(engine), _Iterations()
     start = time.perf_counter()
     optimise(timed, images, steps, LBFGS(), targets=targets,
-             progress=Progress(show=False, log=iterations, notify=notices.append))
+             callbacks=[Progress(show=False, log=iterations, notify=notices.append)])
     seconds = time.perf_counter() - start
     return seconds / max(iterations.count, 1) * 1e3, 1.0 - timed.seconds / seconds, iterations.count
 

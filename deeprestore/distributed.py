@@ -138,12 +138,12 @@ def initialize():
         return _state["cluster"]
     cluster = cluster_from_environment()
     if cluster is not None:
-        from deeprestore import backend
+        import keras  # the backend's name only: `backend` builds on this module, not the other way round
 
-        backend.check_supported()
-        if backend.name() != "jax":
+        engine = keras.backend.backend()
+        if engine != "jax":
             raise DeepRestoreError(
-                f"A training over {cluster.processes} processes runs on JAX; got backend '{backend.name()}', under "
+                f"A training over {cluster.processes} processes runs on JAX; got backend '{engine}', under "
                 "which Keras 3's fit fails with TensorFlow's MultiWorkerMirroredStrategy. Expected --backend jax "
                 "(the cluster templates' default).")
         _start_jax(cluster)

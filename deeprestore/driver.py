@@ -381,7 +381,8 @@ def _step(context, experiment, prepared, batch):
 
 def _save_partial(run, names, partial, signal_name):
     """Writes each item's current variables (`partial/<name>.npy`), its image where they are pixels
-    (`.png`) and what it is (`.json`: partial, the step reached of how many, what stopped it)."""
+    (`.png`) and what it is (`.json`: partial, the step reached of how many, the step its optimisation
+    started after and where in the run it was, what stopped it)."""
     import numpy as np
 
     from deeprestore.images import save_image
@@ -397,6 +398,7 @@ def _save_partial(run, names, partial, signal_name):
             save_image(folder / f"{name}.png", np.clip(partial.images[index], 0.0, 1.0))
         atomic_write(folder / f"{name}.json", to_json({
             "partial": True, "step": partial.step, "of": partial.steps, "stage": partial.stage,
+            "first_step": partial.first_step, "context": partial.context,
             "stopped_by": signal_name or "an interruption"}))
     run.partials = len(names)
 

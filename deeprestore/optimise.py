@@ -131,11 +131,36 @@ def _as_arrays(targets):
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """How a step turns variables into what the network sees: everything but the objective and rule."""
+    """How a step turns the variables into what the network sees: everything but the objective and the rule.
+
+    Attributes:
+        parametrisation: How the variables become pixels (`parametrisations.FourierImage`), or None for pixels.
+        transforms: Random transforms of the pixels (`transforms.RandomScale`, ...), after `jitter`.
+        tiling: A `transforms.Tiling`, to compute each step tile by tile, or None.
+        jitter: Largest random shift, in pixels, of the images before each step (0: none); the first transform.
+        seed: The seed of the jitter's, the transforms' and the tiles' draws: a `numpy.random.Generator` (its
+            seed counts, not its state), an int or sequence of ints, a `StepRandom`, or None for 0. Each
+            step's draws depend on it, the source and the step's number in the whole run alone.
+    """
 
     parametrisation: object = None
     transforms: tuple = ()
     tiling: object = None
+    jitter: int = 0
+    seed: object = None
+
+    def with_jitter_first(self):
+        """The same plan with its jitter as the first of its transforms (what the loop applies)."""
+        from deeprestore.transforms import Jitter
+
+        if not self.jitter:
+            return self
+        return dataclasses.replace(self, transforms=(Jitter(self.jitter), *self.transforms), jitter=0)
+
+    @property
+    def random(self):
+        """The `StepRandom` of `seed`."""
+        return self.seed if isinstance(self.seed, StepRandom) else StepRandom(0 if self.seed is None else self.seed)
 
     @property
     def key(self):
@@ -448,7 +473,9 @@ class every:
 
 @dataclasses.dataclass
 class Progress:
-    """What the loop reports: a tqdm description, whether to show bars, and the log to write."""
+    """What the loop reports and where its steps stand in the run: a tqdm description, whether to show
+    bars, the log to write, the number of the first step in the whole run, the log rows' context and where
+    notices go. `optimise` takes it among its callbacks (as Keras's `fit` takes its progress bar)."""
 
     description: str = "optimise"
     show: bool = True
@@ -470,6 +497,10 @@ class Partial:
         step: Steps done, counted from the run's first (`Progress.first_step`).
         steps: The step the optimisation was to end at, counted alike.
         stage: What was optimised (the progress bar's description).
+        first_step: The run's step this optimisation started after (`Progress.first_step`): it had done
+            `step - first_step` of its `steps - first_step`.
+        context: Where in the run it was (`Progress.context`: the image and scale of a style, the frame,
+            octave and stage of a dream), so a method can continue there.
     """
 
     variables: object
@@ -477,6 +508,8 @@ class Partial:
     step: int
     steps: int
     stage: str = ""
+    first_step: int = 0
+    context: dict = dataclasses.field(default_factory=dict)
 
 
 def _keep_partial(error, variables, step, steps, progress, parametrisation):
@@ -485,29 +518,24 @@ def _keep_partial(error, variables, step, steps, progress, parametrisation):
         variables = np.asarray(variables, np.float32)
         images = variables if parametrisation is None else parametrisation.images(variables)
         error.partial = Partial(variables, np.asarray(images, np.float32), progress.first_step + step,
-                                progress.first_step + steps, progress.description)
+                                progress.first_step + steps, progress.description, progress.first_step,
+                                dict(progress.context))
 
 
-def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None, progress=None, targets=None,
-             parametrisation=None, transforms=(), tiling=None):
+def optimise(engine, images, steps, step_rule, plan=None, callbacks=(), targets=None):
     """Optimises a batch of images (or a parametrisation's parameters) to minimise the engine's objective.
 
     Args:
         engine: An `Engine`.
-        images: `(batch, height, width, 3)` float32 RGB, or the parametrisation's parameters.
+        images: `(batch, height, width, 3)` float32 RGB, or the plan's parametrisation's parameters.
         steps: Number of steps.
         step_rule: A `StepRule`, or `LBFGS`.
-        jitter: Largest random shift, in pixels, of the images before each step (0: none).
-        callbacks: `Constraint`s (on the device, every step) and host callbacks `(images, step) -> images`
-            (after every step, or on the interval of `every`).
-        rng: The seed of the jitter, transforms and tiles: a `numpy.random.Generator` (its seed counts, not
-            its state), an int or sequence of ints, or a `StepRandom`. Each step's draws depend on it, the
-            source and the step's number in the whole run (`progress.first_step` plus the step) alone.
-        progress: A `Progress` (bar and loss log).
+        plan: A `Plan`: the parametrisation, jitter, transforms, tiling and the seed of their draws (a step's
+            number in the whole run is `Progress.first_step` plus its own); None for pixels as they are.
+        callbacks: `Constraint`s (on the device, every step), host callbacks `(images, step) -> images`
+            (after every step, or on the interval of `every`) and at most one `Progress` (bar, loss log,
+            the first step's number; without one, a bar labelled "optimise").
         targets: `{term name: array}` the objective's targets (see `objectives`).
-        parametrisation: How `images` become pixels (`parametrisations.FourierImage`), or None for pixels.
-        transforms: Random transforms (`transforms.Jitter`, ...) applied after `jitter`.
-        tiling: A `transforms.Tiling`, to compute each step tile by tile.
 
     Returns:
         The optimised images (or parameters), and the last `{term: value}` with `total`.
@@ -515,21 +543,17 @@ def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None,
     Raises:
         DeepRestoreError: The loss stopped being finite.
     """
-    from deeprestore.transforms import Jitter
-
-    progress = progress or Progress()
+    plan = (plan or Plan()).with_jitter_first()
+    progress = next((callback for callback in callbacks if isinstance(callback, Progress)), None) or Progress()
     variables = np.array(images, np.float32)
     if isinstance(step_rule, LBFGS):
-        if jitter or transforms or tiling is not None:
+        if plan.transforms or plan.tiling is not None:
             raise DeepRestoreError("L-BFGS cannot be combined with jitter; expected --jitter 0 or another optimiser.")
-        return _optimise_lbfgs(engine, variables, steps, step_rule, progress, targets, parametrisation)
-    plan = Plan(parametrisation, ((Jitter(jitter),) if jitter else ()) + tuple(transforms), tiling)
+        return _optimise_lbfgs(engine, variables, steps, step_rule, progress, targets, plan.parametrisation)
     constraints = tuple(callback for callback in callbacks if isinstance(callback, Constraint))
-    host_callbacks = [callback for callback in callbacks if not isinstance(callback, Constraint)]
+    host_callbacks = [callback for callback in callbacks if not isinstance(callback, (Constraint, Progress))]
     loop = _Loop(engine, plan, step_rule, constraints, CHUNK_STEPS)
-    random = rng if isinstance(rng, StepRandom) else StepRandom(0 if rng is None else rng)
     state = step_rule.initial_state(variables)
-    hyperparameters = {name: np.float32(value) for name, value in step_rule.hyperparameters.items()}
     target_arrays = _as_arrays(targets)
     values = {}
     bar = tqdm(total=steps, desc=progress.description, disable=not progress.show, leave=False)
@@ -539,8 +563,7 @@ def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None,
             interrupts.raise_if_requested()  # a deferred SIGTERM stops here, between two chunks of steps
             count = min(limit, steps - step, _steps_to_next_callback(host_callbacks, step))
             started = time.perf_counter()
-            variables, state, rows = loop(variables, state, step, count, progress.first_step, random, hyperparameters,
-                                          target_arrays)
+            variables, state, rows = loop(variables, state, step, count, progress.first_step, target_arrays)
             limit = _chunk_limit(loop.capacity, count, time.perf_counter() - started)
             for index in range(count):
                 values = loop.row_values(rows[index])
@@ -557,7 +580,7 @@ def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None,
             bar.update(count)
             bar.set_postfix(loss=f"{values['total']:.4g}", refresh=False)
     except KeyboardInterrupt as error:
-        _keep_partial(error, variables, step, steps, progress, parametrisation)
+        _keep_partial(error, variables, step, steps, progress, plan.parametrisation)
         raise
     bar.close()
     return variables, values
@@ -578,7 +601,8 @@ def _steps_to_next_callback(callbacks, step):
 
 
 class _Loop:
-    """The compiled chunk of steps for one engine, plan, rule and set of constraints."""
+    """The compiled chunk of steps for one engine, plan, rule and set of constraints, with the plan's random
+    draws and the rule's hyperparameters."""
 
     def __init__(self, engine, plan, rule, constraints, capacity):
         self.engine = engine
@@ -586,6 +610,8 @@ class _Loop:
         self.rule = rule
         self.constraints = constraints
         self.capacity = max(1, capacity)
+        self.random = plan.random
+        self.hyperparameters = {name: np.float32(value) for name, value in rule.hyperparameters.items()}
         self.names = (*engine.objective.names, "total")
         key = ("loop", plan.key, rule.key, tuple(constraint.key for constraint in constraints), self.capacity)
         self.function = engine.compiled(key, self._build)
@@ -615,9 +641,9 @@ class _Loop:
 
         return run
 
-    def __call__(self, variables, state, step, count, first_step, random, hyperparameters, targets):
-        """Runs `count` steps from local step `step`, with the draws `random` (a `StepRandom`) gives steps
-        numbered from `first_step` on; returns the variables, state and the logged rows."""
+    def __call__(self, variables, state, step, count, first_step, targets):
+        """Runs `count` steps from local step `step`, with the draws the plan's seed gives steps numbered
+        from `first_step` on; returns the variables, state and the logged rows."""
         height, width = _image_shape(variables, self.plan.parametrisation)
         draws = {"step": np.zeros(self.capacity, np.int32)}
         draws["step"][:count] = np.arange(step, step + count)
@@ -626,9 +652,9 @@ class _Loop:
         if self.plan.tiling is not None:
             sampled.append(functools.partial(self.plan.tiling.draw, count=1, height=height, width=width))
         for source, draw in zip(self.plan.sources, sampled):
-            draws[source] = _padded(random.draws(source, numbers[:count], draw), self.capacity)
-        variables, state, rows = self.function(variables, state, np.int32(count), numbers, draws, hyperparameters,
-                                               targets)
+            draws[source] = _padded(self.random.draws(source, numbers[:count], draw), self.capacity)
+        variables, state, rows = self.function(variables, state, np.int32(count), numbers, draws,
+                                               self.hyperparameters, targets)
         return np.asarray(variables), state, np.asarray(rows)
 
     def row_values(self, row):

@@ -7,7 +7,7 @@ that acts on pixels can decode, change and re-encode on the device), and `image_
 parameters)` is the forward derivative. `images(parameters)` and `parameters_of(images)` are the same
 maps on numpy arrays, for the host (a start image, saving). Plain pixels need no parametrisation: the
 optimiser works on the images themselves. `FourierImage` is lucid's decorrelated-colour Fourier
-parametrisation; pass it to `optimise(..., parametrisation=...)`, and read the images back with
+parametrisation; pass it to `optimise` in its `Plan(parametrisation)`, and read the images back with
 `parametrisation.images(result)`. `normalised_image_descent` is DeepDream's normalised step on parameters.
 
 Reference:

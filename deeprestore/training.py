@@ -1,6 +1,6 @@
 """The one training path for everything that learns weights (stack, denoise, describe): Keras `fit`.
 
-`train(model, batches, schedule, checkpoints=...)` runs `model.fit` over `StepBatches`, a
+`train(model, batches, schedule, Storage(checkpoints))` runs `model.fit` over `StepBatches`, a
 `keras.utils.PyDataset` whose item `i` is `batches(start + i)`: data come from a function
 `batches(step) -> (inputs, targets)` of the step alone, so a resumed run sees exactly the batches an
 uninterrupted one would. The whole run is one Keras epoch; the metrics are reset before each step, so
@@ -15,7 +15,7 @@ run killed at any moment resumes from its last checkpoint and loses only the ste
 checkpoint is kept, and every one whose step is a multiple of `keep_every`. SIGTERM and SIGINT (a
 cluster pre-empting the job, Ctrl-C) make the run finish the current step, write a checkpoint and
 raise `Interrupted`. A recipe adds its own work with `Every(steps, function)` (figures of
-reconstructions, mAP) and `--tensorboard` adds `TensorBoardCallback`.
+reconstructions, mAP), a `ProgressBar` and, for `--tensorboard`, a `TensorBoardCallback`.
 
 With a `backend.DataParallel` over several devices, `fit` runs inside its scope and splits each batch
 over them; checkpoints hold plain arrays, so a run resumes on any number of devices. Over several
@@ -71,6 +71,22 @@ class Schedule:
     validate_every: int = 0
     log_every: int = 1
     keep_every: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Storage:
+    """Where a training run keeps what it resumes from and what it measured (the primary process writes them).
+
+    Attributes:
+        checkpoints: Folder of the checkpoints (`RunDir.checkpoints_dir`).
+        losses: Folder of the loss log (`RunDir.losses_dir`), or None for no log.
+        resume: Continue from the last checkpoint in `checkpoints` (without one, start from step 0), and
+            drop the loss-log rows written after it.
+    """
+
+    checkpoints: pathlib.Path
+    losses: pathlib.Path = None
+    resume: bool = False
 
 
 def separate_arrays(batch):
@@ -297,16 +313,15 @@ class TrainingCallback(keras.callbacks.Callback):
         log: A `LossLog`, or None.
         validation: `() -> iterable of (inputs, targets)`, or None.
         flag: The dict `stop_on_signals` sets `stop` in.
-        bar: A tqdm progress bar.
         tensorboard: A `TensorBoardCallback` that gets every logged value too, or None.
         start: The step training starts from (the checkpoint's, when resuming).
     """
 
-    def __init__(self, schedule, checkpoints, log, validation, flag, bar, tensorboard=None, start=0):
+    def __init__(self, schedule, checkpoints, log, validation, flag, tensorboard=None, start=0):
         super().__init__()
         self.start = start
         self.schedule, self.checkpoints, self.log = schedule, checkpoints, log
-        self.validation, self.flag, self.bar, self.tensorboard = validation, flag, bar, tensorboard
+        self.validation, self.flag, self.tensorboard = validation, flag, tensorboard
         self.step = 0
         self.saved = start  # the step of the last checkpoint
         self.results = {}
@@ -322,8 +337,6 @@ class TrainingCallback(keras.callbacks.Callback):
                                    "values: lower the learning rate or check the data.")
         if step % self.schedule.log_every == 0:
             self._record(step, values)
-        self.bar.update(1)
-        self.bar.set_postfix(loss=f"{values.get('train.loss', float('nan')):.4g}", refresh=False)
         if distributed.process_count() > 1 and distributed.any_process(self.flag) and not self.flag:
             self.flag["stop"] = "a signal to another process of the job"  # all stop after the same step
         if step % self.schedule.checkpoint_every == 0 or step == self.schedule.steps or self.flag:
@@ -347,6 +360,32 @@ class TrainingCallback(keras.callbacks.Callback):
             self.log.log(step, values)
         if self.tensorboard is not None:
             self.tensorboard.scalars(step, values)
+
+
+class ProgressBar(keras.callbacks.Callback):
+    """A tqdm bar of the run's steps showing each step's loss; `train` shows one where it is among its callbacks.
+
+    Args:
+        description: The bar's label.
+        show: Whether to show it (a command passes its `show_progress` through).
+    """
+
+    def __init__(self, description="train", show=True):
+        super().__init__()
+        self.description, self.show = description, show
+        self.bar = None
+
+    def open(self, step, steps):
+        """Shows the bar at `step` of `steps` (`train` opens it before the first step, at the checkpoint's)."""
+        self.bar = tqdm(total=steps, initial=step, desc=self.description, disable=not self.show, leave=False)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{float((logs or {}).get('loss', float('nan'))):.4g}", refresh=False)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
 
 
 class Every(keras.callbacks.Callback):
@@ -375,7 +414,7 @@ class TensorBoardCallback(Every):
     """Writes TensorBoard event files into `directory`: every value the loss log gets (`train/loss`,
     `validation/loss`, ...) and, every `steps` steps and at the last, the images `images()` returns,
     `{tag: (count, height, width, channels)}` in [0, 1]. Uses TensorFlow's summary writer (see
-    `backend.EventWriter`); pass it to `train` as `tensorboard`. In a job of several processes only the
+    `backend.EventWriter`); pass it to `train` among the callbacks. In a job of several processes only the
     primary writes; the others compute the images with it (a prediction is a collective step)."""
 
     def __init__(self, directory, steps, total, images=None):
@@ -399,24 +438,19 @@ class TensorBoardCallback(Every):
             self.writer.flush()
 
 
-def train(model, batches, schedule, *, checkpoints, log_directory=None, validation=None, resume=False,
-          show_progress=True, description="train", parallel=None, callbacks=(), tensorboard=None):
+def train(model, batches, schedule, storage, validation=None, parallel=None, callbacks=()):
     """Trains a compiled Keras model with `fit`, checkpoints, resuming and signal handling.
 
     Args:
         model: A compiled Keras model.
         batches: `step -> (inputs, targets)`, deterministic in the step, every batch the same size.
         schedule: A `Schedule`.
-        checkpoints: Folder of the checkpoints (`RunDir.checkpoints_dir`).
-        log_directory: Folder of the loss log (`RunDir.losses_dir`), or None for no log.
+        storage: A `Storage`: the checkpoints' and the loss log's folders, and whether to resume.
         validation: `() -> iterable of (inputs, targets)` evaluated every `schedule.validate_every`
             steps and at the end, or None.
-        resume: Continue from the last checkpoint in `checkpoints`; without one, start from step 0.
-        show_progress: Whether to show a progress bar.
-        description: The bar's label.
         parallel: The `DataParallel` the model was built in, or None for one device.
-        callbacks: More Keras callbacks, run after each step's checkpoint and validation (`Every`).
-        tensorboard: A `TensorBoardCallback`, or None.
+        callbacks: More Keras callbacks, run after each step's checkpoint and validation: `Every`, a
+            `ProgressBar` (without one, no bar) and a `TensorBoardCallback`, which also gets every logged value.
 
     Returns:
         The last validation results `{name: value}` (empty without validation).
@@ -428,20 +462,23 @@ def train(model, batches, schedule, *, checkpoints, log_directory=None, validati
     """
     parallel = parallel or DataParallel()
     step = 0
-    if resume and read_state(checkpoints) is not None:
+    if storage.resume and read_state(storage.checkpoints) is not None:
         with parallel.scope():  # optimiser variables a checkpoint creates must be replicated too
-            step = load_checkpoint(model, checkpoints)["step"]
+            step = load_checkpoint(model, storage.checkpoints)["step"]
     primary = distributed.is_primary()
-    if resume and log_directory is not None and primary:
-        truncate_log(log_directory, step)
-    log = LossLog(log_directory) if log_directory is not None and primary else None
+    if storage.resume and storage.losses is not None and primary:
+        truncate_log(storage.losses, step)
+    log = LossLog(storage.losses) if storage.losses is not None and primary else None
     flag = {}
-    bar = tqdm(total=schedule.steps, initial=step, desc=description, disable=not show_progress, leave=False)
-    main = TrainingCallback(schedule, checkpoints, log, validation, flag, bar, tensorboard, start=step)
-    extra = [*callbacks, *([tensorboard] if tensorboard is not None else [])]
+    tensorboard = next((callback for callback in callbacks if isinstance(callback, TensorBoardCallback)), None)
+    main = TrainingCallback(schedule, storage.checkpoints, log, validation, flag, tensorboard, start=step)
+    bars = [callback for callback in callbacks if isinstance(callback, ProgressBar)]
+    extra = bars + [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     for callback in extra:
         if isinstance(callback, Every):
             callback.start = step
+    for bar in bars:
+        bar.open(step, schedule.steps)
     try:
         if step < schedule.steps:
             with stop_on_signals(flag), parallel.scope():  # fit splits each batch over the devices
@@ -457,7 +494,8 @@ def train(model, batches, schedule, *, checkpoints, log_directory=None, validati
             f"process of the job was lost ({' '.join(str(error).split())[:160]}); the checkpoint of step "
             f"{main.saved} is kept. Expected all processes to the end: resume the job to continue.") from None
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
         if log is not None:
             log.close()
     if flag.get("stop"):

@@ -36,7 +36,7 @@ from deeprestore import images as image_io
 from deeprestore import settings
 from deeprestore.restoration import corruptions, data, evaluation, models
 from deeprestore.restoration.apply import restore
-from deeprestore.training import Schedule, train
+from deeprestore.training import Schedule, Storage, train
 
 BUDGET = 60  # CPU seconds of training per row
 CORRUPTION = "gaussian:0.1"  # sigma 25.5 on the 0-255 scale, the paper's sigma-25 case
@@ -104,7 +104,7 @@ def build(row, steps):
 def patches(row, corruption):
     photos = row.photos or tuple(name for name in image_io.SAMPLES if name not in settings.HELD_OUT_SAMPLES)
     clean = [data.to_channels(image_io.load_image(name), 1) for name in photos]
-    return data.PatchData.from_images(clean, row.patch_size, corruption, row.batch_size, seed=SEED,
+    return data.PatchData.from_images(clean, row.patch_size, corruption, data.Sampling(row.batch_size, seed=SEED),
                                       augmented=row.augmented, names=photos)
 
 
@@ -126,8 +126,7 @@ def run_row(row, budget, corruption, heldout):
     model = build(row, steps)
     began = time.process_time()
     with tempfile.TemporaryDirectory() as checkpoints:
-        train(model, source.batch, Schedule(steps=steps, checkpoint_every=steps), checkpoints=checkpoints,
-              show_progress=False)
+        train(model, source.batch, Schedule(steps=steps, checkpoint_every=steps), Storage(checkpoints))
     cpu = time.process_time() - began
     names, clean, noisy = heldout
     restored = [np.clip(restore(model, image), 0.0, 1.0) for image in noisy]

@@ -90,7 +90,7 @@ def test_bad_specs_are_clear_errors(spec, message):
 
 
 def make_patch_data(images, **options):
-    return data.PatchData.from_images(images, 8, corruptions.gaussian_noise(0.1), batch_size=5, seed=1, **options)
+    return data.PatchData.from_images(images, 8, corruptions.gaussian_noise(0.1), data.Sampling(5, seed=1), **options)
 
 
 def test_batches_depend_only_on_the_seed_and_step():
@@ -108,8 +108,8 @@ def test_batches_depend_only_on_the_seed_and_step():
 def test_validation_patches_come_only_from_the_bottom_rows():
     image = np.zeros((50, 30, 1), np.float32)
     image[40:] = 1.0  # the bottom fifth is validation material
-    patches = data.PatchData.from_images([image], 8, corruptions.gaussian_noise(0.0), batch_size=16, seed=0,
-                                         validation_fraction=0.2, validation_batches=3)
+    patches = data.PatchData.from_images([image], 8, corruptions.gaussian_noise(0.0),
+                                         data.Sampling(16, seed=0, validation_fraction=0.2, validation_batches=3))
     assert all(np.all(targets == 1.0) for _, targets in patches.validation())
     assert all(np.all(patches.batch(step)[1] == 0.0) for step in range(5))
 
@@ -133,7 +133,7 @@ def test_hpatches_pairs_give_noisy_inputs_and_clean_targets(tmp_path):
     assert data.is_paired_folder(tmp_path)
     stacks, noisy, names = data.read_pairs(tmp_path)
     assert names == ["seq/ref.png"] and stacks[0].shape == (10, 32, 32)
-    patches = data.PatchData.from_pairs(stacks, noisy, batch_size=6, seed=0)
+    patches = data.PatchData.from_pairs(stacks, noisy, data.Sampling(6, seed=0))
     inputs, targets = patches.batch(0)
     assert inputs.shape == (6, 32, 32, 1)
     np.testing.assert_allclose(inputs, 1.0 - targets, atol=1e-6)

@@ -68,8 +68,8 @@ def batches(step):
 def run(parallel, steps, folder, resume=False, model=None):
     model = model or make_model(parallel)
     training.train(model, batches, training.Schedule(steps=steps, checkpoint_every=2),
-                   checkpoints=pathlib.Path(folder) / "checkpoints", log_directory=pathlib.Path(folder) / "losses",
-                   resume=resume, show_progress=False, parallel=parallel)
+                   training.Storage(pathlib.Path(folder) / "checkpoints", pathlib.Path(folder) / "losses", resume),
+                   parallel=parallel)
     losses = (pathlib.Path(folder) / "losses" / "train.loss.csv").read_text().split()[1:]
     return model, [float(line.split(",")[1]) for line in losses]
 

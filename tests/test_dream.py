@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from deeprestore.cli import cli
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog
-from deeprestore.optimise import Engine, Progress, normalised_descent, optimise
+from deeprestore.optimise import Engine, Plan, Progress, normalised_descent, optimise
 from deeprestore.parametrisations import FourierImage, normalised_image_descent
 from deeprestore.recipes import dream as recipe
 from deeprestore.settings import DreamSettings
@@ -56,7 +56,7 @@ def test_each_objective_rises_over_a_few_steps(tiny_with_head, rng, terms, term)
         features = engine.probe.features(guide)["relu2"]
         targets = {"guide.relu2": features.reshape(-1, features.shape[-1])}
     before = engine(images, targets)[1][term]
-    result, _ = optimise(engine, images, 4, normalised_descent(0.02), progress=Progress(show=False), targets=targets)
+    result, _ = optimise(engine, images, 4, normalised_descent(0.02), callbacks=[Progress(show=False)], targets=targets)
     assert engine(result, targets)[1][term] > before
 
 
@@ -67,8 +67,9 @@ def test_a_few_fourier_steps_raise_the_objective(tiny, rng, terms, term):
     images = rng.uniform(0.1, 0.9, size=(2, 32, 32, 3)).astype(np.float32)
     parametrisation = FourierImage(images.shape[:3], decay_power=0.5)
     start = parametrisation.parameters_of(images)
-    result, _ = optimise(engine, start, 4, normalised_image_descent(0.02, parametrisation), jitter=2,
-                         rng=np.random.default_rng(0), progress=Progress(show=False), parametrisation=parametrisation)
+    result, _ = optimise(engine, start, 4, normalised_image_descent(0.02, parametrisation),
+                         Plan(parametrisation, jitter=2, seed=np.random.default_rng(0)),
+                         callbacks=[Progress(show=False)])
     assert engine(parametrisation.images(result))[1][term] > engine(images)[1][term]
 
 
@@ -253,7 +254,7 @@ def test_mixed_precision_steps_match_float32_ones_roughly(rng):
         with network_precision(precision):
             network = create_network("tiny", weights="random", seed=0)
         engine = Engine.for_objective(recipe.dream_objective(network, layers=(("relu2", 1.0),)), network)
-        result, _ = optimise(engine, images, 3, normalised_descent(0.02), progress=Progress(show=False))
+        result, _ = optimise(engine, images, 3, normalised_descent(0.02), callbacks=[Progress(show=False)])
         assert result.dtype == np.float32
         results[precision] = (result, engine(result)[1]["l2.relu2"], engine(images)[1]["l2.relu2"])
     assert results["bfloat16"][1] > results["bfloat16"][2]

@@ -12,11 +12,14 @@ import sys
 import time
 import types
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from deeprestore import driver, interrupts, optimise, training
+from deeprestore import images as image_io
 from deeprestore.cli import cli
+from deeprestore.losslog import LossLog
 from deeprestore.recipes import registry
 
 TINY = {
@@ -216,6 +219,60 @@ def test_a_resubmitted_inversion_continues_from_its_partial_results_and_says_so(
     assert resumed.exit_code == 0, resumed.output
     assert f"from the partial results of an interrupted attempt at step {record['step']} of 6" in resumed.output
     assert (run / "complete" / "000_astronaut.json").is_file() and not (run / "partial").exists()
+
+
+def counting_steps(monkeypatch):
+    """The list that gets one entry per optimisation step run (one step a chunk)."""
+    steps = []
+    monkeypatch.setattr(optimise, "CHUNK_STEPS", 1)
+    monkeypatch.setattr(optimise, "interrupts", types.SimpleNamespace(raise_if_requested=lambda: steps.append(1)))
+    return steps
+
+
+def test_a_resubmitted_style_continues_its_scale_from_the_partial_result_and_says_so(tmp_path, monkeypatch):
+    arguments = (*TINY["style"], "--scales", "2", "--steps", "4", "--name", "job")
+    with interrupted_after_one_step(monkeypatch, registry.STYLE):
+        stopped = invoke(tmp_path, *arguments)
+    run = tmp_path / "runs" / "style" / "job"
+    assert stopped.exit_code == 130 and "a resubmission continues from it" in stopped.output
+    record = json.loads((run / "partial" / "000_chelsea.json").read_text())
+    assert (record["step"], record["of"], record["first_step"]) == (1, 4, 0)
+    assert record["context"] == {"image": 0, "scale": 1}
+    monkeypatch.undo()
+    ran = counting_steps(monkeypatch)
+    resumed = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), *arguments])
+    assert resumed.exit_code == 0, resumed.output
+    assert "continuing from the partial result of an interrupted attempt at scale 1 of 2, step 1 of 4" in resumed.output
+    assert len(ran) == 3 + 4
+    assert (run / "complete" / "000_chelsea.json").is_file() and not (run / "partial").exists()
+    # one row a step: the first attempt's step, then the three left of scale 1 and the four of scale 2
+    assert [step for step, _ in LossLog(run / "shards" / "0-of-1" / "losses").values("total")] == list(range(1, 9))
+
+
+def test_a_resubmitted_dream_continues_its_octave_from_the_partial_result_as_if_never_stopped(tmp_path, monkeypatch):
+    arguments = (*TINY["dream"], "--octaves", "2", "--name", "job")
+    with interrupted_after_one_step(monkeypatch, registry.DREAM):
+        stopped = invoke(tmp_path, *arguments)
+    run = tmp_path / "runs" / "dream" / "job"
+    assert stopped.exit_code == 130 and "a resubmission continues from it" in stopped.output
+    record = json.loads((run / "partial" / "000_astronaut.json").read_text())
+    assert (record["step"], record["of"], record["first_step"], record["context"]) == (1, 3, 0, {"octave": 1})
+    monkeypatch.undo()
+    ran = counting_steps(monkeypatch)
+    resumed = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), *arguments])
+    assert resumed.exit_code == 0, resumed.output
+    assert "continuing from the partial result of an interrupted attempt at octave 1 of 2, step 1" in resumed.output
+    assert len(ran) == 2 + 3
+    monkeypatch.undo()
+    straight = invoke(tmp_path, *TINY["dream"], "--octaves", "2", "--name", "straight")
+    assert straight.exit_code == 0, straight.output
+    item = pathlib.Path("items") / "000_astronaut"
+    steps = [step for step, _ in LossLog(run / item / "losses").values("total")]
+    assert steps == [step for step, _ in LossLog(run.parent / "straight" / item / "losses").values("total")]
+    assert steps == list(range(1, 7)) and not (run / "partial").exists()
+    # a stateless step rule and steps numbered as before: the same dream as one never stopped
+    dreams = [image_io.load_image(str(folder / item / "dream.png")) for folder in (run, run.parent / "straight")]
+    np.testing.assert_allclose(*dreams, atol=1.5 / 255)
 
 
 def test_no_bad_input_imports_a_backend(tmp_path):

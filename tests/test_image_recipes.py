@@ -11,7 +11,7 @@ from deeprestore import objectives, settings
 from deeprestore.cli import cli
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog
-from deeprestore.optimise import LBFGS, Adam, Engine, Momentum, Progress, optimise
+from deeprestore.optimise import LBFGS, Adam, Engine, Momentum, Plan, Progress, optimise
 from deeprestore.recipes import invert, style
 from deeprestore.recipes.common import weights_for
 
@@ -39,17 +39,17 @@ def style_setup(tiny, rng):
 def test_a_few_steps_lower_the_style_loss(style_setup, rule):
     engine, content, targets = style_setup
     before = engine(content, targets)[0]
-    result, values = optimise(engine, content, 5, rule, progress=QUIET, targets=targets)
+    result, values = optimise(engine, content, 5, rule, callbacks=[QUIET], targets=targets)
     assert engine(result, targets)[0] < before
     assert set(values) >= {"content.relu2", "gram.relu1", "gram.relu2", "tv.images", "total"}
 
 
 def test_lbfgs_keeps_pixels_in_bounds_and_refuses_jitter(style_setup):
     engine, content, targets = style_setup
-    result, _ = optimise(engine, content, 5, LBFGS(), progress=QUIET, targets=targets)
+    result, _ = optimise(engine, content, 5, LBFGS(), callbacks=[QUIET], targets=targets)
     assert result.min() >= 0.0 and result.max() <= 1.0
     with pytest.raises(DeepRestoreError, match="jitter"):
-        optimise(engine, content, 5, LBFGS(), jitter=2, progress=QUIET, targets=targets)
+        optimise(engine, content, 5, LBFGS(), Plan(jitter=2), callbacks=[QUIET], targets=targets)
 
 
 def test_a_few_steps_lower_the_inversion_loss(tiny, rng):
@@ -59,7 +59,7 @@ def test_a_few_steps_lower_the_inversion_loss(tiny, rng):
     targets = {"feature.relu2": engine.probe.features(images)["relu2"]}
     start = rng.uniform(size=images.shape).astype(np.float32)
     before = engine(start, targets)[1]["feature.relu2"]
-    result, _ = optimise(engine, start, 20, Adam(0.05), progress=QUIET, targets=targets)
+    result, _ = optimise(engine, start, 20, Adam(0.05), callbacks=[QUIET], targets=targets)
     assert engine(result, targets)[1]["feature.relu2"] < before
 
 

@@ -37,7 +37,7 @@ def test_a_sigterm_that_lands_in_a_weakref_callback_still_stops_the_optimisation
     with pytest.raises(KeyboardInterrupt), interrupts.deferred():
         del target
         gc.collect()
-        optimise(engine, np.ones((1, 8, 8, 3), np.float32), 50, gradient_descent(0.1), progress=None,
+        optimise(engine, np.ones((1, 8, 8, 3), np.float32), 50, gradient_descent(0.1),
                  callbacks=[every(1, lambda images, step: steps.append(step) or images)])
 
     assert reference() is None and steps == []  # stopped before the first step

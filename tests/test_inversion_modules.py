@@ -137,7 +137,7 @@ def test_a_chain_reconstructs_from_any_layer_along_it(tiny):
 
 
 def test_modules_work_in_units_of_their_layers_scales(rng):
-    spec = modules.ModuleSpec(name="m", input="conv1", target="image", hidden=4)
+    spec = specs.ModuleSpec(name="m", input="conv1", target="image", hidden=4)
     plain = modules.build_module(spec, 2, 3, seed=1)
     scaled = modules.build_module(spec, 2, 3, seed=1, input_scale=10.0, output_scale=3.0)
     inputs = rng.normal(size=(1, 6, 6, 2)).astype(np.float32)

@@ -46,8 +46,9 @@ def test_a_few_steps_lower_the_loss_on_the_intermediate_tensor(tiny, rng):
     targets = {"feature.relu2": features["relu2"]}
     start = rng.uniform(size=features["pool1"].shape).astype(np.float32)
     before = engine(start, targets)[0]
-    result, values = optimise(engine, start, 10, invert.step_rule_for(chosen, 10), progress=Progress(show=False),
-                              callbacks=[recipe.layer_constraint(statistics, True)], targets=targets)
+    result, values = optimise(engine, start, 10, invert.step_rule_for(chosen, 10),
+                              callbacks=[recipe.layer_constraint(statistics, True), Progress(show=False)],
+                              targets=targets)
     assert result.shape == features["pool1"].shape and values["total"] < before
     assert set(values) >= {"feature.relu2", "alpha_norm.pool1", "tv.pool1"}
 

@@ -98,9 +98,8 @@ class Terminate(keras.callbacks.Callback):
 
 def train(name, resume=False, callbacks=()):
     training.train(model, batches, training.Schedule(steps=4, checkpoint_every=2, keep_every=2),
-                   checkpoints=folder / name / "checkpoints", log_directory=folder / name / "losses",
-                   validation=lambda: [batches(100)], resume=resume, show_progress=False, parallel=parallel,
-                   callbacks=callbacks)
+                   training.Storage(folder / name / "checkpoints", folder / name / "losses", resume),
+                   validation=lambda: [batches(100)], parallel=parallel, callbacks=callbacks)
 
 train("straight")
 result = {"devices": len(parallel.devices), "processes": parallel.processes, "initial": initial[0].tolist(),

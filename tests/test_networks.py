@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
+from deeprestore.architectures import KNOWN_SHOWN
 from deeprestore.errors import DeepRestoreError
 from deeprestore.networks import create_network, get_spec, list_networks
-from deeprestore.networks.base import KNOWN_SHOWN
 from deeprestore.networks.layers import LocalResponseNormalization
 
 # Shapes at each network's native input size, from the papers (Simonyan & Zisserman 2014; Caffe's

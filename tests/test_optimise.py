@@ -35,7 +35,8 @@ def engine(tiny):
 def test_a_few_normalised_steps_raise_the_l2_norm(engine, rng):
     images = rng.uniform(size=(2, 16, 16, 3)).astype(np.float32)
     before, _, _ = engine(images)
-    after_images, values = optimise(engine, images, 5, normalised_descent(0.02), rng=rng, progress=Progress(show=False))
+    after_images, values = optimise(engine, images, 5, normalised_descent(0.02), Plan(seed=rng),
+                                    callbacks=[Progress(show=False)])
     after, _, _ = engine(after_images)
     assert after < before
     assert set(values) == {"l2.relu2", "total"}
@@ -53,9 +54,9 @@ def test_jitter_is_undone_on_the_gradient(tiny, rng):
     engine = Engine(objectives.l2("preprocess"), FeatureProbe(tiny, ["preprocess"]))
     images = rng.uniform(size=(1, 16, 16, 3)).astype(np.float32)
     rule = gradient_descent(0.1)
-    plain, _ = optimise(engine, images, 1, rule, progress=Progress(show=False))
-    jittered, _ = optimise(engine, images, 1, rule, jitter=5, rng=np.random.default_rng(3),
-                           progress=Progress(show=False))
+    plain, _ = optimise(engine, images, 1, rule, callbacks=[Progress(show=False)])
+    jittered, _ = optimise(engine, images, 1, rule, Plan(jitter=5, seed=np.random.default_rng(3)),
+                           callbacks=[Progress(show=False)])
     np.testing.assert_allclose(jittered, plain, rtol=1e-5, atol=1e-6)
 
 
@@ -69,14 +70,14 @@ def test_callbacks_run_on_their_interval():
 
 def test_clamp_keeps_pixels_in_range(engine, rng):
     images = rng.uniform(size=(1, 16, 16, 3)).astype(np.float32)
-    result, _ = optimise(engine, images, 3, gradient_descent(100.0), callbacks=[clamp()], progress=Progress(show=False))
+    result, _ = optimise(engine, images, 3, gradient_descent(100.0), callbacks=[clamp(), Progress(show=False)])
     assert result.min() >= 0.0 and result.max() <= 1.0
 
 
 def test_a_non_finite_loss_stops_with_a_clear_error(engine):
     images = np.full((1, 16, 16, 3), 1e30, np.float32)  # squares overflow to inf
     with pytest.raises(DeepRestoreError, match="step 1"):
-        optimise(engine, images, 3, normalised_descent(0.01), progress=Progress(show=False))
+        optimise(engine, images, 3, normalised_descent(0.01), callbacks=[Progress(show=False)])
 
 
 def test_the_engine_refuses_a_probe_without_the_objective_layers(tiny):
@@ -89,7 +90,7 @@ def test_the_loop_logs_every_step(engine, rng, tmp_path):
 
     log = LossLog(tmp_path)
     images = rng.uniform(size=(1, 16, 16, 3)).astype(np.float32)
-    optimise(engine, images, 4, normalised_descent(0.01), progress=Progress(show=False, log=log, first_step=10))
+    optimise(engine, images, 4, normalised_descent(0.01), callbacks=[Progress(show=False, log=log, first_step=10)])
     log.close()
     assert [step for step, _ in log.values("total")] == [11, 12, 13, 14]
 
@@ -103,7 +104,7 @@ def test_lbfgs_makes_progress_at_any_loss_weight(tiny, rng, weight):
     images = rng.uniform(size=(1, 16, 16, 3)).astype(np.float32)
     before, _, _ = engine(images)
     notices = []
-    result, values = optimise(engine, images, 5, LBFGS(), progress=Progress(show=False, notify=notices.append))
+    result, values = optimise(engine, images, 5, LBFGS(), callbacks=[Progress(show=False, notify=notices.append)])
     assert values["total"] < 0.5 * before
     assert not np.allclose(result, images)
     assert notices == []
@@ -116,7 +117,7 @@ def test_lbfgs_says_why_it_stopped_before_its_steps(tiny):
     engine = Engine(objectives.l2("preprocess"), FeatureProbe(tiny, ["preprocess"]))
     notices = []
     optimise(engine, np.zeros((1, 16, 16, 3), np.float32), 7, LBFGS(),
-             progress=Progress(show=False, notify=notices.append, description="test"))
+             callbacks=[Progress(show=False, notify=notices.append, description="test")])
     assert len(notices) == 1 and "of 7 iterations (test)" in notices[0] and "scipy says" in notices[0]
 
 
@@ -141,7 +142,7 @@ def test_lbfgs_stops_when_the_loss_stops_falling_and_says_so(tiny, rng, weight):
     images = rng.uniform(size=(1, 16, 16, 3)).astype(np.float32)
     notices = []
     optimise(engine, images, 200, LBFGS(tolerance=0.1, window=1),
-             progress=Progress(show=False, notify=notices.append, description="test"))
+             callbacks=[Progress(show=False, notify=notices.append, description="test")])
     assert len(notices) == 1 and "of 200 iterations (test): the loss fell by less than 0.1 of" in notices[0]
 
 
@@ -149,7 +150,7 @@ def test_lbfgs_stops_when_the_loss_stops_falling_and_says_so(tiny, rng, weight):
                          ids=["normalised", "momentum", "adam", "adagrad"])
 def test_every_step_rule_lowers_the_objective_in_the_compiled_loop(engine, rng, rule):
     images = rng.uniform(size=(1, 16, 16, 3)).astype(np.float32)
-    result, _ = optimise(engine, images, 4, rule, progress=Progress(show=False))
+    result, _ = optimise(engine, images, 4, rule, callbacks=[Progress(show=False)])
     assert engine(result)[0] < engine(images)[0]
 
 
@@ -157,8 +158,9 @@ def test_the_seed_reproduces_jittered_tiled_steps(engine, rng):
     images = rng.uniform(size=(1, 40, 40, 3)).astype(np.float32)
 
     def run(seed):
-        return optimise(engine, images, 3, normalised_descent(0.02), jitter=4, rng=np.random.default_rng(seed),
-                        progress=Progress(show=False), tiling=Tiling(24, "random"))[0]
+        return optimise(engine, images, 3, normalised_descent(0.02),
+                        Plan(tiling=Tiling(24, "random"), jitter=4, seed=np.random.default_rng(seed)),
+                        callbacks=[Progress(show=False)])[0]
 
     np.testing.assert_array_equal(run(1), run(1))
     assert not np.array_equal(run(1), run(2))
@@ -187,8 +189,9 @@ def test_the_seed_reproduces_every_random_source_whatever_the_chunks(engine, rng
 
     def run(lengths, seed=1, steps=40, first_step=0, start=images):
         ran = chunked(monkeypatch, lengths)
-        result = optimise(engine, start, steps, normalised_descent(0.02), rng=np.random.default_rng(seed),
-                          progress=Progress(show=False, first_step=first_step), **sources)[0]
+        result = optimise(engine, start, steps, normalised_descent(0.02),
+                          Plan(**sources, seed=np.random.default_rng(seed)),
+                          callbacks=[Progress(show=False, first_step=first_step)])[0]
         assert ran == lengths
         return result
 
@@ -236,7 +239,7 @@ def test_adam_in_the_loop_matches_a_numpy_reference(tiny, rng):
         first = 0.9 * first + 0.1 * gradient
         second = 0.999 * second + 0.001 * gradient**2
         expected = expected - 0.1 * (first / (1 - 0.9**count)) / (np.sqrt(second / (1 - 0.999**count)) + 1e-8)
-    result, _ = optimise(engine, images, 5, Adam(0.1), progress=Progress(show=False))
+    result, _ = optimise(engine, images, 5, Adam(0.1), callbacks=[Progress(show=False)])
     np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -244,5 +247,5 @@ def test_host_callbacks_see_the_steps_they_are_due_on(engine, rng):
     seen = []
     images = rng.uniform(size=(1, 16, 16, 3)).astype(np.float32)
     optimise(engine, images, 7, normalised_descent(0.01), callbacks=[every(3, lambda values, step: seen.append(step)
-                                                                          or values)], progress=Progress(show=False))
+                                                                          or values), Progress(show=False)])
     assert seen == [2, 5]

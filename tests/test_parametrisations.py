@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from deeprestore import backend, objectives
 from deeprestore.cli import cli
-from deeprestore.optimise import LBFGS, Adam, Engine, Progress, optimise
+from deeprestore.optimise import LBFGS, Adam, Engine, Plan, Progress, optimise
 from deeprestore.parametrisations import COLOUR_CORRELATION, FourierImage, normalised_image_descent
 from deeprestore.probes import FeatureProbe
 from deeprestore.recipes.texture import texture_objective
@@ -122,10 +122,11 @@ def test_jitter_of_the_decoded_images_needs_no_hand_written_roll_back(tiny, rng)
     engine = Engine(objectives.l2("preprocess"), FeatureProbe(tiny, ["preprocess"]))
     parametrisation = FourierImage((1, 16, 16), seed=0, standard_deviation=0.5)
     rule = Adam(0.05)
-    plain, _ = optimise(engine, parametrisation.parameters, 2, rule, progress=Progress(show=False),
-                        parametrisation=parametrisation)
-    jittered, _ = optimise(engine, parametrisation.parameters, 2, rule, jitter=5, rng=np.random.default_rng(3),
-                           progress=Progress(show=False), parametrisation=parametrisation)
+    plain, _ = optimise(engine, parametrisation.parameters, 2, rule, Plan(parametrisation),
+                        callbacks=[Progress(show=False)])
+    jittered, _ = optimise(engine, parametrisation.parameters, 2, rule,
+                           Plan(parametrisation, jitter=5, seed=np.random.default_rng(3)),
+                           callbacks=[Progress(show=False)])
     assert not np.allclose(plain, parametrisation.parameters)
     np.testing.assert_allclose(jittered, plain, rtol=1e-4, atol=1e-5 * np.abs(plain).max())
 
@@ -147,8 +148,8 @@ def test_a_few_steps_through_the_parametrisation_lower_a_texture_loss(tiny, rng,
     targets = {f"gram.{layer}": objectives.gram_numpy(features[layer][0])[None] for layer in layers}
     parametrisation = FourierImage((1, 16, 16), seed=0)
     before = engine(parametrisation.parameters, targets, parametrisation)[0]
-    result, values = optimise(engine, parametrisation.parameters, 5, rule, progress=Progress(show=False),
-                              targets=targets, parametrisation=parametrisation)
+    result, values = optimise(engine, parametrisation.parameters, 5, rule, Plan(parametrisation),
+                              callbacks=[Progress(show=False)], targets=targets)
     assert result.shape == parametrisation.parameters.shape
     assert engine(parametrisation.images(result), targets)[0] < before
     assert set(values) >= {"gram.relu1", "gram.relu2", "total"}

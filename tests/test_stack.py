@@ -48,7 +48,7 @@ def train_tiny(tiny, values, tmp_path, mode, chain, steps, learning_rate=3e-3, s
     stack = Stack.build(tiny, check_specs(tiny, chain, SIZE), scales=scales)
     model = stack.compile(stack.training_model(mode), mode, learning_rate)
     training.train(model, batches_for(stack, mode, values), training.Schedule(steps, checkpoint_every=steps),
-                   checkpoints=tmp_path / "checkpoints", log_directory=tmp_path / "losses", show_progress=False)
+                   training.Storage(tmp_path / "checkpoints", tmp_path / "losses"))
     return stack, LossLog.read(tmp_path / "losses")
 
 

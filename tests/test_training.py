@@ -46,8 +46,8 @@ def weights_of(model):
 
 def test_training_lowers_the_loss_and_logs_every_step(tmp_path):
     model = make_model()
-    training.train(model, batches, training.Schedule(steps=30, checkpoint_every=10), checkpoints=tmp_path / "ck",
-                   log_directory=tmp_path / "losses", show_progress=False)
+    training.train(model, batches, training.Schedule(steps=30, checkpoint_every=10),
+                   training.Storage(tmp_path / "ck", tmp_path / "losses"))
     values = LossLog.read(tmp_path / "losses")["train.loss"]
     assert len(values) == 30 and values[-5:].mean() < values[:5].mean()
 
@@ -82,8 +82,7 @@ def test_fit_reads_every_step_batch_once_in_order():
 
 def test_a_checkpoint_restores_model_and_optimiser_state(tmp_path):
     model = make_model()
-    training.train(model, batches, training.Schedule(steps=5, checkpoint_every=5), checkpoints=tmp_path,
-                   show_progress=False)
+    training.train(model, batches, training.Schedule(steps=5, checkpoint_every=5), training.Storage(tmp_path))
     restored = make_model()
     state = training.load_checkpoint(restored, tmp_path)
     assert state["step"] == 5
@@ -95,21 +94,20 @@ def test_a_checkpoint_restores_model_and_optimiser_state(tmp_path):
 
 def test_resuming_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     straight = make_model()
-    training.train(straight, batches, training.Schedule(steps=20, checkpoint_every=5), checkpoints=tmp_path / "a",
-                   show_progress=False)
+    training.train(straight, batches, training.Schedule(steps=20, checkpoint_every=5),
+                   training.Storage(tmp_path / "a"))
     first = make_model()
-    training.train(first, batches, training.Schedule(steps=10, checkpoint_every=5), checkpoints=tmp_path / "b",
-                   show_progress=False)
+    training.train(first, batches, training.Schedule(steps=10, checkpoint_every=5), training.Storage(tmp_path / "b"))
     resumed = make_model()
-    training.train(resumed, batches, training.Schedule(steps=20, checkpoint_every=5), checkpoints=tmp_path / "b",
-                   resume=True, show_progress=False)
+    training.train(resumed, batches, training.Schedule(steps=20, checkpoint_every=5),
+                   training.Storage(tmp_path / "b", resume=True))
     for left, right in zip(weights_of(straight), weights_of(resumed)):  # bit for bit, dropout's seed state too
         np.testing.assert_array_equal(left, right)
 
 
 def test_checkpoints_keep_the_last_and_every_nth(tmp_path):
     training.train(make_model(), batches, training.Schedule(steps=14, checkpoint_every=2, keep_every=6),
-                   checkpoints=tmp_path, show_progress=False)
+                   training.Storage(tmp_path))
     assert sorted(path.name for path in tmp_path.glob("step-*")) == [
         "step-00000006.weights.h5", "step-00000012.weights.h5", "step-00000014.weights.h5"]
     assert training.read_state(tmp_path)["file"] == "step-00000014.weights.h5"
@@ -117,8 +115,7 @@ def test_checkpoints_keep_the_last_and_every_nth(tmp_path):
 
 def test_checkpoints_are_keyed_by_variable_path(tmp_path):
     model = make_model()
-    training.train(model, batches, training.Schedule(steps=2, checkpoint_every=2), checkpoints=tmp_path,
-                   show_progress=False)
+    training.train(model, batches, training.Schedule(steps=2, checkpoint_every=2), training.Storage(tmp_path))
     with h5py.File(tmp_path / "step-00000002.weights.h5", "r") as file:
         keys = set()
         file.visititems(lambda key, item: keys.add(key) if isinstance(item, h5py.Dataset) else None)
@@ -133,8 +130,7 @@ def test_tensorboard_events_hold_every_logged_value_and_the_images(tmp_path):
     samples = np.random.default_rng(0).random((2, 4, 4, 3)).astype("float32")
     board = training.TensorBoardCallback(tmp_path / "events", 3, 6, images=lambda: {"samples": samples})
     training.train(make_model(), batches, training.Schedule(steps=6, checkpoint_every=3, validate_every=3),
-                   checkpoints=tmp_path / "ck", validation=lambda: [batches(100)], show_progress=False,
-                   tensorboard=board)
+                   training.Storage(tmp_path / "ck"), validation=lambda: [batches(100)], callbacks=[board])
     steps = {}
     for path in (tmp_path / "events").glob("events.out.tfevents.*"):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
@@ -147,8 +143,8 @@ def test_tensorboard_events_hold_every_logged_value_and_the_images(tmp_path):
 def test_validation_is_logged_on_its_interval(tmp_path):
     model = make_model()
     results = training.train(
-        model, batches, training.Schedule(steps=12, checkpoint_every=6, validate_every=4), checkpoints=tmp_path / "ck",
-        log_directory=tmp_path / "losses", validation=lambda: [batches(1000), batches(1001)], show_progress=False,
+        model, batches, training.Schedule(steps=12, checkpoint_every=6, validate_every=4),
+        training.Storage(tmp_path / "ck", tmp_path / "losses"), validation=lambda: [batches(1000), batches(1001)],
     )
     assert [step for step, _ in LossLog(tmp_path / "losses").values("validation.loss")] == [4, 8, 12]
     assert set(results) >= {"loss"}
@@ -162,14 +158,13 @@ def test_a_non_finite_loss_is_a_clear_error(tmp_path):
         return inputs, targets * np.float32("nan")
 
     with pytest.raises(DeepRestoreError, match="non-finite at step 1"):
-        training.train(model, bad, training.Schedule(steps=5), checkpoints=tmp_path, show_progress=False)
+        training.train(model, bad, training.Schedule(steps=5), training.Storage(tmp_path))
 
 
 def test_a_missing_or_mismatched_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(DeepRestoreError, match="No checkpoint"):
         training.load_checkpoint(make_model(), tmp_path)
-    training.train(make_model(), batches, training.Schedule(steps=2, checkpoint_every=2), checkpoints=tmp_path,
-                   show_progress=False)
+    training.train(make_model(), batches, training.Schedule(steps=2, checkpoint_every=2), training.Storage(tmp_path))
     other = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
     other.compile(optimizer="adam", loss="mse")
     with pytest.raises(DeepRestoreError, match="variables"):
@@ -187,7 +182,7 @@ SCRIPT = MODEL_SOURCE + textwrap.dedent("""
 
     try:
         training.train(make_model(), slow_batches, training.Schedule(steps=int(sys.argv[2]), checkpoint_every=5),
-                       checkpoints=sys.argv[1], resume=sys.argv[3] == "resume", show_progress=False)
+                       training.Storage(sys.argv[1], resume=sys.argv[3] == "resume"))
     except training.Interrupted as error:
         print(f"interrupted: {error}", flush=True)
         sys.exit(130)
@@ -238,7 +233,7 @@ def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path, sig):
     resumed = make_model()
     training.load_checkpoint(resumed, tmp_path / "ck")
     straight = make_model()
-    training.train(straight, batches, training.Schedule(steps=target, checkpoint_every=5), checkpoints=tmp_path / "s",
-                   show_progress=False)
+    training.train(straight, batches, training.Schedule(steps=target, checkpoint_every=5),
+                   training.Storage(tmp_path / "s"))
     for left, right in zip(weights_of(straight), weights_of(resumed)):
         np.testing.assert_allclose(left, right, rtol=1e-5, atol=1e-6)

@@ -11,7 +11,7 @@ transposed convolutions (`d`, "deconvolutions"):
   artefacts: no operation has overlapping strided kernels).
 
 Kernel sizes, strides, padding and the hidden channels are per operation, so the output size follows
-Keras's convolution arithmetic; `output_size` computes it without building anything. The last
+Keras's convolution arithmetic; `specs.output_size` computes it without building anything. The last
 operation is linear: targets are pre-activation tensors and the preprocessed (mean-subtracted) image,
 which take both signs.
 
@@ -19,69 +19,9 @@ Reference:
     Dosovitskiy & Brox, 2016. Inverting visual representations with convolutional networks.
 """
 
-import dataclasses
-
 import keras
 
-PADDINGS = ("same", "valid")
-# Which operations of each type are transposed convolutions; upconv's first is upsampling + conv.
-_TRANSPOSED = {"cd": (False, True), "dc": (True, False), "dd": (True, True), "upconv": (True, False)}
-
-
-@dataclasses.dataclass(frozen=True)
-class ModuleSpec:
-    """What one inversion module computes and how it is trained.
-
-    Attributes:
-        name: Unique name, e.g. `pool1_to_conv1_2`; names the module's loss (`<name>_loss`).
-        input: A network layer, or the name of another module whose output this module takes.
-        target: The network layer it reconstructs (its pre-activation tensor), or `image`.
-        type: `cd`, `dc`, `dd` or `upconv`.
-        kernel_sizes: Kernel size of each of the two operations.
-        strides: Stride of each operation (for `upconv`, the first is the upsampling factor).
-        padding: `same` or `valid` for each operation.
-        hidden: Channels between the two operations.
-        in_loss: Whether the module's reconstruction loss is part of a joint training objective.
-        weight: The loss's weight in a joint objective (default 1). `None` weighs the mean squared
-            error by `1 / scale^2` of the target layer (see `Stack.loss_weights`), which measures the
-            term in its layer's normalised units.
-    """
-
-    name: str
-    input: str
-    target: str
-    type: str = "cd"
-    kernel_sizes: tuple = (5, 5)
-    strides: tuple = (1, 1)
-    padding: tuple = ("same", "same")
-    hidden: int = 64
-    in_loss: bool = True
-    weight: float | None = 1.0
-
-    def as_dict(self):
-        """The spec as plain JSON/YAML values (lists for pairs)."""
-        values = dataclasses.asdict(self)
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
-
-
-def output_size(size, spec):
-    """The spatial size a module of `spec` gives for an input of spatial size `size` (one axis).
-
-    Follows Keras's arithmetic: a convolution gives `ceil(n / s)` (same) or `floor((n - k) / s) + 1`
-    (valid); a transposed convolution `n * s` (same) or `n * s + max(k - s, 0)` (valid).
-
-    Returns:
-        The output size, or 0 where the input is too small for a valid convolution.
-    """
-    for kernel, stride, padding, transposed in zip(spec.kernel_sizes, spec.strides, spec.padding,
-                                                   _TRANSPOSED[spec.type]):
-        if transposed:
-            size = size * stride + (max(kernel - stride, 0) if padding == "valid" else 0)
-        elif padding == "same":
-            size = -(-size // stride)
-        else:
-            size = max((size - kernel) // stride + 1, 0)
-    return size
+from deeprestore.inversion.specs import TRANSPOSED
 
 
 @keras.saving.register_keras_serializable(package="deeprestore")
@@ -137,7 +77,7 @@ def module_layers(spec, output_channels, seed=0):
     layers = []
     channels = (spec.hidden, output_channels)
     for index, (kernel, stride, padding, transposed) in enumerate(
-            zip(spec.kernel_sizes, spec.strides, spec.padding, _TRANSPOSED[spec.type])):
+            zip(spec.kernel_sizes, spec.strides, spec.padding, TRANSPOSED[spec.type])):
         name = f"{spec.name}_op{index + 1}"
         if spec.type == "upconv" and index == 0:
             layers.append(NearestUpsampling(stride, kernel, padding, name=f"{spec.name}_upsampling"))

@@ -15,19 +15,81 @@ modules:
 
 `default_specs` builds the thesis's zoo, one module per operation of the network, and `check_specs`
 resolves layer names and refuses, with one line that says what is wrong, specs that name unknown
-layers or modules, that do not chain, or whose shapes do not fit.
+layers or modules, that do not chain, or whose shapes do not fit. Parsing and the shape arithmetic
+need no Keras (it is imported where a built network is read), so `stack --modules FILE` is checked
+before any backend loads (`recipes.checks.stack`).
 """
 
+import dataclasses
 import json
 import math
 import pathlib
 
-import keras
 import yaml
 
 from deeprestore.errors import DeepRestoreError
-from deeprestore.inversion.modules import PADDINGS, ModuleSpec, output_size
 from deeprestore.settings import MODULE_TYPES
+
+PADDINGS = ("same", "valid")
+# Which operations of each type are transposed convolutions; upconv's first is upsampling + conv.
+TRANSPOSED = {"cd": (False, True), "dc": (True, False), "dd": (True, True), "upconv": (True, False)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleSpec:
+    """What one inversion module computes and how it is trained.
+
+    Attributes:
+        name: Unique name, e.g. `pool1_to_conv1_2`; names the module's loss (`<name>_loss`).
+        input: A network layer, or the name of another module whose output this module takes.
+        target: The network layer it reconstructs (its pre-activation tensor), or `image`.
+        type: `cd`, `dc`, `dd` or `upconv`.
+        kernel_sizes: Kernel size of each of the two operations.
+        strides: Stride of each operation (for `upconv`, the first is the upsampling factor).
+        padding: `same` or `valid` for each operation.
+        hidden: Channels between the two operations.
+        in_loss: Whether the module's reconstruction loss is part of a joint training objective.
+        weight: The loss's weight in a joint objective (default 1). `None` weighs the mean squared
+            error by `1 / scale^2` of the target layer (see `Stack.loss_weights`), which measures the
+            term in its layer's normalised units.
+    """
+
+    name: str
+    input: str
+    target: str
+    type: str = "cd"
+    kernel_sizes: tuple = (5, 5)
+    strides: tuple = (1, 1)
+    padding: tuple = ("same", "same")
+    hidden: int = 64
+    in_loss: bool = True
+    weight: float | None = 1.0
+
+    def as_dict(self):
+        """The spec as plain JSON/YAML values (lists for pairs)."""
+        values = dataclasses.asdict(self)
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
+
+
+def output_size(size, spec):
+    """The spatial size a module of `spec` gives for an input of spatial size `size` (one axis).
+
+    Follows Keras's arithmetic: a convolution gives `ceil(n / s)` (same) or `floor((n - k) / s) + 1`
+    (valid); a transposed convolution `n * s` (same) or `n * s + max(k - s, 0)` (valid).
+
+    Returns:
+        The output size, or 0 where the input is too small for a valid convolution.
+    """
+    for kernel, stride, padding, transposed in zip(spec.kernel_sizes, spec.strides, spec.padding,
+                                                   TRANSPOSED[spec.type]):
+        if transposed:
+            size = size * stride + (max(kernel - stride, 0) if padding == "valid" else 0)
+        elif padding == "same":
+            size = -(-size // stride)
+        else:
+            size = max((size - kernel) // stride + 1, 0)
+    return size
+
 
 IMAGE = "image"
 # The layer whose output is the image target: the network's input after its own preprocessing.
@@ -132,6 +194,8 @@ def invertible_layers(network):
 
     ReLUs are not separate targets: each is folded into the module that inverts the operation after it.
     """
+    import keras
+
     kept = [IMAGE_LAYER]
     for layer in network.model.layers:
         if layer.name in network.spec.head:
@@ -152,6 +216,8 @@ def short_name(network, layer):
 
 def _operation(layer):
     """`(kernel, stride, padding)` of the operation a layer computes (the first spatial axis)."""
+    import keras
+
     if isinstance(layer, keras.layers.Conv2D):
         return layer.kernel_size[0], layer.strides[0], layer.padding
     if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
@@ -265,6 +331,14 @@ class ResolvedSpecs:
         return tuple(dict.fromkeys(spec.input for spec in self.specs if not self.takes_module(spec.name)))
 
 
+def not_a_layer(spec, field, names, network, error):
+    """The error of a module whose `field` (`input` or `target`) names no layer of `network` (a name), the
+    modules being `names`; `error` says why (the network's own unknown-layer message)."""
+    extra = f" or a module ({', '.join(names)})" if field == "input" else " or 'image'"
+    return DeepRestoreError(f"Module '{spec.name}' has {field} '{getattr(spec, field)}', which is not a layer of "
+                            f"'{network}'{extra}. {error}")
+
+
 def check_specs(network, specs, size):
     """Resolves layer names and checks that the specs chain and fit the network at `size`.
 
@@ -300,10 +374,7 @@ def check_specs(network, specs, size):
         try:
             return network.resolve(value)
         except DeepRestoreError as error:
-            what = "input" if field == "input" else "target"
-            extra = f" or a module ({', '.join(names)})" if field == "input" else " or 'image'"
-            raise DeepRestoreError(f"Module '{spec.name}' has {what} '{value}', which is not a layer of "
-                                   f"'{network.name}'{extra}. {error}") from None
+            raise not_a_layer(spec, field, names, network.name, error) from None
 
     canonical = []
     for spec in specs:

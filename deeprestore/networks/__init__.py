@@ -9,6 +9,7 @@ says where they came from, with the file's sha256.
 import hashlib
 import pathlib
 
+from deeprestore import architectures
 from deeprestore.errors import DeepRestoreError
 from deeprestore.networks import alexnet, modelfile, tiny, vgg, weights
 from deeprestore.networks.base import POOLINGS, LayerSets, Network, NetworkSpec, WeightsInfo
@@ -28,10 +29,7 @@ def get_spec(name):
         DeepRestoreError: No network has that name.
     """
     if name not in REGISTRY:
-        raise DeepRestoreError(
-            f"Unknown network '{name}'; expected one of {', '.join(REGISTRY)}, or the path of a Keras model file "
-            f"({', '.join(modelfile.SUFFIXES)})."
-        )
+        raise architectures.unknown_network(name)
     return REGISTRY[name]
 
 

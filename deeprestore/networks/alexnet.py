@@ -10,21 +10,12 @@ have Keras's layout `(height, width, channels / groups, filters)`, the layout of
 `--weights PATH`.
 """
 
-import keras
 
+from deeprestore import architectures
 from deeprestore.networks import base
-from deeprestore.networks.layers import LocalResponseNormalization
 
 # The BVLC ImageNet mean, BGR, on the 0-255 scale.
 IMAGENET_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
-# name, filters, kernel size, stride, padding, groups, followed by LRN, followed by pooling
-CONVOLUTIONS = (
-    ("1", 96, 11, 4, "valid", 1, True, True),
-    ("2", 256, 5, 1, "same", 2, True, True),
-    ("3", 384, 3, 1, "same", 1, False, False),
-    ("4", 384, 3, 1, "same", 2, False, False),
-    ("5", 256, 3, 1, "same", 2, False, True),
-)
 
 
 def build(pooling="max", include_top=False, seed=0):
@@ -38,29 +29,8 @@ def build(pooling="max", include_top=False, seed=0):
     Returns:
         A functional `keras.Model`.
     """
-    # A seed generator, not an int: an int seed makes every layer draw the same stream, so layers of one
-    # shape get identical kernels and all others scaled copies of one another.
-    initializer = keras.initializers.GlorotUniform(seed=keras.random.SeedGenerator(seed))
-    images = keras.Input((None, None, 3), name="images")
-    outputs = base.CaffePreprocessing(IMAGENET_MEAN_BGR, name="preprocess")(images)
-    pool = keras.layers.MaxPooling2D if pooling == "max" else keras.layers.AveragePooling2D
-    for index, filters, size, stride, padding, groups, normalise, pooled in CONVOLUTIONS:
-        outputs = keras.layers.Conv2D(
-            filters, size, strides=stride, padding=padding, groups=groups,
-            kernel_initializer=initializer, name=f"conv{index}",
-        )(outputs)
-        outputs = keras.layers.ReLU(name=f"relu{index}")(outputs)
-        if normalise:
-            outputs = LocalResponseNormalization(name=f"norm{index}")(outputs)
-        if pooled:
-            outputs = pool(3, strides=2, name=f"pool{index}")(outputs)
-    if include_top:
-        for index, filters, size in (("6", 4096, 6), ("7", 4096, 1), ("8", 1000, 1)):
-            outputs = keras.layers.Conv2D(filters, size, kernel_initializer=initializer, name=f"fc{index}")(outputs)
-            if index != "8":
-                outputs = keras.layers.ReLU(name=f"relu{index}")(outputs)
-        outputs = keras.layers.Softmax(name="prob")(outputs)
-    return keras.Model(images, outputs, name="alexnet")
+    return base.build_model("alexnet", architectures.alexnet(), {"mean": IMAGENET_MEAN_BGR},
+                            pooling, include_top, seed)
 
 
 SPEC = base.NetworkSpec(
@@ -75,5 +45,5 @@ SPEC = base.NetworkSpec(
         content="relu4", style=("relu1", "relu2", "relu3", "relu4", "relu5"),
         texture=("relu1", "pool1", "pool2", "pool5"), dream=("relu4",),
     ),
-    head=("fc6", "relu6", "fc7", "relu7", "fc8", "prob"),
+    head=architectures.head_names("alexnet"),
 )

@@ -16,11 +16,11 @@ from collections.abc import Callable, Mapping
 import keras
 import numpy as np
 
+from deeprestore import architectures
 from deeprestore.errors import DeepRestoreError
+from deeprestore.networks.layers import LocalResponseNormalization
 
 POOLINGS = ("max", "average")
-# How many layer names an unknown-layer error lists (VGG19 has 47, a model file may have hundreds).
-KNOWN_SHOWN = 12
 
 
 @keras.saving.register_keras_serializable(package="deeprestore")
@@ -48,6 +48,42 @@ class CaffePreprocessing(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mean": self.mean, "scale": self.scale, "bgr": self.bgr}
+
+
+def build_model(name, architecture, preprocessing, pooling="max", include_top=False, seed=0):
+    """The Keras model of an architecture (`deeprestore.architectures`), one layer per entry, named as there.
+
+    Args:
+        name: The model's name.
+        architecture: A tuple of `architectures.Layer`.
+        preprocessing: The `CaffePreprocessing` arguments of its `preprocess` layer.
+        pooling: `max` or `average`.
+        include_top: Whether to build the classifier head (the entries marked `head`).
+        seed: Seed of the random initial weights.
+
+    Returns:
+        A functional `keras.Model` taking RGB [0, 1] batches of any size.
+    """
+    # A seed generator, not an int: an int seed makes every layer draw the same stream, so layers of one
+    # shape get identical kernels and all others scaled copies of one another.
+    initializer = keras.initializers.GlorotUniform(seed=keras.random.SeedGenerator(seed))
+    pool = keras.layers.MaxPooling2D if pooling == "max" else keras.layers.AveragePooling2D
+    kinds = {
+        "preprocess": lambda layer: CaffePreprocessing(**preprocessing, name=layer.name),
+        "conv": lambda layer: keras.layers.Conv2D(
+            layer.filters, layer.size, strides=layer.stride or 1, padding=layer.padding, groups=layer.groups,
+            kernel_initializer=initializer, name=layer.name),
+        "relu": lambda layer: keras.layers.ReLU(name=layer.name),
+        "lrn": lambda layer: LocalResponseNormalization(name=layer.name),
+        "pool": lambda layer: pool(layer.size, strides=layer.stride, name=layer.name),
+        "softmax": lambda layer: keras.layers.Softmax(name=layer.name),
+    }
+    images = keras.Input((None, None, 3), name="images")
+    outputs = images
+    for layer in architecture:
+        if include_top or not layer.head:
+            outputs = kinds[layer.kind](layer)(outputs)
+    return keras.Model(images, outputs, name=name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,21 +247,7 @@ class Network:
         Raises:
             DeepRestoreError: The network has no such layer.
         """
-        layer = self.spec.aliases.get(layer, layer)
-        if layer in self.layers:
-            return layer
-        if layer in self.spec.head:
-            raise DeepRestoreError(
-                f"Layer '{layer}' of network '{self.name}' belongs to the classifier head; "
-                "build the network with the head (--top) to use it."
-            )
-        known = ", ".join(self.layers[:KNOWN_SHOWN])
-        if len(self.layers) > KNOWN_SHOWN:
-            known += f", ... ({len(self.layers)} in all)"
-        raise DeepRestoreError(
-            f"Unknown layer '{layer}' for network '{self.name}'. Known layers: {known}. "
-            f"Run `deeprestore nets {self.name}` to list them with their shapes."
-        )
+        return architectures.resolve_layer(self.name, layer, self.layers, self.spec.aliases, self.spec.head)
 
     def output_shapes(self, height, width, layers=None):
         """Returns `{layer: shape}` for an input of `height` x `width`, batch dimension 1.

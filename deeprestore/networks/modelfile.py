@@ -13,12 +13,13 @@ import pathlib
 
 import keras
 
+from deeprestore import architectures
 from deeprestore.errors import DeepRestoreError
 from deeprestore.networks import weights as weight_files
 from deeprestore.networks.base import Network, NetworkSpec, WeightsInfo
 from deeprestore.networks.convention import read_convention
 
-SUFFIXES = (".keras", ".h5", ".hdf5")
+SUFFIXES = architectures.MODEL_FILE_SUFFIXES
 # The names deeprestore gives its input and conversion layers (objectives read `images`, inversion
 # modules and range penalties `preprocess`).
 RESERVED = ("images", "preprocess")
@@ -26,10 +27,7 @@ RESERVED = ("images", "preprocess")
 DEFAULT_SIZE = (224, 224)
 
 
-def is_model_path(name):
-    """Whether a `--network` value names a model file rather than a registered network."""
-    name = str(name)
-    return name.lower().endswith(SUFFIXES) or "/" in name or "\\" in name
+is_model_path = architectures.is_model_path
 
 
 def convention_path(path):

@@ -23,14 +23,11 @@ Layer order matches MatConvNet's `imagenet-vgg-verydeep-16` (conv, relu, ..., po
 indices that `deeprestore nets vgg16` prints are the ones papers using MatConvNet quote.
 """
 
-import keras
 
+from deeprestore import architectures
 from deeprestore.networks import base, weights
 
-BLOCKS = {
-    "vgg16": ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)),
-    "vgg19": ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4)),
-}
+BLOCKS = architectures.VGG_BLOCKS
 # The ImageNet mean in BGR order, as keras.applications' "caffe" preprocessing subtracts it.
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/keras-applications/{name}/"
@@ -50,39 +47,11 @@ def build(name, pooling="max", include_top=False, seed=0):
     """
     # A seed generator, not an int: an int seed makes every layer draw the same stream, so layers of one
     # shape get identical kernels and all others scaled copies of one another.
-    initializer = keras.initializers.GlorotUniform(seed=keras.random.SeedGenerator(seed))
-    images = keras.Input((None, None, 3), name="images")
-    outputs = base.CaffePreprocessing(IMAGENET_MEAN_BGR, name="preprocess")(images)
-    for block, (filters, convolutions) in enumerate(BLOCKS[name], start=1):
-        for index in range(1, convolutions + 1):
-            outputs = keras.layers.Conv2D(
-                filters, 3, padding="same", kernel_initializer=initializer, name=f"block{block}_conv{index}_preact"
-            )(outputs)
-            outputs = keras.layers.ReLU(name=f"block{block}_conv{index}")(outputs)
-        pool = keras.layers.MaxPooling2D if pooling == "max" else keras.layers.AveragePooling2D
-        outputs = pool(2, name=f"block{block}_pool")(outputs)
-    if include_top:
-        for layer, filters, size in (("6", 4096, 7), ("7", 4096, 1), ("8", 1000, 1)):
-            outputs = keras.layers.Conv2D(filters, size, kernel_initializer=initializer, name=f"fc{layer}")(outputs)
-            if layer != "8":
-                outputs = keras.layers.ReLU(name=f"relu{layer}")(outputs)
-        outputs = keras.layers.Softmax(name="prob")(outputs)
-    return keras.Model(images, outputs, name=name)
+    return base.build_model(name, architectures.vgg(name), {"mean": IMAGENET_MEAN_BGR},
+                            pooling, include_top, seed)
 
 
-def aliases(name):
-    """Other names of the layers: Caffe / MatConvNet's `conv1_1` (pre-ReLU, as in MatConvNet),
-    `relu1_1`, `pool1`; naming 1's ReLU names `block1_relu1`; keras.applications' head names `fc1`,
-    `fc2`, `predictions` for the tensors they are there (`relu6`, `relu7`, `prob`)."""
-    names = {}
-    for block, (_, convolutions) in enumerate(BLOCKS[name], start=1):
-        for index in range(1, convolutions + 1):
-            names[f"conv{block}_{index}"] = f"block{block}_conv{index}_preact"
-            names[f"relu{block}_{index}"] = f"block{block}_conv{index}"
-            names[f"block{block}_relu{index}"] = f"block{block}_conv{index}"
-        names[f"pool{block}"] = f"block{block}_pool"
-    names.update(fc1="relu6", fc2="relu7", predictions="prob")
-    return names
+aliases = architectures.vgg_aliases
 
 
 def weight_names(name):
@@ -133,9 +102,9 @@ def spec(name):
             # Mid-to-high rectified layers give the object-part patterns DeepDream is known for.
             dream=("block4_conv3", "block5_conv1"),
         ),
-        aliases=aliases(name),
+        aliases=architectures.ALIASES[name],
         weight_names=weight_names(name),
-        head=("fc6", "relu6", "fc7", "relu7", "fc8", "prob"),
+        head=architectures.head_names(name),
         imagenet=imagenet_weights(name),
         offline=offline_vgg16 if name == "vgg16" else None,
     )

@@ -24,7 +24,7 @@ from deeprestore.recipes.common import notifier
 from deeprestore.restoration import corruptions, data, models
 from deeprestore.restoration.curves import LearningCurve
 from deeprestore.restoration.report import Material, score
-from deeprestore.training import Every, Schedule, TensorBoardCallback, read_state, train
+from deeprestore.training import Every, ProgressBar, Schedule, Storage, TensorBoardCallback, read_state, train
 
 MODEL_FILE = "model.keras"
 # Where the learning curve on the held-out images goes (`restoration.curves`).
@@ -59,21 +59,20 @@ def resolve(settings):
 
 def load_data(settings, seed):
     """The training `PatchData` and, for image data, the corruption; pairs come corrupted already."""
-    common = {"batch_size": settings.batch_size, "seed": seed, "validation_fraction": settings.validation_fraction,
-              "validation_batches": settings.validation_batches}
+    sampling = data.Sampling(settings.batch_size, seed, settings.validation_fraction, settings.validation_batches)
     if settings.data is not None and data.is_paired_folder(settings.data):
         if settings.channels != 1:
             raise DeepRestoreError(f"HPatches pairs in '{settings.data}' are grey; got --channels {settings.channels}, "
                                    "expected 1.")
         clean, noisy, names = data.read_pairs(settings.data)
-        return data.PatchData.from_pairs(clean, noisy, names=names, **common), None
+        return data.PatchData.from_pairs(clean, noisy, sampling, names=names), None
     if settings.data is None:
         sources = tuple(name for name in image_io.SAMPLES if name not in settings.held_out)
     else:
         sources = image_io.list_images(settings.data)
     clean = [data.to_channels(image_io.load_image(source), settings.channels, source) for source in sources]
     corruption = corruptions.parse(settings.corruption)
-    patches = data.PatchData.from_images(clean, settings.patch_size, corruption, names=sources, **common)
+    patches = data.PatchData.from_images(clean, settings.patch_size, corruption, sampling, names=sources)
     return patches, corruption
 
 
@@ -104,19 +103,18 @@ def train_denoiser(settings, run, seed=0, resume=False, show_progress=True, echo
                       trainable_parameters=models.trainable_parameters(model), devices=list(parallel.devices))
     schedule = Schedule(steps=settings.steps, checkpoint_every=settings.checkpoint_every,
                         validate_every=settings.validate_every, keep_every=settings.keep_every)
-    tensorboard = None
+    callbacks = [ProgressBar(f"denoise {settings.model}", show_progress)]
+    curve = learning_curve(settings, run, model, corruption, seed, resume)
+    if curve is not None:
+        callbacks.append(Every(settings.curve_every, lambda step: curve.record(model, step), settings.steps))
     if settings.tensorboard:
         samples = patches.validation()[0]
-        tensorboard = TensorBoardCallback(
+        callbacks.append(TensorBoardCallback(
             run.path / "tensorboard", settings.validate_every, settings.steps,
             images=lambda: {"corrupted": samples[0][:4], "restored": model.predict(samples[0][:4], verbose=0),
-                            "clean": samples[1][:4]})
-    curve = learning_curve(settings, run, model, corruption, seed, resume)
-    callbacks = [] if curve is None else [Every(settings.curve_every, lambda step: curve.record(model, step),
-                                                settings.steps)]
-    train(model, patches.batch, schedule, checkpoints=run.checkpoints_dir, log_directory=run.losses_dir,
-          validation=patches.validation, resume=resume, show_progress=show_progress,
-          description=f"denoise {settings.model}", parallel=parallel, tensorboard=tensorboard, callbacks=callbacks)
+                            "clean": samples[1][:4]}))
+    train(model, patches.batch, schedule, Storage(run.checkpoints_dir, run.losses_dir, resume),
+          validation=patches.validation, parallel=parallel, callbacks=callbacks)
     model.save(run.path / MODEL_FILE)
     plot_training_curves(run, settings.loss)
     if curve is not None:

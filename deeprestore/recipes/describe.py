@@ -237,14 +237,14 @@ def train(settings, run, seed=0, echo=print, show_progress=True, resume=False):
         echo(f"step {step}/{settings.steps} (epoch {step / per_epoch:g}): "
              + ", ".join(f"{task} {value:.3f}" for task, value in summary.items()))
 
-    tensorboard = None
+    callbacks = [training.ProgressBar("describe", show_progress),
+                 training.Every(per_epoch, evaluate_descriptor, settings.steps)]
     if settings.tensorboard:
-        tensorboard = training.TensorBoardCallback(run.path / "tensorboard", per_epoch, settings.steps)
+        callbacks.append(training.TensorBoardCallback(run.path / "tensorboard", per_epoch, settings.steps))
     training.train(trainer, batches, training.Schedule(settings.steps, settings.checkpoint_every,
                                                        keep_every=settings.keep_every),
-                   checkpoints=run.checkpoints_dir, log_directory=run.losses_dir, resume=resume,
-                   show_progress=show_progress, description="describe", parallel=parallel,
-                   callbacks=[training.Every(per_epoch, evaluate_descriptor, settings.steps)], tensorboard=tensorboard)
+                   training.Storage(run.checkpoints_dir, run.losses_dir, resume), parallel=parallel,
+                   callbacks=callbacks)
     log.close()
     log.plot()
     _plot_map(run, log)

@@ -47,9 +47,17 @@ from deeprestore.recipes.common import (
     item_rng,
     network_precision,
 )
-from deeprestore.recipes.dream_schedule import Schedule, octave_sizes, start_image, usable_octaves, write_norms
+from deeprestore.recipes.dream_schedule import (
+    Schedule,
+    octave_sizes,
+    resume_point,
+    start_image,
+    usable_octaves,
+    write_norms,
+)
 from deeprestore.recipes.dream_terms import logits_layer, parse_terms, resolve_terms
 from deeprestore.sharding import shard
+from deeprestore.training import truncate_log
 
 # Guide positions kept per layer (see `guide_targets`): 1024 bounds a guided step at conv1_2 of a
 # 224 px image to a few GFLOPs while the guide's features still cover it on a 32x32 grid.
@@ -204,14 +212,13 @@ def step(context, prepared, items):
 
     A single image writes into the run directory itself; the images of a folder or list file (or of a
     `--shard` of one, or of a named run) each write into `items/<NNN_name>/`, named by their position
-    in the whole list so that the shards of an array job never collide. An incomplete item is started
-    afresh: the octaves do not continue from a partial result.
+    in the whole list so that the shards of an array job never collide. An item an interrupted attempt
+    left inside a stage of its first frame continues there from its partial result (see `resume_point`);
+    another incomplete item starts afresh.
     """
     (position, source, name), = items
     run = context.run
     outputs = Outputs(run.path if context.single else run.path / "items" / name)
-    if not context.single:
-        shutil.rmtree(outputs.path, ignore_errors=True)  # what an interrupted attempt left: start afresh
     sizes = [list(size) for size in dream_image(context, prepared, source, name, outputs, position)]
     if context.single:
         run.update_config(octave_sizes=sizes)
@@ -232,6 +239,11 @@ def dream_image(context, prepared, source, name, outputs, position):
         context.notify(f"{name}: dreaming {len(sizes)} of {len(wanted)} octaves; {', '.join(dropped)} "
                        f"{'is' if len(dropped) == 1 else 'are'} too small for layers {', '.join(layers)} of "
                        f"'{network.name}' (a larger --size or a smaller --octave-scale keeps them).")
+    resume = None if context.single else resume_point(context, prepared.stages, name, sizes)
+    if resume is None and not context.single:
+        shutil.rmtree(outputs.path, ignore_errors=True)  # what an interrupted attempt left: start afresh
+    elif resume is not None:
+        truncate_log(outputs.losses_dir, resume.step)  # the rows it logged past its partial result
     image = start_image(image, settings.start, rng)
     image_io.save_image(outputs.images_dir / "start.png", image)
     # The start's and the dream's activations are recorded in a cache file (a named run's or --cache), never
@@ -249,7 +261,7 @@ def dream_image(context, prepared, source, name, outputs, position):
     for frame in range(1, settings.frames + 1):
         if frames:
             image = zoom(frames[-1][None])[0]
-        frames.append(schedule.frame(image, frame, sizes))
+        frames.append(schedule.frame(image, frame, sizes, resume if frame == 1 else None))
         if settings.frames > 1:
             image_io.save_image(outputs.path / "frames" / f"frame_{frame:03d}.png", frames[-1])
     log.close()

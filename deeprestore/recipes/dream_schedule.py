@@ -13,7 +13,7 @@ from deeprestore import images as image_io
 from deeprestore import objectives, transforms
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import plot_curves
-from deeprestore.optimise import Constraint, Engine, Progress, every, normalised_descent, optimise
+from deeprestore.optimise import Constraint, Engine, Plan, Progress, every, normalised_descent, optimise
 from deeprestore.parametrisations import FourierImage, normalised_image_descent
 
 
@@ -75,6 +75,47 @@ def usable_octaves(network, layers, sizes, tile=0):
                 f"--tile of at least {max(network.spec.input_size)}."
             ) from None
     return usable
+
+
+@dataclasses.dataclass(frozen=True)
+class Resume:
+    """Where a dream continues an interrupted attempt: in its first frame, at the octave and the stage (an
+    index) it had reached, with the steps of that stage done and the variables (pixels or Fourier
+    parameters) after them; `step` is that point's number in the dream's steps (the loss log's)."""
+
+    octave: int
+    stage: int
+    done: int
+    variables: object
+    step: int
+
+
+def resume_point(context, stages, name, sizes):
+    """The `Resume` of item `name`'s partial result where it lies inside a stage of the first frame of this
+    dream's octaves `sizes` (its recorded first step, octave and length say which); else None. A later
+    frame starts from the one before zoomed, which an attempt does not keep: such an item starts afresh.
+    A notice says which.
+    """
+    found = context.partial(name)
+    if found is None:
+        return None
+    variables, record = found
+    settings, first = context.settings, record.get("first_step")
+    start = 0
+    for octave, size in enumerate(sizes, start=1):
+        shape = ((*size, 3) if settings.parametrisation != "fourier"
+                 else FourierImage((1, *size), decay_power=settings.decay_power).parameters.shape[1:])
+        for index, stage in enumerate(stages):
+            if (start == first and record["of"] - first == stage.steps and 0 < record["step"] - first < stage.steps
+                    and record.get("context", {}).get("octave") == octave and variables.shape == shape):
+                context.notify(f"{name}: continuing from the partial result of an interrupted attempt at octave "
+                               f"{octave} of {len(sizes)}, step {record['step']} (stage {index + 1} of {len(stages)}: "
+                               f"{record['step'] - first} of {stage.steps} steps).")
+                return Resume(octave, index, record["step"] - first, variables.astype(np.float32), record["step"])
+            start += stage.steps
+    context.notify(f"{name}: the partial result of an interrupted attempt is not within the first frame of this "
+                   "dream's octaves and stages; dreaming it afresh.")
+    return None
 
 
 class Schedule:
@@ -157,43 +198,66 @@ class Schedule:
             callbacks.append(every(settings.save_every, save, offset=first_step))
         return callbacks
 
-    def octave(self, images, frame, octave, label):
-        """Runs every stage once on a batch at one octave's size, on its pixels or its Fourier spectrum."""
+    def skip(self, frame, octave, size, stages):
+        """Counts the first `stages` stages of an octave as done (by an interrupted attempt): their steps
+        number on, and the norms plot reads their rows of the loss log."""
+        for stage in self.stages[:stages]:
+            self.steps_at.append((self.step + 1, self.step + stage.steps, frame, octave, tuple(size)))
+            self.step += stage.steps
+
+    def octave(self, images, frame, octave, label, resume=None):
+        """Runs every stage once on a batch at one octave's size, on its pixels or its Fourier spectrum;
+        with a `Resume`, from its stage and variables on (the steps are numbered, and so drawn, as in an
+        uninterrupted dream)."""
         settings = self.settings
         parametrisation = None
         variables = images
         if settings.parametrisation == "fourier":
             parametrisation = FourierImage(images.shape[:3], decay_power=settings.decay_power)
             variables = parametrisation.parameters_of(images)
+        first, done = 0, 0
+        if resume is not None:
+            self.skip(frame, octave, images.shape[1:3], resume.stage)
+            first, done, variables = resume.stage, resume.done, resume.variables[None]
         tiling = transforms.Tiling(settings.tile, settings.tile_mode, settings.tile_overlap) if settings.tile else None
-        for stage, engine in zip(self.stages, self.engines):
+        for stage, engine in list(zip(self.stages, self.engines))[first:]:
             rule = (normalised_descent(stage.step_size) if parametrisation is None
                     else normalised_image_descent(stage.step_size, parametrisation))
             targets = {name: value for name, value in self.targets.items() if name in stage.objective.names}
             progress = Progress(
                 description=(f"{label} {images.shape[1]}x{images.shape[2]}"
                              + (f" cycle {stage.cycle}" if stage.cycle > 1 else "")),
-                show=self.show_progress, log=self.log, first_step=self.step, context=self.context(frame, octave, stage),
+                show=self.show_progress, log=self.log, first_step=self.step + done,
+                context=self.context(frame, octave, stage),
             )
             variables, _ = optimise(
-                engine, variables, stage.steps, rule, jitter=settings.jitter,
-                callbacks=self.callbacks(self.step, parametrisation), rng=self.rng, progress=progress, targets=targets,
-                parametrisation=parametrisation, tiling=tiling,
+                engine, variables, stage.steps - done, rule,
+                Plan(parametrisation, tiling=tiling, jitter=settings.jitter, seed=self.rng),
+                callbacks=[*self.callbacks(self.step + done, parametrisation), progress], targets=targets,
             )
             self.steps_at.append((self.step + 1, self.step + stage.steps, frame, octave, images.shape[1:3]))
             self.step += stage.steps
+            done = 0
         return variables if parametrisation is None else parametrisation.images(variables)
 
-    def frame(self, image, frame, sizes):
-        """Dreams one image over the octaves with detail re-injection; returns the result."""
+    def frame(self, image, frame, sizes, resume=None):
+        """Dreams one image over the octaves with detail re-injection; returns the result. With a `Resume`,
+        the octaves before its own count as done and its own continues from its variables (the detail to
+        re-inject is what they reach over the octave's base)."""
         detail = np.zeros_like(image)
         result = image
         prefix = f"frame_{frame:03d}_" if self.settings.frames > 1 else ""
         for octave, size in enumerate(sizes, start=1):
             base = image_io.resize(image, size)
-            detail = image_io.resize(detail, size)
             label = (f"frame {frame} " if self.settings.frames > 1 else "") + f"octave {octave}/{len(sizes)}"
-            result = self.octave((base + detail)[None], frame, octave, label)[0]
+            if resume is not None and octave < resume.octave:
+                self.skip(frame, octave, size, len(self.stages))
+                continue
+            if resume is not None and octave == resume.octave:
+                result = self.octave(base[None], frame, octave, label, resume)[0]
+            else:
+                detail = image_io.resize(detail, size)
+                result = self.octave((base + detail)[None], frame, octave, label)[0]
             detail = result - base
             image_io.save_image(self.run.images_dir / f"{prefix}octave_{octave}.png", result)
         return np.clip(result, 0.0, 1.0)

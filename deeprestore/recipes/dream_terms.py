@@ -145,10 +145,14 @@ def check(settings):
     """
     import click
 
+    from deeprestore.recipes.checks import network_layers
+
     try:
-        parse_terms(settings)
+        terms = parse_terms(settings)
     except DeepRestoreError as error:
         raise click.UsageError(str(error)) from None
+    network_layers(settings.network, [term[0] for option in ("layers", "channels", "neurons", "cycle")
+                                      for term in getattr(terms, option)], include_top=terms.needs_head)
     sources = image_io.list_images(settings.images)
     for source in shard(sources, settings.shard):
         image_io.load_image(source)  # fail on a bad image before building anything

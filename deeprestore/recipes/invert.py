@@ -19,7 +19,7 @@ from deeprestore import images as image_io
 from deeprestore.figures import difference_figure
 from deeprestore.inversion.metrics import image_metrics, summary
 from deeprestore.losslog import LossLog
-from deeprestore.optimise import Engine, Progress, optimise
+from deeprestore.optimise import Engine, Plan, Progress, optimise
 from deeprestore.recipes import invert_layer
 from deeprestore.recipes.common import TargetFeatures, activation_cache, item_rng, open_network
 from deeprestore.recipes.invert_presets import (  # noqa: F401 (the presets are this module's API too)
@@ -126,9 +126,9 @@ def reconstruct(network, layer, chosen, features, starts, seed=0, progress=None)
     engine = Engine.for_objective(inversion_objective(layer, chosen, starts.shape[1] * starts.shape[2]), network)
     callbacks = [range_constraint(network.spec)] if chosen.constrain else []
     result, _ = optimise(
-        engine, starts, chosen.steps, step_rule_for(chosen, chosen.steps), jitter=chosen.jitter, callbacks=callbacks,
-        rng=np.random.default_rng(seed), progress=progress or Progress(show=False),
-        targets={f"feature.{layer}": features},
+        engine, starts, chosen.steps, step_rule_for(chosen, chosen.steps),
+        Plan(jitter=chosen.jitter, seed=np.random.default_rng(seed)),
+        callbacks=[*callbacks, progress or Progress(show=False)], targets={f"feature.{layer}": features},
     )
     return np.clip(result, 0.0, 1.0), engine
 

@@ -27,7 +27,7 @@ import numpy as np
 from deeprestore import images as image_io
 from deeprestore.figures import activation_figure, save_figure, titled
 from deeprestore.losslog import LossLog
-from deeprestore.optimise import Constraint, Engine, Progress, optimise
+from deeprestore.optimise import Constraint, Engine, Plan, Progress, optimise
 from deeprestore.probes import FeatureProbe, SegmentProbe
 from deeprestore.recipes.common import TargetFeatures, activation_cache, item_rng
 from deeprestore.recipes.invert_presets import (
@@ -134,10 +134,11 @@ def step(context, prepared, items):
     bounds = (0.0, None) if statistics.non_negative else None
     log = LossLog(run.losses_dir)
     result, _ = optimise(
-        engine, start, chosen.steps, step_rule_for(chosen, chosen.steps, bounds), jitter=chosen.jitter,
-        callbacks=[layer_constraint(statistics, chosen.constrain)], rng=np.random.default_rng(seed),
-        progress=Progress(description=f"invert {layer} to {source}", show=context.show_progress, log=log,
-                          notify=context.notify),
+        engine, start, chosen.steps, step_rule_for(chosen, chosen.steps, bounds),
+        Plan(jitter=chosen.jitter, seed=np.random.default_rng(seed)),
+        callbacks=[layer_constraint(statistics, chosen.constrain),
+                   Progress(description=f"invert {layer} to {source}", show=context.show_progress, log=log,
+                            notify=context.notify)],
         targets={f"feature.{layer}": goal},
     )
     log.close()

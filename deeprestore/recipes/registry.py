@@ -35,13 +35,13 @@ DREAM = Experiment(
     "dream", defaults.DreamSettings,
     "DeepDream: normalised gradient ascent on layers, channels, neurons, classes or a guide, over octaves.",
     check=later("recipes.dream_terms:check"), setup=later("recipes.dream:setup"), step=later("recipes.dream:step"),
-    estimate=dream_estimates,
+    estimate=dream_estimates, partial=True,
 )
 STYLE = Experiment(
     "style", defaults.StyleSettings,
     "Neural style transfer (Gatys et al.): content of one image, Gram matrices of others.",
     check=checks.style, setup=later("recipes.style:setup"), step=later("recipes.style:step"),
-    figures=later("recipes.style:plots"), estimate=later("recipes.style:style_estimates"),
+    figures=later("recipes.style:plots"), estimate=later("recipes.style:style_estimates"), partial=True,
 )
 TEXTURE = Experiment(
     "texture", defaults.TextureSettings,
@@ -119,12 +119,12 @@ INVERT_OPTIMISE = Experiment(
 INVERT_LEARNED = Experiment(
     "invert", defaults.LearnedInversionSettings, method="learned", build=learned_settings, named=False,
     options=(_INVERTED, (defaults.LearnedInversionSettings, ("stack",), "learned: "), _BATCH),
-    setup=nothing, step=learned_step,
+    check=checks.learned, setup=nothing, step=learned_step,
 )
 INVERT_DECONVNET = Experiment(
     "invert", defaults.DeconvnetSettings, method="deconvnet", build=deconvnet_settings, named=False,
     options=(_INVERTED, _BATCH, (defaults.DeconvnetSettings, ("channels", "top", "data_cache"), "deconvnet: ")),
-    setup=nothing, step=deconvnet_step, estimate=deconvnet_estimates,
+    check=checks.deconvnet, setup=nothing, step=deconvnet_step, estimate=deconvnet_estimates,
 )
 INVERT_HELP = ("optimise: Mahendran & Vedaldi from noise; learned: through a trained `stack`; deconvnet: Zeiler & "
                "Fergus projections of the strongest activations.")
@@ -208,12 +208,12 @@ def _epochs_option(function):
 STACK = Experiment(
     "stack", defaults.StackSettings,
     "Train inversion modules that reconstruct a layer's input from its output, stacked to go deep.",
-    train=stack_train,
+    check=checks.stack, train=stack_train,
 )
 DENOISE_TRAIN = Experiment(
     "denoise train", defaults.DenoiseSettings,
     "Train a restoration model on corrupted patches; writes model.keras, curves and a score table.",
-    train=denoise_train, validate=denoise_validate, stored_key="resolved",
+    check=checks.denoise_train, train=denoise_train, validate=denoise_validate, stored_key="resolved",
 )
 DESCRIBE_TRAIN = Experiment(
     "describe train", defaults.DescribeSettings,

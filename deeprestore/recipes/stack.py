@@ -65,8 +65,9 @@ def prepare_data(settings, network, layers, directory, seed=0, show_progress=Fal
     return dataset, store, train_indices, validation_indices
 
 
-def batch_source(stack, mode, store, layers, train_indices, batch_size, seed, in_memory_bytes=None):
-    """`batches(step) -> (inputs, targets)` of training images' cached activations.
+def batch_source(stack, mode, store, train_indices, batch_size, seed, in_memory_bytes=None):
+    """`batches(step) -> (inputs, targets)` of training images' cached activations of the layers the
+    training model of `mode` reads (`Stack.layers_needed`).
 
     A cache that fits in `in_memory_bytes` (default `IN_MEMORY_BYTES`) is loaded once and each step
     draws a seeded random batch; a larger one is read from HDF5 in block-shuffled chunks
@@ -77,6 +78,7 @@ def batch_source(stack, mode, store, layers, train_indices, batch_size, seed, in
         `(batches, read, model_inputs, batching)`: `read(indices)` reads any rows, `model_inputs` are
         the layers the model takes, `batching` is `random` or `block-shuffled`.
     """
+    layers = stack.layers_needed(mode)
     model_inputs = tuple(dict.fromkeys(stack.resolved.input_layer[name] for name in stack.names
                                        if mode == "separate" or not stack.resolved.takes_module(name)))
 
@@ -141,7 +143,7 @@ def train_stack(settings, run, seed=0, resume=False, show_progress=True, echo=pr
             stack.load_weights(modules_directory(settings.init))
         learning_rate = settings.fine_tune_learning_rate if settings.mode == "fine-tune" else settings.learning_rate
         model = stack.compile(stack.training_model(mode), mode, learning_rate, settings.channel_losses)
-    batches, read, model_inputs, batching = batch_source(stack, mode, store, layers, train_indices,
+    batches, read, model_inputs, batching = batch_source(stack, mode, store, train_indices,
                                                          settings.batch_size, seed)
     validation_values = read(validation_indices)
 
@@ -171,17 +173,17 @@ def train_stack(settings, run, seed=0, resume=False, show_progress=True, echo=pr
             figures.save_difference_figure(run.images_dir / f"validation-{step:06d}.png",
                                            dataset.images(figure_indices), images)
 
-    tensorboard = None
+    callbacks = [training.ProgressBar(f"stack {settings.mode}", show_progress),
+                 training.Every(settings.validate_every, save_and_draw, settings.steps)]
     if settings.tensorboard:
-        tensorboard = training.TensorBoardCallback(
+        callbacks.append(training.TensorBoardCallback(
             run.path / "tensorboard", settings.validate_every, settings.steps,
-            images=lambda: {} if (images := reconstructions()) is None else {"reconstructions": images})
+            images=lambda: {} if (images := reconstructions()) is None else {"reconstructions": images}))
     results = training.train(
         model, batches, training.Schedule(settings.steps, settings.checkpoint_every, settings.validate_every,
                                           keep_every=settings.keep_every),
-        checkpoints=run.checkpoints_dir, log_directory=run.losses_dir, validation=validation, resume=resume,
-        show_progress=show_progress, description=f"stack {settings.mode}", parallel=parallel,
-        callbacks=[training.Every(settings.validate_every, save_and_draw, settings.steps)], tensorboard=tensorboard)
+        training.Storage(run.checkpoints_dir, run.losses_dir, resume), validation=validation, parallel=parallel,
+        callbacks=callbacks)
     if not (run.path / "modules" / "specs.json").is_file():  # resumed at its last step: nothing trained
         save_and_draw(settings.steps)
     write_summary(run, stack, source, dataset, validation_indices, validation_values, settings.batch_size)

@@ -69,6 +69,30 @@ def scale_sizes(shape, scales):
     return [(max(8, round(shape[0] / 2**k)), max(8, round(shape[1] / 2**k))) for k in reversed(range(scales))]
 
 
+def continued_scale(context, name, sizes):
+    """Where an interrupted attempt at item `name` stopped, `(scale, image, steps done)`, when its partial
+    result lies inside one of the scales `sizes` of this run's `--steps`; else None (the item starts
+    afresh). A notice says what continues.
+    """
+    found = context.partial(name)
+    if found is None:
+        return None
+    image, record = found
+    scale, first = record.get("context", {}).get("scale"), record.get("first_step")
+    steps = context.settings.steps
+    fits = (isinstance(scale, int) and isinstance(first, int) and 1 <= scale <= len(sizes)
+            and record["of"] - first == steps and 0 < record["step"] - first < steps
+            and image.shape == (*sizes[scale - 1], 3))
+    if not fits:
+        context.notify(f"{name}: the partial result of an interrupted attempt is not within this run's scales and "
+                       "steps; styling it afresh.")
+        return None
+    done = record["step"] - first
+    context.notify(f"{name}: continuing from the partial result of an interrupted attempt at scale {scale} of "
+                   f"{len(sizes)}, step {done} of {steps} (the optimiser's own state starts afresh).")
+    return scale, image.astype(np.float32), done
+
+
 def initial_image(init, content, style, rng):
     """The start of the optimisation: the content, seeded noise, or the style resized to the content."""
     if init == "content":
@@ -119,20 +143,29 @@ def step(context, prepared, items):
     style_images = prepared.style_images
     styles = [match_luminance(image, content) for image in style_images] if settings.preserve_colour else style_images
     working = luminance(content) if settings.preserve_colour else content
+    sizes = scale_sizes(content.shape, settings.scales)
+    continued = continued_scale(context, name, sizes)
     image = None
-    for scale, size in enumerate(scale_sizes(content.shape, settings.scales), start=1):
+    for scale, size in enumerate(sizes, start=1):
+        done = 0
+        if continued is not None and scale < continued[0]:
+            continue  # done by the interrupted attempt
         content_scaled = image_io.resize(working, size)
-        image = (initial_image(settings.init, content_scaled, styles[0], rng) if image is None
-                 else image_io.resize(image, size))
+        if continued is not None and scale == continued[0]:
+            _, image, done = continued
+        else:
+            image = (initial_image(settings.init, content_scaled, styles[0], rng) if image is None
+                     else image_io.resize(image, size))
         targets = {f"content.{prepared.content_layer}": prepared.targets(
             "content", source, content_scaled, (prepared.content_layer,))[prepared.content_layer][None],
             **style_grams(prepared, settings, styles, size)}
         progress = Progress(
             description=f"{name} scale {scale} {size[0]}x{size[1]}", show=context.show_progress, log=prepared.log,
-            first_step=prepared.first_step, context={"image": position, "scale": scale}, notify=context.notify,
+            first_step=prepared.first_step + done, context={"image": position, "scale": scale},
+            notify=context.notify,
         )
-        result, values = optimise(prepared.engine, image[None], settings.steps,
-                                  step_rule(settings.optimiser, settings.learning_rate), progress=progress,
+        result, values = optimise(prepared.engine, image[None], settings.steps - done,
+                                  step_rule(settings.optimiser, settings.learning_rate), callbacks=[progress],
                                   targets=targets)
         prepared.first_step += settings.steps
         image = np.clip(result[0], 0.0, 1.0)

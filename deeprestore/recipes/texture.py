@@ -23,7 +23,7 @@ import numpy as np
 from deeprestore import figures, objectives
 from deeprestore import images as image_io
 from deeprestore.losslog import LossLog
-from deeprestore.optimise import LBFGS, Engine, Progress, optimise
+from deeprestore.optimise import LBFGS, Engine, Plan, Progress, optimise
 from deeprestore.parametrisations import FourierImage
 from deeprestore.recipes.common import (
     TargetFeatures,
@@ -97,10 +97,10 @@ def step(context, prepared=None, items=None):
         start = rng.uniform(0.0, 1.0, (settings.count, *settings.size, 3)).astype(np.float32)
     log = LossLog(run.losses_dir)
     result, _ = optimise(
-        engine, start, settings.steps, rule,
-        progress=Progress(description=f"texture {settings.size[0]}x{settings.size[1]}", show=context.show_progress,
-                          log=log, notify=context.notify),
-        targets=grams, parametrisation=parametrisation,
+        engine, start, settings.steps, rule, Plan(parametrisation),
+        callbacks=[Progress(description=f"texture {settings.size[0]}x{settings.size[1]}",
+                            show=context.show_progress, log=log, notify=context.notify)],
+        targets=grams,
     )
     log.close()
     log.plot()

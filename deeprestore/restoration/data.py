@@ -11,6 +11,7 @@ material, so patches never straddle the two and one image suffices; a stack's la
 `validation_fraction` of patches is validation material.
 """
 
+import dataclasses
 import pathlib
 
 import imageio.v3 as imageio
@@ -114,6 +115,24 @@ def augment(patch, rng):
     return patch[:, ::-1] if rng.integers(2) else patch
 
 
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """How patches are drawn into batches, whatever their source.
+
+    Attributes:
+        batch_size: Patches per batch.
+        seed: Seed of every draw.
+        validation_fraction: The share of each image (its bottom rows) or stack (its last patches) kept for
+            validation.
+        validation_batches: Number of fixed validation batches.
+    """
+
+    batch_size: int
+    seed: object = 0
+    validation_fraction: float = 0.2
+    validation_batches: int = 4
+
+
 class PatchData:
     """Patches of clean images corrupted on the fly, or of HPatches noisy/clean pairs.
 
@@ -123,18 +142,16 @@ class PatchData:
         draw: `(rng, part, count) -> (inputs, targets)` drawing `count` patches from part `train` or
             `validation`.
         patch_size: Side of the square patches.
-        batch_size: Patches per batch.
-        seed: Seed of every draw.
-        validation_batches: Number of fixed validation batches.
+        sampling: A `Sampling`: batch size, seed and validation batches.
         description: What the data are, for the run's config.
     """
 
-    def __init__(self, draw, patch_size, batch_size, seed=0, validation_batches=4, description=None):
+    def __init__(self, draw, patch_size, sampling, description=None):
         self._draw = draw
         self.patch_size = patch_size
-        self.batch_size = batch_size
-        self.seed = seed
-        self.validation_batches = validation_batches
+        self.batch_size = sampling.batch_size
+        self.seed = sampling.seed
+        self.validation_batches = sampling.validation_batches
         self.description = description or {}
         self._validation = None
 
@@ -152,24 +169,21 @@ class PatchData:
         return self._validation
 
     @classmethod
-    def from_images(cls, images, patch_size, corruption, batch_size, seed=0, validation_fraction=0.2,
-                    validation_batches=4, names=(), augmented=True):
+    def from_images(cls, images, patch_size, corruption, sampling, names=(), augmented=True):
         """Random patches of clean images, corrupted with a seeded `corruption`, randomly rotated and flipped.
 
         Args:
             images: `(height, width, channels)` float32 images in [0, 1].
             patch_size: Side of the square patches.
             corruption: A `Corruption` making the inputs from the clean targets.
-            batch_size: Patches per batch.
-            seed: Seed of every draw.
-            validation_fraction: The bottom fraction of each image's rows kept for validation.
-            validation_batches: Number of fixed validation batches.
+            sampling: A `Sampling`; its `validation_fraction` is the bottom fraction of each image's rows.
             names: The images' names, for the description.
             augmented: Rotate and flip each patch at random (one of eight); False keeps them as cut.
 
         Raises:
             DeepRestoreError: No image is large enough for a training and a validation patch.
         """
+        validation_fraction = sampling.validation_fraction
         regions = {"train": [], "validation": []}
         for image in images:
             split = round(image.shape[0] * (1 - validation_fraction))
@@ -200,24 +214,22 @@ class PatchData:
 
         description = {"kind": "images", "images": list(names), "corruption": corruption.spec,
                        "patch_size": patch_size, "validation_fraction": validation_fraction}
-        return cls(draw, patch_size, batch_size, seed, validation_batches, description)
+        return cls(draw, patch_size, sampling, description)
 
     @classmethod
-    def from_pairs(cls, clean, noisy, batch_size, seed=0, validation_fraction=0.2, validation_batches=4, names=()):
+    def from_pairs(cls, clean, noisy, sampling, names=()):
         """Patches of HPatches-format stacks, the noisy twins as inputs and the clean ones as targets.
 
         Args:
             clean: `(count, side, side)` uint8 stacks.
             noisy: Their noisy twins.
-            batch_size: Patches per batch.
-            seed: Seed of every draw.
-            validation_fraction: The last fraction of each stack's patches kept for validation.
-            validation_batches: Number of fixed validation batches.
+            sampling: A `Sampling`; its `validation_fraction` is the last fraction of each stack's patches.
             names: The stacks' names, for the description.
 
         Raises:
             DeepRestoreError: Too few patches for both parts.
         """
+        validation_fraction = sampling.validation_fraction
         parts = {"train": ([], []), "validation": ([], [])}
         for clean_stack, noisy_stack in zip(clean, noisy):
             split = round(len(clean_stack) * (1 - validation_fraction))
@@ -242,7 +254,7 @@ class PatchData:
         description = {"kind": "hpatches-pairs", "stacks": list(names), "patch_size": side,
                        "train_patches": len(arrays["train"][0]), "validation_patches": len(arrays["validation"][0]),
                        "validation_fraction": validation_fraction}
-        return cls(draw, side, batch_size, seed, validation_batches, description)
+        return cls(draw, side, sampling, description)
 
 
 def _position_weights(regions, patch_size):

@@ -5,12 +5,12 @@ whether its output is linear or a sigmoid, and the training defaults its seed us
 learning rate, batch and patch size), which every `denoise train` option overrides. Every network is
 fully convolutional with standard Keras layers only, so a saved `model.keras` loads with
 `keras.saving.load_model` in any program, and takes `(batch, height, width, channels)` float32 batches
-in [0, 1] whose height and width are multiples of `SIZE_MULTIPLE`.
+in [0, 1] whose height and width are multiples of `SIZE_MULTIPLE`. Keras is imported by the functions
+that build, measure or compile a model, so the registry (names, tasks, defaults) is read before any
+backend loads: `denoise train --model` is checked in the time Python takes to start.
 """
 
 import dataclasses
-
-import keras
 
 from deeprestore.errors import DeepRestoreError
 
@@ -78,6 +78,8 @@ class ModelSpec:
 
 
 def _seeded(initializer, seed):
+    import keras
+
     # A seed generator, not an int: an int seed gives every layer of one shape the same kernel.
     return initializer(seed=keras.random.SeedGenerator(seed))
 
@@ -93,6 +95,8 @@ def unet(channels=1, seed=0):
         Hassan, 2019. Deep Learning Final Report (seed 004), figure 1. Ronneberger, Fischer & Brox,
         2015. U-Net: convolutional networks for biomedical image segmentation.
     """
+    import keras
+
     initializer = _seeded(keras.initializers.HeNormal, seed)
 
     def conv(filters, size, name, activation="relu"):
@@ -122,6 +126,8 @@ def dncnn(channels=1, seed=0, depth=17, filters=64, batch_norm=True, residual=Tr
         Zhang, Zuo, Chen, Meng & Zhang, 2017. Beyond a Gaussian denoiser: residual learning of deep CNN
         for image denoising (and its Keras code, cszn/DnCNN: orthogonal kernels, BN epsilon 1e-4).
     """
+    import keras
+
     initializer = _seeded(keras.initializers.Orthogonal, seed)
     images = keras.Input((None, None, channels), name="images")
     features = keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer=initializer, name="conv1")(images)
@@ -152,6 +158,8 @@ def autoencoder(channels=3, seed=0, doubled=False, batch_norm=False, dropout=0.0
     Reference:
         Mesana, 2017. Deep Learning Class Project Journal, day 2 (seed 001).
     """
+    import keras
+
     initializer = _seeded(keras.initializers.GlorotUniform, seed)
     counter = iter(range(1, 100))
 
@@ -270,6 +278,8 @@ def create_model(name, channels=None, seed=0):
 
 def trainable_parameters(model):
     """The number of trainable parameters of a model."""
+    import keras
+
     return sum(int(keras.ops.size(variable)) for variable in model.trainable_variables)
 
 
@@ -301,6 +311,8 @@ def compile_model(model, loss, optimiser, learning_rate, momentum=0.0, output="l
     Raises:
         DeepRestoreError: Unknown loss or optimiser, or binary cross-entropy on a linear output.
     """
+    import keras
+
     check_loss(loss, model.name, output)
     if optimiser not in OPTIMISERS:
         raise DeepRestoreError(f"Unknown optimiser '{optimiser}'; expected one of {', '.join(OPTIMISERS)}.")
