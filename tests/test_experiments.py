@@ -275,6 +275,26 @@ def test_a_resubmitted_dream_continues_its_octave_from_the_partial_result_as_if_
     np.testing.assert_allclose(*dreams, atol=1.5 / 255)
 
 
+def test_a_resubmitted_texture_continues_its_batch_from_the_partial_results_and_says_so(tmp_path, monkeypatch):
+    arguments = (*TINY["texture"], "--steps", "5", "--count", "2", "--name", "job")
+    with interrupted_after_one_step(monkeypatch, registry.TEXTURE):
+        stopped = invoke(tmp_path, *arguments)
+    run = tmp_path / "runs" / "texture" / "job"
+    assert stopped.exit_code == 130 and "a resubmission continues from them" in stopped.output
+    records = [json.loads((run / "partial" / f"texture_00{index}.json").read_text()) for index in range(2)]
+    assert all((record["step"], record["of"], record["first_step"]) == (1, 5, 0) for record in records)
+    monkeypatch.undo()
+    ran = counting_steps(monkeypatch)
+    resumed = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), *arguments])
+    assert resumed.exit_code == 0, resumed.output
+    assert "continuing from the partial results of an interrupted attempt at step 1 of 5" in resumed.output
+    assert len(ran) == 4 and not (run / "partial").exists()
+    assert [step for step, _ in LossLog(run / "shards" / "0-of-1" / "losses").values("total")] == list(range(1, 6))
+    assert all((run / "outputs" / f"texture_00{index}.png").is_file() for index in range(2))
+    again = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), *arguments])
+    assert again.exit_code == 0 and "Skipping texture: already complete" in again.output and len(ran) == 4
+
+
 def test_no_bad_input_imports_a_backend(tmp_path):
     """In a fresh interpreter, every experiment's bad input is refused with Keras never imported."""
     cases = [[*TINY[name], *(("--model", str(tmp_path)) if name == "denoise apply" else ()), *BAD[name][0]]

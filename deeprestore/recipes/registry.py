@@ -47,7 +47,7 @@ TEXTURE = Experiment(
     "texture", defaults.TextureSettings,
     "Texture synthesis (Gatys et al.): match Gram matrices of a source, at any output size.",
     check=checks.texture, setup=later("recipes.texture:setup"), step=later("recipes.texture:step"),
-    estimate=later("recipes.texture:texture_estimates"), named=False,
+    estimate=later("recipes.texture:texture_estimates"), partial=True,
 )
 
 INVERT_SUMMARY = "Reconstruct images from a layer's activations, and measure how well."
