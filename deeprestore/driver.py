@@ -327,7 +327,7 @@ def run_items(state, experiment, settings, sources, name=None):
                       single=sources is not None and len(sources) == 1 and shard is None and name is None)
     with interrupted_says(run, experiment), run, sigterm_interrupts():
         if sources is None:
-            _step(context, experiment, experiment.setup(context), None)
+            _whole_run_step(context, experiment, name)
         else:
             pending = pending_items(run, sources, shard)
             if pending:
@@ -346,6 +346,20 @@ def run_items(state, experiment, settings, sources, name=None):
                     experiment.figures(context, prepared)
     click.echo(str(run.path))
     return run
+
+
+def _whole_run_step(context, experiment, name):
+    """The one step of a run without items (`texture`); a named run is marked complete after it (its
+    resubmission then does nothing), and the partial results it continued from go."""
+    run = context.run
+    if name is not None and run.item_complete(experiment.folder):
+        print(f"Skipping {experiment.name}: already complete in {run.path}.", file=sys.stderr, flush=True)
+        return
+    _step(context, experiment, experiment.setup(context), None)
+    if name is not None:
+        run.complete_item(experiment.folder, {})
+    for partial in sorted((run.path / "partial").glob(f"{experiment.folder}_*.json")):
+        _drop_partial(run, partial.stem)
 
 
 def pending_items(run, sources, shard_text):

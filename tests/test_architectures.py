@@ -66,8 +66,9 @@ def test_each_registered_network_takes_its_names_and_aliases_and_its_spec_reads_
             checks.network_layers(network, [spec.head[0]])
 
 
-def test_a_model_file_is_left_to_the_check_after_it_loads():
-    checks.network_layers("models/mine.keras", ["anything"])
+def test_a_model_file_is_read_for_its_names_and_an_unregistered_name_refused():
+    with pytest.raises(DeepRestoreError, match=r"Model file 'models/mine\.keras' not found"):
+        checks.network_layers("models/mine.keras", ["anything"])
     with pytest.raises(DeepRestoreError, match="Unknown network 'mine'"):
         checks.network_layers("mine", ["anything"])
 

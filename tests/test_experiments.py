@@ -275,6 +275,61 @@ def test_a_resubmitted_dream_continues_its_octave_from_the_partial_result_as_if_
     np.testing.assert_allclose(*dreams, atol=1.5 / 255)
 
 
+def test_a_resubmitted_dream_continues_a_later_frame_from_the_frame_before_as_written(tmp_path, monkeypatch):
+    arguments = (*TINY["dream"], "--octaves", "2", "--frames", "2", "--name", "job")
+    calls = []
+
+    def stop_in_the_second_frame():
+        calls.append(None)
+        if len(calls) == 8:
+            raise KeyboardInterrupt("SIGTERM")
+
+    monkeypatch.setattr(optimise, "CHUNK_STEPS", 1)
+    monkeypatch.setattr(optimise, "interrupts", types.SimpleNamespace(raise_if_requested=stop_in_the_second_frame))
+    stopped = invoke(tmp_path, *arguments)
+    run = tmp_path / "runs" / "dream" / "job"
+    assert stopped.exit_code == 130 and "a resubmission continues from it" in stopped.output
+    record = json.loads((run / "partial" / "000_astronaut.json").read_text())
+    assert (record["step"], record["of"], record["first_step"], record["context"]) == (7, 9, 6, {"octave": 1,
+                                                                                                 "frame": 2})
+    monkeypatch.undo()
+    ran = counting_steps(monkeypatch)
+    resumed = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), *arguments])
+    assert resumed.exit_code == 0, resumed.output
+    assert "at frame 2 of 2, octave 1 of 2, step 7 (stage 1 of 1: 1 of 3 steps)" in resumed.output
+    assert len(ran) == 2 + 3 and not (run / "partial").exists()
+    monkeypatch.undo()
+    straight = invoke(tmp_path, *arguments[:-1], "straight")
+    assert straight.exit_code == 0, straight.output
+    item = pathlib.Path("items") / "000_astronaut"
+    steps = [step for step, _ in LossLog(run / item / "losses").values("total")]
+    assert steps == [step for step, _ in LossLog(run.parent / "straight" / item / "losses").values("total")]
+    assert steps == list(range(1, 13))
+    # the second frame starts from the first as written (8 bits a channel): the dreams differ by a level at most
+    dreams = [image_io.load_image(str(folder / item / "dream.png")) for folder in (run, run.parent / "straight")]
+    np.testing.assert_allclose(*dreams, atol=1.5 / 255)
+
+
+def test_a_resubmitted_texture_continues_its_batch_from_the_partial_results_and_says_so(tmp_path, monkeypatch):
+    arguments = (*TINY["texture"], "--steps", "5", "--count", "2", "--name", "job")
+    with interrupted_after_one_step(monkeypatch, registry.TEXTURE):
+        stopped = invoke(tmp_path, *arguments)
+    run = tmp_path / "runs" / "texture" / "job"
+    assert stopped.exit_code == 130 and "a resubmission continues from them" in stopped.output
+    records = [json.loads((run / "partial" / f"texture_00{index}.json").read_text()) for index in range(2)]
+    assert all((record["step"], record["of"], record["first_step"]) == (1, 5, 0) for record in records)
+    monkeypatch.undo()
+    ran = counting_steps(monkeypatch)
+    resumed = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), *arguments])
+    assert resumed.exit_code == 0, resumed.output
+    assert "continuing from the partial results of an interrupted attempt at step 1 of 5" in resumed.output
+    assert len(ran) == 4 and not (run / "partial").exists()
+    assert [step for step, _ in LossLog(run / "shards" / "0-of-1" / "losses").values("total")] == list(range(1, 6))
+    assert all((run / "outputs" / f"texture_00{index}.png").is_file() for index in range(2))
+    again = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), *arguments])
+    assert again.exit_code == 0 and "Skipping texture: already complete" in again.output and len(ran) == 4
+
+
 def test_no_bad_input_imports_a_backend(tmp_path):
     """In a fresh interpreter, every experiment's bad input is refused with Keras never imported."""
     cases = [[*TINY[name], *(("--model", str(tmp_path)) if name == "denoise apply" else ()), *BAD[name][0]]

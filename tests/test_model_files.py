@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from deeprestore import modelconfig
 from deeprestore.cli import cli
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog
@@ -119,6 +120,14 @@ def test_random_weights_reinitialise_the_architecture_reproducibly(models):
     np.testing.assert_array_equal(kernel(first), kernel(second))
     assert not np.allclose(kernel(first), kernel(trained))
     assert first.weights.source == "random" and first.weights.sha256 != trained.weights.sha256
+
+
+@pytest.mark.parametrize("model", ["rgb", "gray"])
+def test_the_names_read_without_keras_are_the_built_networks(models, model):
+    """The checks before any backend read a model file's names from its config (`modelconfig`)."""
+    config = modelconfig.read_config(models[model], "Model file", "a model")
+    assert ("preprocess", *modelconfig.layer_names(config)) == create_network(str(models[model])).layers
+    assert modelconfig.input_shapes(config) == [tuple(keras.saving.load_model(models[model]).inputs[0].shape)]
 
 
 def test_nets_lists_every_layer_of_a_model_file_nested_ones_included(models, tmp_path):

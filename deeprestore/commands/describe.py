@@ -8,6 +8,7 @@ import click
 from deeprestore import settings as defaults
 from deeprestore.driver import start_run_recipe
 from deeprestore.options import settings_options
+from deeprestore.recipes import checks
 from deeprestore.recipes.registry import describe_check
 
 
@@ -25,7 +26,8 @@ def evaluate_command(state, **options):
 
     settings = defaults.DescribeEvaluateSettings(**options)
     describe_check(settings)
-    if settings.model is not None:  # only a trained descriptor needs Keras
+    if settings.model is not None:  # only a trained descriptor needs Keras, once it is known to be one
+        checks.descriptor(settings.model)
         state.load_backend()
     start_run_recipe(state, "describe-evaluate", settings, lambda run: recipe.evaluate(
         settings, run, seed=state.seed, echo=state.echo), uses_backend=settings.model is not None)

@@ -94,6 +94,8 @@ def output_size(size, spec):
 IMAGE = "image"
 # The layer whose output is the image target: the network's input after its own preprocessing.
 IMAGE_LAYER = "preprocess"
+# What a trained stack saves beside its modules' weights (`Stack.save`): the specs, network and size.
+SPECS_FILE = "specs.json"
 _FIELDS = tuple(ModuleSpec.__dataclass_fields__)
 _REQUIRED = ("name", "input", "target")
 # Kernel of the operations of default modules that keep the size (the thesis's VGG16 choice).
@@ -420,3 +422,9 @@ def check_specs(network, specs, size):
                 f"but its target {spec.target} is {expected[0]}x{expected[1]} at a {size[0]}x{size[1]} input; "
                 "expected kernel sizes, strides and padding that give the target's size.")
     return ResolvedSpecs(ordered, input_layer, target_layer, shapes)
+
+
+def modules_directory(path):
+    """The `modules/` folder of a stack run, or `path` itself when it is such a folder."""
+    path = pathlib.Path(path)
+    return path / "modules" if (path / "modules").is_dir() else path

@@ -33,10 +33,9 @@ from deeprestore import layernames
 from deeprestore.datasets import reserve
 from deeprestore.errors import DeepRestoreError
 from deeprestore.inversion.modules import build_module
-from deeprestore.inversion.specs import check_specs, load_specs
+from deeprestore.inversion.specs import SPECS_FILE, check_specs, load_specs, modules_directory  # noqa: F401
 
 MODES = ("separate", "joint", "end-to-end")
-SPECS_FILE = "specs.json"
 # A bound of a module's weights file: its float32 values (variables are float32, also under mixed
 # precision), HDF5's groups and attributes (measured 29 KB for the tiny network's conv1 module) per file
 # and per variable.
@@ -48,12 +47,6 @@ def layer_scales(activations):
     """`{layer: root mean square of its activations}`: the fixed scales modules normalise by."""
     return {layer: max(float(np.sqrt(np.mean(np.square(values, dtype=np.float64)))), 1e-6)
             for layer, values in activations.items()}
-
-
-def modules_directory(path):
-    """The `modules/` folder of a stack run, or `path` itself when it is such a folder."""
-    path = pathlib.Path(path)
-    return path / "modules" if (path / "modules").is_dir() else path
 
 
 class ChannelError(keras.metrics.MeanMetricWrapper):

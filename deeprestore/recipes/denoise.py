@@ -20,13 +20,14 @@ from deeprestore import images as image_io
 from deeprestore.backend import DataParallel
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
+from deeprestore.recipes import checks
 from deeprestore.recipes.common import notifier
 from deeprestore.restoration import corruptions, data, models
 from deeprestore.restoration.curves import LearningCurve
 from deeprestore.restoration.report import Material, score
 from deeprestore.training import Every, ProgressBar, Schedule, Storage, TensorBoardCallback, read_state, train
 
-MODEL_FILE = "model.keras"
+MODEL_FILE = checks.DENOISER_FILE
 # Where the learning curve on the held-out images goes (`restoration.curves`).
 CURVE_DIRECTORY = "curves"
 # Patches scored when the held-out material is patches rather than a whole image.

@@ -24,9 +24,10 @@ from deeprestore.backend import DataParallel
 from deeprestore.descriptors import evaluation, hpatches, model
 from deeprestore.errors import DeepRestoreError
 from deeprestore.losslog import LossLog, plot_curves
+from deeprestore.recipes import checks
 from deeprestore.recipes.describe_data import prepare_dataset, prepare_tasks, save_results, split_name
 
-DESCRIPTOR_FILE = "descriptor.keras"
+DESCRIPTOR_FILE = checks.DESCRIPTOR_FILE
 
 
 class PatchSource:

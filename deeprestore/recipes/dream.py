@@ -213,8 +213,8 @@ def step(context, prepared, items):
     A single image writes into the run directory itself; the images of a folder or list file (or of a
     `--shard` of one, or of a named run) each write into `items/<NNN_name>/`, named by their position
     in the whole list so that the shards of an array job never collide. An item an interrupted attempt
-    left inside a stage of its first frame continues there from its partial result (see `resume_point`);
-    another incomplete item starts afresh.
+    left inside a stage continues there from its partial result (see `resume_point`; a later frame from
+    the frame before as written, 8 bits a channel); another incomplete item starts afresh.
     """
     (position, source, name), = items
     run = context.run
@@ -239,7 +239,7 @@ def dream_image(context, prepared, source, name, outputs, position):
         context.notify(f"{name}: dreaming {len(sizes)} of {len(wanted)} octaves; {', '.join(dropped)} "
                        f"{'is' if len(dropped) == 1 else 'are'} too small for layers {', '.join(layers)} of "
                        f"'{network.name}' (a larger --size or a smaller --octave-scale keeps them).")
-    resume = None if context.single else resume_point(context, prepared.stages, name, sizes)
+    resume = None if context.single else resume_point(context, prepared.stages, name, sizes, outputs.path / "frames")
     if resume is None and not context.single:
         shutil.rmtree(outputs.path, ignore_errors=True)  # what an interrupted attempt left: start afresh
     elif resume is not None:
@@ -259,9 +259,15 @@ def dream_image(context, prepared, source, name, outputs, position):
     zoom = transforms.zoom(settings.zoom)
     frames = []
     for frame in range(1, settings.frames + 1):
+        if resume is not None and frame < resume.frame:  # dreamt by the interrupted attempt
+            frames.append(image_io.load_image(str(outputs.path / "frames" / f"frame_{frame:03d}.png")))
+            for octave, size in enumerate(sizes, start=1):
+                schedule.skip(frame, octave, size, len(prepared.stages))
+            continue
         if frames:
             image = zoom(frames[-1][None])[0]
-        frames.append(schedule.frame(image, frame, sizes, resume if frame == 1 else None))
+        frames.append(schedule.frame(image, frame, sizes, resume if resume is not None and frame == resume.frame
+                                     else None))
         if settings.frames > 1:
             image_io.save_image(outputs.path / "frames" / f"frame_{frame:03d}.png", frames[-1])
     log.close()

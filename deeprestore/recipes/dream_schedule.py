@@ -79,42 +79,50 @@ def usable_octaves(network, layers, sizes, tile=0):
 
 @dataclasses.dataclass(frozen=True)
 class Resume:
-    """Where a dream continues an interrupted attempt: in its first frame, at the octave and the stage (an
-    index) it had reached, with the steps of that stage done and the variables (pixels or Fourier
-    parameters) after them; `step` is that point's number in the dream's steps (the loss log's)."""
+    """Where a dream continues an interrupted attempt: at the octave and the stage (an index) it had
+    reached in its frame, with the steps of that stage done and the variables (pixels or Fourier
+    parameters) after them; `step` is that point's number in the dream's steps (the loss log's). A frame
+    after the first starts from the one before, zoomed, as the attempt wrote it (`frames/`)."""
 
     octave: int
     stage: int
     done: int
     variables: object
     step: int
+    frame: int = 1
 
 
-def resume_point(context, stages, name, sizes):
-    """The `Resume` of item `name`'s partial result where it lies inside a stage of the first frame of this
-    dream's octaves `sizes` (its recorded first step, octave and length say which); else None. A later
-    frame starts from the one before zoomed, which an attempt does not keep: such an item starts afresh.
-    A notice says which.
+def resume_point(context, stages, name, sizes, frames_folder):
+    """The `Resume` of item `name`'s partial result where it lies inside a stage of an octave of this
+    dream's frames, octaves `sizes` and stages (its recorded first step, frame, octave and length say
+    which), and, in a frame after the first, the frame before it is in `frames_folder`; else None. A
+    notice says which.
     """
     found = context.partial(name)
     if found is None:
         return None
     variables, record = found
     settings, first = context.settings, record.get("first_step")
+    where = record.get("context", {})
+    shapes = [(*size, 3) if settings.parametrisation != "fourier"
+              else FourierImage((1, *size), decay_power=settings.decay_power).parameters.shape[1:] for size in sizes]
     start = 0
-    for octave, size in enumerate(sizes, start=1):
-        shape = ((*size, 3) if settings.parametrisation != "fourier"
-                 else FourierImage((1, *size), decay_power=settings.decay_power).parameters.shape[1:])
-        for index, stage in enumerate(stages):
-            if (start == first and record["of"] - first == stage.steps and 0 < record["step"] - first < stage.steps
-                    and record.get("context", {}).get("octave") == octave and variables.shape == shape):
-                context.notify(f"{name}: continuing from the partial result of an interrupted attempt at octave "
-                               f"{octave} of {len(sizes)}, step {record['step']} (stage {index + 1} of {len(stages)}: "
-                               f"{record['step'] - first} of {stage.steps} steps).")
-                return Resume(octave, index, record["step"] - first, variables.astype(np.float32), record["step"])
-            start += stage.steps
-    context.notify(f"{name}: the partial result of an interrupted attempt is not within the first frame of this "
-                   "dream's octaves and stages; dreaming it afresh.")
+    for frame in range(1, settings.frames + 1):
+        for octave, shape in enumerate(shapes, start=1):
+            for index, stage in enumerate(stages):
+                if (start == first and record["of"] - first == stage.steps and 0 < record["step"] - first < stage.steps
+                        and where.get("octave") == octave and where.get("frame", 1) == frame
+                        and variables.shape == shape
+                        and (frame == 1 or (frames_folder / f"frame_{frame - 1:03d}.png").is_file())):
+                    at = f"frame {frame} of {settings.frames}, " if settings.frames > 1 else ""
+                    context.notify(f"{name}: continuing from the partial result of an interrupted attempt at "
+                                   f"{at}octave {octave} of {len(sizes)}, step {record['step']} (stage {index + 1} of "
+                                   f"{len(stages)}: {record['step'] - first} of {stage.steps} steps).")
+                    return Resume(octave, index, record["step"] - first, variables.astype(np.float32), record["step"],
+                                  frame)
+                start += stage.steps
+    context.notify(f"{name}: the partial result of an interrupted attempt is not within this dream's frames, octaves "
+                   "and stages; dreaming it afresh.")
     return None
 
 

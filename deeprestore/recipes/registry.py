@@ -47,7 +47,7 @@ TEXTURE = Experiment(
     "texture", defaults.TextureSettings,
     "Texture synthesis (Gatys et al.): match Gram matrices of a source, at any output size.",
     check=checks.texture, setup=later("recipes.texture:setup"), step=later("recipes.texture:step"),
-    estimate=later("recipes.texture:texture_estimates"), named=False,
+    estimate=later("recipes.texture:texture_estimates"), partial=True,
 )
 
 INVERT_SUMMARY = "Reconstruct images from a layer's activations, and measure how well."
@@ -162,12 +162,14 @@ def denoise_validate(settings):
 
 
 def describe_check(settings):
-    """Fails before any work when denoised inputs lack a denoiser."""
+    """Fails before any work when denoised inputs lack a denoiser, or it is not a model of 32x32 gray patches."""
     import click
 
     wanted = {settings.inputs, getattr(settings, "train_inputs", None)}
     if "denoised" in wanted and settings.denoiser is None:
         raise click.BadParameter("--inputs/--train-inputs denoised need --denoiser PATH.", param_hint="--denoiser")
+    if "denoised" in wanted:
+        checks.denoiser(settings.denoiser)
 
 
 def describe_validate(settings):

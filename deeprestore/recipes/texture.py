@@ -95,10 +95,11 @@ def step(context, prepared=None, items=None):
     else:
         parametrisation = None
         start = rng.uniform(0.0, 1.0, (settings.count, *settings.size, 3)).astype(np.float32)
+    start, done = continued_start(context, start)
     log = LossLog(run.losses_dir)
     result, _ = optimise(
-        engine, start, settings.steps, rule, Plan(parametrisation),
-        callbacks=[Progress(description=f"texture {settings.size[0]}x{settings.size[1]}",
+        engine, start, settings.steps - done, rule, Plan(parametrisation),
+        callbacks=[Progress(description=f"texture {settings.size[0]}x{settings.size[1]}", first_step=done,
                             show=context.show_progress, log=log, notify=context.notify)],
         targets=grams,
     )
@@ -111,6 +112,28 @@ def step(context, prepared=None, items=None):
         image_io.save_image(run.path / "outputs" / f"texture_{index:03d}.png", image)
     figures.save_figure(run.images_dir / "figure.png", texture_figure(settings, layers, source_images, result))
     return {}
+
+
+def continued_start(context, start):
+    """`(variables, steps done)`: where an interrupted attempt of this named run stopped, when each texture
+    of the batch has a partial result of this run's `--steps` and of the shape of `start` (pixels or a
+    Fourier spectrum); else `(start, 0)` (the batch starts afresh). A notice says what continues.
+    """
+    steps = context.settings.steps
+    found = [context.partial(f"texture_{index:03d}") for index in range(len(start))]
+    if all(partial is None for partial in found):
+        return start, 0
+    reached = {partial[1].get("step") for partial in found if partial is not None}
+    done = reached.pop() if len(reached) == 1 else None
+    fits = (isinstance(done, int) and 0 < done < steps and None not in found
+            and all(record.get("of") == steps and variables.shape == start.shape[1:] for variables, record in found))
+    if not fits:
+        context.notify("texture: the partial results of an interrupted attempt are not of this run's textures and "
+                       "steps; synthesising afresh.")
+        return start, 0
+    context.notify(f"texture: continuing from the partial results of an interrupted attempt at step {done} of {steps} "
+                   "(the optimiser's own state starts afresh).")
+    return np.stack([variables for variables, _ in found]).astype(np.float32), done
 
 
 def texture_figure(settings, layers, sources, textures):
