@@ -269,6 +269,33 @@ def _mirrored_strategy(devices):
     return tf.distribute.MirroredStrategy([f"/device:{device}" for device in devices])
 
 
+@functools.cache
+def _data_parallel_layout():
+    """`keras.distribution.DataParallel` that splits a batch over the devices only where it divides evenly.
+
+    Keras's layout shards every array's first axis over the devices, and JAX refuses an array whose
+    batch does not split evenly (`IndivisibleError`): a validation set of 6 in batches of 4 on 4
+    devices failed on its last batch of 2, and so would a prediction of any size in a callback. Such a
+    batch is replicated instead: every device computes the whole of it, so its values are those of one
+    device. Training batches are checked to divide (`DataParallel.check_batch`) and stay split. In a
+    job of several processes the count is of this process's devices (a process's batch is its slice of
+    the global one), and a replicated batch must be the same on every process, as validation's is.
+    """
+    import jax
+
+    class DataParallelLayout(keras.distribution.DataParallel):
+        def __init__(self, devices, **options):
+            super().__init__(devices=devices, **options)
+            self.local_devices = sum(device.process_index == jax.process_index() for device in devices)
+
+        def get_data_layout(self, data_shape):
+            if len(data_shape) and data_shape[0] is not None and data_shape[0] % self.local_devices:
+                return keras.distribution.TensorLayout([None] * len(data_shape), self.device_mesh)
+            return super().get_data_layout(data_shape)
+
+    return DataParallelLayout
+
+
 class DataParallel:
     """Synchronous data parallelism: each step's batch split evenly over devices, one averaged update.
 
@@ -281,8 +308,9 @@ class DataParallel:
     `DataParallel` over the devices of all of them that takes from each process its own slice of the batch.
 
     Models and optimisers must be built, checkpoints loaded and `fit` called inside `scope()`, which
-    makes `fit` split each batch over the devices. Prediction and `test_on_batch` work outside the
-    scope on any batch size.
+    makes `fit` split each batch over the devices. Prediction and `test_on_batch` work inside the scope
+    (validation and callbacks during `fit`) and outside it on any batch size; inside, on JAX, a batch
+    that does not split evenly is computed whole on every device (see `_data_parallel_layout`).
 
     Args:
         devices: How many devices to use (the first ones of `parallel_devices()`), or `"all"`.
@@ -308,8 +336,8 @@ class DataParallel:
             import jax
 
             # Each process's batch is its own slice already (`distributed.process_slice`): no sharding again.
-            self._engine = keras.distribution.DataParallel(devices=jax.devices()[:count],
-                                                           auto_shard_dataset=self.processes == 1)
+            layout = _data_parallel_layout()
+            self._engine = layout(devices=jax.devices()[:count], auto_shard_dataset=self.processes == 1)
 
     @property
     def replicas(self):
