@@ -174,6 +174,25 @@ def sequential_loop(lower, upper, body, initial):
     return keras.ops.fori_loop(lower, upper, body, initial)
 
 
+def steps_per_call(steps):
+    """How many optimisation steps one compiled call should loop over: `steps`, but 1 under JAX on a CPU.
+
+    XLA's CPU compiler hands a convolution whose input gradient is taken inside a loop (`fori_loop`, a
+    while loop in HLO) a filter in another layout (`01oi`) than at the top level of a function, and its
+    fast convolution library (YNNPACK) then does not take it: the generic convolution that runs instead
+    made a VGG16 dream step 3.3 times as much CPU time inside the loop as without it (no XLA flag changed
+    that; `benchmarks/backend_cpu.py`). One step per call, with no loop around it, is as fast as
+    TensorFlow's or faster. Elsewhere (TensorFlow, JAX on a GPU) several steps share one call, so that
+    the host is visited once per chunk.
+    """
+    if name() == "jax":
+        import jax
+
+        if jax.default_backend() == "cpu":
+            return 1
+    return steps
+
+
 def compiled(function, variables=(), static_shapes=False):
     """Compiles `function(*args) -> tensors` (features of fixed images, or a whole optimisation chunk).
 

@@ -35,7 +35,8 @@ from deeprestore.errors import DeepRestoreError
 from deeprestore.probes import FeatureProbe
 
 # Most steps one compiled call runs (a fixed number, so that one trace serves every run length); the
-# loop also returns to the host about every CHUNK_SECONDS, where an interruption can be noticed.
+# loop also returns to the host about every CHUNK_SECONDS, where an interruption can be noticed. Under
+# JAX on a CPU a call runs one step (`backend.steps_per_call`).
 CHUNK_STEPS = 16
 CHUNK_SECONDS = 2.0
 
@@ -526,7 +527,7 @@ def optimise(engine, images, steps, step_rule, jitter=0, callbacks=(), rng=None,
     plan = Plan(parametrisation, ((Jitter(jitter),) if jitter else ()) + tuple(transforms), tiling)
     constraints = tuple(callback for callback in callbacks if isinstance(callback, Constraint))
     host_callbacks = [callback for callback in callbacks if not isinstance(callback, Constraint)]
-    loop = _Loop(engine, plan, step_rule, constraints, CHUNK_STEPS)
+    loop = _Loop(engine, plan, step_rule, constraints, backend.steps_per_call(CHUNK_STEPS))
     random = rng if isinstance(rng, StepRandom) else StepRandom(0 if rng is None else rng)
     state = step_rule.initial_state(variables)
     hyperparameters = {name: np.float32(value) for name, value in step_rule.hyperparameters.items()}
@@ -611,6 +612,8 @@ class _Loop:
                 return variables, state, rows
 
             rows = keras.ops.zeros((capacity, width), "float32")
+            if capacity == 1:  # one step, without a loop around it (see `backend.steps_per_call`)
+                return body(0, (variables, state, rows))
             return keras.ops.fori_loop(0, count, body, (variables, state, rows))
 
         return run
