@@ -193,6 +193,78 @@ def steps_per_call(steps):
     return steps
 
 
+def device_lbfgs_available():
+    """Whether L-BFGS can run on the device, in compiled chunks of iterations: JAX with optax installed."""
+    import importlib.util
+
+    return name() == "jax" and importlib.util.find_spec("optax") is not None
+
+
+@functools.cache
+def _lbfgs(history):
+    import optax
+
+    # optax's default line search: zoom (Nocedal & Wright's algorithm 3.5, strong Wolfe conditions), at most
+    # 20 evaluations, as scipy's L-BFGS-B (`maxls`).
+    return optax.lbfgs(memory_size=history)
+
+
+def lbfgs_state(variables, history):
+    """The initial state of optax's L-BFGS keeping `history` correction pairs, as numpy arrays."""
+    import jax.numpy as jnp
+
+    return keras.tree.map_structure(np.asarray, _lbfgs(history).init(jnp.asarray(variables, jnp.float32)))
+
+
+def lbfgs_iterations(objective, names, history, capacity, penalty=None):
+    """A traceable function running up to `capacity` iterations of optax's L-BFGS (JAX only).
+
+    Args:
+        objective: `(variables, targets) -> (total, {term: value})`, in `keras.ops`.
+        names: The terms to log, in order.
+        history: Correction pairs kept.
+        capacity: Most iterations one call runs (1: no loop around the iteration, see `steps_per_call`).
+        penalty: `variables -> scalar` added to the scaled objective the optimiser sees (not to the log's
+            terms), or None.
+
+    Returns:
+        `(variables, state, count, divisor, targets) -> (variables, state, rows)`: `count` iterations on the
+        objective divided by `divisor`; row `i` holds iteration `i`'s terms (in the order of `names`), its
+        total and whether both the total and the gradient were finite (1.0 or 0.0).
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    optimizer = _lbfgs(history)
+
+    def run(variables, state, count, divisor, targets):
+        def scaled(values):
+            value = objective(values, targets)[0] / divisor
+            return value if penalty is None else value + penalty(values)
+
+        value_and_gradient = optax.value_and_grad_from_state(scaled)
+
+        def body(index, carry):
+            variables, state, rows = carry
+            value, gradient = value_and_gradient(variables, state=state)  # the line search's last, reused
+            updates, state = optimizer.update(gradient, state, variables, value=value, grad=gradient,
+                                              value_fn=scaled)
+            variables = optax.apply_updates(variables, updates)
+            total, terms = objective(variables, targets)  # a forward pass for the log's terms
+            finite = jnp.isfinite(total) & jnp.all(jnp.isfinite(gradient))
+            row = jnp.stack([*(jnp.asarray(terms[name], jnp.float32) for name in names), total,
+                             finite.astype(jnp.float32)])
+            return variables, state, rows.at[index].set(row)
+
+        rows = jnp.zeros((capacity, len(names) + 2), jnp.float32)
+        if capacity == 1:
+            return body(0, (variables, state, rows))
+        return jax.lax.fori_loop(0, count, body, (variables, state, rows))
+
+    return run
+
+
 def compiled(function, variables=(), static_shapes=False):
     """Compiles `function(*args) -> tensors` (features of fixed images, or a whole optimisation chunk).
 
