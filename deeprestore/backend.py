@@ -174,6 +174,97 @@ def sequential_loop(lower, upper, body, initial):
     return keras.ops.fori_loop(lower, upper, body, initial)
 
 
+def steps_per_call(steps):
+    """How many optimisation steps one compiled call should loop over: `steps`, but 1 under JAX on a CPU.
+
+    XLA's CPU compiler hands a convolution whose input gradient is taken inside a loop (`fori_loop`, a
+    while loop in HLO) a filter in another layout (`01oi`) than at the top level of a function, and its
+    fast convolution library (YNNPACK) then does not take it: the generic convolution that runs instead
+    made a VGG16 dream step 3.3 times as much CPU time inside the loop as without it (no XLA flag changed
+    that; `benchmarks/backend_cpu.py`). One step per call, with no loop around it, is as fast as
+    TensorFlow's or faster. Elsewhere (TensorFlow, JAX on a GPU) several steps share one call, so that
+    the host is visited once per chunk.
+    """
+    if name() == "jax":
+        import jax
+
+        if jax.default_backend() == "cpu":
+            return 1
+    return steps
+
+
+def device_lbfgs_available():
+    """Whether L-BFGS can run on the device, in compiled chunks of iterations: JAX with optax installed."""
+    import importlib.util
+
+    return name() == "jax" and importlib.util.find_spec("optax") is not None
+
+
+@functools.cache
+def _lbfgs(history):
+    import optax
+
+    # optax's default line search: zoom (Nocedal & Wright's algorithm 3.5, strong Wolfe conditions), at most
+    # 20 evaluations, as scipy's L-BFGS-B (`maxls`).
+    return optax.lbfgs(memory_size=history)
+
+
+def lbfgs_state(variables, history):
+    """The initial state of optax's L-BFGS keeping `history` correction pairs, as numpy arrays."""
+    import jax.numpy as jnp
+
+    return keras.tree.map_structure(np.asarray, _lbfgs(history).init(jnp.asarray(variables, jnp.float32)))
+
+
+def lbfgs_iterations(objective, names, history, capacity, penalty=None):
+    """A traceable function running up to `capacity` iterations of optax's L-BFGS (JAX only).
+
+    Args:
+        objective: `(variables, targets) -> (total, {term: value})`, in `keras.ops`.
+        names: The terms to log, in order.
+        history: Correction pairs kept.
+        capacity: Most iterations one call runs (1: no loop around the iteration, see `steps_per_call`).
+        penalty: `variables -> scalar` added to the scaled objective the optimiser sees (not to the log's
+            terms), or None.
+
+    Returns:
+        `(variables, state, count, divisor, targets) -> (variables, state, rows)`: `count` iterations on the
+        objective divided by `divisor`; row `i` holds iteration `i`'s terms (in the order of `names`), its
+        total and whether both the total and the gradient were finite (1.0 or 0.0).
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    optimizer = _lbfgs(history)
+
+    def run(variables, state, count, divisor, targets):
+        def scaled(values):
+            value = objective(values, targets)[0] / divisor
+            return value if penalty is None else value + penalty(values)
+
+        value_and_gradient = optax.value_and_grad_from_state(scaled)
+
+        def body(index, carry):
+            variables, state, rows = carry
+            value, gradient = value_and_gradient(variables, state=state)  # the line search's last, reused
+            updates, state = optimizer.update(gradient, state, variables, value=value, grad=gradient,
+                                              value_fn=scaled)
+            variables = optax.apply_updates(variables, updates)
+            total, terms = objective(variables, targets)  # a forward pass for the log's terms
+            finite = jnp.isfinite(total) & jnp.all(jnp.isfinite(gradient))
+            row = jnp.stack([*(jnp.asarray(terms[name], jnp.float32) for name in names), total,
+                             finite.astype(jnp.float32)])
+            return variables, state, rows.at[index].set(row)
+
+        rows = jnp.zeros((capacity, len(names) + 2), jnp.float32)
+        if capacity == 1:
+            return body(0, (variables, state, rows))
+        return jax.lax.fori_loop(0, count, body, (variables, state, rows))
+
+    return run
+
+
 def compiled(function, variables=(), static_shapes=False):
     """Compiles `function(*args) -> tensors` (features of fixed images, or a whole optimisation chunk).
 
@@ -269,6 +360,33 @@ def _mirrored_strategy(devices):
     return tf.distribute.MirroredStrategy([f"/device:{device}" for device in devices])
 
 
+@functools.cache
+def _data_parallel_layout():
+    """`keras.distribution.DataParallel` that splits a batch over the devices only where it divides evenly.
+
+    Keras's layout shards every array's first axis over the devices, and JAX refuses an array whose
+    batch does not split evenly (`IndivisibleError`): a validation set of 6 in batches of 4 on 4
+    devices failed on its last batch of 2, and so would a prediction of any size in a callback. Such a
+    batch is replicated instead: every device computes the whole of it, so its values are those of one
+    device. Training batches are checked to divide (`DataParallel.check_batch`) and stay split. In a
+    job of several processes the count is of this process's devices (a process's batch is its slice of
+    the global one), and a replicated batch must be the same on every process, as validation's is.
+    """
+    import jax
+
+    class DataParallelLayout(keras.distribution.DataParallel):
+        def __init__(self, devices, **options):
+            super().__init__(devices=devices, **options)
+            self.local_devices = sum(device.process_index == jax.process_index() for device in devices)
+
+        def get_data_layout(self, data_shape):
+            if len(data_shape) and data_shape[0] is not None and data_shape[0] % self.local_devices:
+                return keras.distribution.TensorLayout([None] * len(data_shape), self.device_mesh)
+            return super().get_data_layout(data_shape)
+
+    return DataParallelLayout
+
+
 class DataParallel:
     """Synchronous data parallelism: each step's batch split evenly over devices, one averaged update.
 
@@ -281,8 +399,9 @@ class DataParallel:
     `DataParallel` over the devices of all of them that takes from each process its own slice of the batch.
 
     Models and optimisers must be built, checkpoints loaded and `fit` called inside `scope()`, which
-    makes `fit` split each batch over the devices. Prediction and `test_on_batch` work outside the
-    scope on any batch size.
+    makes `fit` split each batch over the devices. Prediction and `test_on_batch` work inside the scope
+    (validation and callbacks during `fit`) and outside it on any batch size; inside, on JAX, a batch
+    that does not split evenly is computed whole on every device (see `_data_parallel_layout`).
 
     Args:
         devices: How many devices to use (the first ones of `parallel_devices()`), or `"all"`.
@@ -308,8 +427,8 @@ class DataParallel:
             import jax
 
             # Each process's batch is its own slice already (`distributed.process_slice`): no sharding again.
-            self._engine = keras.distribution.DataParallel(devices=jax.devices()[:count],
-                                                           auto_shard_dataset=self.processes == 1)
+            layout = _data_parallel_layout()
+            self._engine = layout(devices=jax.devices()[:count], auto_shard_dataset=self.processes == 1)
 
     @property
     def replicas(self):

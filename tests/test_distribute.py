@@ -36,8 +36,9 @@ from deeprestore.errors import DeepRestoreError
 seen = []
 
 class Probe(keras.layers.Layer):
-    def call(self, inputs):
-        seen.append(inputs.shape[0])
+    def call(self, inputs, training=None):
+        if training:  # the training steps' traces (validation's test steps are checked by their values)
+            seen.append(inputs.shape[0])
         return inputs
 
 def make_model(parallel):
@@ -65,13 +66,22 @@ def batches(step):
     return ({"values": inputs, "other": inputs[:, ::-1].copy()},
             {"out": np.stack([inputs[:, 0] - inputs[:, 1], inputs[:, 2] * 0.5], axis=1), "echo": inputs})
 
+def validation():  # a last batch of 3, which splits over no number of devices
+    return [batches(100), keras.tree.map_structure(lambda values: values[:3], batches(101))]
+
 def run(parallel, steps, folder, resume=False, model=None):
     model = model or make_model(parallel)
-    training.train(model, batches, training.Schedule(steps=steps, checkpoint_every=2),
-                   training.Storage(pathlib.Path(folder) / "checkpoints", pathlib.Path(folder) / "losses", resume),
-                   parallel=parallel)
+    predicted = []
+    predict = training.Every(0, lambda step: predicted.append(model.predict(validation()[1][0], verbose=0)), steps)
+    validated = training.train(model, batches, training.Schedule(steps=steps, checkpoint_every=2),
+                               training.Storage(pathlib.Path(folder) / "checkpoints", pathlib.Path(folder) / "losses",
+                                                resume),
+                               validation=validation, parallel=parallel, callbacks=[predict])
     losses = (pathlib.Path(folder) / "losses" / "train.loss.csv").read_text().split()[1:]
+    odd.append([validated, {name: values.tolist() for name, values in predicted[-1].items()}])
     return model, [float(line.split(",")[1]) for line in losses]
+
+odd = []
 
 one, two = DataParallel(1), DataParallel(2)
 folder = tempfile.mkdtemp()
@@ -92,7 +102,7 @@ difference = lambda a, b: max(float(np.abs(np.asarray(x.value) - np.asarray(y.va
 print(json.dumps({"devices": list(two.devices), "replicas": two.replicas, "batches": two_device_batches,
                   "losses": [single_losses, double_losses], "weights": difference(single, double),
                   "optimizer": difference(single.optimizer, double.optimizer),
-                  "resumed": difference(resumed, straight), "moved": difference(single, straight),
+                  "resumed": difference(resumed, straight), "moved": difference(single, straight), "odd": odd[:2],
                   "all": DataParallel("all").replicas, "errors": errors}))
 """
 
@@ -111,6 +121,12 @@ def check_equality(result):
     assert result["moved"] > 1e-3  # the comparisons are between weights that training changed
     assert result["resumed"] < 1e-6  # a 2-device checkpoint continues on 1 device as if never moved
     assert result["all"] == 2
+    # validation with a last batch of 3 and a prediction of 3 in a callback, on 2 devices as on one
+    (one_validated, one_predicted), (two_validated, two_predicted) = result["odd"]
+    assert set(one_validated) == {"loss", "out_loss", "echo_loss", "out_mae"}
+    np.testing.assert_allclose([two_validated[name] for name in one_validated], list(one_validated.values()), rtol=1e-5)
+    for name, values in one_predicted.items():
+        np.testing.assert_allclose(two_predicted[name], values, rtol=1e-5, atol=1e-6)
     too_many, odd_batch = result["errors"]
     assert "--devices 3" in too_many and "found 2" in too_many
     assert "--batch-size 7" in odd_batch and "multiple of 2" in odd_batch

@@ -171,6 +171,7 @@ def chunked(monkeypatch, lengths):
     clock says; returns the list the chunks it runs are appended to."""
     planned, ran = iter(lengths), []
     monkeypatch.setattr(optimise_module, "CHUNK_STEPS", 40)
+    monkeypatch.setattr(optimise_module.backend, "steps_per_call", lambda steps: steps)  # JAX on a CPU: 1
     monkeypatch.setattr(optimise_module, "_chunk_limit", lambda *args: next(planned, 40))
     call = optimise_module._Loop.__call__
 
