@@ -38,14 +38,19 @@ LEVELS = ("e", "h", "t")
 TASKS = ("verification", "matching", "retrieval")
 SETS = {"heldout": "--heldout", "stereo": "--stereo"}  # `describe synth` option of each held-out set
 
-# name: the options after `describe train --steps STEPS`, each row one change from the default unless
-# its name joins several with `+`.
+# name: the options after `describe train`. The first rows walk from the previous defaults to today's,
+# one change a row (each row's line names every option that differs from today's defaults); the others
+# are one change from today's defaults.
 ROWS = {
-    "default": "",
-    "sequences4": "--batch-sequences 4",
-    "sequences1": "--batch-sequences 1",
+    "previous default (split a)": "--split a --patches 64 --steps 256 --schedule constant",
+    "every training photo": "--patches 64 --steps 256 --schedule constant",
+    "every training photo, level positives": "--patches 64 --steps 256 --schedule constant --positives level",
+    "256 tracks a sequence": "--patches 256 --steps 256 --schedule constant",
+    "cosine step size": "--patches 256 --steps 256",
+    "default (512 steps)": "",
+    "level positives": "--positives level",
     "augment": "--augment",
-    "patches256": "--patches 256",
+    "sequences4": "--batch-sequences 4",
     "no-dropout": "--dropout 0",
     "batch128": "--batch-size 128 --triplets 16384",
     "seed004-loss": "--loss triplet --optimiser sgd --no-l2-normalise",
