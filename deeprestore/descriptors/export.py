@@ -143,11 +143,55 @@ def _repeated_numbers(data, delimiter, known=None, distinct=4096):
     return lookup.numbers[slot].reshape(-1, columns)
 
 
+def _arrow_numbers(data, delimiter):
+    """The float32 `(rows, columns)` grid of a file's bytes read by `pyarrow.csv` (float64 values
+    rounded to float32, as `read_descriptor_file` returns them), else `None`.
+
+    Arrow parses a float64 correctly rounded (the fast_float algorithm), as `np.loadtxt` does
+    (CPython's `PyOS_string_to_double`), so the values are the same bit for bit; it is several times
+    faster on descriptors of many distinct numbers (learned ones, written with 9 digits). Only files
+    of digits, signs, points, exponents, `delimiter` and newlines are given to it, with quoting off, no
+    null values and every column float64, so it reads no file that `np.loadtxt` refuses: text such as
+    `nan` or a header, quotes, spaces, a byte-order mark or lone carriage returns never reach it, and an
+    empty field, a token that is not a number or a ragged row makes it fail. `None` for those, for a
+    value that is not finite as float32, and where pyarrow is not installed: `np.loadtxt` then reads
+    the file or refuses it with its own message.
+    """
+    if delimiter is None or len(delimiter) != 1 or not delimiter.isascii() or delimiter in "0123456789+-.eE\r\n":
+        return None
+    try:
+        import pyarrow
+        import pyarrow.csv
+    except ImportError:
+        return None
+    data = data.replace(b"\r\n", b"\n") if b"\r" in data else data
+    first = data.split(b"\n", 1)[0]
+    if not first or data.translate(None, _NUMBER_CHARACTERS + delimiter.encode() + b"\n"):  # any other byte
+        return None
+    names = [str(column) for column in range(first.count(delimiter.encode()) + 1)]
+    try:
+        table = pyarrow.csv.read_csv(
+            pyarrow.py_buffer(data),
+            read_options=pyarrow.csv.ReadOptions(column_names=names, use_threads=False),
+            parse_options=pyarrow.csv.ParseOptions(delimiter=delimiter, quote_char=False, double_quote=False,
+                                                   escape_char=False, newlines_in_values=False),
+            convert_options=pyarrow.csv.ConvertOptions(column_types=dict.fromkeys(names, pyarrow.float64()),
+                                                       null_values=[], quoted_strings_can_be_null=False))
+    except pyarrow.ArrowInvalid:  # an empty field, a token that is not a number, a ragged row
+        return None
+    values = np.empty((table.num_rows, len(names)), np.float32)
+    with np.errstate(over="ignore"):  # beyond float32's range: np.loadtxt reads the file again
+        for column, array in enumerate(table.columns):
+            values[:, column] = array.to_numpy()  # float64 rounded to float32, as `astype` rounds
+    return values if np.isfinite(values).all() else None
+
+
 def read_descriptor_file(path, delimiter=None, rows=None, known=None):
     """One descriptor CSV as float32 `(rows, dimension)`, checked.
 
-    Files of few distinct short numbers are read by `_repeated_numbers` (several times faster than
-    `np.loadtxt`, the same values), others by `np.loadtxt`.
+    Files of few distinct short numbers are read by `_repeated_numbers`, other delimited files of
+    numbers by `_arrow_numbers` where pyarrow is installed (both several times faster than
+    `np.loadtxt`, the same values), the rest (and any file either declines) by `np.loadtxt`.
 
     Args:
         path: the file.
@@ -163,6 +207,7 @@ def read_descriptor_file(path, delimiter=None, rows=None, known=None):
     separator = _delimiter(data, delimiter)
     shown = {None: "spaces", "\t": "tabs"}.get(separator, f"'{separator}'")
     values = _repeated_numbers(data, separator, known) if data else None
+    values = _arrow_numbers(data, separator) if values is None and data else values
     if values is not None and (rows is None or len(values) == rows) and values.shape[1] > 1:
         return values  # finite, numeric, rectangular: nothing left to check
     try:
