@@ -80,6 +80,18 @@ class _Lookup:
         return slot, bool((self.keys[slot] == keys).all())
 
 
+def _field_ends(data, delimiter):
+    """`(ends, columns)`: the offset one past each field of `data` (bytes ending in a newline, no
+    carriage returns) and the fields per line, else `None` for ragged rows."""
+    text = np.frombuffer(data, np.uint8)
+    ends = np.flatnonzero((text == ord(delimiter)) | (text == ord("\n")))  # one past each field
+    line_ends = np.flatnonzero(text[ends] == ord("\n"))
+    columns = int(line_ends[0]) + 1
+    if len(ends) != columns * len(line_ends) or (line_ends != np.arange(columns - 1, len(ends), columns)).any():
+        return None
+    return ends, columns
+
+
 def _repeated_numbers(data, delimiter, known=None, distinct=4096):
     """The float32 `(rows, columns)` grid of a file's bytes (float64 values rounded to float32, as
     `read_descriptor_file` returns them) when it holds few distinct finite numbers of at most 8
@@ -102,17 +114,14 @@ def _repeated_numbers(data, delimiter, known=None, distinct=4096):
         return None
     if data.translate(None, _NUMBER_CHARACTERS + delimiter.encode() + b"\n"):  # any other byte
         return None
-    text = np.frombuffer(data, np.uint8)
-    separators = np.frombuffer(data.translate(bytes.maketrans(b"\n", delimiter.encode())), np.uint8)
-    ends = np.flatnonzero(separators == ord(delimiter))  # one past each field
+    grid = _field_ends(data, delimiter)
+    if grid is None:
+        return None
+    ends, columns = grid
     lengths = np.empty_like(ends)
     lengths[0] = ends[0]
     np.subtract(ends[1:], ends[:-1] + 1, out=lengths[1:])
     if lengths.min() < 1 or lengths.max() > 8:
-        return None
-    line_ends = np.flatnonzero(text[ends] == ord("\n"))
-    columns = int(line_ends[0]) + 1
-    if len(ends) != columns * len(line_ends) or (line_ends != np.arange(columns - 1, len(ends), columns)).any():
         return None
     # Each field's bytes as one integer: the 8 bytes ending at the field (an unaligned view of the
     # text), shifted right to drop the bytes before it.
@@ -144,45 +153,42 @@ def _repeated_numbers(data, delimiter, known=None, distinct=4096):
 
 
 def _arrow_numbers(data, delimiter):
-    """The float32 `(rows, columns)` grid of a file's bytes read by `pyarrow.csv` (float64 values
-    rounded to float32, as `read_descriptor_file` returns them), else `None`.
+    """The float32 `(rows, columns)` grid of a file's bytes, each field converted by Arrow (float64
+    values rounded to float32, as `read_descriptor_file` returns them), else `None`.
 
-    Arrow parses a float64 correctly rounded (the fast_float algorithm), as `np.loadtxt` does
-    (CPython's `PyOS_string_to_double`), so the values are the same bit for bit; it is several times
-    faster on descriptors of many distinct numbers (learned ones, written with 9 digits). Only files
-    of digits, signs, points, exponents, `delimiter` and newlines are given to it, with quoting off, no
-    null values and every column float64, so it reads no file that `np.loadtxt` refuses: text such as
-    `nan` or a header, quotes, spaces, a byte-order mark or lone carriage returns never reach it, and an
-    empty field, a token that is not a number or a ragged row makes it fail. `None` for those, for a
-    value that is not finite as float32, and where pyarrow is not installed: `np.loadtxt` then reads
+    Arrow converts a string to float64 correctly rounded (the fast_float algorithm), as `np.loadtxt`
+    does (CPython's `PyOS_string_to_double`), so the values are the same bit for bit; the fields are
+    found with numpy (Arrow's own CSV reader takes longer to split them than to convert them), and
+    the whole conversion takes a third of `np.loadtxt`'s time on descriptors of many distinct numbers
+    (learned ones, written with 9 digits). Each field is given as it stands, with no quoting, padding
+    or header: the only finite values Arrow reads are decimal numbers, which `np.loadtxt` reads too.
+    `None` for an empty field, a ragged row, a token Arrow refuses, a value that is not finite as
+    float32 (`nan` and `inf` included), and where pyarrow is not installed: `np.loadtxt` then reads
     the file or refuses it with its own message.
     """
     if delimiter is None or len(delimiter) != 1 or not delimiter.isascii() or delimiter in "0123456789+-.eE\r\n":
         return None
     try:
         import pyarrow
-        import pyarrow.csv
     except ImportError:
         return None
     data = data.replace(b"\r\n", b"\n") if b"\r" in data else data
-    first = data.split(b"\n", 1)[0]
-    if not first or data.translate(None, _NUMBER_CHARACTERS + delimiter.encode() + b"\n"):  # any other byte
+    data = data if data.endswith(b"\n") else data + b"\n"
+    grid = _field_ends(data, delimiter)
+    if grid is None:
         return None
-    names = [str(column) for column in range(first.count(delimiter.encode()) + 1)]
+    ends, columns = grid
+    # The fields end to end once the separators are dropped: field i ends i bytes before its separator.
+    offsets = np.zeros(len(ends) + 1, np.int64)
+    np.subtract(ends, np.arange(len(ends)), out=offsets[1:])
+    fields = pyarrow.LargeStringArray.from_buffers(len(ends), pyarrow.py_buffer(offsets),
+                                                   pyarrow.py_buffer(data.translate(None, delimiter.encode() + b"\n")))
     try:
-        table = pyarrow.csv.read_csv(
-            pyarrow.py_buffer(data),
-            read_options=pyarrow.csv.ReadOptions(column_names=names, use_threads=False),
-            parse_options=pyarrow.csv.ParseOptions(delimiter=delimiter, quote_char=False, double_quote=False,
-                                                   escape_char=False, newlines_in_values=False),
-            convert_options=pyarrow.csv.ConvertOptions(column_types=dict.fromkeys(names, pyarrow.float64()),
-                                                       null_values=[], quoted_strings_can_be_null=False))
-    except pyarrow.ArrowInvalid:  # an empty field, a token that is not a number, a ragged row
+        numbers = fields.cast(pyarrow.float64()).to_numpy()
+    except pyarrow.ArrowInvalid:  # an empty field, a token that is not a number
         return None
-    values = np.empty((table.num_rows, len(names)), np.float32)
     with np.errstate(over="ignore"):  # beyond float32's range: np.loadtxt reads the file again
-        for column, array in enumerate(table.columns):
-            values[:, column] = array.to_numpy()  # float64 rounded to float32, as `astype` rounds
+        values = numbers.astype(np.float32).reshape(-1, columns)  # rounded as `astype` rounds
     return values if np.isfinite(values).all() else None
 
 
