@@ -1,10 +1,11 @@
 """Times `deeprestore describe evaluate` on descriptor CSVs end to end against the benchmark's steps.
 
 Usage: `python benchmarks/bench_describe_evaluate.py [--sequences 20 --patches 400 --pairs 100000
---queries 2000 --distractors 20000 --rounds 3 --seed 0 --folder DIR]` (the benchmark's own tasks have
+--queries 2000 --distractors 20000 --rounds 3 --seed 0 --folder DIR --floats]` (the benchmark's own tasks have
 1,000,000 pairs, 5,000 queries and 20,000 distractors: `--sequences 40 --patches 700 --pairs 1000000
 --queries 5000 --rounds 1`). Writes an HPatches-format dataset (random PNG stacks), tie-heavy
-quantised 128-d descriptor CSVs and task files into a temporary folder (or `--folder`, kept and
+quantised 128-d descriptor CSVs (`--floats`: continuous float32 ones written with 9 significant
+digits, as learned descriptors are exported) and task files into a temporary folder (or `--folder`, kept and
 reused when it already holds them), then runs, each as a fresh process, in rounds that alternate
 which goes first: `hpatches_reference.py` (the benchmark's steps: read the CSVs, evaluate with the
 same scipy calls, write JSON) and the command. Prints each run's wall time, CPU time and peak
@@ -40,7 +41,7 @@ def write_data(folder, sequences, patches, dimension, pairs, queries, distractor
     data, descriptors = folder / "data", {}
     names = [f"{'iv'[number % 2]}_{number:03d}" for number in range(sequences)]
     for name in names:
-        (data / name).mkdir(parents=True)
+        (data / name).mkdir(parents=True, exist_ok=True)  # a --folder of the other kind: the same data
         stack = rng.integers(0, 256, (patches * 32, 32), dtype=np.uint8)
         for image in hpatches.IMAGES:
             imageio.imwrite(data / name / f"{image}.png", stack)
@@ -50,7 +51,7 @@ def write_data(folder, sequences, patches, dimension, pairs, queries, distractor
         descriptors[name] = {image: np.round(value) / 4 if kind == "quantised" else value.astype(np.float32) / 4
                              for image, value in values.items()}
     task_folder = folder / "tasks"
-    (task_folder / "splits").mkdir(parents=True)
+    (task_folder / "splits").mkdir(parents=True, exist_ok=True)
     (task_folder / "splits" / "splits.json").write_text(json.dumps({"bench": {"name": "bench", "test": names}}))
     split = hpatches.Split("bench", tuple(names), ())
     generated = tasks.generate_tasks(split, dict.fromkeys(names, patches), {n: np.full(patches, 50.0) for n in names},

@@ -4,6 +4,7 @@ import csv
 import json
 import pathlib
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -457,3 +458,76 @@ def test_malformed_descriptor_files_fall_back_to_loadtxt_and_its_errors(tmp_path
     path.write_text(text)
     with pytest.raises(DeepRestoreError, match=message):
         export.read_descriptor_file(path, rows=3)
+
+
+def _decimals(rng, count):
+    """Decimal tokens that test a parser's rounding: float32 values with 9 digits, float64 ones with 17
+    (subnormals of both included), float32 rounding midpoints exactly and one float64 step either side,
+    integers, signs and fixed edge cases."""
+    singles = rng.standard_normal(count).astype(np.float32) * np.float32(10.0) ** rng.integers(-45, 37, count)
+    doubles = rng.standard_normal(count) * 10.0 ** rng.integers(-325, 38, count)
+    low = np.abs(rng.standard_normal(count).astype(np.float32)) * np.float32(10.0) ** rng.integers(-40, 37, count)
+    middles = (low.astype(np.float64) + np.nextafter(low, np.float32(np.inf)).astype(np.float64)) / 2
+    tokens = [f"{value:.9g}" for value in singles] + [f"{value:.17g}" for value in doubles]
+    tokens += [repr(float(value)) for value in (*middles, *np.nextafter(middles, 0), *np.nextafter(middles, np.inf))]
+    tokens += [str(value) for value in rng.integers(-10**18, 10**18, count)]
+    tokens += ["1e-45", "-1.4e-45", "7e-46", "3.4e38", "-3.40282346e38", "1e-310", "4.9e-324", "1e-400", "-0", "-0.0",
+               "+0", "+1.5", "+.5e-3", "1E5", "1e+05", "00012", ".5", "5.", "9007199254740993",
+               "1.00000000000000000000000000000000000001", "123456789012345678901234567890"]
+    rng.shuffle(tokens)
+    return tokens
+
+
+@pytest.mark.parametrize("delimiter, line_end", [(",", "\n"), (";", "\r\n"), ("\t", "\n")])
+def test_pyarrow_reads_float_descriptor_files_bit_for_bit_as_loadtxt(tmp_path, delimiter, line_end):
+    pytest.importorskip("pyarrow.csv")
+    tokens = _decimals(np.random.default_rng(len(line_end) + ord(delimiter)), 1500)
+    columns = 16
+    rows = [delimiter.join(tokens[start:start + columns]) for start in range(0, len(tokens) - columns + 1, columns)]
+    path = tmp_path / "ref.csv"
+    path.write_bytes((line_end.join(rows) + line_end).encode())
+    read = export._arrow_numbers(path.read_bytes(), delimiter)
+    assert read is not None  # pyarrow read it
+    expected = np.loadtxt(path, delimiter=delimiter, ndmin=2, dtype=np.float64, comments=None).astype(np.float32)
+    np.testing.assert_array_equal(read.view(np.int32), expected.view(np.int32))  # -0 and subnormals too
+    np.testing.assert_array_equal(export.read_descriptor_file(path, rows=len(rows)).view(np.int32),
+                                  expected.view(np.int32))
+
+
+def _read_or_refuse(path):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # 4e38 is inf as float32
+            return export.read_descriptor_file(path, rows=3)
+    except DeepRestoreError as error:
+        return str(error)
+
+
+@pytest.mark.parametrize("text", [
+    "1,nan\n3,4\n5,6\n", "1,NaN\n3,4\n5,6\n", "1,2\n3,inf\n5,6\n", "1,-Infinity\n3,4\n5,6\n", "1,1e400\n3,4\n5,6\n",
+    "1,4e38\n3,4\n5,6\n", "1,,2\n3,4,5\n6,7,8\n", "1,2,\n3,4,\n5,6,\n", '"1",2\n3,4\n5,6\n', "a,b\n1,2\n3,4\n",
+    "e,E\n1,2\n3,4\n", "\ufeff1,2\n3,4\n5,6\n", "1, 2\n3,4\n5,6\n", "1,2 \n3,4\n5,6\n", "1,2\r3,4\r5,6\r",
+    "1,2\n3\n5,6\n", "1,2\n3,4,5\n6,7\n", "1e,2\n3,4\n5,6\n", "1,2\n\n3,4\n", "\n1,2\n3,4\n5,6\n", "1,2\n3,4\n5,6",
+    "0x1,2\n3,4\n5,6\n", "1_0,2\n3,4\n5,6\n", "--1,2\n3,4\n5,6\n", "1,\u0662\n3,4\n5,6\n", "1\n2\n3\n", "",
+    "1.5,2.5\n3.5,4.5\n5.5,6.5\n", "0.123456789,-1.23456789e-05\r\n+3.5,.5\r\n-0,1e-310\r\n",
+])
+def test_pyarrow_accepts_nothing_loadtxt_refuses_and_reads_alike(tmp_path, monkeypatch, text):
+    path = tmp_path / "e1.csv"
+    path.write_bytes(text.encode())
+    by_arrow = export._arrow_numbers(path.read_bytes(), ",")  # None where pyarrow is not installed
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, comments=None).astype(np.float32)
+    except ValueError:
+        assert by_arrow is None  # what np.loadtxt refuses, pyarrow is never given to read
+    else:
+        assert by_arrow is None or by_arrow.view(np.int32).tolist() == expected.view(np.int32).tolist()
+    with_pyarrow = _read_or_refuse(path)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError: np.loadtxt reads
+    assert export._arrow_numbers(path.read_bytes(), ",") is None
+    without = _read_or_refuse(path)
+    if isinstance(without, str):
+        assert with_pyarrow == without and without.startswith(f"Descriptor file '{path}'")
+    else:
+        np.testing.assert_array_equal(with_pyarrow.view(np.int32), without.view(np.int32))
