@@ -88,7 +88,7 @@ def test_jax_backend_gives_the_same_gradients_as_tensorflow(tiny, rng, tmp_path)
             engine = Engine.for_objective(objectives.l2("conv2") + 0.1 * objectives.total_variation(2.0), network)
             quiet = Progress(show=False, notify=lambda message: None)
             ends = {{(bounds, device): optimise(engine, images, 8, LBFGS(bounds, tolerance=0.0, on_device=device),
-                                                progress=quiet)[0]
+                                                callbacks=[quiet])[0]
                     for bounds in (None, (0.0, 1.0)) for device in (0, 1)}}
             lbfgs = {{f"{{bounds}} {{device}}": [engine(end)[0], float(end.min()), float(end.max())]
                      for (bounds, device), end in ends.items()}}
