@@ -36,9 +36,10 @@ TINY = {
     "denoise train": ("denoise", "train", "--steps", "2", "--patch-size", "16", "--batch-size", "4",
                       "--validation-batches", "1", "--test-size", "48", "--no-baselines"),
     "denoise apply": ("denoise", "apply", "--images", "camera", "--size", "24"),  # --model added below
-    # split a: the synthetic training photos alone (the default split heldout synthesises 16 more sequences)
+    # split a: the synthetic training photos alone (the default split heldout synthesises 16 more
+    # sequences), 16 tracks a sequence (the default 256 are four times the patches to describe)
     "describe train": ("describe", "train", "--steps", "2", "--triplets", "32", "--batch-size", "16", "--pairs", "200",
-                       "--queries", "10", "--split", "a"),
+                       "--queries", "10", "--split", "a", "--patches", "16"),
 }
 # A bad input each experiment refuses before any backend loads, and what the one-line error says.
 BAD = {
