@@ -222,6 +222,15 @@ def test_a_resubmitted_inversion_continues_from_its_partial_results_and_says_so(
     assert (run / "complete" / "000_astronaut.json").is_file() and not (run / "partial").exists()
 
 
+def resubmitted(tmp_path, monkeypatch, arguments):
+    """The same command again, with the interruption undone: `(one entry per optimisation step run, result)`."""
+    monkeypatch.undo()
+    ran = counting_steps(monkeypatch)
+    resumed = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), *arguments])
+    assert resumed.exit_code == 0, resumed.output
+    return ran, resumed
+
+
 def counting_steps(monkeypatch):
     """The list that gets one entry per optimisation step run (one step a chunk)."""
     steps = []
@@ -239,10 +248,7 @@ def test_a_resubmitted_style_continues_its_scale_from_the_partial_result_and_say
     record = json.loads((run / "partial" / "000_chelsea.json").read_text())
     assert (record["step"], record["of"], record["first_step"]) == (1, 4, 0)
     assert record["context"] == {"image": 0, "scale": 1}
-    monkeypatch.undo()
-    ran = counting_steps(monkeypatch)
-    resumed = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), *arguments])
-    assert resumed.exit_code == 0, resumed.output
+    ran, resumed = resubmitted(tmp_path, monkeypatch, arguments)
     assert "continuing from the partial result of an interrupted attempt at scale 1 of 2, step 1 of 4" in resumed.output
     assert len(ran) == 3 + 4
     assert (run / "complete" / "000_chelsea.json").is_file() and not (run / "partial").exists()
@@ -258,10 +264,7 @@ def test_a_resubmitted_dream_continues_its_octave_from_the_partial_result_as_if_
     assert stopped.exit_code == 130 and "a resubmission continues from it" in stopped.output
     record = json.loads((run / "partial" / "000_astronaut.json").read_text())
     assert (record["step"], record["of"], record["first_step"], record["context"]) == (1, 3, 0, {"octave": 1})
-    monkeypatch.undo()
-    ran = counting_steps(monkeypatch)
-    resumed = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), *arguments])
-    assert resumed.exit_code == 0, resumed.output
+    ran, resumed = resubmitted(tmp_path, monkeypatch, arguments)
     assert "continuing from the partial result of an interrupted attempt at octave 1 of 2, step 1" in resumed.output
     assert len(ran) == 2 + 3
     monkeypatch.undo()
@@ -293,10 +296,7 @@ def test_a_resubmitted_dream_continues_a_later_frame_from_the_frame_before_as_wr
     record = json.loads((run / "partial" / "000_astronaut.json").read_text())
     assert (record["step"], record["of"], record["first_step"], record["context"]) == (7, 9, 6, {"octave": 1,
                                                                                                  "frame": 2})
-    monkeypatch.undo()
-    ran = counting_steps(monkeypatch)
-    resumed = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), *arguments])
-    assert resumed.exit_code == 0, resumed.output
+    ran, resumed = resubmitted(tmp_path, monkeypatch, arguments)
     assert "at frame 2 of 2, octave 1 of 2, step 7 (stage 1 of 1: 1 of 3 steps)" in resumed.output
     assert len(ran) == 2 + 3 and not (run / "partial").exists()
     monkeypatch.undo()
@@ -319,10 +319,7 @@ def test_a_resubmitted_texture_continues_its_batch_from_the_partial_results_and_
     assert stopped.exit_code == 130 and "a resubmission continues from them" in stopped.output
     records = [json.loads((run / "partial" / f"texture_00{index}.json").read_text()) for index in range(2)]
     assert all((record["step"], record["of"], record["first_step"]) == (1, 5, 0) for record in records)
-    monkeypatch.undo()
-    ran = counting_steps(monkeypatch)
-    resumed = CliRunner().invoke(cli, ["--runs", str(tmp_path / "runs"), *arguments])
-    assert resumed.exit_code == 0, resumed.output
+    ran, resumed = resubmitted(tmp_path, monkeypatch, arguments)
     assert "continuing from the partial results of an interrupted attempt at step 1 of 5" in resumed.output
     assert len(ran) == 4 and not (run / "partial").exists()
     assert [step for step, _ in LossLog(run / "shards" / "0-of-1" / "losses").values("total")] == list(range(1, 6))
