@@ -222,6 +222,14 @@ def test_a_resubmitted_inversion_continues_from_its_partial_results_and_says_so(
     assert (run / "complete" / "000_astronaut.json").is_file() and not (run / "partial").exists()
 
 
+def stopped_after_one_step(tmp_path, monkeypatch, experiment, arguments):
+    """The command interrupted after its first step (exit 130): `(result, the named run "job")`."""
+    with interrupted_after_one_step(monkeypatch, experiment):
+        stopped = invoke(tmp_path, *arguments)
+    assert stopped.exit_code == 130, stopped.output
+    return stopped, tmp_path / "runs" / experiment.folder / "job"
+
+
 def resubmitted(tmp_path, monkeypatch, arguments):
     """The same command again, with the interruption undone: `(one entry per optimisation step run, result)`."""
     monkeypatch.undo()
@@ -241,10 +249,8 @@ def counting_steps(monkeypatch):
 
 def test_a_resubmitted_style_continues_its_scale_from_the_partial_result_and_says_so(tmp_path, monkeypatch):
     arguments = (*TINY["style"], "--scales", "2", "--steps", "4", "--name", "job")
-    with interrupted_after_one_step(monkeypatch, registry.STYLE):
-        stopped = invoke(tmp_path, *arguments)
-    run = tmp_path / "runs" / "style" / "job"
-    assert stopped.exit_code == 130 and "a resubmission continues from it" in stopped.output
+    stopped, run = stopped_after_one_step(tmp_path, monkeypatch, registry.STYLE, arguments)
+    assert "a resubmission continues from it" in stopped.output
     record = json.loads((run / "partial" / "000_chelsea.json").read_text())
     assert (record["step"], record["of"], record["first_step"]) == (1, 4, 0)
     assert record["context"] == {"image": 0, "scale": 1}
@@ -258,10 +264,8 @@ def test_a_resubmitted_style_continues_its_scale_from_the_partial_result_and_say
 
 def test_a_resubmitted_dream_continues_its_octave_from_the_partial_result_as_if_never_stopped(tmp_path, monkeypatch):
     arguments = (*TINY["dream"], "--octaves", "2", "--name", "job")
-    with interrupted_after_one_step(monkeypatch, registry.DREAM):
-        stopped = invoke(tmp_path, *arguments)
-    run = tmp_path / "runs" / "dream" / "job"
-    assert stopped.exit_code == 130 and "a resubmission continues from it" in stopped.output
+    stopped, run = stopped_after_one_step(tmp_path, monkeypatch, registry.DREAM, arguments)
+    assert "a resubmission continues from it" in stopped.output
     record = json.loads((run / "partial" / "000_astronaut.json").read_text())
     assert (record["step"], record["of"], record["first_step"], record["context"]) == (1, 3, 0, {"octave": 1})
     ran, resumed = resubmitted(tmp_path, monkeypatch, arguments)
@@ -313,10 +317,8 @@ def test_a_resubmitted_dream_continues_a_later_frame_from_the_frame_before_as_wr
 
 def test_a_resubmitted_texture_continues_its_batch_from_the_partial_results_and_says_so(tmp_path, monkeypatch):
     arguments = (*TINY["texture"], "--steps", "5", "--count", "2", "--name", "job")
-    with interrupted_after_one_step(monkeypatch, registry.TEXTURE):
-        stopped = invoke(tmp_path, *arguments)
-    run = tmp_path / "runs" / "texture" / "job"
-    assert stopped.exit_code == 130 and "a resubmission continues from them" in stopped.output
+    stopped, run = stopped_after_one_step(tmp_path, monkeypatch, registry.TEXTURE, arguments)
+    assert "a resubmission continues from them" in stopped.output
     records = [json.loads((run / "partial" / f"texture_00{index}.json").read_text()) for index in range(2)]
     assert all((record["step"], record["of"], record["first_step"]) == (1, 5, 0) for record in records)
     ran, resumed = resubmitted(tmp_path, monkeypatch, arguments)
