@@ -10,6 +10,7 @@ starts each engine's multi-process runtime (one training over several machines).
 
 import contextlib
 import functools
+import weakref
 
 import keras
 import numpy as np
@@ -307,15 +308,20 @@ def parallel_devices():
     """Names of the devices data-parallel training can use: the GPUs, or the CPUs where there are none.
 
     On TensorFlow these are its logical devices (`GPU:0`, `GPU:1`, ...); on JAX those of its default
-    platform (`gpu:0`, ...); in a job of several processes (see `distributed`, JAX only) those of every
-    process, numbered globally.
+    platform (`gpu:0`, ...); in a job of several processes (see `distributed`) those of every process: on JAX
+    numbered globally, on TensorFlow each process's own prefixed with its task (`task1/GPU:0`; every
+    worker of a `MultiWorkerMirroredStrategy` has as many).
     """
     check_supported()
     if name() == "tensorflow":
         import tensorflow as tf
 
         found = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tuple(logical.name.split("device:")[-1] for logical in found)
+        local = tuple(logical.name.split("device:")[-1] for logical in found if "/task:" not in logical.name
+                      or f"/task:{distributed.process_index()}/" in logical.name)
+        if distributed.process_count() > 1:
+            return tuple(f"task{task}/{device}" for task in range(distributed.process_count()) for device in local)
+        return local
     import jax
 
     return tuple(f"{accelerator.platform}:{accelerator.id}" for accelerator in jax.devices())
@@ -395,11 +401,13 @@ class DataParallel:
     a step on `n` devices equals a step on one device with the whole batch (up to float rounding;
     batch normalisation on TensorFlow normalises each slice by its own statistics). On TensorFlow this
     is a `tf.distribute.MirroredStrategy`, on JAX a `keras.distribution.DataParallel`. One device
-    (the default) is plain Keras, unchanged. In a job of several processes (`distributed`, JAX) it is a
-    `DataParallel` over the devices of all of them that takes from each process its own slice of the batch.
+    (the default) is plain Keras, unchanged. In a job of several processes (`distributed`) it takes from
+    each process its own slice of the batch: on JAX a `DataParallel` over the devices of all of them, on
+    TensorFlow the job's `MultiWorkerMirroredStrategy`, which `fit` (Keras 3.15) cannot train under, so
+    `fit` here runs a step of its own there (`_multi_worker_fit`).
 
-    Models and optimisers must be built, checkpoints loaded and `fit` called inside `scope()`, which
-    makes `fit` split each batch over the devices. Prediction and `test_on_batch` work inside the scope
+    Models and optimisers must be built and checkpoints loaded inside `scope()`; `fit` (below) trains
+    in it, splitting each batch over the devices. Prediction and `test_on_batch` work inside the scope
     (validation and callbacks during `fit`) and outside it on any batch size; inside, on JAX, a batch
     that does not split evenly is computed whole on every device (see `_data_parallel_layout`).
 
@@ -422,7 +430,9 @@ class DataParallel:
         if count == 1:
             return
         if name() == "tensorflow":
-            self._engine = _mirrored_strategy(self.devices)
+            self._engine = distributed.strategy() or _mirrored_strategy(self.devices)
+            if self.processes > 1:
+                _keras_steps_local()
         else:
             import jax
 
@@ -446,6 +456,19 @@ class DataParallel:
             return batches
         return lambda step: distributed.process_slice(batches(step))
 
+    def fit(self, model, batches, callbacks):
+        """Trains `model` on every batch of `batches` (a `keras.utils.PyDataset`), calling the Keras
+        `callbacks` around each step as `fit` does: `fit` itself, but over the processes of a TensorFlow job.
+
+        Raises:
+            distributed.UpdatedPastStep: Another process was lost after this one applied a step's update.
+        """
+        if name() == "tensorflow" and self.processes > 1:
+            _multi_worker_fit(self._engine, model, batches, callbacks)
+            return
+        with self.scope():  # fit splits each batch over the devices
+            model.fit(fit_data(batches), epochs=1, shuffle=False, verbose=0, callbacks=list(callbacks))
+
     def check_batch(self, batch_size, option="--batch-size"):
         """Raises a `DeepRestoreError` unless `batch_size` splits evenly over the devices."""
         if batch_size % self.replicas:
@@ -462,9 +485,10 @@ def outside_distribution():
     Inside the layout a prediction takes each process's inputs as its slice of one global batch, and its
     outputs span the devices of every process, so no process can read them; outside it every process
     predicts on its own inputs with the (replicated) weights. For callbacks during `fit`, which runs in
-    the layout: figures, descriptors scored by mAP. With one process it changes nothing.
+    the layout: figures, descriptors scored by mAP. With one process, or on TensorFlow (where every prediction
+    is each process's own, see `_keras_steps_local`), it changes nothing.
     """
-    if distributed.process_count() == 1:
+    if distributed.process_count() == 1 or name() != "jax":
         yield
         return
     previous = keras.distribution.distribution()
@@ -473,6 +497,102 @@ def outside_distribution():
         yield
     finally:
         keras.distribution.set_distribution(previous)
+
+
+@functools.cache
+def _keras_steps_local():
+    """Makes Keras's predict, evaluate and `test_on_batch` of a model built under the job's
+    `MultiWorkerMirroredStrategy` run on this process alone, outside the strategy's scope.
+
+    A TensorFlow model keeps the strategy it was built under and runs every such call under it: a prediction
+    became a collective that gathers every process's outputs into one array, twice as long in a job of two,
+    and an evaluation failed as `fit` does. A job of several processes computes those on each process
+    (validation, figures, descriptors scored by mAP, all on inputs that are the same on every process),
+    so the strategy is the one of the current scope, as for a model built outside any; training under the
+    strategy is `_multi_worker_fit`'s. Keras has no public switch for it, hence its trainer's property.
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer
+
+    trainer.TensorFlowTrainer.distribute_strategy = property(lambda model: tf.distribute.get_strategy())
+
+
+def _multi_worker_fit(strategy, model, batches, callbacks):
+    """`fit` of one epoch over the PyDataset `batches` under a `MultiWorkerMirroredStrategy`, step by step.
+
+    Keras 3.15's `fit` fails under the strategy before its first step (keras-team/keras#20585): it
+    reduces the first batch, a nested `PerReplica`, with `strategy.reduce`, which takes one value, and the
+    scalar loss with `axis=0`. Everything else of Keras works there: a compiled `tf.function` runs Keras's
+    own `train_step` with `strategy.run` on each device's part of this process's batch (its slice of the
+    global one), the model's and the optimiser's variables being mirrored (built in the strategy's scope),
+    so the optimiser all-reduces the gradients (each replica's loss is scaled by the number of replicas:
+    the update is the whole batch's on one device) and applies the same update on every device of every
+    process. The logged values (loss, metrics: each replica's mean over its equal part) are averaged over
+    the replicas with `strategy.reduce`, one collective for all of them. The callbacks run between steps,
+    outside the strategy's scope, so what they compute is each process's own (`_keras_steps_local`).
+
+    Raises:
+        distributed.UpdatedPastStep: The averaging failed after the update was applied (another process
+            was lost in between): the weights are one step past the last step the callbacks saw.
+    """
+    local_replicas = len(strategy.extended.worker_devices)
+    first = batches[0]
+    with strategy.scope():
+        model._symbolic_build(data_batch=first)  # the compiled loss's and metrics' variables, synced on read
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+    step, names = _multi_worker_step(strategy, model)
+
+    def per_replica(batch):
+        size = len(keras.tree.flatten(batch)[0]) // local_replicas
+
+        def part(context):  # replicas are numbered process by process: this process's are consecutive
+            index = context.replica_id_in_sync_group % local_replicas
+            return keras.tree.map_structure(lambda value: value[index * size:(index + 1) * size], batch)
+
+        return strategy.experimental_distribute_values_from_function(part)
+
+    callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
+    model.stop_training = False
+    callbacks.on_train_begin()
+    applied = int(model.optimizer.iterations.numpy())
+    for index in range(len(batches)):
+        callbacks.on_train_batch_begin(index)
+        try:
+            values = step(per_replica(first if index == 0 else batches[index])).numpy()
+        except Exception as error:
+            if distributed.is_lost_peer(error) and int(model.optimizer.iterations.numpy()) > applied:
+                raise distributed.UpdatedPastStep(str(error)) from error
+            raise
+        applied += 1
+        callbacks.on_train_batch_end(index, dict(zip(names, values.tolist())))
+        if model.stop_training:
+            break
+    callbacks.on_train_end()
+
+
+_multi_worker_steps = weakref.WeakKeyDictionary()
+
+
+def _multi_worker_step(strategy, model):
+    """`(step, names)`: the compiled step of `_multi_worker_fit` for `model`, made once per model (a run that
+    trains twice, stopped and resumed, traces it once), and the names of the values it returns, in order."""
+    import tensorflow as tf
+
+    if model not in _multi_worker_steps:
+        names = []
+
+        def replica_step(data):
+            logs = model.train_step(data)
+            names[:] = list(logs)  # filled when traced: the order of the values below
+            return tf.stack([tf.cast(tf.reshape(logs[name], ()), tf.float32) for name in names])
+
+        @tf.function
+        def step(data):
+            return strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(replica_step, args=(data,)), axis=None)
+
+        _multi_worker_steps[model] = step, names
+    return _multi_worker_steps[model]
 
 
 def fit_data(batches):

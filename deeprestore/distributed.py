@@ -4,20 +4,26 @@ collective operations the training path needs beyond the engine's own data paral
 A job is a `Cluster` of `processes`, this one being `process_id` (0 is the primary: the only one that
 writes the run directory, logs, TensorBoard events and checkpoints). `cluster_from_environment` reads it
 from SLURM (`srun` with more than one task: `SLURM_NTASKS`, `SLURM_PROCID`, `SLURM_STEP_NODELIST`) or
-from `DEEPRESTORE_COORDINATOR` (`host:port` of process 0), `DEEPRESTORE_PROCESSES` and
+from `DEEPRESTORE_COORDINATOR` (`host:port` of process 0; on TensorFlow every process's, comma-separated,
+process 0's first), `DEEPRESTORE_PROCESSES` and
 `DEEPRESTORE_PROCESS_ID`; without either, one process.
-`initialize()` starts the engine's own multi-process runtime once, before anything else touches it:
-`jax.distributed.initialize` (CPU collectives through gloo), after which `jax.devices()` are the devices
-of every process and `backend.DataParallel` lays the batch over all of them. TensorFlow is refused: its
-`MultiWorkerMirroredStrategy` connects two localhost workers, but Keras 3.15's `fit` fails under it
-before the first step (`_maybe_symbolic_build` reduces the batch, a nested `PerReplica`, with the
-strategy's `reduce`, which takes one value; skipping that, `reduce_per_replica` fails on the loss).
+`initialize()` starts the engine's own multi-process runtime once, before anything else touches it. On
+JAX, `jax.distributed.initialize` (CPU collectives through gloo), after which `jax.devices()` are the
+devices of every process and `backend.DataParallel` lays the batch over all of them. On TensorFlow, a
+`tf.distribute.MultiWorkerMirroredStrategy` over the workers `TF_CONFIG` would name (`SlurmClusterResolver`
+under SLURM; otherwise every worker's `host:port` in `DEEPRESTORE_COORDINATOR`), the `DataParallel` of the
+job. Keras 3.15's `fit` fails under that strategy before the first step (`_maybe_symbolic_build` reduces
+the batch, a nested `PerReplica`, with the strategy's `reduce`, which takes one value; skipping that,
+`reduce_per_replica` reduces the scalar loss along axis 0), so there `DataParallel.fit` runs Keras's own
+`train_step` under the strategy in a step of its own (`backend._multi_worker_fit`).
 
 With the engine's data parallelism every training step is one collective operation, so a process that
 dies makes the next step fail on the others (JAX's gloo reports the lost connection as an error; with
-`jax_enable_recoverability` the survivors raise it instead of aborting), and `training.train` then
-writes a checkpoint of the last complete step. Stopping on a signal must also be agreed (`any_process`),
-or the processes would stop at different steps and the ones still training would wait forever.
+`jax_enable_recoverability` the survivors raise it instead of aborting; TensorFlow's coordination service
+misses the dead worker's heartbeats and aborts the survivors' collectives with `UnavailableError`, 10 s
+after a kill -9 here), and `training.train` then writes a checkpoint of the last complete step. Stopping on
+a signal must also be agreed (`any_process`, on TensorFlow an all-reduce of the flags), or the processes
+would stop at different steps and the ones still training would wait forever.
 """
 
 import atexit
@@ -132,7 +138,8 @@ def initialize():
         The `Cluster`, or None for a single process (nothing is started).
 
     Raises:
-        DeepRestoreError: A bad description (see `cluster_from_environment`), or the TensorFlow backend.
+        DeepRestoreError: A bad description (see `cluster_from_environment`), or another backend than
+            TensorFlow and JAX.
     """
     if "cluster" in _state:
         return _state["cluster"]
@@ -141,14 +148,61 @@ def initialize():
         import keras  # the backend's name only: `backend` builds on this module, not the other way round
 
         engine = keras.backend.backend()
-        if engine != "jax":
-            raise DeepRestoreError(
-                f"A training over {cluster.processes} processes runs on JAX; got backend '{engine}', under "
-                "which Keras 3's fit fails with TensorFlow's MultiWorkerMirroredStrategy. Expected --backend jax "
-                "(the cluster templates' default).")
-        _start_jax(cluster)
+        if engine == "tensorflow":
+            _start_tensorflow(cluster)
+        elif engine == "jax":
+            _start_jax(cluster)
+        else:
+            raise DeepRestoreError(f"A training over {cluster.processes} processes runs on TensorFlow or JAX; got "
+                                   f"backend '{engine}'. Expected --backend tensorflow or --backend jax.")
     _state["cluster"] = cluster
     return cluster
+
+
+def _start_tensorflow(cluster):
+    """Creates the job's `tf.distribute.MultiWorkerMirroredStrategy` (before TensorFlow computes anything:
+    it starts this process's gRPC server and joins the others)."""
+    import tensorflow as tf
+
+    _state["strategy"] = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=tensorflow_resolver(cluster))
+
+
+def tensorflow_resolver(cluster):
+    """The TensorFlow cluster resolver of the job, the workers that `TF_CONFIG` would describe.
+
+    Under SLURM, TensorFlow's `SlurmClusterResolver` (one task per node, every worker on the job's port); with
+    the explicit variables, every worker's `host:port` in `DEEPRESTORE_COORDINATOR`, process 0's first.
+
+    Raises:
+        DeepRestoreError: SLURM runs several tasks on a node, or the variables name only process 0.
+    """
+    import tensorflow as tf
+
+    resolvers = tf.distribute.cluster_resolver
+    if cluster.source == "slurm":
+        port = int(cluster.coordinator.rsplit(":", 1)[1])
+        try:
+            # One task per node sees all of its node's GPUs: TensorFlow's own GPU allocation stays off (its
+            # counts only have to be consistent, so that it does not ask nvidia-smi).
+            resolver = resolvers.SlurmClusterResolver(port_base=port, tasks_per_node=1, gpus_per_node=1,
+                                                      gpus_per_task=1, auto_set_gpu=False)
+            resolver.cluster_spec()
+        except RuntimeError as error:
+            raise DeepRestoreError(f"TensorFlow's SLURM cluster resolver refused this job step ({error}); expected "
+                                   "one task per node (srun --ntasks-per-node=1).") from None
+        return resolver
+    if len(cluster.addresses) != cluster.processes:
+        raise DeepRestoreError(
+            f"DEEPRESTORE_COORDINATOR={','.join(cluster.addresses)!r} names {len(cluster.addresses)} of the "
+            f"{cluster.processes} processes; on TensorFlow expected every process's host:port, process 0's first "
+            "(e.g. 10.0.0.1:61000,10.0.0.2:61000).")
+    return resolvers.SimpleClusterResolver(tf.train.ClusterSpec({"worker": list(cluster.addresses)}),
+                                           task_type="worker", task_id=cluster.process_id, rpc_layer="grpc")
+
+
+def strategy():
+    """The `MultiWorkerMirroredStrategy` of a TensorFlow job of several processes, or None."""
+    return _state.get("strategy")
 
 
 def _start_jax(cluster):
@@ -228,9 +282,28 @@ def any_process(flag):
     """Whether `flag` is true on any process (a collective: every process must call it, in step)."""
     if process_count() == 1:
         return bool(flag)
+    if strategy() is not None:
+        return bool(_tensorflow_sum(float(bool(flag))) > 0)
     from jax.experimental import multihost_utils
 
     return bool(np.asarray(multihost_utils.process_allgather(np.array([int(bool(flag))], np.int32))).max())
+
+
+def _tensorflow_sum(value):
+    """The sum over every replica of the job of `value`, which each process gives its replicas (once each)."""
+    import tensorflow as tf
+
+    if "sum" not in _state:
+        job = strategy()
+        share = 1.0 / job.num_replicas_in_sync * process_count()  # the process's replicas add up to its value
+
+        @tf.function
+        def total(value):
+            replicas = job.run(lambda: value * share)
+            return job.reduce(tf.distribute.ReduceOp.SUM, replicas, axis=None)
+
+        _state["sum"] = total
+    return float(_state["sum"](tf.constant(value, tf.float32)))
 
 
 def barrier(name):
@@ -243,4 +316,12 @@ def is_lost_peer(error):
     """Whether `error` is a collective operation failing because another process of the job is gone."""
     if process_count() == 1:
         return False
-    return type(error).__name__ in ("XlaRuntimeError", "JaxRuntimeError")
+    if isinstance(error, UpdatedPastStep):
+        return True
+    return type(error).__name__ in ("XlaRuntimeError", "JaxRuntimeError", "UnavailableError", "DeadlineExceededError",
+                                    "AbortedError", "CancelledError")
+
+
+class UpdatedPastStep(Exception):
+    """A collective after a step's update failed because another process is gone: this process's weights
+    are one step past the last step it completed, so they are no checkpoint of that step."""

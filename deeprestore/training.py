@@ -1,6 +1,7 @@
 """The one training path for everything that learns weights (stack, denoise, describe): Keras `fit`.
 
-`train(model, batches, schedule, Storage(checkpoints))` runs `model.fit` over `StepBatches`, a
+`train(model, batches, schedule, Storage(checkpoints))` runs `model.fit` (`backend.DataParallel.fit`) over
+`StepBatches`, a
 `keras.utils.PyDataset` whose item `i` is `batches(start + i)`: data come from a function
 `batches(step) -> (inputs, targets)` of the step alone, so a resumed run sees exactly the batches an
 uninterrupted one would. The whole run is one Keras epoch; the metrics are reset before each step, so
@@ -23,7 +24,8 @@ processes (`distributed`: one per machine, each running the same command) every 
 slice of each batch and loads the same checkpoint; only the primary writes checkpoints, the loss log and
 TensorBoard events; a signal to any process stops all of them after the same step, with a checkpoint;
 a process lost mid-run makes the others fail their next step, and the primary then writes a checkpoint
-of the last complete one.
+of the last complete one. (On TensorFlow such a job trains with a step of its own instead of `fit`,
+calling the same callbacks: `backend._multi_worker_fit`.)
 """
 
 import collections
@@ -33,6 +35,7 @@ import gc
 import io
 import json
 import pathlib
+import re
 import signal
 
 import h5py
@@ -481,18 +484,21 @@ def train(model, batches, schedule, storage, validation=None, parallel=None, cal
         bar.open(step, schedule.steps)
     try:
         if step < schedule.steps:
-            with stop_on_signals(flag), parallel.scope():  # fit splits each batch over the devices
-                data = backend.fit_data(StepBatches(parallel.process_batches(batches), step, schedule.steps))
-                model.fit(data, epochs=1, shuffle=False, verbose=0, callbacks=[main, *extra])
+            with stop_on_signals(flag):
+                parallel.fit(model, StepBatches(parallel.process_batches(batches), step, schedule.steps),
+                             [main, *extra])
     except Exception as error:
         if not distributed.is_lost_peer(error):
             raise
-        if main.step > main.saved:
+        if main.step > main.saved and not isinstance(error, distributed.UpdatedPastStep):
             main.checkpoint(main.step)
+        # TensorFlow's message starts with the failed function's name in braces, which says nothing here
+        reason = " ".join(re.sub(r"\{\{.*?\}\}", "", str(error)).split())[:160]
+        kept = f"the checkpoint of step {main.saved} is kept" if primary else "process 0 keeps its last checkpoint"
         raise DeepRestoreError(
             f"Training across {distributed.process_count()} processes stopped at step {main.step + 1}: another "
-            f"process of the job was lost ({' '.join(str(error).split())[:160]}); the checkpoint of step "
-            f"{main.saved} is kept. Expected all processes to the end: resume the job to continue.") from None
+            f"process of the job was lost ({reason}); {kept}. Expected all processes to the end: resume the job to "
+            "continue.") from None
     finally:
         for bar in bars:
             bar.close()
