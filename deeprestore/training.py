@@ -492,8 +492,11 @@ def train(model, batches, schedule, storage, validation=None, parallel=None, cal
             raise
         if main.step > main.saved and not isinstance(error, distributed.UpdatedPastStep):
             main.checkpoint(main.step)
-        # TensorFlow's message starts with the failed function's name in braces, which says nothing here
-        reason = " ".join(re.sub(r"\{\{.*?\}\}", "", str(error)).split())[:160]
+        # TensorFlow's message may start with the failed function's name in braces, or with where the graph
+        # defined the failed operation (indented lines): the cause follows them
+        lines = [line for line in str(error).splitlines() if line.strip() and not line.startswith(
+            (" ", "Graph execution error", "Detected at node"))]
+        reason = " ".join(re.sub(r"\{\{.*?\}\}", "", " ".join(lines)).split())[:160]
         kept = f"the checkpoint of step {main.saved} is kept" if primary else "process 0 keeps its last checkpoint"
         raise DeepRestoreError(
             f"Training across {distributed.process_count()} processes stopped at step {main.step + 1}: another "

@@ -9,11 +9,12 @@ than XLA within one process, so the last bits differ; see the test for the figur
 of them stops both after the same step with one checkpoint, and resuming both from it ends bit for
 bit where the uninterrupted pair ended.
 
-On TensorFlow (a `MultiWorkerMirroredStrategy` of two workers on 127.0.0.1, one CPU device each, trained
-by `backend._multi_worker_fit` since Keras's `fit` fails under it) the same script runs in two processes
-against one process of one device, with the same checks: the pair ends 6e-8 from the single process (the
-tolerance 1e-5 as on JAX: the ring all-reduce adds the two halves' gradients where one device sums the whole
-batch, so only the last bits of float32 differ), and the stop and resume are bit for bit.
+On TensorFlow (a `MultiWorkerMirroredStrategy` of two workers on 127.0.0.1, each with two logical CPU
+devices, trained by `backend._multi_worker_fit` since Keras's `fit` fails under it) the same script runs
+in two processes against one process of four devices (`MirroredStrategy`), with the same checks: the pair
+ends 6e-8 from the single process (the tolerance 1e-5 as on JAX: the ring all-reduce between the processes
+adds the four devices' gradients in another order than one process does, so only the last bits of float32
+differ), and the stop and resume are bit for bit.
 
 `DEEPRESTORE_MULTIPROCESS_KILLS=N` adds the slow proof through the command line (`stack --name`), on
 each backend: the pair against one process (of four devices on JAX, one on TensorFlow), then N times
@@ -98,6 +99,10 @@ def test_tensorflow_workers_are_those_of_the_description(monkeypatch):
 # and "resumed" continues what the stop left to step 4.
 TRAIN_SCRIPT = """
 import json, os, pathlib, shutil, signal, sys
+if os.environ["KERAS_BACKEND"] == "tensorflow":  # logical CPU devices, as XLA_FLAGS splits the CPU for JAX
+    import tensorflow as tf
+    devices = [tf.config.LogicalDeviceConfiguration()] * int(os.environ["CPU_DEVICES"])
+    tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0], devices)
 from deeprestore import distributed
 distributed.initialize()
 import keras, numpy as np
@@ -220,29 +225,30 @@ def test_two_processes_of_two_devices_train_as_one_process_of_four(tmp_path):
     assert [int(row.split(",")[0]) for row in rows] == [3, 4]  # one log, by process 0
 
 
-def tensorflow_environment(**variables):
+def tensorflow_environment(devices=1, **variables):
     return {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": "",
-            "TF_CPP_MIN_LOG_LEVEL": "2", **variables}
+            "TF_CPP_MIN_LOG_LEVEL": "2", "CPU_DEVICES": str(devices), **variables}
 
 
-def tensorflow_pair_environment(ports, index):
-    return tensorflow_environment(DEEPRESTORE_COORDINATOR=",".join(f"127.0.0.1:{port}" for port in ports),
+def tensorflow_pair_environment(ports, index, devices=1):
+    return tensorflow_environment(devices, DEEPRESTORE_COORDINATOR=",".join(f"127.0.0.1:{port}" for port in ports),
                                   DEEPRESTORE_PROCESSES="2", DEEPRESTORE_PROCESS_ID=str(index))
 
 
-def test_two_tensorflow_processes_train_as_one(tmp_path):
+def test_two_tensorflow_processes_of_two_devices_train_as_one_process_of_four(tmp_path):
     ports = [free_port(), free_port()]
     command = [sys.executable, "-c", TRAIN_SCRIPT]
-    pair = [subprocess.Popen([*command, str(tmp_path / "pair"), "pair"], env=tensorflow_pair_environment(ports, index),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in (0, 1)]
-    single = subprocess.run([*command, str(tmp_path / "single"), "single"], env=tensorflow_environment(),
+    pair = [subprocess.Popen([*command, str(tmp_path / "pair"), "pair"], stdout=subprocess.PIPE,
+                             env=tensorflow_pair_environment(ports, index, devices=2), stderr=subprocess.PIPE,
+                             text=True) for index in (0, 1)]
+    single = subprocess.run([*command, str(tmp_path / "single"), "single"], env=tensorflow_environment(4),
                             capture_output=True, text=True, timeout=300, check=False)
     outputs = [process.communicate(timeout=300) for process in pair]
     for process, (_, errors) in zip(pair, outputs):
         assert process.returncode == 0, errors[-3000:]
     assert single.returncode == 0, single.stderr[-3000:]
     first, second = (json.loads(output.strip().splitlines()[-1]) for output, _ in outputs)
-    assert first["devices"] == second["devices"] == 2 and first["processes"] == 2
+    assert first["devices"] == second["devices"] == 4 and first["processes"] == 2
     assert first["slice"] == second["slice"] == 4
     assert json.loads(single.stdout.strip().splitlines()[-1])["slice"] == 8
     assert "at step 3" in first["interrupted"] and "another process" in first["interrupted"]
@@ -329,7 +335,7 @@ def test_kill_9_of_one_process_then_the_same_command_ends_as_the_uninterrupted_p
         state = json.loads((run / "checkpoints" / "state.json").read_text())
         said = outputs[1 - victim][1].strip().splitlines()
         kills.append({"victim": victim, "after_step": moment, "codes": [p.returncode for p in processes],
-                      "checkpoint": state["step"], "said": said[-1][:300] if said else ""})
+                      "checkpoint": state["step"], "said": " | ".join(said[-3:])[-600:]})
     finish(launch_pair(tmp_path / "killed", engine))
     assert (run / "status").read_text().strip() == "complete"
     final_step, resumed = last_checkpoint(run / "checkpoints")
