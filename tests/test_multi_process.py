@@ -363,3 +363,44 @@ def test_a_job_of_several_processes_is_refused_before_any_work(tmp_path, monkeyp
                                       "--weights", "random", "--steps", "2", *arguments])
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
+
+
+class LostAfter(Exception):
+    """Stands for a collective failing on a lost process (named as TensorFlow's error is)."""
+
+
+LostAfter.__name__ = "UnavailableError"
+
+
+@pytest.mark.parametrize(("error", "checkpoint"), [(LostAfter("peer gone"), 3),
+                                                   (distributed.UpdatedPastStep("peer gone"), 2)])
+def test_a_lost_process_leaves_the_checkpoint_of_the_last_step_whose_weights_the_primary_holds(
+        tmp_path, monkeypatch, error, checkpoint):
+    import keras
+
+    from deeprestore import training
+    from deeprestore.backend import DataParallel
+
+    class Failing(DataParallel):
+        def __init__(self):  # one device of process 0, whatever the job's description
+            self.devices, self.processes, self._engine = ("cpu",), 1, None
+
+        def fit(self, model, batches, callbacks):  # three steps as fit runs them, then the failed fourth
+            callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
+            for index in range(3):
+                callbacks.on_train_batch_begin(index)
+                model.train_on_batch(*batches[index])
+                callbacks.on_train_batch_end(index, {"loss": 1.0})
+            raise error
+
+    monkeypatch.setitem(distributed._state, "cluster", distributed.Cluster(2, 0, ("127.0.0.1:1",), "environment"))
+    monkeypatch.setattr(distributed, "any_process", bool)
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="adam", loss="mse")
+    batches = lambda step: (np.full((2, 2), step, "float32"), np.ones((2, 1), "float32"))  # noqa: E731
+    with pytest.raises(DeepRestoreError, match=f"stopped at step 4: another process .* checkpoint of step {checkpoint} "
+                                               "is kept"):
+        training.train(model, batches, training.Schedule(steps=6, checkpoint_every=2),
+                       training.Storage(tmp_path / "checkpoints"), parallel=Failing())
+    assert training.read_state(tmp_path / "checkpoints")["step"] == checkpoint
