@@ -5,8 +5,7 @@ A job is a `Cluster` of `processes`, this one being `process_id` (0 is the prima
 writes the run directory, logs, TensorBoard events and checkpoints). `cluster_from_environment` reads it
 from SLURM (`srun` with more than one task: `SLURM_NTASKS`, `SLURM_PROCID`, `SLURM_STEP_NODELIST`) or
 from `DEEPRESTORE_COORDINATOR` (`host:port` of process 0; on TensorFlow every process's, comma-separated,
-process 0's first), `DEEPRESTORE_PROCESSES` and
-`DEEPRESTORE_PROCESS_ID`; without either, one process.
+process 0's first), `DEEPRESTORE_PROCESSES` and `DEEPRESTORE_PROCESS_ID`; without either, one process.
 `initialize()` starts the engine's own multi-process runtime once, before anything else touches it. On
 JAX, `jax.distributed.initialize` (CPU collectives through gloo), after which `jax.devices()` are the
 devices of every process and `backend.DataParallel` lays the batch over all of them. On TensorFlow, a
@@ -20,8 +19,8 @@ the batch, a nested `PerReplica`, with the strategy's `reduce`, which takes one 
 With the engine's data parallelism every training step is one collective operation, so a process that
 dies makes the next step fail on the others (JAX's gloo reports the lost connection as an error; with
 `jax_enable_recoverability` the survivors raise it instead of aborting; TensorFlow's coordination service
-misses the dead worker's heartbeats and aborts the survivors' collectives with `UnavailableError`, 10 s
-after a kill -9 here), and `training.train` then writes a checkpoint of the last complete step. Stopping on
+misses the dead worker's heartbeats and aborts the survivors' collectives with `UnavailableError`, 10 to
+13 s after a kill -9 here), and `training.train` then writes a checkpoint of the last complete step. Stopping on
 a signal must also be agreed (`any_process`, on TensorFlow an all-reduce of the flags), or the processes
 would stop at different steps and the ones still training would wait forever.
 """

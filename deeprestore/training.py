@@ -1,8 +1,7 @@
 """The one training path for everything that learns weights (stack, denoise, describe): Keras `fit`.
 
-`train(model, batches, schedule, Storage(checkpoints))` runs `model.fit` (`backend.DataParallel.fit`) over
-`StepBatches`, a
-`keras.utils.PyDataset` whose item `i` is `batches(start + i)`: data come from a function
+`train(model, batches, schedule, Storage(checkpoints))` runs `model.fit` (through `backend.DataParallel.fit`)
+over `StepBatches`, a `keras.utils.PyDataset` whose item `i` is `batches(start + i)`: data come from a function
 `batches(step) -> (inputs, targets)` of the step alone, so a resumed run sees exactly the batches an
 uninterrupted one would. The whole run is one Keras epoch; the metrics are reset before each step, so
 the values Keras logs after it are that step's own (not the epoch's running mean).
