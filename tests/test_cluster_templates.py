@@ -188,6 +188,7 @@ def real(tmp_path):
     return start
 
 
+@pytest.mark.slow  # test_one_task_resubmitted_alone_joins_the_same_run_as_the_same_shard checks the template's part
 def test_a_dream_array_task_resubmitted_alone_skips_what_it_finished_in_the_same_run(real, tmp_path):
     for index in range(3):
         save_image(tmp_path / "images" / f"image{index}.png", np.full((16, 16, 3), (index + 1) / 4, np.float32))

@@ -132,6 +132,7 @@ def check_equality(result):
     assert "--batch-size 7" in odd_batch and "multiple of 2" in odd_batch
 
 
+@pytest.mark.slow  # test_multi_process's TensorFlow pair checks one process of four devices against two processes
 def test_two_tensorflow_devices_give_the_update_of_one_on_the_whole_batch():
     result = json.loads(run_script(TWO_TENSORFLOW_DEVICES + EQUALITY_SCRIPT)[-1])
     check_equality(result)

@@ -183,13 +183,33 @@ def largest_difference(first, second):
     return max(float(np.abs(first[key] - second[key]).max()) for key in first)
 
 
-@needs_jax
-def test_two_processes_of_two_devices_train_as_one_process_of_four(tmp_path):
-    port = free_port()
+def tensorflow_environment(devices=1, **variables):
+    return {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": "",
+            "TF_CPP_MIN_LOG_LEVEL": "2", "CPU_DEVICES": str(devices), **variables}
+
+
+def tensorflow_pair_environment(ports, index, devices=1):
+    return tensorflow_environment(devices, DEEPRESTORE_COORDINATOR=",".join(f"127.0.0.1:{port}" for port in ports),
+                                  DEEPRESTORE_PROCESSES="2", DEEPRESTORE_PROCESS_ID=str(index))
+
+
+def environments(engine):
+    """`([process 0's, process 1's], the single process's)` environments: two processes of two CPU devices
+    each on localhost, against one process of four."""
+    if engine == "jax":
+        port = free_port()
+        return [pair_environment(port, index) for index in (0, 1)], jax_environment(4)
+    ports = [free_port(), free_port()]
+    return [tensorflow_pair_environment(ports, index, devices=2) for index in (0, 1)], tensorflow_environment(4)
+
+
+@pytest.mark.parametrize("engine", [pytest.param("jax", marks=needs_jax), "tensorflow"])
+def test_two_processes_of_two_devices_train_as_one_process_of_four(tmp_path, engine):
+    pair_environments, single_environment = environments(engine)
     command = [sys.executable, "-c", TRAIN_SCRIPT]
-    pair = [subprocess.Popen([*command, str(tmp_path / "pair"), "pair"], env=pair_environment(port, index),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in (0, 1)]
-    single = subprocess.run([*command, str(tmp_path / "single"), "single"], env=jax_environment(4),
+    pair = [subprocess.Popen([*command, str(tmp_path / "pair"), "pair"], env=environment, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for environment in pair_environments]
+    single = subprocess.run([*command, str(tmp_path / "single"), "single"], env=single_environment,
                             capture_output=True, text=True, timeout=300, check=False)
     outputs = [process.communicate(timeout=300) for process in pair]
     for process, (_, errors) in zip(pair, outputs):
@@ -223,57 +243,6 @@ def test_two_processes_of_two_devices_train_as_one_process_of_four(tmp_path):
     assert resumed_step == 4 and largest_difference(resumed, pair_values) == 0.0
     rows = (tmp_path / "pair" / "stopped" / "losses" / "train.loss.csv").read_text().split()[1:]
     assert [int(row.split(",")[0]) for row in rows] == [3, 4]  # one log, by process 0
-
-
-def tensorflow_environment(devices=1, **variables):
-    return {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": "",
-            "TF_CPP_MIN_LOG_LEVEL": "2", "CPU_DEVICES": str(devices), **variables}
-
-
-def tensorflow_pair_environment(ports, index, devices=1):
-    return tensorflow_environment(devices, DEEPRESTORE_COORDINATOR=",".join(f"127.0.0.1:{port}" for port in ports),
-                                  DEEPRESTORE_PROCESSES="2", DEEPRESTORE_PROCESS_ID=str(index))
-
-
-def test_two_tensorflow_processes_of_two_devices_train_as_one_process_of_four(tmp_path):
-    ports = [free_port(), free_port()]
-    command = [sys.executable, "-c", TRAIN_SCRIPT]
-    pair = [subprocess.Popen([*command, str(tmp_path / "pair"), "pair"], stdout=subprocess.PIPE,
-                             env=tensorflow_pair_environment(ports, index, devices=2), stderr=subprocess.PIPE,
-                             text=True) for index in (0, 1)]
-    single = subprocess.run([*command, str(tmp_path / "single"), "single"], env=tensorflow_environment(4),
-                            capture_output=True, text=True, timeout=300, check=False)
-    outputs = [process.communicate(timeout=300) for process in pair]
-    for process, (_, errors) in zip(pair, outputs):
-        assert process.returncode == 0, errors[-3000:]
-    assert single.returncode == 0, single.stderr[-3000:]
-    first, second = (json.loads(output.strip().splitlines()[-1]) for output, _ in outputs)
-    assert first["devices"] == second["devices"] == 4 and first["processes"] == 2
-    assert first["slice"] == second["slice"] == 4
-    assert json.loads(single.stdout.strip().splitlines()[-1])["slice"] == 8
-    assert "at step 3" in first["interrupted"] and "another process" in first["interrupted"]
-    assert "at step 3" in second["interrupted"] and "SIGTERM" in second["interrupted"]
-
-    step, pair_values = last_checkpoint(tmp_path / "pair" / "straight" / "checkpoints")
-    single_step, single_values = last_checkpoint(tmp_path / "single" / "straight" / "checkpoints")
-    assert step == single_step == 4
-    print(json.dumps({"weights": largest_difference(pair_values, single_values)}))  # shown by pytest -s
-    assert largest_difference(pair_values, single_values) < 1e-5
-    losses = {name: np.loadtxt(tmp_path / name / "straight" / "losses" / "train.loss.csv", delimiter=",",
-                               skiprows=1)[:, 1] for name in ("pair", "single")}
-    np.testing.assert_allclose(losses["pair"], losses["single"], rtol=1e-5)
-    kernel = next(key for key, value in single_values.items() if key.startswith("model/") and value.shape == (6, 8))
-    assert np.abs(single_values[kernel] - np.array(first["initial"])).max() > 1e-2
-    validation = [(tmp_path / name / "straight" / "losses" / "validation.loss.csv").read_text().split()[1:]
-                  for name in ("pair", "single")]
-    assert len(validation[0]) == len(validation[1]) == 1
-    np.testing.assert_allclose(float(validation[0][0].split(",")[1]), float(validation[1][0].split(",")[1]),
-                               rtol=1e-5)
-
-    resumed_step, resumed = last_checkpoint(tmp_path / "pair" / "stopped" / "checkpoints")
-    assert resumed_step == 4 and largest_difference(resumed, pair_values) == 0.0
-    rows = (tmp_path / "pair" / "stopped" / "losses" / "train.loss.csv").read_text().split()[1:]
-    assert [int(row.split(",")[0]) for row in rows] == [3, 4]
 
 
 # --- the slow proof through the command line (DEEPRESTORE_MULTIPROCESS_KILLS=N) ---

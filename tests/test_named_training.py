@@ -22,6 +22,7 @@ def step(run):
     return json.loads((run / "checkpoints" / "state.json").read_text())["step"]
 
 
+@pytest.mark.slow  # the templates' naming tests and the real SIGTERM resubmission cover it in part
 def test_a_named_training_run_is_created_then_resumed_then_left_alone_when_complete(tmp_path):
     run = tmp_path / "runs" / "stack" / "requeued"
     first = invoke(tmp_path, *TINY_STACK, "--steps", "2", "--name", "requeued")
